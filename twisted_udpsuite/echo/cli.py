@@ -1,0 +1,101 @@
+"""C{udpsuite echo HOST:PORT}: ping an echo server and report loss and latency."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.python import usage
+
+from twisted_udpsuite import ports
+from twisted_udpsuite.command import (
+    CommandOptions,
+    CommandSpec,
+    Console,
+    resolveHost,
+    targetOption,
+)
+from twisted_udpsuite.echo.client import PROBE_HEADER_SIZE, PingReply, ping
+
+
+def _positive(kind: type, name: str, minimum: float) -> Any:
+    def coerce(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise usage.UsageError(f"--{name}: {value!r} is not a number") from None
+        if number < minimum:
+            raise usage.UsageError(f"--{name}: must be at least {minimum}")
+        return number
+
+    return coerce
+
+
+class Options(CommandOptions):
+    """Options of C{udpsuite echo}."""
+
+    synopsis = "HOST[:PORT]"
+    longdesc = f"Round trips to a UDP echo server, like ping (default port {ports.ECHO})."
+    optParameters = [
+        ["count", "c", 5, "Probes to send.", _positive(int, "count", 1)],
+        ["interval", "i", 1.0, "Seconds between probes.", _positive(float, "interval", 0)],
+        ["size", "s", 56, "Probe size in bytes.", _positive(int, "size", PROBE_HEADER_SIZE)],
+        [
+            "timeout",
+            "W",
+            2.0,
+            "Seconds to wait for each reply.",
+            _positive(float, "timeout", 0.001),
+        ],
+    ]
+    optFlags = [["quiet", "q", "Print only the summary."]]
+
+    def parseArgs(self, target: str | None = None) -> None:
+        if target is None:
+            raise usage.UsageError("echo: missing HOST[:PORT]")
+        self["target"] = targetOption(target, ports.ECHO)
+
+    def postOptions(self) -> None:
+        if self["size"] > 65507:
+            raise usage.UsageError("--size: at most 65507 bytes fit in a UDP datagram")
+
+
+async def runEcho(reactor: Any, options: Options, console: Console) -> int:
+    host, port = options["target"]
+    address = await resolveHost(reactor, host)
+    shown = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    console.say(f"ECHO {shown}: {options['size']} bytes per probe")
+
+    def onReply(reply: PingReply) -> None:
+        if not options["quiet"]:
+            console.say(
+                f"{reply.size} bytes from {shown}: seq={reply.sequence} "
+                f"time={reply.rtt * 1000:.3f} ms"
+            )
+
+    def onTimeout(sequence: int) -> None:
+        if not options["quiet"]:
+            console.say(f"no reply from {shown}: seq={sequence}")
+
+    result = await ping(
+        reactor,
+        (address, port),
+        count=options["count"],
+        interval=options["interval"],
+        size=options["size"],
+        timeout=options["timeout"],
+        onReply=onReply,
+        onTimeout=onTimeout,
+    )
+    console.say(f"--- {shown} echo statistics ---")
+    extra = f", {result.duplicates} duplicates" if result.duplicates else ""
+    console.say(
+        f"{result.sent} probes sent, {result.received} received{extra}, "
+        f"{result.loss:.1%} loss, time {result.elapsed * 1000:.0f} ms"
+    )
+    rtts = result.rtts()
+    if rtts is not None:
+        console.say("rtt min/avg/max/mdev = " + "/".join(f"{t * 1000:.3f}" for t in rtts) + " ms")
+    return 0 if result.received else 1
+
+
+COMMAND = CommandSpec("echo", "Ping a UDP echo server: loss and latency", Options, runEcho)

@@ -1,0 +1,16 @@
+"""
+Default port numbers of the suite's services, in one place.
+
+All are unprivileged so that C{twistd -n udpsuite} runs as any user.  The
+UDP ones are also the echo service's deny list of source ports: a forged
+datagram "from" one of our own services must not start a reply loop.
+"""
+
+ECHO = 7007
+TFTP = 6969
+CHATROOM = 9999
+RESPONDER = 9998
+FILES = 8000
+
+#: The suite's own UDP service ports.
+SUITE_UDP_PORTS = frozenset({ECHO, TFTP, CHATROOM, RESPONDER})

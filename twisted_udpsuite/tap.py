@@ -1,0 +1,117 @@
+"""
+C{twistd -n udpsuite [SUBCOMMAND] [OPTIONS]}: the suite's services.
+
+A protocol joins by adding its L{ServiceSpec} to L{SERVICES}; nothing else
+here changes.  With no subcommand every service starts with its defaults.
+Errors a user can cause (a bad option, a port in use, a missing root) end
+the process with one line on stderr and a non-zero status, never a
+traceback; the services themselves raise ordinary exceptions, so a Twisted
+app that embeds them sees those instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.application.service import IService, MultiService
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+from twisted.python import usage
+
+from twisted_udpsuite.echo import service as echo
+from twisted_udpsuite.service import ServiceSpec, checkInterface
+
+__all__ = ["SERVICES", "Options", "makeService"]
+
+#: Every service, in start order.
+SERVICES: list[ServiceSpec] = [echo.SPEC]
+
+_PROGRAM = "twistd udpsuite"
+
+
+class Options(usage.Options):
+    """Options of C{twistd udpsuite}; each service is a subcommand."""
+
+    synopsis = "[--interface ADDR] [SUBCOMMAND [OPTIONS]]"
+    longdesc = "With no subcommand, every service starts on its default port."
+    optParameters = [
+        [
+            "interface",
+            "i",
+            None,
+            "With no subcommand: the address every service binds "
+            "('' all IPv4 (default), '::' IPv4+IPv6, or one address).",
+            checkInterface,
+        ]
+    ]
+    subCommands = [(spec.name, None, spec.options, spec.description) for spec in SERVICES]
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse, turning a usage error into one line on stderr and exit status 2."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            sys.stderr.write(f"{_PROGRAM}: error: {e} (see: {_PROGRAM} --help)\n")
+            raise SystemExit(2) from None
+
+    def postOptions(self) -> None:
+        if self.subCommand is not None:
+            self.selected = [(_spec(self.subCommand), self.subOptions)]
+            return
+        self.selected = []
+        for spec in SERVICES:
+            sub = spec.options()
+            sub.parseOptions(
+                ["--interface", self["interface"]] if self["interface"] is not None else []
+            )
+            self.selected.append((spec, sub))
+
+
+def _spec(name: str) -> ServiceSpec:
+    return next(spec for spec in SERVICES if spec.name == name)
+
+
+class _ExitOnStartupError(MultiService):
+    """
+    Under twistd, a service that cannot start ends the process with one line.
+
+    twistd prints a traceback for an exception raised while the services
+    start; C{SystemExit} it passes on quietly.
+    """
+
+    log = Logger(namespace="twisted_udpsuite")
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except CannotListenError as e:
+            self._fail(f"cannot listen on {e.interface or '*'}:{e.port}: {_reason(e.socketError)}")
+        except (OSError, ValueError) as e:
+            self._fail(str(e))
+
+    def _fail(self, message: str) -> None:
+        for child in list(self):
+            if child.running:
+                child.stopService()
+        sys.stderr.write(f"{_PROGRAM}: error: {message}\n")
+        raise SystemExit(1)
+
+
+def _reason(error: Any) -> str:
+    return getattr(error, "strerror", None) or str(error)
+
+
+def makeService(options: Options, reactor: Any = None) -> MultiService:
+    """
+    Build every selected service under one parent.
+
+    @param reactor: where the services listen (the global reactor if L{None};
+        tests pass a L{twisted_udpsuite.testing.MemoryHost}).
+    """
+    top = _ExitOnStartupError()
+    for spec, sub in options.selected:
+        child: IService = spec.makeService(sub, reactor)
+        child.setName(spec.name)
+        child.setServiceParent(top)
+    return top

@@ -1,0 +1,612 @@
+"""
+An in-memory datagram network for testing C{DatagramProtocol}s without sockets.
+
+Twisted ships in-memory TCP helpers (L{twisted.internet.testing},
+L{twisted.test.iosim}) but nothing for UDP.  This module fills that gap.  A
+L{MemoryNetwork} holds hosts (L{MemoryHost}), each with its own interfaces and
+a loopback; protocols listen on a host exactly as they would on a reactor
+(C{host.listenUDP(port, protocol, interface=...)}), and datagrams travel when
+the test moves the network's clock.  Everything is deterministic: the faults
+(loss, duplication, reordering, truncation) come from a seeded RNG, time only
+moves when the test says so, and every datagram is recorded for assertions.
+
+Typical use::
+
+    net = MemoryNetwork(seed=1, loss=0.2)
+    server = net.addHost("192.0.2.1/24")
+    client = net.addHost("192.0.2.2/24")
+    server.listenUDP(7, EchoProtocol(reactor=server))
+    d = ping(client, ("192.0.2.1", 7), count=10)
+    result = net.runUntil(d)          # steps time event by event
+    assert net.clock.getDelayedCalls() == []
+
+Routing follows Linux where it matters to protocol code: a socket bound to a
+wildcard address (C{""} or C{"::"}) receives unicast and broadcast datagrams
+for its port; a socket bound to one unicast address never sees broadcasts;
+sending to a broadcast address needs C{setBroadcastAllowed(True)} (else
+C{PermissionError}, as C{EACCES}); the sender receives its own broadcast when
+it listens on that port; an IPv6 wildcard socket also receives IPv4 datagrams,
+from a V4-mapped source address (C{"::ffff:192.0.2.2"}); a datagram longer
+than the receiver's C{maxPacketSize} is cut short silently, like C{recvfrom}.
+
+Exceptions raised by C{datagramReceived} are not swallowed (the real reactor
+would log and drop them): a test that crashes a protocol sees the crash.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from twisted.internet import error
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import (
+    IReactorTime,
+    IReactorUDP,
+    IUDPTransport,
+)
+from twisted.internet.protocol import AbstractDatagramProtocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+__all__ = [
+    "DatagramRecord",
+    "EventClock",
+    "MemoryHost",
+    "MemoryNetwork",
+    "MemoryUDPPort",
+]
+
+Address = tuple[str, int]
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+T = TypeVar("T")
+
+_MAX_PAYLOAD = {4: 65507, 6: 65527}
+_FIRST_EPHEMERAL_PORT = 32768
+_LAST_PORT = 65535
+
+
+class EventClock(Clock):
+    """
+    A L{Clock} whose C{advance} steps from one scheduled call to the next.
+
+    L{Clock.advance} jumps to the end time first and only then runs what is
+    due, so a timer set by a call at t=0 for one second later would land one
+    second after the I{end}.  Here every call runs with C{seconds()} equal to
+    its own scheduled time, which is what a retransmission timer racing a
+    delayed datagram needs.
+    """
+
+    def advance(self, amount: float) -> None:
+        end = self.rightNow + amount
+        self._sortCalls()
+        while self.calls and self.calls[0].getTime() <= end:
+            call = self.calls.pop(0)
+            self.rightNow = max(self.rightNow, call.getTime())
+            call.called = 1
+            call.func(*call.args, **call.kw)
+            self._sortCalls()
+        self.rightNow = end
+
+    def nextCallTime(self) -> float | None:
+        """When the next scheduled call is due, or L{None} if nothing is."""
+        self._sortCalls()
+        return self.calls[0].getTime() if self.calls else None
+
+
+@dataclass
+class DatagramRecord:
+    """
+    One datagram sent on a L{MemoryNetwork}.
+
+    @ivar fate: what became of it: C{"in flight"} until it is due, then
+        C{"delivered"}, C{"truncated"} (delivered cut to the network's
+        C{maxDatagramSize}), C{"unreachable"} (nobody listening), or, decided
+        at send time, C{"lost"} (random loss) or C{"blocked"} (a drop rule).
+    @ivar duplicate: true for the extra copy made by random duplication.
+    @ivar broadcast: true when it was sent to a broadcast address.
+    @ivar receivers: how many sockets got it (more than one for broadcast).
+    """
+
+    time: float
+    source: Address
+    destination: Address
+    data: bytes
+    fate: str = "in flight"
+    duplicate: bool = False
+    broadcast: bool = False
+    receivers: int = 0
+
+
+def _ipVersion(host: str) -> int | None:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).version
+    except ValueError:
+        return None
+
+
+def _mappedV4(address: str) -> str | None:
+    """The IPv4 address inside a V4-mapped IPv6 address, else L{None}."""
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return None
+    return str(ip.ipv4_mapped) if ip.ipv4_mapped else None
+
+
+@implementer(IUDPTransport)
+class MemoryUDPPort:
+    """
+    A bound UDP socket on a L{MemoryHost}: the transport its protocol writes to.
+
+    It provides L{IUDPTransport} and behaves like L{twisted.internet.udp.Port}
+    in the ways protocols can observe: hostnames are refused, an IPv4 socket
+    cannot write to IPv6 addresses (nor the reverse; an IPv6 socket reaches
+    IPv4 peers through V4-mapped addresses), oversized datagrams raise
+    L{error.MessageLengthError}, and a connected socket hears
+    C{connectionRefused} when its peer has no listener.
+    """
+
+    def __init__(
+        self,
+        host: MemoryHost,
+        interface: str,
+        port: int,
+        protocol: AbstractDatagramProtocol,
+        maxPacketSize: int,
+    ) -> None:
+        self.host = host
+        self.interface = interface
+        self.port = port
+        self.protocol = protocol
+        self.maxPacketSize = maxPacketSize
+        self.family = 6 if ":" in interface else 4
+        self.connected: Address | None = None
+        self.listening = True
+        self._broadcastAllowed = False
+
+    # IUDPTransport
+
+    def write(self, packet: bytes, addr: Address | None = None) -> None:
+        if not self.listening:
+            raise error.NotListeningError("write() on a port that stopped listening")
+        if self.connected is not None:
+            if addr not in (None, self.connected):
+                raise ValueError("a connected port writes only to its peer")
+            addr = self.connected
+        if addr is None:
+            raise ValueError("write() needs an address on an unconnected port")
+        destination = (addr[0], addr[1])
+        version = _ipVersion(destination[0])
+        if version is None and destination[0] != "<broadcast>":
+            raise error.InvalidAddressError(
+                destination[0], "write() only accepts IP addresses, not hostnames"
+            )
+        if self.family == 6 and version != 6:
+            raise error.InvalidAddressError(
+                destination[0], "IPv6 port write() called with IPv4 or broadcast address"
+            )
+        if self.family == 4 and version == 6:
+            raise error.InvalidAddressError(
+                destination[0], "IPv4 port write() called with IPv6 address"
+            )
+        if len(packet) > _MAX_PAYLOAD[self.family]:
+            raise error.MessageLengthError("message too long")
+        self.host.network._send(self, bytes(packet), destination)
+
+    def writeSequence(self, seq: Iterable[bytes], addr: Address | None = None) -> None:
+        self.write(b"".join(seq), addr)
+
+    def connect(self, host: str, port: int) -> None:
+        if self.connected is not None:
+            raise RuntimeError("already connected, reconnecting is not currently supported")
+        if _ipVersion(host) is None:
+            raise error.InvalidAddressError(host, "not an IPv4 or IPv6 address")
+        self.connected = (host, port)
+
+    def getHost(self) -> IPv4Address | IPv6Address:
+        if self.family == 6:
+            return IPv6Address("UDP", self.interface or "::", self.port)
+        return IPv4Address("UDP", self.interface or "0.0.0.0", self.port)
+
+    def stopListening(self) -> Deferred[None]:
+        if self.listening:
+            self.listening = False
+            self.host._unbind(self)
+            self.protocol.doStop()
+        return succeed(None)
+
+    loseConnection = stopListening
+
+    def setBroadcastAllowed(self, enabled: bool) -> None:
+        self._broadcastAllowed = bool(enabled)
+
+    def getBroadcastAllowed(self) -> bool:
+        return self._broadcastAllowed
+
+    def logPrefix(self) -> str:
+        return f"MemoryUDPPort({self.interface or '*'}:{self.port})"
+
+    # Routing helpers
+
+    @property
+    def isWildcard(self) -> bool:
+        return self.interface in ("", "0.0.0.0", "::")
+
+    def accepts(self, destination: IPAddress) -> bool:
+        """Whether a unicast datagram to C{destination} on my port is mine."""
+        if self.isWildcard:
+            return destination.version == self.family or (
+                self.family == 6 and destination.version == 4
+            )
+        return ipaddress.ip_address(self.interface) == destination
+
+
+@implementer(IReactorUDP, IReactorTime)
+class MemoryHost(MemoryReactor):
+    """
+    One machine on a L{MemoryNetwork}: a reactor for UDP, TCP and time.
+
+    Hand it to protocols as their C{reactor}.  UDP goes over the network; TCP
+    calls are only recorded, as by L{MemoryReactor} (drive TCP protocols with
+    L{twisted.internet.testing.StringTransport} or L{twisted.test.iosim});
+    time is the network's shared L{EventClock}.
+
+    @ivar interfaces: the host's addresses with their prefixes, loopback
+        (C{127.0.0.1/8}, C{::1/128}) first.
+    @ivar udpPorts: the bound sockets, by C{(interface, port)}.
+    """
+
+    def __init__(self, network: MemoryNetwork, interfaces: Iterable[IPInterface]) -> None:
+        super().__init__()
+        self.network = network
+        self.interfaces: list[IPInterface] = [
+            ipaddress.ip_interface("127.0.0.1/8"),
+            ipaddress.ip_interface("::1/128"),
+            *interfaces,
+        ]
+        self.udpPorts: dict[tuple[str, int], MemoryUDPPort] = {}
+        self._nextEphemeral = _FIRST_EPHEMERAL_PORT
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every address of this host, loopback included, as text."""
+        return [str(i.ip) for i in self.interfaces]
+
+    # IReactorUDP
+
+    def listenUDP(
+        self,
+        port: int,
+        protocol: AbstractDatagramProtocol,
+        interface: str = "",
+        maxPacketSize: int = 8192,
+    ) -> MemoryUDPPort:
+        family = 6 if ":" in interface else 4
+        if interface not in ("", "0.0.0.0", "::") and not any(
+            str(i.ip) == interface for i in self.interfaces
+        ):
+            raise error.CannotListenError(
+                interface, port, OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+            )
+        if port == 0:
+            port = self._ephemeralPort(interface, family)
+        elif self._conflicts(interface, port, family):
+            raise error.CannotListenError(
+                interface, port, OSError(errno.EADDRINUSE, "Address already in use")
+            )
+        udpPort = MemoryUDPPort(self, interface, port, protocol, maxPacketSize)
+        self.udpPorts[(interface, port)] = udpPort
+        protocol.makeConnection(udpPort)
+        return udpPort
+
+    def listenMulticast(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("multicast is not simulated yet")
+
+    def _conflicts(self, interface: str, port: int, family: int) -> bool:
+        for bound in self.udpPorts.values():
+            if bound.port != port:
+                continue
+            # An IPv6 wildcard socket is dual-stack on Linux: it takes the
+            # port for IPv4 too.
+            if bound.family != family and not (
+                (bound.family == 6 and bound.isWildcard) or (family == 6 and interface == "::")
+            ):
+                continue
+            if bound.isWildcard or interface in ("", "0.0.0.0", "::"):
+                return True
+            if bound.interface == interface:
+                return True
+        return False
+
+    def _ephemeralPort(self, interface: str, family: int) -> int:
+        span = _LAST_PORT - _FIRST_EPHEMERAL_PORT + 1
+        for _ in range(span):
+            port = self._nextEphemeral
+            self._nextEphemeral = port + 1 if port < _LAST_PORT else _FIRST_EPHEMERAL_PORT
+            if not self._conflicts(interface, port, family):
+                return port
+        raise error.CannotListenError(interface, 0, OSError(errno.EADDRINUSE, "no free ports"))
+
+    def _unbind(self, udpPort: MemoryUDPPort) -> None:
+        self.udpPorts.pop((udpPort.interface, udpPort.port), None)
+
+    # IReactorTime, shared with the whole network
+
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        return self.network.clock.callLater(delay, callable, *args, **kw)
+
+    def seconds(self) -> float:
+        return self.network.clock.seconds()
+
+    def getDelayedCalls(self) -> list[Any]:
+        return self.network.clock.getDelayedCalls()
+
+    # Name resolution: IP literals and "localhost", as on a machine with no DNS.
+
+    def resolve(self, name: str, timeout: Iterable[int] = (1, 3, 11, 45)) -> Deferred[str]:
+        if _ipVersion(name) is not None:
+            return succeed(name)
+        if name == "localhost":
+            return succeed("127.0.0.1")
+        d: Deferred[str] = Deferred()
+        d.errback(Failure(error.DNSLookupError(name)))
+        return d
+
+    # Routing helpers
+
+    def ownsAddress(self, address: IPAddress) -> bool:
+        return any(i.ip == address for i in self.interfaces)
+
+    def sourceAddressFor(self, family: int, destination: IPAddress | None) -> str:
+        """The address this host sends from to reach C{destination}, as Linux picks it."""
+        candidates = [i for i in self.interfaces if i.version == family]
+        if destination is not None:
+            if destination.is_loopback:
+                return "127.0.0.1" if family == 4 else "::1"
+            for i in candidates:
+                if not i.ip.is_loopback and destination in i.network:
+                    return str(i.ip)
+        for i in candidates:
+            if not i.ip.is_loopback:
+                return str(i.ip)
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+
+class MemoryNetwork:
+    """
+    A simulated IP network joining L{MemoryHost}s, with seeded faults.
+
+    @param seed: seeds the RNG behind every fault, so a run repeats exactly.
+    @param loss: the share of datagrams (0..1) dropped at random.
+    @param duplicate: the share of datagrams delivered twice.
+    @param reorder: the share of datagrams held back by C{reorderDelay}
+        seconds, so that later ones overtake them.
+    @param reorderDelay: how long a reordered datagram is held back.
+    @param latency: one-way delay of every datagram, in seconds.
+    @param maxDatagramSize: if set, longer datagrams arrive cut to this size
+        (fate C{"truncated"}), like a path that truncates.
+
+    @ivar datagrams: a L{DatagramRecord} for every datagram sent.
+    @ivar rules: drop rules: callables given each L{DatagramRecord} before the
+        random faults; one that returns true drops it (fate C{"blocked"}).
+    @ivar clock: the L{EventClock} all hosts share.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        loss: float = 0.0,
+        duplicate: float = 0.0,
+        reorder: float = 0.0,
+        reorderDelay: float = 0.01,
+        latency: float = 0.0,
+        maxDatagramSize: int | None = None,
+        clock: EventClock | None = None,
+    ) -> None:
+        for name, share in (("loss", loss), ("duplicate", duplicate), ("reorder", reorder)):
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, not {share!r}")
+        self.random = random.Random(seed)
+        self.loss = loss
+        self.duplicate = duplicate
+        self.reorder = reorder
+        self.reorderDelay = reorderDelay
+        self.latency = latency
+        self.maxDatagramSize = maxDatagramSize
+        self.clock = clock if clock is not None else EventClock()
+        self.hosts: list[MemoryHost] = []
+        self.datagrams: list[DatagramRecord] = []
+        self.rules: list[Callable[[DatagramRecord], bool]] = []
+
+    def addHost(self, *interfaces: str) -> MemoryHost:
+        """
+        Add a host with the given addresses (C{"192.0.2.1/24"},
+        C{"2001:db8::1/64"}; a bare address gets a host-only prefix).  Every
+        host also has its own loopback, C{127.0.0.1/8} and C{::1}.
+        """
+        parsed = [ipaddress.ip_interface(i) for i in interfaces]
+        for i in parsed:
+            if any(h.ownsAddress(i.ip) for h in self.hosts):
+                raise ValueError(f"{i.ip} already belongs to a host")
+        host = MemoryHost(self, parsed)
+        self.hosts.append(host)
+        return host
+
+    def dropIf(self, predicate: Callable[[DatagramRecord], bool]) -> Callable[[], None]:
+        """Add a drop rule; returns a function that removes it again."""
+        self.rules.append(predicate)
+        return lambda: self.rules.remove(predicate)
+
+    # Driving time
+
+    def pump(self) -> None:
+        """Deliver what is due now, and whatever that causes now, without moving time."""
+        self.clock.advance(0)
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward, running timers and deliveries in time order."""
+        self.clock.advance(seconds)
+
+    def runUntil(self, d: Deferred[T], timeout: float = 3600.0) -> T:
+        """
+        Step time event by event until C{d} has fired, then return its result
+        (or raise its failure).
+
+        @raise AssertionError: if nothing is left to happen, or C{timeout}
+            simulated seconds pass, before C{d} fires.
+        """
+        outcome: list[Any] = []
+        d.addBoth(outcome.append)
+        deadline = self.clock.seconds() + timeout
+        self.pump()
+        while not outcome:
+            due = self.clock.nextCallTime()
+            if due is None:
+                raise AssertionError("the Deferred cannot fire: nothing is scheduled")
+            if due > deadline:
+                raise AssertionError(f"the Deferred did not fire within {timeout} seconds")
+            self.clock.advance(due - self.clock.seconds())
+        result = outcome[0]
+        if isinstance(result, Failure):
+            result.raiseException()
+        return result  # type: ignore[no-any-return]
+
+    # Routing
+
+    def _findHost(self, address: IPAddress) -> MemoryHost | None:
+        for host in self.hosts:
+            if not address.is_loopback and host.ownsAddress(address):
+                return host
+        return None
+
+    def _isBroadcast(self, address: IPAddress) -> bool:
+        if address.version != 4:
+            return False
+        if address == ipaddress.IPv4Address("255.255.255.255"):
+            return True
+        return any(
+            i.version == 4 and i.network.prefixlen < 31 and i.network.broadcast_address == address
+            for host in self.hosts
+            for i in host.interfaces
+        )
+
+    def _send(self, sender: MemoryUDPPort, data: bytes, destination: Address) -> None:
+        host, port = destination
+        if host == "<broadcast>":
+            host = "255.255.255.255"
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+        mapped = _mappedV4(host)
+        family = 4 if mapped else ip.version
+        target = ipaddress.ip_address(mapped) if mapped else ip
+        broadcast = self._isBroadcast(target)  # type: ignore[arg-type]
+        if broadcast and not sender.getBroadcastAllowed():
+            raise PermissionError(errno.EACCES, "Permission denied (broadcast not allowed)")
+        if sender.isWildcard:
+            sourceHost = sender.host.sourceAddressFor(family, None if broadcast else target)
+        elif sender.family == 6 and mapped:
+            sourceHost = sender.host.sourceAddressFor(4, target)
+        else:
+            sourceHost = sender.interface
+        if sender.family == 6 and family == 4:
+            sourceHost = f"::ffff:{sourceHost}" if ":" not in sourceHost else sourceHost
+        record = DatagramRecord(
+            time=self.clock.seconds(),
+            source=(sourceHost, sender.port),
+            destination=(host, port),
+            data=data,
+            broadcast=broadcast,
+        )
+        self.datagrams.append(record)
+        if any(rule(record) for rule in self.rules):
+            record.fate = "blocked"
+            return
+        if self.loss and self.random.random() < self.loss:
+            record.fate = "lost"
+            return
+        copies = [record]
+        if self.duplicate and self.random.random() < self.duplicate:
+            extra = DatagramRecord(
+                record.time,
+                record.source,
+                record.destination,
+                data,
+                duplicate=True,
+                broadcast=broadcast,
+            )
+            self.datagrams.append(extra)
+            copies.append(extra)
+        for copy in copies:
+            delay = self.latency
+            if self.reorder and self.random.random() < self.reorder:
+                delay += self.reorderDelay
+            self.clock.callLater(delay, self._deliver, sender, copy, target, family)
+
+    def _deliver(
+        self, sender: MemoryUDPPort, record: DatagramRecord, target: IPAddress, family: int
+    ) -> None:
+        data = record.data
+        if self.maxDatagramSize is not None and len(data) > self.maxDatagramSize:
+            data = data[: self.maxDatagramSize]
+            record.fate = "truncated"
+        else:
+            record.fate = "delivered"
+        port = record.destination[1]
+        if record.broadcast:
+            receivers = self._broadcastReceivers(sender.host, record.source[0], port)
+        else:
+            receivers = self._unicastReceivers(sender.host, target, port)
+        if not receivers:
+            record.fate = "unreachable"
+            if sender.connected is not None and sender.listening:
+                sender.protocol.connectionRefused()
+            return
+        record.receivers = len(receivers)
+        sourceHost, sourcePort = record.source
+        for receiver in receivers:
+            source = sourceHost
+            if receiver.family == 6 and family == 4 and ":" not in sourceHost:
+                source = f"::ffff:{sourceHost}"
+            elif receiver.family == 4 and ":" in sourceHost:
+                source = _mappedV4(sourceHost) or sourceHost
+            if receiver.connected is not None and receiver.connected != (source, sourcePort):
+                continue
+            receiver.protocol.datagramReceived(data[: receiver.maxPacketSize], (source, sourcePort))
+
+    def _unicastReceivers(
+        self, senderHost: MemoryHost, target: IPAddress, port: int
+    ) -> list[MemoryUDPPort]:
+        host = senderHost if target.is_loopback else self._findHost(target)
+        if host is None:
+            return []
+        specific = [p for p in host.udpPorts.values() if p.port == port and not p.isWildcard]
+        for p in specific:
+            if p.accepts(target):
+                return [p]
+        return [p for p in host.udpPorts.values() if p.port == port and p.accepts(target)][:1]
+
+    def _broadcastReceivers(
+        self, senderHost: MemoryHost, source: str, port: int
+    ) -> list[MemoryUDPPort]:
+        sourceIP = ipaddress.ip_address(_mappedV4(source) or source)
+        receivers = []
+        for host in self.hosts:
+            onLink = host is senderHost or any(
+                i.version == 4 and not i.ip.is_loopback and sourceIP in i.network
+                for i in host.interfaces
+            )
+            if not onLink:
+                continue
+            receivers.extend(
+                p for p in host.udpPorts.values() if p.port == port and p.isWildcard and p.listening
+            )
+        return receivers
