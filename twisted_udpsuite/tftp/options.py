@@ -170,10 +170,14 @@ def negotiateServerOptions(
     tsize: int | None = None
     windowsize = 1
     oack: dict[str, str] = {}
+    seen: set[str] = set()
     for rawName, rawValue in requested.items():
         name = rawName.lower()
-        if name in oack:
+        if name in seen:
+            # The codec refuses duplicates; for other callers the first occurrence decides,
+            # whether or not its value is valid.
             continue
+        seen.add(name)
         value = parseOptionValue(rawValue)
         if value is None:
             continue
