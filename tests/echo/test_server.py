@@ -242,3 +242,16 @@ def test_tcpConnectionLimits() -> None:
     assert connect(factory, "192.0.2.4")[0] is None  # over the total
     first.connectionLost(None)
     assert connect(factory, "192.0.2.4")[0] is not None
+
+
+def test_tcpHalfCloseFlushesTheEcho() -> None:
+    """A client that half-closes after sending still gets its echo, then the close."""
+    from twisted.internet.interfaces import IHalfCloseableProtocol
+
+    clock, factory = tcpEcho()
+    proto, transport = connect(factory)
+    assert IHalfCloseableProtocol.providedBy(proto)
+    proto.dataReceived(b"last words")
+    proto.readConnectionLost()
+    assert transport.value() == b"last words"
+    assert transport.disconnecting and transport.producer is None

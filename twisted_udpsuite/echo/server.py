@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import error
-from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -220,14 +225,16 @@ class UDPEchoProtocol(DatagramProtocol):
         return None
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHalfCloseableProtocol)
 class TCPEchoProtocol(Protocol, TimeoutMixin):
     """
     RFC 862 TCP echo, paced by the reader.
 
     The protocol registers itself as the transport's streaming producer:
     when the transport's send buffer fills (the client is not reading), it
-    is paused and stops reading from the client in turn.
+    is paused and stops reading from the client in turn.  A client that
+    half-closes (done sending) still gets the rest of its echo before the
+    connection closes.
     """
 
     factory: TCPEchoFactory
@@ -244,6 +251,13 @@ class TCPEchoProtocol(Protocol, TimeoutMixin):
         self.resetTimeout()
         self.bytesEchoed += len(data)
         self.transport.write(data)
+
+    def readConnectionLost(self) -> None:
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
 
     def pauseProducing(self) -> None:
         self.transport.pauseProducing()
