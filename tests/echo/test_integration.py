@@ -103,6 +103,21 @@ async def test_netcatUdp(reactor: Any, echoService: EchoService) -> None:
     assert out == b"nc says hi\n", err
 
 
+def twistdEcho(port: str) -> list[str]:
+    """The command line of a foreground twistd echo service on 127.0.0.1."""
+    return [
+        venvScript("twistd"),
+        "-n",
+        "--pidfile=",
+        "udpsuite",
+        "echo",
+        "--port",
+        port,
+        "--interface",
+        "127.0.0.1",
+    ]
+
+
 @pytest_twisted.ensureDeferred
 async def test_twistdPluginAndConsoleScript(reactor: Any) -> None:
     """
@@ -121,17 +136,7 @@ async def test_twistdPluginAndConsoleScript(reactor: Any) -> None:
             assert b"Traceback" not in err and b"Unable to write" not in out + err
         server = BackgroundProcess(
             reactor,
-            [
-                venvScript("twistd"),
-                "-n",
-                "--pidfile=",
-                "udpsuite",
-                "echo",
-                "--port",
-                "0",
-                "--interface",
-                "127.0.0.1",
-            ],
+            twistdEcho("0"),
             env=env,
             path=cwd,
         )
@@ -149,17 +154,7 @@ async def test_twistdPluginAndConsoleScript(reactor: Any) -> None:
             # The same port number is taken: a second twistd fails in one line.
             out, err, code = await runProcess(
                 reactor,
-                [
-                    venvScript("twistd"),
-                    "-n",
-                    "--pidfile=",
-                    "udpsuite",
-                    "echo",
-                    "--port",
-                    port,
-                    "--interface",
-                    "127.0.0.1",
-                ],
+                twistdEcho(port),
                 env=env,
                 path=cwd,
             )

@@ -33,6 +33,7 @@ from zope.interface import implementer
 from twisted_udpsuite import ports
 from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
 from twisted_udpsuite.ratelimit import PerSourceLimiter, TokenBucket
+from twisted_udpsuite.reactors import reactorOr
 
 __all__ = [
     "DEFAULT_DENIED_SOURCE_PORTS",
@@ -156,11 +157,7 @@ class UDPEchoProtocol(DatagramProtocol):
         policy: EchoPolicy | None = None,
         stats: EchoStats | None = None,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as globalReactor
-
-            reactor = globalReactor  # type: ignore[assignment]
-        assert reactor is not None
+        reactor = reactorOr(reactor)
         self._clock = reactor
         self.policy = policy if policy is not None else EchoPolicy()
         self.stats = stats if stats is not None else EchoStats()
@@ -305,11 +302,7 @@ class TCPEchoFactory(Factory):
         maxPerHost: int = 16,
         idleTimeout: float = 300.0,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as globalReactor
-
-            reactor = globalReactor  # type: ignore[assignment]
-        assert reactor is not None
+        reactor = reactorOr(reactor)
         self.clock = reactor
         self.stats = stats if stats is not None else EchoStats()
         self.maxConnections = maxConnections

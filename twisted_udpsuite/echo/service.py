@@ -20,6 +20,7 @@ from twisted_udpsuite.echo.server import (
     TCPEchoFactory,
     UDPEchoProtocol,
 )
+from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.service import ServiceOptions, ServiceSpec, checkPort
 
 __all__ = ["EchoService", "Options", "makeService", "SPEC"]
@@ -48,10 +49,7 @@ class EchoService(Service):
         tcp: bool = True,
         reactor: Any = None,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as globalReactor
-
-            reactor = globalReactor
+        reactor = reactorOr(reactor)
         self._reactor = reactor
         self.port = port
         self.interface = interface
