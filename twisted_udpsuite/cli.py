@@ -13,13 +13,13 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
-from twisted_udpsuite import __version__
+from twisted_udpsuite import __version__, sendcli
 from twisted_udpsuite.command import CommandError, CommandSpec, Console
 from twisted_udpsuite.echo import cli as echo
 
 __all__ = ["COMMANDS", "Options", "main", "run"]
 
-COMMANDS: list[CommandSpec] = [echo.COMMAND]
+COMMANDS: list[CommandSpec] = [echo.COMMAND, sendcli.COMMAND]
 
 _PROGRAM = "udpsuite"
 
