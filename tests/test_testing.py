@@ -363,3 +363,79 @@ def test_badFaultShares() -> None:
     net.addHost("192.0.2.1/24")
     with pytest.raises(ValueError):
         net.addHost("192.0.2.1/24")
+
+
+def test_multicastNeedsAJoin() -> None:
+    """A group's datagrams reach the sockets on the link that joined it, and only them."""
+    from twisted.internet.interfaces import IMulticastTransport, IReactorMulticast
+
+    net, a, b = twoHosts()
+    c = net.addHost("192.0.2.3/24")
+    far = net.addHost("198.51.100.1/24")
+    joined, notJoined, farJoined = Recorder(), Recorder(), Recorder()
+    port = b.listenMulticast(5353, joined)  # type: ignore[attr-defined]
+    assert verifyObject(IMulticastTransport, port) and verifyObject(IReactorMulticast, b)
+    net.runUntil(port.joinGroup("239.1.2.3"))
+    c.listenMulticast(5353, notJoined)  # type: ignore[attr-defined]
+    net.runUntil(far.listenMulticast(5353, farJoined).joinGroup("239.1.2.3"))
+    # Sending to a group needs no join and no broadcast permission.
+    a.listenUDP(0, Recorder()).write(b"hello group", ("239.1.2.3", 5353))  # type: ignore
+    net.pump()
+    assert [d for d, _ in joined.received] == [b"hello group"]
+    assert notJoined.received == [] and farJoined.received == []
+    net.runUntil(port.leaveGroup("239.1.2.3"))
+    a.listenUDP(0, Recorder()).write(b"again", ("239.1.2.3", 5353))  # type: ignore
+    net.pump()
+    assert len(joined.received) == 1
+
+
+def test_multicastJoinRefusesUnicast() -> None:
+    """Joining an address that is not a multicast group fails."""
+    from twisted.internet.error import MulticastJoinError
+
+    from tests.helpers import failureResultOf
+
+    net, a, _ = twoHosts()
+    port = a.listenMulticast(5353, Recorder())  # type: ignore[attr-defined]
+    failureResultOf(port.joinGroup("192.0.2.1"), MulticastJoinError)
+
+
+def test_ipv6AllNodesAndLoopbackMode() -> None:
+    """
+    ff02::1 reaches every IPv6 socket on the link without a join, the
+    sender's host included unless its loopback mode is off.
+    """
+    net = MemoryNetwork()
+    a = net.addHost("fe80::1/64")
+    b = net.addHost("fe80::2/64")
+    onA, onB, v4OnB = Recorder(), Recorder(), Recorder()
+    a.listenUDP(9998, onA, interface="::")
+    b.listenUDP(9998, onB, interface="::")
+    sender = a.listenMulticast(0, Recorder(), interface="::")
+    sender.write(b"who is there", ("ff02::1", 9998))
+    net.pump()
+    assert onB.received == [(b"who is there", ("fe80::1", sender.getHost().port))]
+    assert len(onA.received) == 1
+    sender.setLoopbackMode(False)
+    sender.write(b"quiet", ("ff02::1", 9998))
+    net.pump()
+    assert len(onA.received) == 1 and len(onB.received) == 2
+    assert v4OnB.received == []
+
+
+def test_listenMultipleSharesThePort() -> None:
+    """Sockets bound with listenMultiple share a port and each gets broadcasts and groups."""
+    net, a, b = twoHosts()
+    first, second = Recorder(), Recorder()
+    for proto in (first, second):
+        port = b.listenMulticast(5353, proto, listenMultiple=True)  # type: ignore[attr-defined]
+        net.runUntil(port.joinGroup("239.1.2.3"))
+    with pytest.raises(error.CannotListenError):
+        b.listenMulticast(5353, Recorder())  # type: ignore[attr-defined]
+    sender = a.listenUDP(0, Recorder())  # type: ignore[attr-defined]
+    sender.setBroadcastAllowed(True)
+    sender.write(b"group", ("239.1.2.3", 5353))
+    sender.write(b"broadcast", ("255.255.255.255", 5353))
+    net.pump()
+    assert [d for d, _ in first.received] == [b"group", b"broadcast"]
+    assert [d for d, _ in second.received] == [b"group", b"broadcast"]

@@ -25,7 +25,10 @@ wildcard address (C{""} or C{"::"}) receives unicast and broadcast datagrams
 for its port; a socket bound to one unicast address never sees broadcasts;
 sending to a broadcast address needs C{setBroadcastAllowed(True)} (else
 C{PermissionError}, as C{EACCES}); the sender receives its own broadcast when
-it listens on that port; an IPv6 wildcard socket also receives IPv4 datagrams,
+it listens on that port; multicast reaches the sockets on the link that
+joined the group (C{listenMulticast}, C{joinGroup}; the all-nodes groups
+C{224.0.0.1} and C{ff02::1} need no join), the sender's own host included
+unless its loopback mode is off; an IPv6 wildcard socket also receives IPv4 datagrams,
 from a V4-mapped source address (C{"::ffff:192.0.2.2"}); a datagram longer
 than the receiver's C{maxPacketSize} is cut short silently, like C{recvfrom}.
 
@@ -44,8 +47,10 @@ from typing import Any, TypeVar
 
 from twisted.internet import error
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import (
+    IMulticastTransport,
+    IReactorMulticast,
     IReactorTime,
     IReactorUDP,
     IUDPTransport,
@@ -60,6 +65,7 @@ __all__ = [
     "DatagramRecord",
     "EventClock",
     "MemoryHost",
+    "MemoryMulticastPort",
     "MemoryNetwork",
     "MemoryUDPPort",
 ]
@@ -112,7 +118,7 @@ class DatagramRecord:
         C{maxDatagramSize}), C{"unreachable"} (nobody listening), or, decided
         at send time, C{"lost"} (random loss) or C{"blocked"} (a drop rule).
     @ivar duplicate: true for the extra copy made by random duplication.
-    @ivar broadcast: true when it was sent to a broadcast address.
+    @ivar broadcast: true when it was sent to a broadcast or multicast address.
     @ivar receivers: how many sockets got it (more than one for broadcast).
     """
 
@@ -171,6 +177,7 @@ class MemoryUDPPort:
         self.family = 6 if ":" in interface else 4
         self.connected: Address | None = None
         self.listening = True
+        self.reuse = False
         self._broadcastAllowed = False
 
     # IUDPTransport
@@ -250,7 +257,64 @@ class MemoryUDPPort:
         return ipaddress.ip_address(self.interface) == destination
 
 
-@implementer(IReactorUDP, IReactorTime)
+#: Groups every host's interfaces belong to: no join needed to hear them.
+_ALL_NODES = {ipaddress.ip_address("224.0.0.1"), ipaddress.ip_address("ff02::1")}
+
+
+@implementer(IMulticastTransport)
+class MemoryMulticastPort(MemoryUDPPort):
+    """
+    A socket from C{listenMulticast}: a L{MemoryUDPPort} that can join
+    groups.  It hears a group's datagrams once joined (the all-nodes groups
+    C{224.0.0.1} and C{ff02::1} always), and by default hears its own host's
+    multicast too (C{IP_MULTICAST_LOOP}, on by default on Linux).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.groups: set[IPAddress] = set()
+        self._loopback = True
+        self._ttl = 1
+        self._outgoing: str | int = ""
+
+    def joinGroup(self, addr: str, interface: str = "") -> Deferred[None]:
+        try:
+            group = ipaddress.ip_address(addr)
+        except ValueError:
+            group = None
+        if group is None or not group.is_multicast:
+            return fail(error.MulticastJoinError(addr, interface, "not a multicast address"))
+        self.groups.add(group)
+        return succeed(None)
+
+    def leaveGroup(self, addr: str, interface: str = "") -> Deferred[None]:
+        self.groups.discard(ipaddress.ip_address(addr))
+        return succeed(None)
+
+    def getOutgoingInterface(self) -> str | int:
+        return self._outgoing
+
+    def setOutgoingInterface(self, addr: str | int) -> Deferred[int]:
+        self._outgoing = addr
+        return succeed(1)
+
+    def getLoopbackMode(self) -> bool:
+        return self._loopback
+
+    def setLoopbackMode(self, mode: bool) -> None:
+        self._loopback = bool(mode)
+
+    def getTTL(self) -> int:
+        return self._ttl
+
+    def setTTL(self, ttl: int) -> None:
+        self._ttl = ttl
+
+    def hears(self, group: IPAddress) -> bool:
+        return group in self.groups or group in _ALL_NODES
+
+
+@implementer(IReactorUDP, IReactorMulticast, IReactorTime)
 class MemoryHost(MemoryReactor):
     """
     One machine on a L{MemoryNetwork}: a reactor for UDP, TCP and time.
@@ -262,7 +326,8 @@ class MemoryHost(MemoryReactor):
 
     @ivar interfaces: the host's addresses with their prefixes, loopback
         (C{127.0.0.1/8}, C{::1/128}) first.
-    @ivar udpPorts: the bound sockets, by C{(interface, port)}.
+    @ivar udpPorts: the bound sockets, by C{(interface, port)} (a view;
+        sockets sharing a port through C{listenMultiple} show once).
     """
 
     def __init__(self, network: MemoryNetwork, interfaces: Iterable[IPInterface]) -> None:
@@ -273,8 +338,12 @@ class MemoryHost(MemoryReactor):
             ipaddress.ip_interface("::1/128"),
             *interfaces,
         ]
-        self.udpPorts: dict[tuple[str, int], MemoryUDPPort] = {}
+        self.sockets: list[MemoryUDPPort] = []
         self._nextEphemeral = _FIRST_EPHEMERAL_PORT
+
+    @property
+    def udpPorts(self) -> dict[tuple[str, int], MemoryUDPPort]:
+        return {(p.interface, p.port): p for p in self.sockets}
 
     @property
     def addresses(self) -> list[str]:
@@ -290,6 +359,34 @@ class MemoryHost(MemoryReactor):
         interface: str = "",
         maxPacketSize: int = 8192,
     ) -> MemoryUDPPort:
+        return self._bind(MemoryUDPPort, port, protocol, interface, maxPacketSize, False)
+
+    def listenMulticast(
+        self,
+        port: int,
+        protocol: AbstractDatagramProtocol,
+        interface: str = "",
+        maxPacketSize: int = 8192,
+        listenMultiple: bool = False,
+    ) -> MemoryMulticastPort:
+        """
+        Bind a multicast-capable socket.  With C{listenMultiple}, several
+        such sockets share the port (C{SO_REUSEADDR}): each gets its own copy
+        of broadcast and multicast datagrams.
+        """
+        return self._bind(  # type: ignore[return-value]
+            MemoryMulticastPort, port, protocol, interface, maxPacketSize, listenMultiple
+        )
+
+    def _bind(
+        self,
+        kind: type[MemoryUDPPort],
+        port: int,
+        protocol: AbstractDatagramProtocol,
+        interface: str,
+        maxPacketSize: int,
+        reuse: bool,
+    ) -> MemoryUDPPort:
         family = 6 if ":" in interface else 4
         if interface not in ("", "0.0.0.0", "::") and not any(
             str(i.ip) == interface for i in self.interfaces
@@ -299,21 +396,19 @@ class MemoryHost(MemoryReactor):
             )
         if port == 0:
             port = self._ephemeralPort(interface, family)
-        elif self._conflicts(interface, port, family):
+        elif self._conflicts(interface, port, family, reuse):
             raise error.CannotListenError(
                 interface, port, OSError(errno.EADDRINUSE, "Address already in use")
             )
-        udpPort = MemoryUDPPort(self, interface, port, protocol, maxPacketSize)
-        self.udpPorts[(interface, port)] = udpPort
+        udpPort = kind(self, interface, port, protocol, maxPacketSize)
+        udpPort.reuse = reuse
+        self.sockets.append(udpPort)
         protocol.makeConnection(udpPort)
         return udpPort
 
-    def listenMulticast(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("multicast is not simulated yet")
-
-    def _conflicts(self, interface: str, port: int, family: int) -> bool:
-        for bound in self.udpPorts.values():
-            if bound.port != port:
+    def _conflicts(self, interface: str, port: int, family: int, reuse: bool = False) -> bool:
+        for bound in self.sockets:
+            if bound.port != port or (reuse and bound.reuse):
                 continue
             # An IPv6 wildcard socket is dual-stack on Linux: it takes the
             # port for IPv4 too.
@@ -337,7 +432,8 @@ class MemoryHost(MemoryReactor):
         raise error.CannotListenError(interface, 0, OSError(errno.EADDRINUSE, "no free ports"))
 
     def _unbind(self, udpPort: MemoryUDPPort) -> None:
-        self.udpPorts.pop((udpPort.interface, udpPort.port), None)
+        if udpPort in self.sockets:
+            self.sockets.remove(udpPort)
 
     # IReactorTime, shared with the whole network
 
@@ -508,8 +604,8 @@ class MemoryNetwork:
         mapped = _mappedV4(host)
         family = 4 if mapped else ip.version
         target = ipaddress.ip_address(mapped) if mapped else ip
-        broadcast = self._isBroadcast(target)  # type: ignore[arg-type]
-        if broadcast and not sender.getBroadcastAllowed():
+        broadcast = self._isBroadcast(target) or target.is_multicast  # type: ignore[arg-type]
+        if broadcast and not target.is_multicast and not sender.getBroadcastAllowed():
             raise PermissionError(errno.EACCES, "Permission denied (broadcast not allowed)")
         if sender.isWildcard:
             sourceHost = sender.host.sourceAddressFor(family, None if broadcast else target)
@@ -561,7 +657,9 @@ class MemoryNetwork:
         else:
             record.fate = "delivered"
         port = record.destination[1]
-        if record.broadcast:
+        if target.is_multicast:
+            receivers = self._multicastReceivers(sender, record.source[0], target, port)
+        elif record.broadcast:
             receivers = self._broadcastReceivers(sender.host, record.source[0], port)
         else:
             receivers = self._unicastReceivers(sender.host, target, port)
@@ -588,11 +686,11 @@ class MemoryNetwork:
         host = senderHost if target.is_loopback else self._findHost(target)
         if host is None:
             return []
-        specific = [p for p in host.udpPorts.values() if p.port == port and not p.isWildcard]
+        specific = [p for p in host.sockets if p.port == port and not p.isWildcard]
         for p in specific:
             if p.accepts(target):
                 return [p]
-        return [p for p in host.udpPorts.values() if p.port == port and p.accepts(target)][:1]
+        return [p for p in host.sockets if p.port == port and p.accepts(target)][:1]
 
     def _broadcastReceivers(
         self, senderHost: MemoryHost, source: str, port: int
@@ -607,6 +705,33 @@ class MemoryNetwork:
             if not onLink:
                 continue
             receivers.extend(
-                p for p in host.udpPorts.values() if p.port == port and p.isWildcard and p.listening
+                p for p in host.sockets if p.port == port and p.isWildcard and p.listening
             )
+        return receivers
+
+    def _multicastReceivers(
+        self, sender: MemoryUDPPort, source: str, group: IPAddress, port: int
+    ) -> list[MemoryUDPPort]:
+        """Sockets on the sender's link that listen on C{port} and hear C{group}."""
+        sourceIP = ipaddress.ip_address(_mappedV4(source) or source)
+        loop = not isinstance(sender, MemoryMulticastPort) or sender.getLoopbackMode()
+        receivers = []
+        for host in self.hosts:
+            if host is sender.host:
+                if not loop:
+                    continue
+            elif not any(
+                i.version == group.version and not i.ip.is_loopback and sourceIP in i.network
+                for i in host.interfaces
+            ):
+                continue
+            for p in host.sockets:
+                if p.port != port or not p.listening or p.family != group.version:
+                    continue
+                if not (p.isWildcard or p.interface == str(group)):
+                    continue
+                if isinstance(p, MemoryMulticastPort) and p.hears(group):
+                    receivers.append(p)
+                elif group in _ALL_NODES:
+                    receivers.append(p)
         return receivers
