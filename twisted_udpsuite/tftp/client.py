@@ -1,0 +1,549 @@
+# -*- test-case-name: tests.tftp.test_client -*-
+"""
+TFTP client: L{get} downloads a file, L{put} uploads one; both return cancellable Deferreds.
+
+This module does the client's half of the handshake (request, the server's new TID, OACK or
+plain DATA 1 / ACK 0, ERROR 8 fallback, strays) and then hands the socket to the shared
+transfer engine in L{twisted_udpsuite.tftp.transfer}, so client and server move blocks with the
+same windowing, retransmission, rollover and dally code.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer, IDelayedCall
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
+
+from twisted_udpsuite.addresses import hostOf
+from twisted_udpsuite.paths import AtomicFileWriter
+from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.tftp import errors
+from twisted_udpsuite.tftp.netascii import NetasciiDecoder, NetasciiEncoder, netasciiSize
+from twisted_udpsuite.tftp.options import (
+    OptionRefused,
+    TransferOptions,
+    acceptServerOptions,
+    buildRequestOptions,
+)
+from twisted_udpsuite.tftp.wire import (
+    Ack,
+    Data,
+    Error,
+    ErrorCode,
+    MalformedPacket,
+    OptionAck,
+    ReadRequest,
+    WriteRequest,
+    parsePacket,
+)
+
+__all__ = ["DEFAULT_TIMEOUT", "ProgressCallback", "TransferResult", "get", "put"]
+
+DEFAULT_TIMEOUT = 1.0
+"""Seconds to wait for the server's first answer before resending the request."""
+
+ProgressCallback = Callable[[int, "int | None"], None]
+"""C{progress(bytesSoFar, totalOrNone)}: called as blocks move."""
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """
+    What a finished transfer did.
+
+    @ivar bytes: Local bytes written (get) or read (put); differs from the wire count in
+        netascii mode.
+    @ivar options: The options in force (defaults for any the server did not accept).
+    @ivar accepted: The server's OACK as sent, empty if it sent none.
+    @ivar duration: Seconds from the first request to the end.
+    @ivar retransmits: Packets we sent again after a timeout (request included).
+    @ivar server: The server's transfer address (its TID).
+    @ivar fellBack: Whether the server refused or ignored our options.
+    """
+
+    bytes: int
+    options: TransferOptions
+    accepted: dict[str, str] = field(default_factory=dict)
+    duration: float = 0.0
+    retransmits: int = 0
+    server: tuple[str, int] | None = None
+    fellBack: bool = False
+
+
+class _Sink(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+
+class _Destination:
+    """Where a download goes: a path (published atomically) or the caller's sink."""
+
+    def __init__(self, destination: Any, netascii: bool) -> None:
+        self._writer: AtomicFileWriter | None = None
+        self._decoder = NetasciiDecoder() if netascii else None
+        self.written = 0
+        if isinstance(destination, str | bytes | os.PathLike):
+            destination = FilePath(os.fsdecode(destination))
+        if isinstance(destination, FilePath):
+            self._writer = AtomicFileWriter(destination, overwrite=True)
+            self._sink: _Sink = self._writer
+        elif IConsumer.providedBy(destination) or hasattr(destination, "write"):
+            self._sink = destination
+        else:
+            raise TypeError(f"cannot write a download to {destination!r}")
+
+    def write(self, data: bytes) -> None:
+        if self._decoder is not None:
+            data = self._decoder.decode(data)
+        if data:
+            self._sink.write(data)
+            self.written += len(data)
+
+    def commit(self) -> None:
+        if self._decoder is not None:
+            self.write(self._decoder.flush())
+            self._decoder = None
+        if self._writer is not None:
+            self._writer.commit()
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+
+
+class _Source:
+    """What an upload reads: a path, bytes, or a file-like object with C{read(n)}."""
+
+    def __init__(self, source: Any, netascii: bool) -> None:
+        self._close: BinaryIO | None = None
+        self.size: int | None = None
+        if isinstance(source, bytes | bytearray | memoryview):
+            source = io.BytesIO(bytes(source))
+        elif isinstance(source, str | os.PathLike):
+            source = FilePath(os.fsdecode(source))
+        if isinstance(source, FilePath):
+            self._close = source.open("rb")
+            source = self._close
+        if not hasattr(source, "read"):
+            raise TypeError(f"cannot read an upload from {source!r}")
+        self._file: BinaryIO = source
+        self._encoder = NetasciiEncoder() if netascii else None
+        self._pending = b""
+        self.read = 0
+        self.size = self._measure(netascii)
+
+    def _measure(self, netascii: bool) -> int | None:
+        """The size on the wire, for C{tsize}, if the source can tell without consuming it."""
+        try:
+            if not self._file.seekable():
+                return None
+            start = self._file.tell()
+            if not netascii:
+                end = self._file.seek(0, os.SEEK_END)
+                self._file.seek(start)
+                return end - start
+            size = netasciiSize(iter(lambda: self._file.read(65536), b""))
+            self._file.seek(start)
+            return size
+        except (OSError, AttributeError, ValueError):
+            return None
+
+    def readBlock(self, size: int) -> bytes:
+        """The next C{size} wire bytes (fewer only at the end)."""
+        if self._encoder is None:
+            chunk = self._file.read(size)
+            self.read += len(chunk)
+            return chunk
+        while len(self._pending) < size:
+            chunk = self._file.read(size)
+            if not chunk:
+                break
+            self.read += len(chunk)
+            self._pending += self._encoder.encode(chunk)
+        block, self._pending = self._pending[:size], self._pending[size:]
+        return block
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close.close()
+            self._close = None
+
+
+class _ClientTransfer(DatagramProtocol):
+    """
+    One transfer from the client's socket: the request and its answer here, the blocks in
+    the shared engine. Failures and cancellation end in L{_finish}, which is the only place
+    that closes the port, cancels timers and fires L{done}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        server: tuple[str, int],
+        filename: bytes,
+        *,
+        isRead: bool,
+        mode: str,
+        requested: dict[str, str],
+        timeout: float,
+        retries: int,
+        progress: ProgressCallback | None,
+        destination: _Destination | None = None,
+        source: _Source | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._server = server
+        self._filename = filename
+        self._isRead = isRead
+        self._mode = mode
+        self._requested = requested
+        self._timeout = timeout
+        self._retries = retries
+        self._progress = progress
+        self._destination = destination
+        self._source = source
+        self._peer: tuple[str, int] | None = None
+        self._timer: IDelayedCall | None = None
+        self._tries = 0
+        self._retried = False
+        self._engine: Any = None
+        self._options = TransferOptions()
+        self._accepted: dict[str, str] = {}
+        self._fellBack = False
+        self._retransmits = 0
+        self._started = 0.0
+        self._finished = False
+        self.done: Deferred[TransferResult] = Deferred(self._cancel)
+
+    # The request
+
+    def startProtocol(self) -> None:
+        self._started = self._reactor.seconds()
+        self._sendRequest()
+
+    def _requestPacket(self) -> bytes:
+        cls = ReadRequest if self._isRead else WriteRequest
+        return cls(self._filename, self._mode, self._requested).toBytes()
+
+    def _sendRequest(self) -> None:
+        self._peer = None
+        self._tries = 0
+        self._write(self._requestPacket(), self._server)
+        self._armRequestTimer()
+
+    def _armRequestTimer(self) -> None:
+        self._timer = self._reactor.callLater(self._timeout, self._requestTimedOut)
+
+    def _requestTimedOut(self) -> None:
+        self._timer = None
+        if self._tries >= self._retries:
+            self._fail(
+                errors.TransferTimeout(
+                    f"no answer from {self._server[0]} port {self._server[1]} "
+                    f"after {self._tries + 1} requests"
+                ),
+                sendError=False,
+            )
+            return
+        self._tries += 1
+        self._retransmits += 1
+        self._write(self._requestPacket(), self._server)
+        self._armRequestTimer()
+
+    def _cancelTimer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    # Datagrams
+
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        if self._finished:
+            return
+        if self._peer is None:
+            if hostOf(addr[0]) != hostOf(self._server[0]):
+                self._answerStray(addr)
+                return
+        elif addr != self._peer:
+            self._answerStray(addr)
+            return
+        try:
+            packet = parsePacket(datagram)
+        except MalformedPacket as e:
+            self.log.debug("ignoring a malformed packet from {peer}: {error}", peer=addr, error=e)
+            return
+        if self._engine is not None:
+            self._engineReceived(packet)
+            return
+        self._answerReceived(packet, addr)
+
+    def _answerStray(self, addr: tuple[str, int]) -> None:
+        """RFC 1350: a packet from another TID gets ERROR 5, and the transfer goes on."""
+        self.log.debug("packet from unknown transfer ID {source}", source=addr)
+        self._write(Error(ErrorCode.UNKNOWN_TRANSFER_ID, "Unknown transfer ID").toBytes(), addr)
+
+    def _answerReceived(self, packet: Any, addr: tuple[str, int]) -> None:
+        """The server's first packet: it fixes the TID and says which options hold."""
+        if isinstance(packet, Error):
+            self._peer = addr
+            if packet.code == ErrorCode.OPTION_REFUSED and self._requested and not self._retried:
+                # RFC 2347: the server refused our options; ask again without them.
+                self.log.info(
+                    "{server} refused options ({message}); retrying without",
+                    server=self._server,
+                    message=packet.message,
+                )
+                self._cancelTimer()
+                self._retried = True
+                self._fellBack = True
+                self._requested = {}
+                self._sendRequest()
+                return
+            self._fail(errors.errorFor(packet), sendError=False)
+            return
+        if isinstance(packet, OptionAck):
+            self._peer = addr
+            try:
+                self._options = acceptServerOptions(self._requested, packet.options)
+            except OptionRefused as e:
+                self._fail(errors.OptionNegotiationRefused(str(e)), sendError=True)
+                return
+            self._accepted = dict(packet.options)
+            self._fellBack = set(self._accepted) != set(self._requested)
+            self._cancelTimer()
+            self._startEngine(first=None)
+            return
+        if self._isRead and isinstance(packet, Data):
+            self._peer = addr
+            self._fellBack = bool(self._requested)
+            self._options = TransferOptions()
+            self._cancelTimer()
+            self._startEngine(first=packet)
+            return
+        if not self._isRead and isinstance(packet, Ack):
+            if packet.block != 0:
+                return
+            self._peer = addr
+            self._fellBack = bool(self._requested)
+            self._options = TransferOptions()
+            self._cancelTimer()
+            self._startEngine(first=None)
+            return
+        self._peer = addr
+        self._fail(
+            errors.ProtocolError(f"unexpected {type(packet).__name__} in answer to the request"),
+            sendError=True,
+        )
+
+    # The blocks: the shared engine (twisted_udpsuite.tftp.transfer)
+
+    def _startEngine(self, first: Data | None) -> None:
+        self._fail(errors.TFTPError("block transfer is not implemented yet"), sendError=True)
+
+    def _engineReceived(self, packet: Any) -> None:
+        pass
+
+    def _stopEngine(self) -> None:
+        pass
+
+    # Endings
+
+    def _write(self, packet: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self.transport.write(packet, addr)
+        except OSError as e:
+            self.log.warn("cannot send to {peer}: {error}", peer=addr, error=e)
+
+    def _fail(self, error: errors.TFTPError, *, sendError: bool) -> None:
+        if self._finished:
+            return
+        if sendError and self._peer is not None:
+            message = error.message or type(error).__name__
+            self._write(Error(error.code, message).toBytes(), self._peer)
+        self._finish(Failure(error))
+
+    def _cancel(self, d: Deferred[TransferResult]) -> None:
+        """Cancelling the Deferred: tell the server, then clean up (L{done} errbacks itself)."""
+        if self._finished:
+            return
+        if self._peer is not None:
+            self._write(Error(ErrorCode.NOT_DEFINED, "Transfer cancelled").toBytes(), self._peer)
+        self._finish(None)
+
+    def _finish(self, outcome: Failure | TransferResult | None) -> None:
+        self._finished = True
+        self._cancelTimer()
+        if self._engine is not None:
+            self._stopEngine()
+        if self.transport is not None:
+            self.transport.stopListening()
+        succeeded = isinstance(outcome, TransferResult)
+        if self._destination is not None:
+            if succeeded:
+                try:
+                    self._destination.commit()
+                except Exception:
+                    outcome = Failure()
+                    self._destination.abort()
+            else:
+                self._destination.abort()
+        if self._source is not None:
+            self._source.close()
+        if outcome is None:
+            return  # cancelled: the Deferred errbacks with CancelledError
+        if isinstance(outcome, Failure):
+            self.done.errback(outcome)
+        else:
+            self.done.callback(outcome)
+
+    def _result(self) -> TransferResult:
+        moved = (
+            self._destination.written
+            if self._destination is not None
+            else self._source.read
+            if self._source is not None
+            else 0
+        )
+        return TransferResult(
+            bytes=moved,
+            options=self._options,
+            accepted=self._accepted,
+            duration=self._reactor.seconds() - self._started,
+            retransmits=self._retransmits,
+            server=self._peer,
+            fellBack=self._fellBack,
+        )
+
+
+def _filename(remote: str | bytes) -> bytes:
+    return remote.encode("utf-8") if isinstance(remote, str) else bytes(remote)
+
+
+def _checkMode(mode: str) -> str:
+    mode = mode.lower()
+    if mode not in ("octet", "netascii"):
+        raise ValueError(f"mode must be 'octet' or 'netascii', not {mode!r}")
+    return mode
+
+
+def _listen(reactor: Any, server: tuple[str, int], protocol: _ClientTransfer) -> None:
+    interface = "::" if ":" in server[0] else ""
+    reactor.listenUDP(0, protocol, interface=interface, maxPacketSize=65536)
+
+
+def get(
+    reactor: Any,
+    server: tuple[str, int],
+    remote: str | bytes,
+    destination: Any,
+    *,
+    mode: str = "octet",
+    blksize: int | None = None,
+    windowsize: int | None = None,
+    timeout: int | None = None,
+    tsize: bool = True,
+    retries: int = 5,
+    progress: ProgressCallback | None = None,
+) -> Deferred[TransferResult]:
+    """
+    Download C{remote} from a TFTP server.
+
+    @param reactor: Provides C{listenUDP} and C{callLater} (a L{MemoryHost} in tests).
+    @param server: The server's (IP address, port); IPv6 works too.
+    @param destination: A path (C{str} or L{FilePath}), written to a temporary sibling and
+        renamed over it only when the whole file has arrived; or anything with C{write}
+        (a binary file, an L{IConsumer}), which then gets whatever arrived before a failure.
+    @param blksize: Block size to ask for (RFC 2348); C{None} asks nothing (512).
+    @param windowsize: Blocks per ACK to ask for (RFC 7440); C{None} asks nothing (1).
+    @param timeout: Retransmission timeout in whole seconds to ask for (RFC 2349), also used
+        by us; C{None} asks nothing and uses L{DEFAULT_TIMEOUT}.
+    @param tsize: Ask the server for the file's size (RFC 2349), for progress.
+    @param retries: How often an unanswered packet is sent again before giving up.
+    @param progress: Called with (bytes so far, size or C{None}) as blocks arrive.
+    @return: Fires with a L{TransferResult}, or fails with a L{errors.TFTPError}
+        (L{errors.FileNotFound}, L{errors.TransferTimeout}, ...). Cancelling it sends an ERROR
+        to the server, closes the port, stops the timers and removes the temporary file.
+    """
+    mode = _checkMode(mode)
+    requested = buildRequestOptions(
+        blksize=blksize, timeout=timeout, tsize=0 if tsize else None, windowsize=windowsize
+    )
+    sink = _Destination(destination, netascii=mode == "netascii")
+    protocol = _ClientTransfer(
+        reactor,
+        server,
+        _filename(remote),
+        isRead=True,
+        mode=mode,
+        requested=requested,
+        timeout=float(timeout) if timeout else DEFAULT_TIMEOUT,
+        retries=retries,
+        progress=progress,
+        destination=sink,
+    )
+    try:
+        _listen(reactorOr(reactor), server, protocol)
+    except Exception:
+        sink.abort()
+        raise
+    return protocol.done
+
+
+def put(
+    reactor: Any,
+    server: tuple[str, int],
+    source: Any,
+    remote: str | bytes,
+    *,
+    mode: str = "octet",
+    blksize: int | None = None,
+    windowsize: int | None = None,
+    timeout: int | None = None,
+    tsize: bool = True,
+    retries: int = 5,
+    progress: ProgressCallback | None = None,
+) -> Deferred[TransferResult]:
+    """
+    Upload to C{remote} on a TFTP server.
+
+    @param source: A path (C{str} or L{FilePath}), C{bytes}, or a binary file-like object
+        with C{read(n)}. Its size is sent as C{tsize} when it can be told without reading it
+        up front (a path or a seekable file), so the server can refuse early (ERROR 3).
+    @return: As for L{get}; the other parameters too.
+    """
+    mode = _checkMode(mode)
+    reader = _Source(source, netascii=mode == "netascii")
+    try:
+        requested = buildRequestOptions(
+            blksize=blksize,
+            timeout=timeout,
+            tsize=reader.size if tsize else None,
+            windowsize=windowsize,
+        )
+        protocol = _ClientTransfer(
+            reactor,
+            server,
+            _filename(remote),
+            isRead=False,
+            mode=mode,
+            requested=requested,
+            timeout=float(timeout) if timeout else DEFAULT_TIMEOUT,
+            retries=retries,
+            progress=progress,
+            source=reader,
+        )
+        _listen(reactorOr(reactor), server, protocol)
+    except Exception:
+        reader.close()
+        raise
+    return protocol.done
