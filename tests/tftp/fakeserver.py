@@ -65,7 +65,8 @@ class FakeServer(DatagramProtocol):
             return
         session = FakeSession(self, packet, addr)
         self.sessions.append(session)
-        self.reactor.listenUDP(0, session, maxPacketSize=65536)
+        interface = "::" if ":" in addr[0] else ""
+        self.reactor.listenUDP(0, session, interface=interface, maxPacketSize=65536)
 
 
 class FakeSession(DatagramProtocol):
@@ -210,7 +211,7 @@ class FakeSession(DatagramProtocol):
 
     def sendStray(self, absolute: int) -> None:
         stray = StrayPort(self)
-        port = self.reactor.listenUDP(0, stray)
+        port = self.reactor.listenUDP(0, stray, interface=self.transport.interface)
         port.write(encodeData(self.wire(absolute), b"X" * 3), self.peer)
         self.strayPort = port
 
@@ -277,7 +278,7 @@ class FakeSession(DatagramProtocol):
             last = len(packet.data) < self.blksize
             if self.script.strayAtBlock == self.expected:
                 stray = StrayPort(self)
-                port = self.reactor.listenUDP(0, stray)
+                port = self.reactor.listenUDP(0, stray, interface=self.transport.interface)
                 port.write(encodeAck(self.wire(self.expected)), self.peer)
                 self.strayPort = port
             if last or self.expected % self.windowsize == 0:

@@ -1,0 +1,96 @@
+"""Tests for C{udpsuite tftp get/put}, on the in-memory network against the fake server."""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred
+
+from tests.tftp.fakeserver import FakeServer, Script
+from twisted_udpsuite import cli
+from twisted_udpsuite.command import Console
+from twisted_udpsuite.testing import MemoryNetwork
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def runCommand(
+    argv: list[str],
+    files: dict[bytes, bytes] | None = None,
+    script: Script | None = None,
+    terminal: bool = False,
+    port: int = 6969,
+) -> tuple[int, str, str, FakeServer]:
+    net = MemoryNetwork(seed=3)
+    serverHost = net.addHost("192.0.2.1/24", "2001:db8::1/64")
+    client = net.addHost("192.0.2.2/24", "2001:db8::2/64")
+    server = FakeServer(serverHost, files or {}, script)
+    serverHost.listenUDP(port, server, interface="::", maxPacketSize=65536)
+    out = _Terminal() if terminal else io.StringIO()
+    err = io.StringIO()
+    status = net.runUntil(Deferred.fromCoroutine(cli.main(client, argv, Console(out, err))))
+    net.advance(60)
+    assert net.clock.getDelayedCalls() == []
+    return status, out.getvalue(), err.getvalue(), server
+
+
+def test_getMissingFileIsOneLine(tmp_path: Any) -> None:
+    """A server error is one line naming the file, the server and its message; exit 1."""
+    local = str(tmp_path / "x")
+    status, out, err, _ = runCommand(["tftp", "get", "192.0.2.1", "nothere", local])
+    assert status == 1 and out == ""
+    assert err == "udpsuite tftp: get nothere (192.0.2.1:6969): file not found\n"
+    assert os.listdir(tmp_path) == []
+
+
+def test_putRefused(tmp_path: Any) -> None:
+    source = tmp_path / "up.bin"
+    source.write_bytes(b"abc")
+    status, _, err, server = runCommand(
+        ["tftp", "put", "[2001:db8::1]:6969", str(source)],
+        script=Script(requestError=(2, "Access violation")),
+    )
+    assert status == 1
+    assert err == ("udpsuite tftp: put up.bin ([2001:db8::1]:6969): access violation\n")
+    assert server.requests[0].filename == b"up.bin"
+    assert server.requests[0].options == {"tsize": "3"}
+
+
+def test_silentServer(tmp_path: Any) -> None:
+    status, _, err, server = runCommand(
+        ["tftp", "get", "192.0.2.1", "f", str(tmp_path / "f"), "--retries", "1", "-t", "1"],
+        script=Script(silent=True),
+    )
+    assert status == 1 and "timed out" in err
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["tftp"], "tftp: say get or put"),
+        (["tftp", "get", "192.0.2.1"], "tftp get: missing HOST[:PORT] REMOTE"),
+        (["tftp", "put", "192.0.2.1"], "tftp put: missing HOST[:PORT] LOCAL"),
+        (["tftp", "get", "192.0.2.1", "f", "--blksize", "7"], "--blksize: must be from 8"),
+        (["tftp", "get", "192.0.2.1", "f", "--mode", "mail"], "--mode: 'mail' is not"),
+        (["tftp", "get", "192.0.2.1:99999", "f"], "port must be a number"),
+        (["tftp", "get", "192.0.2.1", "dir/"], "cannot name a local file"),
+        (["tftp", "put", "192.0.2.1", "-"], "put from standard input needs REMOTE"),
+    ],
+)
+def test_usageErrors(argv: list[str], message: str) -> None:
+    status, out, err, _ = runCommand(argv)
+    assert status == 2 and out == ""
+    assert message in err and err.count("\n") == 1
+
+
+def test_putMissingLocalFile(tmp_path: Any) -> None:
+    status, _, err, server = runCommand(["tftp", "put", "192.0.2.1", str(tmp_path / "none")])
+    assert status == 1 and "not a readable file" in err
+    assert server.requests == []
