@@ -1,0 +1,334 @@
+"""The shared block engine on the in-memory network: loss, duplication, reordering, rollover."""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import DatagramProtocol
+
+from twisted_udpsuite.testing import MemoryNetwork
+from twisted_udpsuite.tftp import errors
+from twisted_udpsuite.tftp.options import TransferOptions
+from twisted_udpsuite.tftp.transfer import (
+    NetasciiReader,
+    NetasciiWriter,
+    Receiver,
+    Sender,
+    TransferStats,
+    errorPacket,
+)
+from twisted_udpsuite.tftp.wire import encodeAck, encodeData
+
+
+class _Endpoint(DatagramProtocol):
+    """Feeds every datagram from the peer to an engine."""
+
+    def __init__(self) -> None:
+        self.engine: Any = None
+        self.peer: tuple[str, int] | None = None
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.engine.datagramReceived(datagram)
+
+    def send(self, data: bytes) -> None:
+        self.transport.write(data, self.peer)
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.buffer = io.BytesIO()
+
+    def write(self, data: bytes) -> None:
+        self.buffer.write(data)
+
+
+def _transfer(
+    net: MemoryNetwork,
+    payload: bytes,
+    options: TransferOptions = TransferOptions(),
+    *,
+    rollover: int = 0,
+    retries: int = 8,
+    reader: Any = None,
+    writer: Any = None,
+    oack: bool = False,
+) -> tuple[TransferStats, TransferStats, bytes]:
+    a = net.addHost("192.0.2.1/24")
+    b = net.addHost("192.0.2.2/24")
+    pa, pb = _Endpoint(), _Endpoint()
+    a.listenUDP(1000, pa)
+    b.listenUDP(2000, pb)
+    pa.peer, pb.peer = ("192.0.2.2", 2000), ("192.0.2.1", 1000)
+    sink = writer if writer is not None else _Sink()
+    sender = Sender(
+        pa.send,
+        a,
+        options,
+        reader if reader is not None else io.BytesIO(payload),
+        rollover=rollover,
+        retries=retries,
+    )
+    receiver = Receiver(pb.send, b, options, sink, retries=retries)
+    pa.engine, pb.engine = sender, receiver
+    if oack:
+        sender.start(b"\x00\x06blksize\x00" + str(options.blksize).encode() + b"\x00")
+        receiver.start(None)
+    else:
+        receiver.start(None)
+        sender.start()
+    sent = net.runUntil(sender.done)
+    received = net.runUntil(receiver.done)
+    net.runUntil(receiver.finished)
+    net.runUntil(sender.finished)
+    assert net.clock.getDelayedCalls() == []
+    data = sink.buffer.getvalue() if hasattr(sink, "buffer") else b""
+    return sent, received, data
+
+
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 513, 1024, 5000])
+def test_sizesLockStep(size: int) -> None:
+    payload = os.urandom(size)
+    sent, received, data = _transfer(MemoryNetwork(seed=size), payload)
+    assert data == payload
+    assert sent.bytes == received.bytes == size
+    assert sent.blocks == received.blocks == size // 512 + 1
+    assert sent.retransmits == 0
+
+
+@pytest.mark.parametrize("windowsize", [1, 2, 4, 16])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_lossyNetwork(windowsize: int, seed: int) -> None:
+    payload = os.urandom(40_000 + seed)
+    net = MemoryNetwork(seed=seed, loss=0.2, duplicate=0.1, reorder=0.1, latency=0.001)
+    options = TransferOptions(blksize=512, windowsize=windowsize)
+    sent, received, data = _transfer(net, payload, options, retries=30)
+    assert data == payload
+    assert sent.retransmits > 0
+
+
+@pytest.mark.parametrize("rollover", [0, 1])
+@pytest.mark.parametrize("windowsize", [1, 8])
+def test_rollover(rollover: int, windowsize: int) -> None:
+    payload = os.urandom(8 * 70_000 + 3)
+    net = MemoryNetwork(seed=5, loss=0.01)
+    options = TransferOptions(blksize=8, windowsize=windowsize)
+    sent, received, data = _transfer(net, payload, options, rollover=rollover, retries=20)
+    assert data == payload
+    assert sent.blocks == 70_001
+
+
+def test_rolloverWireNumbers() -> None:
+    net = MemoryNetwork(seed=1)
+    payload = b"x" * (8 * 65537)
+    _transfer(net, payload, TransferOptions(blksize=8), rollover=1)
+    blocks = [
+        int.from_bytes(r.data[2:4], "big") for r in net.datagrams if r.data[:2] == b"\x00\x03"
+    ]
+    assert blocks[65534:65538] == [65535, 1, 2, 3]
+
+
+def test_oackFirst() -> None:
+    payload = os.urandom(3000)
+    net = MemoryNetwork(seed=3, loss=0.3)
+    sent, received, data = _transfer(net, payload, TransferOptions(blksize=1024), oack=True)
+    assert data == payload
+
+
+def test_netascii() -> None:
+    text = b"a\nb\r\nc\r" * 300 + b"\r"
+    sink = _Sink()
+    net = MemoryNetwork(seed=2, loss=0.1)
+    reader = NetasciiReader(io.BytesIO(text))
+    writer = NetasciiWriter(sink)
+    sent, received, _ = _transfer(
+        net, b"", TransferOptions(blksize=64), reader=reader, writer=writer
+    )
+    writer.flush()
+    assert sink.buffer.getvalue() == text
+    assert sent.bytes == len(text) + text.count(b"\n") + text.count(b"\r")
+
+
+class _SlowReader:
+    """Answers every read later and sometimes short, as an app backend might."""
+
+    def __init__(self, clock: Any, data: bytes) -> None:
+        self._clock = clock
+        self._data = io.BytesIO(data)
+
+    def read(self, n: int) -> Deferred[bytes]:
+        d: Deferred[bytes] = Deferred()
+        chunk = self._data.read(max(1, n // 3))
+        self._clock.callLater(0.001, d.callback, chunk)
+        return d
+
+
+class _SlowWriter(_Sink):
+    def __init__(self, clock: Any) -> None:
+        super().__init__()
+        self._clock = clock
+
+    def write(self, data: bytes) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self._clock.callLater(0.002, lambda: (self.buffer.write(data), d.callback(None)))
+        return d
+
+
+def test_asyncReaderAndWriter() -> None:
+    payload = os.urandom(10_000)
+    net = MemoryNetwork(seed=4, loss=0.1)
+    reader = _SlowReader(net.clock, payload)
+    writer = _SlowWriter(net.clock)
+    _, _, data = _transfer(
+        net, b"", TransferOptions(blksize=512, windowsize=4), reader=reader, writer=writer
+    )
+    assert data == payload
+
+
+def test_noSorcerersApprentice() -> None:
+    """A duplicate ACK never makes the sender resend."""
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    out: list[bytes] = []
+    sender = Sender(out.append, clock, TransferOptions(), io.BytesIO(b"x" * 2000))
+    sender.start()
+    assert out == [encodeData(1, b"x" * 512)]
+    sender.ackReceived(1)
+    sender.ackReceived(1)
+    sender.ackReceived(1)
+    assert out[1:] == [encodeData(2, b"x" * 512)]
+    sender.ackReceived(7)  # nonsense: ignored too
+    assert len(out) == 2
+    sender.abort(errors.TFTPError("stop"), sendError=False)
+    assert clock.getDelayedCalls() == []
+
+
+def test_windowResendsFromAckInside() -> None:
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    out: list[bytes] = []
+    sender = Sender(
+        out.append, clock, TransferOptions(blksize=8, windowsize=4), io.BytesIO(b"y" * 100)
+    )
+    sender.start()
+    assert [p[3] for p in out] == [1, 2, 3, 4]
+    del out[:]
+    sender.ackReceived(2)
+    assert [p[3] for p in out] == [3, 4, 5, 6]
+    sender.abort(errors.TFTPError("stop"), sendError=False)
+
+
+def test_timeoutGivesUp() -> None:
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    out: list[bytes] = []
+    sender = Sender(out.append, clock, TransferOptions(), io.BytesIO(b"z" * 10), retries=3)
+    sender.start()
+    failures: list[Any] = []
+    sender.done.addErrback(failures.append)
+    for _ in range(10):
+        clock.advance(1)
+    assert failures and failures[0].check(errors.TransferTimeout)
+    assert len(out) == 4
+    assert clock.getDelayedCalls() == []
+    assert sender.finished.called
+
+
+def test_retransmitBackoffAndAdaptive() -> None:
+    """A fast peer brings the timeout down to MIN_RTO-ish; retries double it."""
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    out: list[bytes] = []
+    sender = Sender(out.append, clock, TransferOptions(blksize=8), io.BytesIO(b"q" * 800))
+    sender.start()
+    for block in range(1, 20):
+        clock.advance(0.001)
+        sender.ackReceived(block)
+    before = len(out)
+    clock.advance(0.06)
+    assert len(out) == before + 1  # resent after ~50 ms, not a second
+    sender.abort(errors.TFTPError("stop"), sendError=False)
+    assert clock.getDelayedCalls() == []
+
+
+def test_peerErrorStops() -> None:
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    out: list[bytes] = []
+    receiver = Receiver(out.append, clock, TransferOptions(), _Sink(), dally=0)
+    receiver.start(encodeAck(0))
+    failures: list[Any] = []
+    receiver.done.addErrback(failures.append)
+    receiver.datagramReceived(errorPacket(3, "full"))
+    assert failures[0].check(errors.DiskFull)
+    assert out == [encodeAck(0)]
+    assert clock.getDelayedCalls() == []
+
+
+def test_receiverDalliesAndReAcks() -> None:
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    out: list[bytes] = []
+    receiver = Receiver(out.append, clock, TransferOptions(), _Sink())
+    receiver.start(encodeAck(0))
+    receiver.datagramReceived(encodeData(1, b"end"))
+    assert receiver.done.called and not receiver.finished.called
+    receiver.datagramReceived(encodeData(1, b"end"))
+    assert out == [encodeAck(0), encodeAck(1), encodeAck(1)]
+    clock.advance(1)
+    assert receiver.finished.called
+    assert clock.getDelayedCalls() == []
+
+
+def test_receiverRejectsOversizedData() -> None:
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    out: list[bytes] = []
+    receiver = Receiver(out.append, clock, TransferOptions(blksize=8), _Sink())
+    receiver.start(encodeAck(0))
+    receiver.done.addErrback(lambda f: None)
+    receiver.datagramReceived(encodeData(1, b"123456789"))
+    assert out[-1][:4] == b"\x00\x05\x00\x04"
+    assert clock.getDelayedCalls() == []
+
+
+def test_commitFailureIsDiskFull() -> None:
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    out: list[bytes] = []
+
+    def commit() -> None:
+        raise OSError(28, "No space left on device")
+
+    receiver = Receiver(out.append, clock, TransferOptions(), _Sink(), commit=commit)
+    receiver.start(encodeAck(0))
+    failures: list[Any] = []
+    receiver.done.addErrback(failures.append)
+    receiver.datagramReceived(encodeData(1, b"a"))
+    assert failures[0].check(errors.DiskFull)
+    assert out[-1][:4] == b"\x00\x05\x00\x03"
+    assert clock.getDelayedCalls() == []
+
+
+def test_garbageIgnored() -> None:
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    out: list[bytes] = []
+    sender = Sender(out.append, clock, TransferOptions(), io.BytesIO(b"abc"))
+    sender.start()
+    for junk in (b"", b"\x00", b"\x00\x09\x00\x00", b"\x00\x01x", b"\x00\x03\x00\x01zz"):
+        sender.datagramReceived(junk)
+    sender.datagramReceived(encodeAck(1))
+    assert sender.done.called

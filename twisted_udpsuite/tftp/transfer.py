@@ -1,0 +1,818 @@
+# -*- test-case-name: tests.tftp.test_transfer -*-
+"""
+The TFTP block engine shared by the client and the server: no sockets, only callables.
+
+API (stable; the client and the server both build on it):
+
+    sender = Sender(send, clock, options, reader, retries=5, rollover=0, timeout=1.0)
+    sender.start(initial=None)     # initial: an OACK to send first and hold until ACK 0
+    sender.datagramReceived(raw)   # or ackReceived(block) / errorReceived(code, message)
+    sender.done                    # Deferred[TransferStats]; fails with errors.TFTPError
+    sender.finished                # Deferred[None]: the engine wants no more packets
+
+    receiver = Receiver(send, clock, options, writer, retries=5, timeout=1.0, commit=None)
+    receiver.start(initial=b"...")  # ACK 0 or an OACK, resent until DATA 1; None if no initial
+    receiver.datagramReceived(raw)  # or dataReceived(block, payload) / errorReceived(...)
+    receiver.done / receiver.finished  # done fires at the last block; finished after dallying
+
+    engine.abort(error, sendError=True)  # stop now (sends ERROR error.code unless told not to)
+
+C{send(packet: bytes)} writes one datagram to the peer. C{clock} is an L{IReactorTime}.
+C{reader.read(n)} returns up to C{n} bytes (C{b""} at the end) or a Deferred of them; a short
+read is topped up before it becomes a (short, final) block. C{writer.write(data)} may return a
+Deferred: no ACK goes out until it fires. C{commit()} (optional) runs after the last block is
+written and before its ACK, so a failure to publish an upload reaches the peer as an ERROR.
+
+Behaviour: windows per RFC 7440 (the receiver ACKs every C{windowsize} in-order blocks, or at
+once on a gap); the sender resends from the first unacknowledged block on a timeout or an ACK
+inside the window, and ignores duplicate ACKs (RFC 1123: no Sorcerer's Apprentice). The
+retransmission timeout follows the measured round trip (SRTT + 4 RTTVAR, as TCP) within
+[L{MIN_RTO}, the negotiated or given timeout], doubling on each retry. Block numbers wrap
+after 65535 to C{rollover} (0 or 1) when sending; the receiver accepts either. Sending ERRORs
+for timeouts is left out (the peer is gone); every other failure sends one.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_udpsuite.tftp import errors
+from twisted_udpsuite.tftp.netascii import NetasciiDecoder, NetasciiEncoder
+from twisted_udpsuite.tftp.options import TransferOptions
+from twisted_udpsuite.tftp.wire import (
+    Ack,
+    Data,
+    Error,
+    MalformedPacket,
+    OptionAck,
+    Packet,
+    parsePacket,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MIN_RTO",
+    "NetasciiReader",
+    "NetasciiWriter",
+    "Receiver",
+    "Sender",
+    "TransferStats",
+    "errorPacket",
+]
+
+DEFAULT_TIMEOUT = 1.0
+"""Largest retransmission timeout (seconds) when the peer did not negotiate C{timeout}."""
+MIN_RTO = 0.05
+"""Smallest retransmission timeout: below this, scheduler jitter would cause false resends."""
+
+_HEADER = struct.Struct("!HH")
+_pack = _HEADER.pack
+_unpack = _HEADER.unpack_from
+_DATA = 3
+_ACK = 4
+_ERROR = 5
+_OACK = 6
+
+
+def errorPacket(code: int, message: str) -> bytes:
+    """An ERROR datagram (never raises: unknown codes and odd text are fine)."""
+    return Error(int(code) & 0xFFFF, message.replace("\0", " ")).toBytes()
+
+
+@dataclass
+class TransferStats:
+    """
+    What a transfer moved. C{bytes} counts wire payload (netascii-encoded in that mode);
+    C{retransmits} counts packets sent again (DATA, ACK or the initial OACK/ACK 0).
+    """
+
+    bytes: int = 0
+    blocks: int = 0
+    retransmits: int = 0
+    duration: float = 0.0
+
+
+class _Reader(Protocol):
+    def read(self, n: int) -> bytes | Deferred[bytes]: ...
+
+
+class _Writer(Protocol):
+    def write(self, data: bytes) -> None | Deferred[None]: ...
+
+
+class _Rto:
+    """Retransmission timeout from measured round trips (RFC 6298 arithmetic)."""
+
+    __slots__ = ("srtt", "rttvar", "maximum", "rto")
+
+    def __init__(self, maximum: float) -> None:
+        self.maximum = maximum
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.rto = maximum
+
+    def sample(self, rtt: float) -> None:
+        if rtt < 0:
+            return
+        if self.srtt is None:
+            self.srtt = rtt
+            self.rttvar = rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        self.rto = min(self.maximum, max(MIN_RTO, self.srtt + 4 * self.rttvar))
+
+    def backoff(self, tries: int) -> float:
+        return min(self.maximum, self.rto * (2**tries))
+
+
+def _toOSErrorCode(failure: Failure) -> errors.TFTPError:
+    """Map a backend failure to the TFTP error to send."""
+    value = failure.value
+    if isinstance(value, errors.TFTPError):
+        return value
+    if isinstance(value, OSError) and value.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return errors.DiskFull("Disk full or allocation exceeded")
+    return errors.TFTPError(f"I/O error: {value}")
+
+
+class _Engine:
+    """Timers, ending and ERROR handling common to L{Sender} and L{Receiver}."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        send: Any,
+        clock: IReactorTime,
+        options: TransferOptions,
+        retries: int,
+        timeout: float,
+    ) -> None:
+        self._send = send
+        self._clock = clock
+        self.options = options
+        self.retries = retries
+        maximum = float(options.timeout) if options.timeout else float(timeout)
+        self._rto = _Rto(max(maximum, MIN_RTO))
+        self.stats = TransferStats()
+        self.done: Deferred[TransferStats] = Deferred()
+        self.finished: Deferred[None] = Deferred()
+        self._timer: IDelayedCall | None = None
+        self._deadline = 0.0
+        self._tries = 0
+        self._started = clock.seconds()
+        self._over = False
+        self._closed = False
+
+    # Timer: one DelayedCall, moved lazily (a deadline), so the hot path never reschedules.
+
+    def _arm(self, delay: float) -> None:
+        deadline = self._deadline = self._clock.seconds() + delay
+        timer = self._timer
+        if timer is None:
+            self._timer = self._clock.callLater(delay, self._timerFired)
+        elif deadline < timer.getTime():
+            timer.reset(delay)
+
+    def _disarm(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _timerFired(self) -> None:
+        self._timer = None
+        remaining = self._deadline - self._clock.seconds()
+        if remaining > 1e-9:
+            self._timer = self._clock.callLater(remaining, self._timerFired)
+            return
+        self._timedOut()
+
+    def _timedOut(self) -> None:
+        raise NotImplementedError
+
+    def _retry(self) -> bool:
+        """Count one more retry; False (and the transfer failed) when the budget is spent."""
+        if self._tries >= self.retries:
+            self._fail(
+                errors.TransferTimeout(f"no answer after {self._tries + 1} tries"),
+                sendError=False,
+            )
+            return False
+        self._tries += 1
+        self.stats.retransmits += 1
+        return True
+
+    # Packets common to both directions
+
+    def datagramReceived(self, datagram: bytes) -> None:
+        """Feed one datagram from the peer (already checked to come from its TID)."""
+        if self._over:
+            self._lateDatagram(datagram)
+            return
+        if len(datagram) >= 4:
+            opcode, number = _unpack(datagram)
+            if opcode == self._hotOpcode:
+                self._hot(number, datagram)
+                return
+        try:
+            packet = parsePacket(datagram)
+        except MalformedPacket as e:
+            self.log.debug("ignoring a malformed packet: {error}", error=e)
+            return
+        self.packetReceived(packet)
+
+    _hotOpcode = 0
+
+    def _hot(self, number: int, datagram: bytes) -> None:
+        raise NotImplementedError
+
+    def _lateDatagram(self, datagram: bytes) -> None:
+        pass
+
+    def packetReceived(self, packet: Packet) -> None:
+        """Feed one parsed packet (for owners that parse before routing)."""
+        if self._over:
+            if isinstance(packet, Data):
+                self._lateDatagram(Data(packet.block, packet.data).toBytes())
+            return
+        if isinstance(packet, Error):
+            self.errorReceived(int(packet.code), packet.message)
+        elif isinstance(packet, Ack):
+            self._packetAck(packet.block)
+        elif isinstance(packet, Data):
+            self._packetData(packet.block, packet.data)
+        elif isinstance(packet, OptionAck):
+            self._packetOack()
+        else:
+            self.log.debug("ignoring {kind} during a transfer", kind=type(packet).__name__)
+
+    def _packetAck(self, block: int) -> None:
+        pass
+
+    def _packetData(self, block: int, payload: bytes) -> None:
+        pass
+
+    def _packetOack(self) -> None:
+        pass
+
+    def errorReceived(self, code: int, message: str) -> None:
+        """The peer gave up: stop at once, without answering (RFC 1350)."""
+        if self._over:
+            return
+        self._fail(errors.errorFor(Error(code & 0xFFFF, message)), sendError=False)
+
+    # Endings
+
+    def abort(self, error: errors.TFTPError, sendError: bool = True) -> None:
+        """
+        Stop the transfer from outside (cancel, shutdown): fails C{done} with C{error}, or, if
+        it already succeeded and is only dallying, stops dallying.
+        """
+        if self._over:
+            self._close()
+            return
+        self._fail(error, sendError=sendError)
+
+    def _fail(self, error: errors.TFTPError, *, sendError: bool) -> None:
+        if self._over:
+            return
+        if sendError:
+            self._send(errorPacket(error.code, error.message or type(error).__name__))
+        self._end()
+        self.done.errback(Failure(error))
+        self._close()
+
+    def _end(self) -> None:
+        self._over = True
+        self._disarm()
+        self.stats.duration = self._clock.seconds() - self._started
+
+    def _succeed(self) -> None:
+        self._end()
+        self.done.callback(self.stats)
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._over = True
+        self._disarm()
+        self.finished.callback(None)
+
+
+class Sender(_Engine):
+    """
+    Sends a file as DATA blocks (a download on the server, an upload on the client).
+
+    @param reader: C{read(n) -> bytes | Deferred[bytes]}, already in wire form (see
+        L{NetasciiReader}).
+    @param rollover: the block number after 65535 (0, as most peers, or 1).
+    """
+
+    _hotOpcode = _ACK
+
+    def __init__(
+        self,
+        send: Any,
+        clock: IReactorTime,
+        options: TransferOptions,
+        reader: _Reader,
+        *,
+        retries: int = 5,
+        rollover: int = 0,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        super().__init__(send, clock, options, retries, timeout)
+        if rollover not in (0, 1):
+            raise ValueError("rollover must be 0 or 1")
+        self._reader = reader
+        self._rollover = rollover
+        self._blksize = options.blksize
+        self._windowsize = options.windowsize
+        # Block numbers inside the engine are absolute (1, 2, ... past 65535); _base is the
+        # first unacknowledged one and _window holds the packets from _base that were built.
+        self._base = 1
+        self._window: list[bytes] = []
+        self._sent = 0  # how many of _window have been sent at least once
+        self._eof = False  # the final (short) block is in _window
+        self._reading = False
+        self._initial: bytes | None = None
+        self._sentAt = 0.0
+        self._clean = True  # nothing resent since _sentAt: the next ACK is a valid RTT sample
+
+    def _wire(self, absolute: int) -> int:
+        if self._rollover == 0 or absolute < 65536:
+            return absolute & 0xFFFF
+        return (absolute - 1) % 65535 + 1
+
+    def _index(self, wire: int) -> int:
+        return wire if self._rollover == 0 else (wire - 1) % 65535
+
+    def _cycle(self) -> int:
+        return 65536 if self._rollover == 0 else 65535
+
+    def start(self, initial: bytes | None = None) -> None:
+        """
+        Begin: send C{initial} (an OACK, answered by ACK 0) first if given, else DATA 1.
+        """
+        if initial is not None:
+            self._initial = initial
+            self._base = 1
+            self._sentAt = self._clock.seconds()
+            self._send(initial)
+            self._arm(self._rto.rto)
+            return
+        self._fill()
+
+    # Reading blocks
+
+    def _fill(self) -> None:
+        """Build packets until the window is full (or the file ends), then send the unsent."""
+        reader = self._reader
+        blksize = self._blksize
+        window = self._window
+        while not self._eof and len(window) < self._windowsize and not self._reading:
+            chunk = reader.read(blksize)
+            if isinstance(chunk, Deferred):
+                self._reading = True
+                chunk.addCallbacks(self._readDone, self._readFailed, callbackArgs=(b"",))
+                break
+            if len(chunk) < blksize and chunk:
+                chunk = self._topUp(chunk)
+                if chunk is None:
+                    return
+            self._addBlock(chunk)
+            if self._over:
+                return
+        self._flush()
+
+    def _topUp(self, chunk: bytes) -> bytes | None:
+        """A short read before the end: keep reading until a whole block or EOF."""
+        while len(chunk) < self._blksize:
+            more = self._reader.read(self._blksize - len(chunk))
+            if isinstance(more, Deferred):
+                self._reading = True
+                more.addCallbacks(self._readDone, self._readFailed, callbackArgs=(chunk,))
+                return None
+            if not more:
+                break
+            chunk += more
+        return chunk
+
+    def _readDone(self, chunk: bytes, before: bytes) -> None:
+        self._reading = False
+        if self._over:
+            return
+        if before:
+            if chunk:
+                chunk = before + chunk
+                if len(chunk) < self._blksize:
+                    topped = self._topUp(chunk)
+                    if topped is None:
+                        return
+                    chunk = topped
+            else:
+                chunk = before
+        elif chunk and len(chunk) < self._blksize:
+            topped = self._topUp(chunk)
+            if topped is None:
+                return
+            chunk = topped
+        self._addBlock(chunk)
+        self._fill()
+
+    def _readFailed(self, failure: Failure) -> None:
+        self._reading = False
+        if self._over:
+            return
+        self.log.failure("reading the file failed", failure)
+        self._fail(_toOSErrorCode(failure), sendError=True)
+
+    def _addBlock(self, chunk: bytes) -> None:
+        if len(chunk) > self._blksize:
+            self._fail(errors.TFTPError("reader returned too much"), sendError=True)
+            return
+        absolute = self._base + len(self._window)
+        self._window.append(_pack(_DATA, self._wire(absolute)) + chunk)
+        if len(chunk) < self._blksize:
+            self._eof = True
+
+    def _flush(self) -> None:
+        """Send the built packets not sent yet."""
+        if self._over:
+            return
+        window = self._window
+        sent = self._sent
+        if sent < len(window):
+            if sent == 0:
+                self._sentAt = self._clock.seconds()
+                self._clean = True
+            send = self._send
+            for index in range(sent, len(window)):
+                send(window[index])
+            self._sent = len(window)
+            self._arm(self._rto.backoff(self._tries))
+
+    # ACKs
+
+    def _hot(self, number: int, datagram: bytes) -> None:
+        self.ackReceived(number)
+
+    def _packetAck(self, block: int) -> None:
+        self.ackReceived(block)
+
+    def ackReceived(self, block: int) -> None:
+        """An ACK: advance the window, or resend from inside it; ignore anything else."""
+        if self._over:
+            return
+        if self._initial is not None:
+            if block == 0:
+                if self._clean:
+                    self._rto.sample(self._clock.seconds() - self._sentAt)
+                self._initial = None
+                self._tries = 0
+                self._disarm()
+                self._fill()
+            return
+        cycle = self._cycle()
+        offset = (self._index(block) - self._index(self._wire(self._base - 1))) % cycle
+        if offset == 0 or offset > self._sent:
+            return  # a duplicate (Sorcerer's Apprentice) or nonsense: the timer decides
+        now = self._clock.seconds()
+        if self._clean:
+            self._rto.sample(now - self._sentAt)
+        window = self._window
+        acked = window[:offset]
+        del window[:offset]
+        self._sent -= offset
+        self._base += offset
+        self._tries = 0
+        stats = self.stats
+        stats.blocks += offset
+        for packet in acked:
+            stats.bytes += len(packet) - 4
+        if self._eof and not window:
+            self._succeed()
+            self._close()
+            return
+        if self._sent:
+            # An ACK inside the window (RFC 7440): resend from the first unacknowledged block.
+            self._sent = 0
+            stats.retransmits += len(window)
+        self._fill()
+
+    def _packetOack(self) -> None:
+        pass  # a repeated OACK (client upload): our DATA 1 or its resend answers it
+
+    def _timedOut(self) -> None:
+        if not self._retry():
+            return
+        if self._initial is not None:
+            self._clean = False
+            self._send(self._initial)
+            self._arm(self._rto.backoff(self._tries))
+            return
+        if not self._sent:
+            # Waiting for a slow reader, not for the peer: no retry is spent.
+            self._tries -= 1
+            self.stats.retransmits -= 1
+            self._arm(self._rto.rto)
+            return
+        # Resend the whole outstanding window from its first block.
+        self._clean = False
+        window = self._window
+        send = self._send
+        for index in range(self._sent):
+            send(window[index])
+        self.stats.retransmits += max(self._sent - 1, 0)
+        self._arm(self._rto.backoff(self._tries))
+
+
+class Receiver(_Engine):
+    """
+    Receives a file as DATA blocks (an upload on the server, a download on the client).
+
+    @param writer: C{write(data) -> None | Deferred}, given wire bytes (see
+        L{NetasciiWriter}).
+    @param commit: called once after the last block is written and before its ACK; may
+        return a Deferred; an exception becomes an ERROR to the peer.
+    @param dally: how long to stay after the last ACK to answer a repeated last DATA;
+        defaults to the maximum timeout.
+    """
+
+    _hotOpcode = _DATA
+
+    def __init__(
+        self,
+        send: Any,
+        clock: IReactorTime,
+        options: TransferOptions,
+        writer: _Writer,
+        *,
+        retries: int = 5,
+        timeout: float = DEFAULT_TIMEOUT,
+        commit: Any = None,
+        dally: float | None = None,
+    ) -> None:
+        super().__init__(send, clock, options, retries, timeout)
+        self._writer = writer
+        self._commit = commit
+        self._blksize = options.blksize
+        self._windowsize = options.windowsize
+        self._dally = self._rto.maximum if dally is None else dally
+        self._next = 1  # absolute number of the block expected next
+        self._scheme: int | None = None  # rollover seen from the peer: 0, 1 or unknown
+        self._wrapGap = False
+        self._inWindow = 0  # in-order blocks since the last ACK
+        self._lastAck = b""
+        self._ackedAt = 0.0
+        self._fresh = False  # the last ACK was sent once: the next DATA is an RTT sample
+        self._gapAcked = False
+        self._busy = False  # a write (or commit) is in progress: incoming DATA is dropped
+        self._finalAck: bytes | None = None
+
+    def _wireFor(self, absolute: int, scheme: int) -> int:
+        if scheme == 0 or absolute < 65536:
+            return absolute & 0xFFFF
+        return (absolute - 1) % 65535 + 1
+
+    def start(self, initial: bytes | None = None) -> None:
+        """
+        Begin: send C{initial} (ACK 0 or an OACK), resent until DATA 1 comes; with C{None}
+        (a client whose DATA 1 already arrived) just wait for L{dataReceived}.
+        """
+        if initial is not None:
+            self._sendAck(initial)
+        else:
+            self._lastAck = _pack(_ACK, 0)
+            self._ackedAt = self._clock.seconds()
+            self._arm(self._rto.backoff(0) * 2)
+
+    def _sendAck(self, packet: bytes) -> None:
+        self._lastAck = packet
+        self._ackedAt = self._clock.seconds()
+        self._fresh = True
+        self._inWindow = 0
+        self._send(packet)
+        self._arm(2 * self._rto.backoff(self._tries))
+
+    # DATA
+
+    def _hot(self, number: int, datagram: bytes) -> None:
+        self.dataReceived(number, datagram[4:])
+
+    def _packetData(self, block: int, payload: bytes) -> None:
+        self.dataReceived(block, payload)
+
+    def _packetOack(self) -> None:
+        # A repeated OACK (client download): our ACK 0 was lost.
+        if self._next == 1 and self._lastAck:
+            self.stats.retransmits += 1
+            self._send(self._lastAck)
+
+    def _classify(self, block: int) -> int:
+        """0: the expected block; >0: ahead (a gap); <0: old (a duplicate)."""
+        expected = self._next
+        if expected >= 65536 and self._scheme is None and expected % 65536 == 0:
+            # First wrap: the peer may go to 0 or to 1.
+            if block == 0:
+                self._scheme = 0
+                return 0
+            if block == 1 and (self._windowsize == 1 or self._wrapGap):
+                self._scheme = 1
+                return 0
+            if block == 1:
+                self._wrapGap = True
+                return 1
+        scheme = self._scheme or 0
+        want = self._wireFor(expected, scheme)
+        if block == want:
+            return 0
+        cycle = 65535 if scheme == 1 and expected >= 65536 else 65536
+        if scheme == 1 and expected >= 65536:
+            delta = ((block - 1) - (want - 1)) % cycle
+        else:
+            delta = (block - want) % cycle
+        return delta if delta < cycle // 2 else -1
+
+    def dataReceived(self, block: int, payload: bytes) -> None:
+        """A DATA block: write it if it is the next one; ACK per window, gap or duplicate."""
+        if self._over:
+            return
+        if self._busy:
+            return  # the peer will resend; ACKs wait for the writer
+        if len(payload) > self._blksize:
+            self._fail(
+                errors.ProtocolError(f"DATA of {len(payload)} bytes exceeds blksize"),
+                sendError=True,
+            )
+            return
+        kind = self._classify(block)
+        if kind:
+            if self._windowsize == 1 and kind < 0:
+                self.stats.retransmits += 1
+                self._send(self._lastAck)  # lock-step: our ACK was lost
+            elif not self._gapAcked:
+                self._gapAcked = True
+                self.stats.retransmits += 1
+                self._sendAck(_pack(_ACK, self._wireFor(self._next - 1, self._scheme or 0)))
+            return
+        if self._fresh:
+            self._rto.sample(self._clock.seconds() - self._ackedAt)
+            self._fresh = False
+        self._gapAcked = False
+        self._tries = 0
+        self._next += 1
+        stats = self.stats
+        stats.blocks += 1
+        stats.bytes += len(payload)
+        final = len(payload) < self._blksize
+        written = self._writer.write(payload) if payload else None
+        if isinstance(written, Deferred):
+            self._busy = True
+            written.addCallbacks(self._written, self._writeFailed, callbackArgs=(block, final))
+            return
+        self._afterWrite(block, final)
+
+    def _written(self, _: object, block: int, final: bool) -> None:
+        self._busy = False
+        if not self._over:
+            self._afterWrite(block, final)
+
+    def _writeFailed(self, failure: Failure) -> None:
+        self._busy = False
+        if self._over:
+            return
+        self.log.failure("writing the file failed", failure)
+        self._fail(_toOSErrorCode(failure), sendError=True)
+
+    def _afterWrite(self, block: int, final: bool) -> None:
+        if final:
+            self._finishing(block)
+            return
+        self._inWindow += 1
+        if self._inWindow >= self._windowsize:
+            self._sendAck(_pack(_ACK, block))
+        else:
+            self._arm(2 * self._rto.backoff(0))
+
+    def _finishing(self, block: int) -> None:
+        ack = _pack(_ACK, block)
+        if self._commit is None:
+            self._finalize(ack)
+            return
+        self._busy = True
+        try:
+            result = self._commit()
+        except Exception:
+            self._committed(Failure(), ack)
+            return
+        if isinstance(result, Deferred):
+            result.addBoth(self._committed, ack)
+        else:
+            self._committed(None, ack)
+
+    def _committed(self, result: object, ack: bytes) -> None:
+        self._busy = False
+        if self._over:
+            return
+        if isinstance(result, Failure):
+            self._fail(_toOSErrorCode(result), sendError=True)
+            return
+        self._finalize(ack)
+
+    def _finalize(self, ack: bytes) -> None:
+        self._finalAck = ack
+        self._send(ack)
+        self._succeed()
+        if self._dally > 0:
+            self._timer = self._clock.callLater(self._dally, self._close)
+        else:
+            self._close()
+
+    def _lateDatagram(self, datagram: bytes) -> None:
+        """While dallying: a repeated last DATA means our last ACK was lost; send it again."""
+        if self._closed or self._finalAck is None or len(datagram) < 4:
+            return
+        opcode, number = _unpack(datagram)
+        if opcode == _DATA and number == _unpack(self._finalAck)[1]:
+            self.stats.retransmits += 1
+            self._send(self._finalAck)
+
+    def _timedOut(self) -> None:
+        if not self._retry():
+            return
+        self._fresh = False
+        self._send(self._lastAck)
+        self._inWindow = 0
+        self._arm(2 * self._rto.backoff(self._tries))
+
+
+class NetasciiReader:
+    """Wraps a local reader so that L{Sender} reads netascii wire bytes."""
+
+    def __init__(self, reader: _Reader) -> None:
+        self._reader = reader
+        self._encoder = NetasciiEncoder()
+        self._pending = b""
+        self._eof = False
+
+    def read(self, n: int) -> bytes | Deferred[bytes]:
+        """Up to C{n} wire bytes; C{b""} at the end."""
+        while len(self._pending) < n and not self._eof:
+            chunk = self._reader.read(max(n, 8192))
+            if isinstance(chunk, Deferred):
+                return chunk.addCallback(self._got, n)
+            self._absorb(chunk)
+        return self._take(n)
+
+    def _absorb(self, chunk: bytes) -> None:
+        if chunk:
+            self._pending += self._encoder.encode(chunk)
+        else:
+            self._eof = True
+
+    def _got(self, chunk: bytes, n: int) -> bytes | Deferred[bytes]:
+        self._absorb(chunk)
+        return self.read(n)
+
+    def _take(self, n: int) -> bytes:
+        block, self._pending = self._pending[:n], self._pending[n:]
+        return block
+
+    def close(self) -> None:
+        """Close the wrapped reader if it can be closed."""
+        close = getattr(self._reader, "close", None)
+        if close is not None:
+            close()
+
+
+class NetasciiWriter:
+    """Wraps a local writer so that L{Receiver} can give it netascii wire bytes."""
+
+    def __init__(self, writer: _Writer) -> None:
+        self._writer = writer
+        self._decoder = NetasciiDecoder()
+
+    def write(self, data: bytes) -> None | Deferred[None]:
+        """Decode and pass on (a CR ending the chunk waits for the next one)."""
+        local = self._decoder.decode(data)
+        if local:
+            return self._writer.write(local)
+        return None
+
+    def flush(self) -> None | Deferred[None]:
+        """The end of the data: pass on a held-back bare CR."""
+        rest = self._decoder.flush()
+        if rest:
+            return self._writer.write(rest)
+        return None
