@@ -10,6 +10,8 @@ import os
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError
 from twisted.python.filepath import FilePath
 
@@ -149,3 +151,280 @@ def test_badArguments() -> None:
     with pytest.raises(TypeError):
         put(client, SERVER, 42, "f")
     assert client.udpPorts == {}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=40), min_size=1, max_size=5))
+def test_garbageNeverRaises(datagrams: list[bytes]) -> None:
+    """Whatever the server's host sends first, the client never raises and ends cleanly."""
+    net, client, server = setUp(script=Script(silent=True))
+    d = get(client, SERVER, "f", io.BytesIO(), retries=1)
+    net.pump()
+    clientPort = next(iter(client.udpPorts.values()))
+    for data in datagrams:
+        clientPort.protocol.datagramReceived(data, ("192.0.2.1", 4000))
+    try:
+        net.runUntil(d)
+    except errors.TFTPError:
+        pass
+    except AssertionError:
+        d.cancel()  # a plausible DATA 1 started a transfer that now waits: fine
+    net.advance(120)
+    assert client.udpPorts == {}
+    assert net.clock.getDelayedCalls() == []
+
+
+# Transfers (blocks move through the shared engine)
+
+
+def payload(size: int, seed: int = 1) -> bytes:
+    import random
+
+    return random.Random(seed).randbytes(size)
+
+
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 513, 5000])
+def test_getPlainToPath(tmp_path: Any, size: int) -> None:
+    """Sizes around the block size, including the empty file and k*512 (final 0-byte DATA)."""
+    data = payload(size)
+    net, client, server = setUp({b"f": data})
+    target = tmp_path / "out"
+    result = net.runUntil(get(client, SERVER, "f", FilePath(str(target))))
+    assert target.read_bytes() == data
+    assert os.listdir(tmp_path) == ["out"]
+    assert result.bytes == size and result.options.tsize == size
+    assert result.server is not None and result.server[1] != 69
+    settle(net)
+    assert net.clock.getDelayedCalls() == []
+    assert client.udpPorts == {}
+
+
+def test_getWithOptions() -> None:
+    data = payload(100_000)
+    net, client, server = setUp({b"f": data})
+    out = io.BytesIO()
+    seen: list[tuple[int, int | None]] = []
+    result = net.runUntil(
+        get(
+            client,
+            SERVER,
+            "f",
+            out,
+            blksize=1428,
+            windowsize=4,
+            timeout=3,
+            progress=lambda done, total: seen.append((done, total)),
+        )
+    )
+    assert out.getvalue() == data
+    assert result.accepted == {
+        "blksize": "1428",
+        "windowsize": "4",
+        "timeout": "3",
+        "tsize": "100000",
+    }
+    assert (result.options.blksize, result.options.windowsize) == (1428, 4)
+    assert seen[-1] == (100_000, 100_000)
+    settle(net)
+    assert net.clock.getDelayedCalls() == []
+
+
+def test_getServerIgnoresOptions() -> None:
+    """A server without RFC 2347 answers DATA 1: fall back to 512-byte lock-step."""
+    data = payload(3000)
+    net, client, server = setUp({b"f": data}, Script(options="ignore"))
+    out = io.BytesIO()
+    result = net.runUntil(get(client, SERVER, "f", out, blksize=1428, windowsize=8))
+    assert out.getvalue() == data
+    assert result.fellBack and result.accepted == {}
+    assert result.options.blksize == 512
+
+
+def test_getServerRefusesOptions() -> None:
+    """ERROR 8 to the request: ask once more without options (RFC 2347)."""
+    data = payload(3000)
+    net, client, server = setUp({b"f": data}, Script(options="refuse"))
+    out = io.BytesIO()
+    result = net.runUntil(get(client, SERVER, "f", out, blksize=1428))
+    assert out.getvalue() == data
+    assert result.fellBack
+    assert [r.options for r in server.requests] == [{"blksize": "1428", "tsize": "0"}, {}]
+
+
+def test_putServerRefusesOptions() -> None:
+    data = payload(2000)
+    net, client, server = setUp(script=Script(options="refuse"))
+    result = net.runUntil(put(client, SERVER, data, "up", blksize=1024))
+    assert server.uploads[b"up"] == data
+    assert result.fellBack and len(server.requests) == 2
+
+
+def test_putServerIgnoresOptions() -> None:
+    """A server without RFC 2347 answers ACK 0 to a WRQ with options."""
+    data = payload(2000)
+    net, client, server = setUp(script=Script(options="ignore"))
+    result = net.runUntil(put(client, SERVER, data, "up", blksize=1024))
+    assert server.uploads[b"up"] == data
+    assert result.fellBack and result.options.blksize == 512
+
+
+@pytest.mark.parametrize("size", [0, 512, 1025])
+def test_putFromPath(tmp_path: Any, size: int) -> None:
+    data = payload(size)
+    source = tmp_path / "src"
+    source.write_bytes(data)
+    net, client, server = setUp()
+    result = net.runUntil(put(client, SERVER, str(source), "up", blksize=512))
+    assert server.uploads[b"up"] == data
+    assert result.bytes == size
+    assert server.requests[0].options == {"blksize": "512", "tsize": str(size)}
+    settle(net)
+    assert net.clock.getDelayedCalls() == []
+
+
+def test_putWindowed() -> None:
+    data = payload(50_000)
+    net, client, server = setUp()
+    result = net.runUntil(put(client, SERVER, io.BytesIO(data), "up", blksize=1000, windowsize=8))
+    assert server.uploads[b"up"] == data
+    assert result.options.windowsize == 8
+
+
+def test_errorMidDownload(tmp_path: Any) -> None:
+    """An ERROR after some blocks fails with the server's text, no reply, no file left."""
+    net, client, server = setUp(
+        {b"f": payload(10_000)}, Script(errorAfterBlock=5, errorPacket=(3, "disk on fire"))
+    )
+    d = get(client, SERVER, "f", str(tmp_path / "out"))
+    with pytest.raises(errors.DiskFull, match="disk on fire"):
+        net.runUntil(d)
+    assert os.listdir(tmp_path) == []
+    sent = sentBy(net)
+    assert not any(isinstance(p, Error) for p in sent)
+    settle(net)
+    assert net.clock.getDelayedCalls() == []
+
+
+def test_errorMidUpload() -> None:
+    net, client, server = setUp(script=Script(errorAfterBlock=2, errorPacket=(0, "quota")))
+    d = put(client, SERVER, payload(10_000), "up")
+    with pytest.raises(errors.RemoteError, match="quota"):
+        net.runUntil(d)
+    assert b"up" not in server.uploads
+
+
+def test_wrongTIDMidDownload() -> None:
+    """A DATA from another port of the server's host gets ERROR 5; the transfer goes on."""
+    data = payload(5000)
+    net, client, server = setUp({b"f": data}, Script(strayAtBlock=3))
+    out = io.BytesIO()
+    net.runUntil(get(client, SERVER, "f", out))
+    assert out.getvalue() == data
+    stray = server.sessions[0].strayPort.protocol
+    assert [parsePacket(p) for p in stray.received] == [Error(5, "Unknown transfer ID")]
+
+
+def test_wrongTIDMidUpload() -> None:
+    data = payload(5000)
+    net, client, server = setUp(script=Script(strayAtBlock=3))
+    net.runUntil(put(client, SERVER, data, "up"))
+    assert server.uploads[b"up"] == data
+    stray = server.sessions[0].strayPort.protocol
+    assert [parsePacket(p) for p in stray.received] == [Error(5, "Unknown transfer ID")]
+
+
+def test_duplicateAndReorderedData() -> None:
+    data = payload(40_000)
+    net, client, server = setUp(
+        {b"f": data}, Script(duplicateData=True, swapBlocks=(2, 3)), reorder=0.2
+    )
+    out = io.BytesIO()
+    net.runUntil(get(client, SERVER, "f", out, blksize=512, windowsize=4))
+    assert out.getvalue() == data
+    settle(net)
+    assert net.clock.getDelayedCalls() == []
+
+
+def test_finalDataRepeatedIsReAcked() -> None:
+    """The last ACK was lost: the server repeats the last DATA and we ACK it again."""
+    data = payload(1000)
+    net, client, server = setUp({b"f": data}, Script(repeatFinal=2))
+    out = io.BytesIO()
+    d = get(client, SERVER, "f", out)
+    net.runUntil(d)
+    assert out.getvalue() == data
+    settle(net)
+    acks = [p for p in sentBy(net) if type(p).__name__ == "Ack" and p.block == 2]
+    assert len(acks) == 3
+    assert net.clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_lossyDownloadAndUpload(seed: int) -> None:
+    """20% loss each way: retransmissions get everything through."""
+    data = payload(30_000, seed)
+    net, client, server = setUp({b"f": data}, loss=0.2, seed=seed)
+    out = io.BytesIO()
+    result = net.runUntil(get(client, SERVER, "f", out, blksize=1024, windowsize=4, retries=10))
+    assert out.getvalue() == data
+    assert result.retransmits > 0
+    result = net.runUntil(put(client, SERVER, data, "up", blksize=1024, retries=10))
+    assert server.uploads[b"up"] == data
+    settle(net)
+    assert net.clock.getDelayedCalls() == []
+
+
+def test_silentMidTransfer(tmp_path: Any) -> None:
+    """The server vanishes mid-transfer: bounded retries, then TransferTimeout, no file."""
+    net, client, server = setUp({b"f": payload(5000)})
+    net.dropIf(lambda r: r.source[0] == "192.0.2.1" and r.data[:4] == b"\x00\x03\x00\x04")
+    d = get(client, SERVER, "f", str(tmp_path / "out"), retries=3)
+    with pytest.raises(errors.TransferTimeout):
+        net.runUntil(d)
+    assert os.listdir(tmp_path) == []
+    settle(net)
+    assert net.clock.getDelayedCalls() == []
+
+
+def test_cancelMidTransfer(tmp_path: Any) -> None:
+    """Cancelling sends ERROR to the server, closes the port and removes the temp file."""
+    net, client, server = setUp({b"f": payload(50_000)}, latency=0.01)
+    d = get(client, SERVER, "f", str(tmp_path / "out"))
+    net.advance(0.2)
+    d.cancel()
+    failureResultOf(d, CancelledError)
+    assert os.listdir(tmp_path) == []
+    assert client.udpPorts == {}
+    net.advance(0.1)
+    assert [e.code for e in server.sessions[0].errors] == [0]
+    settle(net)
+    assert net.clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize("wrapTo", [0, 1])
+def test_rolloverDownload(wrapTo: int) -> None:
+    """More than 65535 blocks: the server wraps to 0 (tftp-hpa) or to 1; both work."""
+    data = payload(8 * 65_540 + 3)
+    net, client, server = setUp({b"f": data}, Script(wrapTo=wrapTo))
+    out = io.BytesIO()
+    net.runUntil(get(client, SERVER, "f", out, blksize=8, windowsize=16))
+    assert out.getvalue() == data
+
+
+@pytest.mark.parametrize("wrapTo", [0, 1])
+def test_rolloverUpload(wrapTo: int) -> None:
+    data = payload(8 * 65_540 + 3)
+    net, client, server = setUp(script=Script(wrapTo=wrapTo))
+    net.runUntil(put(client, SERVER, data, "up", blksize=8, windowsize=16, rollover=wrapTo))
+    assert server.uploads[b"up"] == data
+
+
+def test_netascii() -> None:
+    text = b"a\nb\r\nc\rd" * 300
+    net, client, server = setUp({b"t": text.replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")})
+    out = io.BytesIO()
+    net.runUntil(get(client, SERVER, "t", out, mode="netascii"))
+    assert out.getvalue() == text
+    net.runUntil(put(client, SERVER, text, "u", mode="netascii"))
+    assert server.uploads[b"u"] == server.files[b"t"]
+    assert server.requests[-1].options["tsize"] == str(len(server.files[b"t"]))

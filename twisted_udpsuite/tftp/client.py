@@ -34,6 +34,7 @@ from twisted_udpsuite.tftp.options import (
     acceptServerOptions,
     buildRequestOptions,
 )
+from twisted_udpsuite.tftp.transfer import Receiver, Sender, TransferStats
 from twisted_udpsuite.tftp.wire import (
     Ack,
     Data,
@@ -43,6 +44,7 @@ from twisted_udpsuite.tftp.wire import (
     OptionAck,
     ReadRequest,
     WriteRequest,
+    encodeAck,
     parsePacket,
 )
 
@@ -200,7 +202,9 @@ class _ClientTransfer(DatagramProtocol):
         progress: ProgressCallback | None,
         destination: _Destination | None = None,
         source: _Source | None = None,
+        rollover: int = 0,
     ) -> None:
+        self._rollover = rollover
         self._reactor = reactor
         self._server = server
         self._filename = filename
@@ -223,6 +227,8 @@ class _ClientTransfer(DatagramProtocol):
         self._retransmits = 0
         self._started = 0.0
         self._finished = False
+        self._closed = False
+        self._committed = False
         self.done: Deferred[TransferResult] = Deferred(self._cancel)
 
     # The request
@@ -268,7 +274,7 @@ class _ClientTransfer(DatagramProtocol):
     # Datagrams
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        if self._finished:
+        if self._closed:
             return
         if self._peer is None:
             if hostOf(addr[0]) != hostOf(self._server[0]):
@@ -277,13 +283,15 @@ class _ClientTransfer(DatagramProtocol):
         elif addr != self._peer:
             self._answerStray(addr)
             return
+        if self._engine is not None:
+            self._engine.datagramReceived(datagram)
+            return
+        if self._finished:
+            return
         try:
             packet = parsePacket(datagram)
         except MalformedPacket as e:
             self.log.debug("ignoring a malformed packet from {peer}: {error}", peer=addr, error=e)
-            return
-        if self._engine is not None:
-            self._engineReceived(packet)
             return
         self._answerReceived(packet, addr)
 
@@ -319,13 +327,13 @@ class _ClientTransfer(DatagramProtocol):
                 self._fail(errors.OptionNegotiationRefused(str(e)), sendError=True)
                 return
             self._accepted = dict(packet.options)
-            self._fellBack = set(self._accepted) != set(self._requested)
+            self._fellBack = self._fellBack or set(self._accepted) != set(self._requested)
             self._cancelTimer()
             self._startEngine(first=None)
             return
         if self._isRead and isinstance(packet, Data):
             self._peer = addr
-            self._fellBack = bool(self._requested)
+            self._fellBack = self._fellBack or bool(self._requested)
             self._options = TransferOptions()
             self._cancelTimer()
             self._startEngine(first=packet)
@@ -334,7 +342,7 @@ class _ClientTransfer(DatagramProtocol):
             if packet.block != 0:
                 return
             self._peer = addr
-            self._fellBack = bool(self._requested)
+            self._fellBack = self._fellBack or bool(self._requested)
             self._options = TransferOptions()
             self._cancelTimer()
             self._startEngine(first=None)
@@ -347,14 +355,64 @@ class _ClientTransfer(DatagramProtocol):
 
     # The blocks: the shared engine (twisted_udpsuite.tftp.transfer)
 
+    def _sendToPeer(self, packet: bytes) -> None:
+        if not self._closed and self._peer is not None:
+            self._write(packet, self._peer)
+
     def _startEngine(self, first: Data | None) -> None:
-        self._fail(errors.TFTPError("block transfer is not implemented yet"), sendError=True)
+        """Hand the blocks to L{Receiver} or L{Sender}; the handshake is over."""
+        engine: Receiver | Sender
+        if self._isRead:
+            assert self._destination is not None
+            engine = Receiver(
+                self._sendToPeer,
+                self._reactor,
+                self._options,
+                _CountingWriter(self._destination, self._progress, self._options.tsize),
+                retries=self._retries,
+                timeout=self._timeout,
+                commit=self._commitDestination,
+            )
+        else:
+            assert self._source is not None
+            engine = Sender(
+                self._sendToPeer,
+                self._reactor,
+                self._options,
+                _CountingReader(self._source, self._progress),
+                retries=self._retries,
+                rollover=self._rollover,
+                timeout=self._timeout,
+            )
+        self._engine = engine
+        engine.done.addCallbacks(self._engineDone, self._engineFailed)
+        engine.finished.addCallback(lambda _: self._closePort())
+        if self._isRead:
+            if first is None:
+                engine.start(encodeAck(0))
+            else:
+                engine.start(None)
+                engine.dataReceived(first.block, first.data)
+        else:
+            engine.start(None)
 
-    def _engineReceived(self, packet: Any) -> None:
-        pass
+    def _commitDestination(self) -> None:
+        """Publish the download before its last ACK, so a failure reaches the server."""
+        assert self._destination is not None
+        self._committed = True
+        self._destination.commit()
 
-    def _stopEngine(self) -> None:
-        pass
+    def _engineDone(self, stats: TransferStats) -> None:
+        self._retransmits += stats.retransmits
+        if not self._finished:
+            self._finish(self._result())
+
+    def _engineFailed(self, failure: Failure) -> None:
+        engine = self._engine
+        if engine is not None:
+            self._retransmits += engine.stats.retransmits
+        if not self._finished:
+            self._finish(failure)
 
     # Endings
 
@@ -376,44 +434,58 @@ class _ClientTransfer(DatagramProtocol):
         """Cancelling the Deferred: tell the server, then clean up (L{done} errbacks itself)."""
         if self._finished:
             return
-        if self._peer is not None:
-            self._write(Error(ErrorCode.NOT_DEFINED, "Transfer cancelled").toBytes(), self._peer)
-        self._finish(None)
+        self._finished = True
+        cancelled = errors.TFTPError("Transfer cancelled")
+        if self._engine is not None:
+            self._engine.abort(cancelled, sendError=True)
+        elif self._peer is not None:
+            self._write(Error(cancelled.code, cancelled.message).toBytes(), self._peer)
+        self._cleanUp(succeeded=False)
+        self._closePort()
 
-    def _finish(self, outcome: Failure | TransferResult | None) -> None:
+    def _finish(self, outcome: Failure | TransferResult) -> None:
+        """Fire L{done} once; the port stays open while the engine dallies."""
         self._finished = True
         self._cancelTimer()
-        if self._engine is not None:
-            self._stopEngine()
-        if self.transport is not None:
-            self.transport.stopListening()
         succeeded = isinstance(outcome, TransferResult)
-        if self._destination is not None:
-            if succeeded:
-                try:
-                    self._destination.commit()
-                except Exception:
-                    outcome = Failure()
-                    self._destination.abort()
-            else:
-                self._destination.abort()
-        if self._source is not None:
-            self._source.close()
-        if outcome is None:
-            return  # cancelled: the Deferred errbacks with CancelledError
+        try:
+            self._cleanUp(succeeded)
+        except Exception:
+            outcome = Failure()
+        engine = self._engine
+        if engine is None or engine.finished.called:
+            self._closePort()
         if isinstance(outcome, Failure):
             self.done.errback(outcome)
         else:
             self.done.callback(outcome)
 
+    def _cleanUp(self, succeeded: bool) -> None:
+        self._cancelTimer()
+        source, self._source = self._source, None
+        if source is not None:
+            source.close()
+        destination, self._destination = self._destination, None
+        if destination is not None:
+            if succeeded and not self._committed:
+                try:
+                    destination.commit()
+                except Exception:
+                    destination.abort()
+                    raise
+            elif not succeeded:
+                destination.abort()
+
+    def _closePort(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._cancelTimer()
+        if self.transport is not None:
+            self.transport.stopListening()
+
     def _result(self) -> TransferResult:
-        moved = (
-            self._destination.written
-            if self._destination is not None
-            else self._source.read
-            if self._source is not None
-            else 0
-        )
+        moved = self._moved()
         return TransferResult(
             bytes=moved,
             options=self._options,
@@ -423,6 +495,47 @@ class _ClientTransfer(DatagramProtocol):
             server=self._peer,
             fellBack=self._fellBack,
         )
+
+    def _moved(self) -> int:
+        if self._destination is not None:
+            return self._destination.written
+        if self._source is not None:
+            return self._source.read
+        return 0
+
+
+class _CountingWriter:
+    """Passes wire bytes to the destination and reports progress against C{tsize}."""
+
+    def __init__(
+        self, destination: _Destination, progress: ProgressCallback | None, total: int | None
+    ) -> None:
+        self._destination = destination
+        self._progress = progress
+        self._total = total
+        self.count = 0
+
+    def write(self, data: bytes) -> None:
+        self._destination.write(data)
+        self.count += len(data)
+        if self._progress is not None:
+            self._progress(self.count, self._total)
+
+
+class _CountingReader:
+    """Reads wire blocks from the source and reports progress against its size."""
+
+    def __init__(self, source: _Source, progress: ProgressCallback | None) -> None:
+        self._source = source
+        self._progress = progress
+        self.count = 0
+
+    def read(self, n: int) -> bytes:
+        block = self._source.readBlock(n)
+        self.count += len(block)
+        if self._progress is not None:
+            self._progress(self.count, self._source.size)
+        return block
 
 
 def _filename(remote: str | bytes) -> bytes:
@@ -512,6 +625,7 @@ def put(
     tsize: bool = True,
     retries: int = 5,
     progress: ProgressCallback | None = None,
+    rollover: int = 0,
 ) -> Deferred[TransferResult]:
     """
     Upload to C{remote} on a TFTP server.
@@ -519,9 +633,12 @@ def put(
     @param source: A path (C{str} or L{FilePath}), C{bytes}, or a binary file-like object
         with C{read(n)}. Its size is sent as C{tsize} when it can be told without reading it
         up front (a path or a seekable file), so the server can refuse early (ERROR 3).
+    @param rollover: The block number after 65535: 0 (what most servers expect) or 1.
     @return: As for L{get}; the other parameters too.
     """
     mode = _checkMode(mode)
+    if rollover not in (0, 1):
+        raise ValueError("rollover must be 0 or 1")
     reader = _Source(source, netascii=mode == "netascii")
     try:
         requested = buildRequestOptions(
@@ -541,6 +658,7 @@ def put(
             retries=retries,
             progress=progress,
             source=reader,
+            rollover=rollover,
         )
         _listen(reactorOr(reactor), server, protocol)
     except Exception:
