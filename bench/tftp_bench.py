@@ -1,0 +1,451 @@
+"""
+TFTP benchmark on 127.0.0.1: servers against servers with the same client,
+and clients against clients with the same server, in one run.
+
+Every (scenario, server, client) cell is timed in interleaved rounds (each
+round visits every cell once, so machine noise hits all alike); the table
+shows median MB/s and the ratio to the reference cell (tftpd-hpa's in.tftpd
+for servers; curl for clients).
+
+Server peers: in.tftpd (tftpd-hpa), atftpd (unpacked into .peers/ by
+.ci/install-peers), and, from PyPI, tftpy, py3tftp and tftp (pytftp)
+installed into their own venv (``--peers-venv``, made on first use).
+Client peers: curl, tftp-hpa's ``tftp``, atftp.
+
+    .venv/bin/python bench/tftp_bench.py [--rounds 5] [--only servers|clients]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+BIN = Path(sys.executable).parent
+
+
+def freePort() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def waitUdp(port: int, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """Wait until something answers an RRQ on the port (an ERROR for a missing file)."""
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited early: {proc.args}")
+            s.sendto(b"\x00\x01no-such-file-probe\x00octet\x00", ("127.0.0.1", port))
+            try:
+                s.recvfrom(65536)
+                return
+            except TimeoutError:
+                continue
+    raise RuntimeError(f"server on {port} did not answer: {proc.args}")
+
+
+@dataclass
+class Server:
+    name: str
+    command: Callable[[int, Path], list[str]]
+    available: Callable[[], bool]
+    windowsize: bool = True
+
+
+def peersVenv(path: Path) -> Path:
+    if not (path / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+        subprocess.run(
+            [str(path / "bin" / "pip"), "install", "-q", "tftpy", "py3tftp", "tftp[cli]"],
+            check=True,
+        )
+    return path
+
+
+def servers(peers: Path) -> list[Server]:
+    atftpd = REPO / ".peers/atftpd/usr/sbin/atftpd"
+    tftpy = textwrap.dedent(
+        """
+        import logging, sys, tftpy
+        logging.disable(logging.CRITICAL)
+        tftpy.TftpServer(sys.argv[2]).listen("127.0.0.1", int(sys.argv[1]))
+        """
+    )
+    return [
+        Server(
+            "in.tftpd",
+            lambda p, root: ["in.tftpd", "-L", "-a", f"127.0.0.1:{p}", "-s", str(root)],
+            lambda: shutil.which("in.tftpd", path="/usr/sbin:/usr/bin") is not None,
+            windowsize=False,
+        ),
+        Server(
+            "twisted_udpsuite",
+            lambda p, root: [
+                str(BIN / "twistd"),
+                "-n",
+                "--pidfile=",
+                "--logfile=/dev/null",
+                "udpsuite",
+                "tftp",
+                "--port",
+                str(p),
+                "--interface",
+                "127.0.0.1",
+                "--root",
+                str(root),
+            ],
+            lambda: (BIN / "twistd").exists(),
+        ),
+        Server(
+            "atftpd",
+            lambda p, root: [
+                str(atftpd),
+                "--daemon",
+                "--no-fork",
+                "--logfile",
+                "/dev/null",
+                "--user",
+                "root.root",
+                "--port",
+                str(p),
+                "--bind-address",
+                "127.0.0.1",
+                str(root),
+            ],
+            atftpd.exists,
+        ),
+        Server(
+            "tftp (pytftp)",
+            lambda p, root: [
+                str(peers / "bin/pytftp"),
+                "-q",
+                "serve",
+                "--listen",
+                "127.0.0.1",
+                "--port",
+                str(p),
+                str(root),
+            ],
+            lambda: (peers / "bin/pytftp").exists(),
+        ),
+        Server(
+            "tftpy",
+            lambda p, root: [str(peers / "bin/python"), "-c", tftpy, str(p), str(root)],
+            lambda: (peers / "bin/python").exists(),
+        ),
+        Server(
+            "py3tftp",
+            lambda p, root: [str(peers / "bin/py3tftp"), "--host", "127.0.0.1", "-p", str(p)],
+            lambda: (peers / "bin/py3tftp").exists(),
+            windowsize=False,
+        ),
+    ]
+
+
+@dataclass
+class Client:
+    name: str
+    command: Callable[[int, str, Path], list[str]]
+    blksize: int
+    windowsize: int = 1
+
+
+def curl(blksize: int) -> Client:
+    return Client(
+        f"curl blksize {blksize}",
+        lambda p, name, out: [
+            "curl",
+            "-sS",
+            "--tftp-blksize",
+            str(blksize),
+            "-o",
+            str(out),
+            f"tftp://127.0.0.1:{p}/{name}",
+        ],
+        blksize,
+    )
+
+
+def atftp(blksize: int, windowsize: int) -> Client:
+    return Client(
+        f"atftp blksize {blksize} windowsize {windowsize}",
+        lambda p, name, out: [
+            "atftp",
+            "--option",
+            f"blksize {blksize}",
+            "--option",
+            f"windowsize {windowsize}",
+            "-g",
+            "-r",
+            name,
+            "-l",
+            str(out),
+            "127.0.0.1",
+            str(p),
+        ],
+        blksize,
+        windowsize,
+    )
+
+
+def tftpHpa() -> Client:
+    return Client(
+        "tftp-hpa blksize 512",
+        lambda p, name, out: [
+            "tftp",
+            "127.0.0.1",
+            str(p),
+            "-m",
+            "binary",
+            "-c",
+            "get",
+            name,
+            str(out),
+        ],
+        512,
+    )
+
+
+def ourClient(blksize: int, windowsize: int = 1) -> Client:
+    options = ["--blksize", str(blksize)] + (
+        ["--windowsize", str(windowsize)] if windowsize > 1 else []
+    )
+    return Client(
+        f"udpsuite blksize {blksize}" + (f" windowsize {windowsize}" if windowsize > 1 else ""),
+        lambda p, name, out: [
+            str(BIN / "udpsuite"),
+            "tftp",
+            "get",
+            f"127.0.0.1:{p}",
+            name,
+            str(out),
+            "--quiet",
+            *options,
+        ],
+        blksize,
+        windowsize,
+    )
+
+
+def timeDownload(client: Client, port: int, name: str, size: int, work: Path) -> float:
+    """MB/s of one download, checked for size."""
+    out = work / "download.bin"
+    out.unlink(missing_ok=True)
+    start = time.perf_counter()
+    result = subprocess.run(
+        client.command(port, name, out), capture_output=True, timeout=60, cwd=work
+    )
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0 or not out.exists() or out.stat().st_size != size:
+        raise RuntimeError(f"{client.name} failed: {result.stderr.decode(errors='replace')}")
+    return size / elapsed / 1e6
+
+
+def concurrent(client: Client, port: int, name: str, size: int, work: Path, n: int) -> float:
+    """Aggregate MB/s of n simultaneous downloads."""
+    outs = [work / f"c{i}.bin" for i in range(n)]
+    start = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            client.command(port, name, o),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=work,
+        )
+        for o in outs
+    ]
+    for proc in procs:
+        proc.wait(timeout=120)
+    elapsed = time.perf_counter() - start
+    for proc, out in zip(procs, outs, strict=True):
+        if proc.returncode != 0 or out.stat().st_size != size:
+            raise RuntimeError(f"concurrent {client.name} failed")
+        out.unlink()
+    return n * size / elapsed / 1e6
+
+
+@dataclass
+class Cell:
+    """One timed combination; ratios are taken to the group's reference cell."""
+
+    group: str
+    label: str
+    server: Server
+    client: Client
+    name: str
+    size: int
+    concurrency: int = 1
+    reference: bool = False
+
+
+def runMatrix(title: str, cells: list[Cell], rounds: int, root: Path, work: Path) -> None:
+    procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    try:
+        for cell in cells:
+            if cell.server.name not in procs:
+                port = freePort()
+                proc = subprocess.Popen(
+                    cell.server.command(port, root),
+                    cwd=root,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                procs[cell.server.name] = (proc, port)
+                try:
+                    waitUdp(port, proc)
+                except RuntimeError as e:
+                    print(f"  left out: {e}", file=sys.stderr)
+        running = {name for name, (proc, _) in procs.items() if proc.poll() is None}
+        cells = [c for c in cells if c.server.name in running]
+        results: dict[int, list[float]] = {i: [] for i in range(len(cells))}
+        for _ in range(rounds):
+            for i, cell in enumerate(cells):
+                port = procs[cell.server.name][1]
+                try:
+                    if cell.concurrency > 1:
+                        rate = concurrent(
+                            cell.client, port, cell.name, cell.size, work, cell.concurrency
+                        )
+                    else:
+                        rate = timeDownload(cell.client, port, cell.name, cell.size, work)
+                except Exception as e:  # a failing peer must not end the run
+                    print(f"  {cell.group} / {cell.label}: {e}", file=sys.stderr)
+                    continue
+                results[i].append(rate)
+    finally:
+        for proc, _ in procs.values():
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print(f"\n{title} ({rounds} interleaved rounds, median MB/s, ratio to the group's first line)")
+    for group in dict.fromkeys(cell.group for cell in cells):
+        print(f"  {group}:")
+        members = [(i, c) for i, c in enumerate(cells) if c.group == group]
+        base = next(
+            (statistics.median(results[i]) for i, c in members if c.reference and results[i]), 0.0
+        )
+        for i, cell in members:
+            if not results[i]:
+                print(f"    {cell.label:<40} failed")
+                continue
+            median = statistics.median(results[i])
+            ratio = f"{median / base:5.2f}x" if base else "    -"
+            print(f"    {cell.label:<40} {median:9.1f} MB/s  {ratio}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", choices=["servers", "clients"])
+    parser.add_argument(
+        "--peers-venv", type=Path, default=Path(tempfile.gettempdir()) / "udpsuite-bench-peers"
+    )
+    parser.add_argument("--small-mib", type=int, default=8, help="file for 512-byte blocks")
+    parser.add_argument("--large-mib", type=int, default=128, help="file for large blocks")
+    args = parser.parse_args()
+
+    peers = peersVenv(args.peers_venv)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "root"
+        work = Path(tmp) / "work"
+        root.mkdir()
+        work.mkdir()
+        files = {"small.bin": args.small_mib << 20, "large.bin": args.large_mib << 20}
+        for name, size in files.items():
+            (root / name).write_bytes(os.urandom(size))
+        available = [s for s in servers(peers) if s.available()]
+        missing = [s.name for s in servers(peers) if not s.available()]
+        if missing:
+            print(f"not available, left out: {', '.join(missing)}")
+
+        if args.only in (None, "servers"):
+            cells = []
+            for client, name, n in [
+                (curl(512), "small.bin", 1),
+                (curl(65464), "large.bin", 1),
+                (atftp(1428, 16), "large.bin", 1),
+                (curl(1428), "small.bin", 8),
+            ]:
+                group = f"{client.name}" + (f", {n} at once" if n > 1 else "")
+                group += f", {files[name] >> 20} MiB"
+                for server in available:
+                    cells.append(
+                        Cell(
+                            group,
+                            server.name,
+                            server,
+                            client,
+                            name,
+                            files[name],
+                            n,
+                            reference=server.name == "in.tftpd",
+                        )
+                    )
+            runMatrix("Servers, same client", cells, args.rounds, root, work)
+
+        if args.only in (None, "clients"):
+            byName = {s.name: s for s in available}
+            hpa, ours = byName["in.tftpd"], byName["twisted_udpsuite"]
+            cells = []
+            for blksize, name in [(512, "small.bin"), (1428, "large.bin")]:
+                group = f"against in.tftpd, blksize {blksize}, {files[name] >> 20} MiB"
+                clients = [curl(blksize), ourClient(blksize)]
+                if blksize == 512:
+                    clients.append(tftpHpa())
+                for client in clients:
+                    cells.append(
+                        Cell(
+                            group,
+                            client.name,
+                            hpa,
+                            client,
+                            name,
+                            files[name],
+                            reference=client.name.startswith("curl"),
+                        )
+                    )
+            group = f"best pairs with windowsize 16, blksize 1428, {files['large.bin'] >> 20} MiB"
+            peer = byName.get("atftpd", hpa)
+            cells.append(
+                Cell(
+                    group,
+                    f"atftp -> {peer.name}",
+                    peer,
+                    atftp(1428, 16),
+                    "large.bin",
+                    files["large.bin"],
+                    reference=True,
+                )
+            )
+            cells.append(
+                Cell(
+                    group,
+                    "udpsuite -> twisted_udpsuite",
+                    ours,
+                    ourClient(1428, 16),
+                    "large.bin",
+                    files["large.bin"],
+                )
+            )
+            runMatrix("Clients, same server", cells, args.rounds, root, work)
+
+
+if __name__ == "__main__":
+    main()
