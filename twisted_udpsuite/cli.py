@@ -16,11 +16,12 @@ from twisted.python import usage
 from twisted_udpsuite import __version__, sendcli
 from twisted_udpsuite.command import CommandError, CommandSpec, Console
 from twisted_udpsuite.echo import cli as echo
+from twisted_udpsuite.files import cli as files
 from twisted_udpsuite.tftp import cli as tftp
 
 __all__ = ["COMMANDS", "Options", "main", "run"]
 
-COMMANDS: list[CommandSpec] = [echo.COMMAND, sendcli.COMMAND, tftp.COMMAND]
+COMMANDS: list[CommandSpec] = [echo.COMMAND, sendcli.COMMAND, tftp.COMMAND, files.FETCH, files.LS]
 
 _PROGRAM = "udpsuite"
 

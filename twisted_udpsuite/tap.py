@@ -20,12 +20,13 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from twisted_udpsuite.echo import service as echo
+from twisted_udpsuite.files import service as files
 from twisted_udpsuite.service import ServiceSpec, checkInterface
 
 __all__ = ["SERVICES", "Options", "makeService"]
 
 #: Every service, in start order.
-SERVICES: list[ServiceSpec] = [echo.SPEC]
+SERVICES: list[ServiceSpec] = [echo.SPEC, files.SPEC]
 
 _PROGRAM = "twistd udpsuite"
 

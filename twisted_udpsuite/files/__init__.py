@@ -1,0 +1,1 @@
+"""TCP file serving: framing, server, resuming client and CLI (issue #7)."""

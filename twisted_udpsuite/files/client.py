@@ -1,0 +1,545 @@
+"""
+The file server's client: a pipelining protocol and C{fetch}/C{listDirectory}/C{stat}.
+
+L{fetch} downloads into C{LOCAL.part} next to the destination, with a sidecar
+C{LOCAL.part.json} recording the remote path and file version.  On success it checks
+the size and the sha256 of the whole file and renames the part over C{LOCAL}.  On a
+lost connection or a cancel the part and sidecar stay, and the next L{fetch} of the same
+remote path resumes from them if the server still has the same version (else it
+restarts from 0: the server decides, from the version the client sends).  A digest
+mismatch or a refused request removes them.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
+
+from twisted_udpsuite.files.wire import (
+    BodyData,
+    Fetch,
+    ListDir,
+    MalformedFrame,
+    Request,
+    ResponseEnd,
+    ResponseHead,
+    ResponseParser,
+    Stat,
+    Status,
+    Trailer,
+    encodeRequest,
+)
+from twisted_udpsuite.reactors import reactorOr
+
+__all__ = [
+    "DigestMismatch",
+    "DirectoryEntry",
+    "FetchError",
+    "FetchResult",
+    "FileChanged",
+    "FileClientProtocol",
+    "ServerError",
+    "StatResult",
+    "TransferInterrupted",
+    "fetch",
+    "listDirectory",
+    "stat",
+]
+
+PART_SUFFIX = ".part"
+SIDECAR_SUFFIX = ".part.json"
+
+
+class FetchError(Exception):
+    """A download or query failed; the message is fit for a user."""
+
+
+class ServerError(FetchError):
+    """The server answered with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"server said {status} {message}")
+        self.status = status
+        self.serverMessage = message
+
+
+class DigestMismatch(FetchError):
+    """The bytes received do not hash to the server's sha256 (the part is removed)."""
+
+
+class FileChanged(FetchError):
+    """The file changed on the server while it was sent; fetch again."""
+
+
+class TransferInterrupted(FetchError):
+    """The connection was lost mid-body; the partial file is kept for a resume."""
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """
+    A finished download.
+
+    @ivar size: the file's size; @ivar received: bytes that came over the wire
+    (less than C{size} after a resume); @ivar resumedFrom: the offset it resumed at.
+    """
+
+    path: FilePath
+    size: int
+    received: int
+    resumedFrom: int
+    sha256: str
+    version: str
+    duration: float
+
+
+@dataclass(frozen=True)
+class DirectoryEntry:
+    """One LIST entry."""
+
+    name: str
+    kind: str
+    size: int
+    mtime: int
+
+
+@dataclass(frozen=True)
+class StatResult:
+    """A STAT answer; C{size} and C{version} only for files."""
+
+    kind: str
+    mtime: int
+    size: int | None
+    version: str | None
+
+
+class _Sink:
+    """Receives one response's events; the base collects a small body in memory."""
+
+    def __init__(self, limit: int = 64 * 1024 * 1024) -> None:
+        self.deferred: Deferred[Any] = Deferred()
+        self.head: ResponseHead | None = None
+        self._chunks: list[bytes] = []
+        self._limit = limit
+        self._size = 0
+
+    def onHead(self, head: ResponseHead) -> None:
+        self.head = head
+        if head.size > self._limit:
+            raise MalformedFrame("answer too large")
+
+    def onData(self, data: bytes) -> None:
+        self._chunks.append(data)
+
+    def onEnd(self, trailer: Trailer | None) -> None:
+        self.deferred.callback((self.head, b"".join(self._chunks)))
+
+    def onLost(self, reason: Failure) -> None:
+        self.deferred.errback(reason)
+
+
+class FileClientProtocol(Protocol):
+    """
+    Sends requests (pipelined) and routes each response to its sink, in order.
+
+    @ivar connected: fires with the protocol once the connection is made.
+    """
+
+    log = Logger(namespace="twisted_udpsuite.files")
+
+    def __init__(self, reactor: Any, idleTimeout: float = 60.0) -> None:
+        self._reactor = reactor
+        self._idleTimeout = idleTimeout
+        self._parser = ResponseParser()
+        self._sinks: list[_Sink] = []
+        self._idleCall: IDelayedCall | None = None
+        self.connected: Deferred[FileClientProtocol] = Deferred()
+        self.lostReason: Failure | None = None
+
+    def connectionMade(self) -> None:
+        self._touch()
+        self.connected.callback(self)
+
+    def _touch(self) -> None:
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.reset(self._idleTimeout)
+        else:
+            self._idleCall = self._reactor.callLater(self._idleTimeout, self._timedOut)
+
+    def _timedOut(self) -> None:
+        self._idleCall = None
+        self.lostReason = Failure(FetchError(f"no data from the server for {self._idleTimeout}s"))
+        self.transport.abortConnection()
+
+    def request(self, request: Request, sink: _Sink) -> Deferred[Any]:
+        """Send C{request}; C{sink} gets its response (its C{deferred} fires at the end)."""
+        self._parser.expect(isinstance(request, Fetch))
+        self._sinks.append(sink)
+        self.transport.write(encodeRequest(request))
+        return sink.deferred
+
+    def dataReceived(self, data: bytes) -> None:
+        self._touch()
+        try:
+            for event in self._parser.feed(data):
+                sink = self._sinks[0]
+                if isinstance(event, ResponseHead):
+                    sink.onHead(event)
+                elif isinstance(event, BodyData):
+                    sink.onData(event.data)
+                elif isinstance(event, ResponseEnd):
+                    self._sinks.pop(0)
+                    sink.onEnd(event.trailer)
+        except MalformedFrame as e:
+            self.lostReason = Failure(FetchError(f"bad answer from the server: {e}"))
+            self.transport.abortConnection()
+        except Exception:
+            self.lostReason = Failure()
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.cancel()
+        self._idleCall = None
+        failure = self.lostReason or reason
+        if failure.check(ConnectionDone, ConnectionLost):
+            failure = Failure(TransferInterrupted("the connection was lost"))
+        sinks, self._sinks = self._sinks, []
+        for sink in sinks:
+            sink.onLost(failure)
+
+
+class _Factory(ClientFactory):
+    noisy = False
+
+    def __init__(self, protocol: FileClientProtocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: Any) -> FileClientProtocol:
+        return self._protocol
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        if not self._protocol.connected.called:
+            self._protocol.connected.errback(reason)
+
+
+async def _connect(
+    reactor: Any, address: tuple[str, int], timeout: float, idleTimeout: float
+) -> FileClientProtocol:
+    protocol = FileClientProtocol(reactor, idleTimeout)
+    connector = reactor.connectTCP(address[0], address[1], _Factory(protocol), timeout=timeout)
+
+    def cancel(d: Deferred[Any]) -> None:
+        connector.disconnect()
+
+    waiting: Deferred[FileClientProtocol] = Deferred(cancel)
+    protocol.connected.chainDeferred(waiting)
+    try:
+        return await waiting
+    except CancelledError:
+        raise
+    except FetchError:
+        raise
+    except Exception as e:
+        raise FetchError(f"cannot connect to {address[0]}:{address[1]}: {e}") from None
+
+
+def _check(head: ResponseHead | None) -> ResponseHead:
+    assert head is not None
+    if not head.ok:
+        raise ServerError(head.status, head.message)
+    return head
+
+
+def _query(
+    reactor: Any,
+    address: tuple[str, int],
+    request: Request,
+    timeout: float,
+) -> Deferred[tuple[ResponseHead, bytes]]:
+    """One request on its own connection; cancelling closes it."""
+    state: dict[str, Any] = {}
+
+    async def go() -> tuple[ResponseHead, bytes]:
+        protocol = await _connect(reactor, address, timeout, timeout)
+        state["protocol"] = protocol
+        try:
+            head, body = await protocol.request(request, _Sink())
+        finally:
+            protocol.transport.loseConnection()
+        return _check(head), body
+
+    d = Deferred.fromCoroutine(go())
+    return d
+
+
+def listDirectory(
+    reactor: Any, address: tuple[str, int], path: str = "", *, timeout: float = 30.0
+) -> Deferred[list[DirectoryEntry]]:
+    """The entries of directory C{path} on the server (sorted by name)."""
+
+    def parse(result: tuple[ResponseHead, bytes]) -> list[DirectoryEntry]:
+        head, body = result
+        entries = []
+        for line in body.splitlines():
+            try:
+                item = json.loads(line)
+                entries.append(
+                    DirectoryEntry(
+                        str(item["name"]), str(item["kind"]), int(item["size"]), int(item["mtime"])
+                    )
+                )
+            except (ValueError, KeyError, TypeError):
+                raise FetchError("bad listing from the server") from None
+        return entries
+
+    return _query(reactor, address, ListDir(path), timeout).addCallback(parse)
+
+
+def stat(
+    reactor: Any, address: tuple[str, int], path: str, *, timeout: float = 30.0
+) -> Deferred[StatResult]:
+    """Kind, mtime and (for a file) size and version of C{path} on the server."""
+
+    def parse(result: tuple[ResponseHead, bytes]) -> StatResult:
+        head, _ = result
+        fields = head.fields
+        length = fields.get("length")
+        return StatResult(
+            fields.get("kind", "other"),
+            int(fields.get("mtime", "0")),
+            int(length) if length is not None and length.isdigit() else None,
+            fields.get("version"),
+        )
+
+    return _query(reactor, address, Stat(path), timeout).addCallback(parse)
+
+
+class _PartFile:
+    """C{LOCAL.part} and its sidecar: what a resume needs to know."""
+
+    def __init__(self, destination: FilePath, remote: str) -> None:
+        self.path = destination.siblingExtension(PART_SUFFIX).path
+        self.sidecar = destination.siblingExtension(SIDECAR_SUFFIX).path
+        self.remote = remote
+
+    def resumable(self) -> tuple[int, str | None]:
+        """(bytes held, version) of a part of this same remote file, else (0, None)."""
+        try:
+            with open(self.sidecar) as f:
+                meta = json.load(f)
+            size = os.path.getsize(self.path)
+        except (OSError, ValueError):
+            return 0, None
+        if not isinstance(meta, dict) or meta.get("remote") != self.remote:
+            return 0, None
+        version = meta.get("version")
+        if not isinstance(version, str) or size > int(meta.get("size", -1)):
+            return 0, None
+        return size, version
+
+    def writeSidecar(self, version: str, size: int) -> None:
+        tmp = self.sidecar + ".new"
+        with open(tmp, "w") as f:
+            json.dump({"remote": self.remote, "version": version, "size": size}, f)
+        os.replace(tmp, self.sidecar)
+
+    def remove(self) -> None:
+        for name in (self.path, self.sidecar):
+            try:
+                os.unlink(name)
+            except FileNotFoundError:
+                pass
+
+
+def _hashPrefix(path: str, length: int) -> Any:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        remaining = length
+        while remaining:
+            chunk = f.read(min(remaining, 1 << 20))
+            if not chunk:
+                raise FetchError("partial file shrank")
+            digest.update(chunk)
+            remaining -= len(chunk)
+    return digest
+
+
+class _FetchSink(_Sink):
+    """Writes a FETCH body to the part file as it arrives, hashing it."""
+
+    def __init__(
+        self,
+        part: _PartFile,
+        held: int,
+        progress: Callable[[int, int | None], None] | None,
+    ) -> None:
+        super().__init__()
+        self.part = part
+        self.held = held
+        self.progress = progress
+        self.fd = -1
+        self.digest: Any = None
+        self.received = 0
+        self.written = 0
+        self.total = 0
+        self.trailer: Trailer | None = None
+
+    def onHead(self, head: ResponseHead) -> None:
+        self.head = head
+        if not head.ok:
+            return
+        version = head.version
+        if version is None:
+            raise MalformedFrame("FETCH answer without a version")
+        self.total = head.offset + head.size
+        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        if head.offset == 0:
+            flags |= os.O_TRUNC
+            self.digest = hashlib.sha256()
+        elif head.offset == self.held:
+            self.digest = _hashPrefix(self.part.path, self.held)
+        else:
+            raise MalformedFrame("server resumed at an offset we did not ask for")
+        self.fd = os.open(self.part.path, flags, 0o666)
+        os.lseek(self.fd, head.offset, os.SEEK_SET)
+        if head.offset == 0:
+            os.ftruncate(self.fd, 0)
+        self.part.writeSidecar(version, self.total)
+        self.written = head.offset
+        if self.progress is not None:
+            self.progress(self.written, self.total)
+
+    def onData(self, data: bytes) -> None:
+        if self.fd < 0:
+            return
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        self.digest.update(data)
+        self.received += len(data)
+        self.written += len(data)
+        if self.progress is not None:
+            self.progress(self.written, self.total)
+
+    def onEnd(self, trailer: Trailer | None) -> None:
+        self.trailer = trailer
+        self.deferred.callback(self.head)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def fetch(
+    reactor: Any,
+    address: tuple[str, int],
+    remote: str,
+    destination: FilePath,
+    *,
+    progress: Callable[[int, int | None], None] | None = None,
+    timeout: float = 30.0,
+    idleTimeout: float = 60.0,
+) -> Deferred[FetchResult]:
+    """
+    Download C{remote} to C{destination} (published by rename only when verified).
+
+    Resumes from C{destination.part} when its sidecar names the same remote file; the
+    server restarts from 0 if the file's version changed.  Cancelling the Deferred
+    closes the connection and keeps the part for a later resume.  Fails with
+    L{ServerError} (part removed), L{DigestMismatch} (part removed), L{FileChanged}
+    (part removed; try again), L{TransferInterrupted} (part kept) or L{FetchError}.
+
+    @param progress: called with (bytes of the file held so far, file size).
+    """
+    reactor = reactorOr(reactor)
+    destination = destination.asTextMode()
+    part = _PartFile(destination, remote)
+    started = reactor.seconds()
+    state: dict[str, Any] = {}
+
+    async def go() -> FetchResult:
+        held, version = part.resumable()
+        if version is None:
+            held = 0
+        protocol = await _connect(reactor, address, timeout, idleTimeout)
+        state["protocol"] = protocol
+        sink = _FetchSink(part, held, progress)
+        try:
+            head = await protocol.request(Fetch(remote, held, version), sink)
+        except BaseException:
+            sink.close()
+            protocol.transport.abortConnection()
+            raise
+        protocol.transport.loseConnection()
+        try:
+            if not head.ok:
+                if head.status in (Status.NOT_FOUND, Status.FORBIDDEN, Status.CONFLICT):
+                    part.remove()
+                raise ServerError(head.status, head.message)
+            trailer = sink.trailer
+            assert trailer is not None
+            if trailer.changed:
+                sink.close()
+                part.remove()
+                raise FileChanged(f"{remote} changed on the server while it was sent")
+            if sink.written != sink.total:
+                raise FetchError("size mismatch")
+            digest = sink.digest.hexdigest()
+            if digest != trailer.sha256:
+                sink.close()
+                part.remove()
+                raise DigestMismatch(f"sha256 mismatch: got {digest}, server says {trailer.sha256}")
+            os.fsync(sink.fd)
+            sink.close()
+            os.replace(part.path, destination.path)
+            try:
+                os.unlink(part.sidecar)
+            except FileNotFoundError:
+                pass
+        finally:
+            sink.close()
+        return FetchResult(
+            destination,
+            sink.total,
+            sink.received,
+            head.offset,
+            digest,
+            head.version or "",
+            reactor.seconds() - started,
+        )
+
+    inner = Deferred.fromCoroutine(go())
+
+    def cancel(d: Deferred[FetchResult]) -> None:
+        protocol = state.get("protocol")
+        if protocol is not None:
+            protocol.transport.abortConnection()
+        inner.cancel()
+
+    outer: Deferred[FetchResult] = Deferred(cancel)
+
+    def translate(result: Any) -> Any:
+        if isinstance(result, Failure) and result.check(OSError):
+            e = result.value
+            if e.errno == errno.ENOSPC:
+                return Failure(FetchError("no space left on the device; the part file is kept"))
+        return result
+
+    inner.addBoth(translate).chainDeferred(outer)
+    return outer

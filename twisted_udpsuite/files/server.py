@@ -1,0 +1,544 @@
+"""
+The TCP file server: pipelined FETCH/LIST/STAT over one connection, bodies streamed.
+
+A FETCH body is pushed by L{_BodySender}, registered as the transport's streaming
+producer: when the socket's send buffer fills (a slow or stalled reader) the transport
+pauses it, so the server never holds more than one chunk beyond the transport buffer
+per connection, whatever the file size.  The sha256 trailer is computed while the
+bytes go out; a resumed FETCH uses the digest cached for that file version, or else
+hashes the skipped prefix first (read once, not sent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat as statModule
+from collections import Counter, OrderedDict, deque
+from typing import Any
+
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
+from zope.interface import implementer
+
+from twisted_udpsuite.addresses import hostOf
+from twisted_udpsuite.files.wire import (
+    Fetch,
+    ListDir,
+    MalformedFrame,
+    Request,
+    RequestParser,
+    Status,
+    encodeResponseHead,
+    encodeTrailer,
+)
+from twisted_udpsuite.paths import UnsafePath, isTemporaryName, relativeName, safeDescendant
+from twisted_udpsuite.reactors import reactorOr
+
+__all__ = ["FileServerFactory", "FileServerProtocol", "fileVersion"]
+
+#: Bytes read and written per chunk.
+CHUNK = 256 * 1024
+#: Chunks sent per reactor turn before yielding to other connections.
+TURN_CHUNKS = 8
+#: Requests queued behind the current one before the server stops reading.
+MAX_PIPELINE = 32
+#: Directory entries per LIST answer (the listing is built in memory).
+MAX_LIST = 10000
+
+
+def fileVersion(st: os.stat_result) -> str:
+    """
+    The identity of one version of a file: changes when it is rewritten or replaced.
+
+    A hash of device, inode, size, mtime and ctime (ns), so it says nothing about the
+    server's inode numbers; 16 hex digits.
+    """
+    key = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+    return hashlib.blake2b(key.encode("ascii"), digest_size=8).hexdigest()
+
+
+def _kind(mode: int) -> str:
+    if statModule.S_ISREG(mode):
+        return "file"
+    if statModule.S_ISDIR(mode):
+        return "dir"
+    return "other"
+
+
+@implementer(IPushProducer)
+class _BodySender:
+    """
+    Streams C{fd} from C{start} to C{size} to the transport, then the trailer.
+
+    Runs in reactor turns of at most L{TURN_CHUNKS} chunks; the transport pauses it
+    when its buffer is full.  With C{hashFrom} < C{start} it first hashes the skipped
+    prefix (in turns too), without sending it.
+    """
+
+    def __init__(
+        self,
+        protocol: FileServerProtocol,
+        fd: int,
+        start: int,
+        size: int,
+        version: str,
+        cachedDigest: str | None,
+    ) -> None:
+        self._protocol = protocol
+        self._fd = fd
+        self._size = size
+        self._version = version
+        self._cached = cachedDigest
+        self._hash = None if cachedDigest is not None else hashlib.sha256()
+        # Hash the prefix (read, not sent) unless a digest is cached.
+        self._position = start if cachedDigest is not None else 0
+        self._sendFrom = start
+        self.sent = 0
+        self._paused = False
+        self._done = False
+        self._call: IDelayedCall | None = None
+
+    def start(self) -> None:
+        self._protocol.transport.registerProducer(self, True)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._call is None and not self._done:
+            self._call = self._protocol.factory.reactor.callLater(0, self._pump)
+
+    def _pump(self) -> None:
+        self._call = None
+        budget = TURN_CHUNKS
+        transport = self._protocol.transport
+        while not self._paused and not self._done and budget > 0:
+            if self._position >= self._size:
+                self._finish()
+                return
+            sending = self._position >= self._sendFrom
+            limit = self._size if sending else self._sendFrom
+            try:
+                data = os.pread(self._fd, min(CHUNK, limit - self._position), self._position)
+            except OSError as e:
+                self._fail(f"read error: {e.strerror}")
+                return
+            if not data:
+                self._fail("file shrank while being sent")
+                return
+            self._position += len(data)
+            if self._hash is not None:
+                self._hash.update(data)
+            if sending:
+                self.sent += len(data)
+                self._protocol.resetTimeout()
+                transport.write(data)
+                budget -= 1
+            else:
+                budget -= 0.25  # prefix reads are cheaper than sends
+        if not self._paused and not self._done:
+            self._schedule()
+
+    def _finish(self) -> None:
+        self._done = True
+        try:
+            changed = fileVersion(os.fstat(self._fd)) != self._version
+        except OSError:
+            changed = True
+        digest = None
+        if not changed:
+            digest = self._cached if self._hash is None else self._hash.hexdigest()
+            self._protocol.factory.rememberDigest(self._version, digest)
+        self._close()
+        self._protocol.transport.unregisterProducer()
+        self._protocol.transport.write(encodeTrailer(digest))
+        self._protocol.bodyDone(self.sent, "ok" if not changed else "changed while sent")
+
+    def _fail(self, why: str) -> None:
+        self._done = True
+        self._close()
+        self._protocol.transport.unregisterProducer()
+        # The body cannot be completed, so framing is lost: the connection must go.
+        self._protocol.bodyDone(self.sent, why, abort=True)
+
+    def _close(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._schedule()
+
+    def stopProducing(self) -> None:
+        if not self._done:
+            self._done = True
+            self._close()
+            self._protocol.bodyDone(self.sent, "client disconnected", aborted=True)
+
+
+class FileServerProtocol(Protocol):
+    """
+    One client connection: requests are parsed as they arrive and answered in order.
+
+    Limits: a request line over L{wire.MAX_REQUEST} (413, then close), a request not
+    completed within C{headerTimeout} (408, close), no traffic either way for
+    C{idleTimeout} (408 if idle, abort if a body is stalled), more than
+    L{MAX_PIPELINE} queued requests (stop reading until the queue drains).
+    """
+
+    factory: FileServerFactory
+    log = Logger(namespace="twisted_udpsuite.files")
+
+    def connectionMade(self) -> None:
+        self._parser = RequestParser()
+        self._queue: deque[Request] = deque()
+        self._current: tuple[Request, float] | None = None
+        self._sender: _BodySender | None = None
+        self._closing = False
+        self._readPaused = False
+        self._idleCall: IDelayedCall | None = None
+        self._headerCall: IDelayedCall | None = None
+        peer = self.transport.getPeer()
+        self.peer = f"{hostOf(getattr(peer, 'host', str(peer)))}:{getattr(peer, 'port', '')}"
+        self.resetTimeout()
+
+    # Timers
+
+    def resetTimeout(self) -> None:
+        """Traffic happened: restart the idle timer."""
+        reactor = self.factory.reactor
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.reset(self.factory.idleTimeout)
+        elif not self._closing:
+            self._idleCall = reactor.callLater(self.factory.idleTimeout, self._idleTimedOut)
+
+    def _idleTimedOut(self) -> None:
+        self._idleCall = None
+        if self._sender is not None:
+            self.log.info("aborting stalled transfer to {peer}", peer=self.peer)
+            self.transport.abortConnection()
+        else:
+            self._fatal(Status.TIMEOUT, "idle timeout")
+
+    def _headerTimedOut(self) -> None:
+        self._headerCall = None
+        self._fatal(Status.TIMEOUT, "request header timeout")
+
+    def _updateHeaderTimer(self) -> None:
+        waiting = self._parser.pending > 0 and self._current is None and not self._queue
+        if waiting and self._headerCall is None:
+            self._headerCall = self.factory.reactor.callLater(
+                self.factory.headerTimeout, self._headerTimedOut
+            )
+        elif not waiting and self._headerCall is not None:
+            self._headerCall.cancel()
+            self._headerCall = None
+
+    def _cancelTimers(self) -> None:
+        for call in (self._idleCall, self._headerCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._idleCall = self._headerCall = None
+
+    # Input
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.resetTimeout()
+        try:
+            requests = self._parser.feed(data)
+        except MalformedFrame as e:
+            self._queue.extend(getattr(e, "requests", []))
+            self._queue.append(e)  # type: ignore[arg-type]
+            requests = []
+        self._queue.extend(requests)
+        if len(self._queue) > MAX_PIPELINE and not self._readPaused:
+            self._readPaused = True
+            self.transport.pauseProducing()
+        self._next()
+        self._updateHeaderTimer()
+
+    def _next(self) -> None:
+        while self._current is None and self._queue and not self._closing:
+            request = self._queue.popleft()
+            if isinstance(request, MalformedFrame):
+                self._fatal(request.status, str(request))
+                return
+            self._current = (request, self.factory.reactor.seconds())
+            self._answer(request)
+        if self._readPaused and len(self._queue) <= MAX_PIPELINE // 2:
+            self._readPaused = False
+            self.transport.resumeProducing()
+        self._updateHeaderTimer()
+
+    def _fatal(self, status: int, message: str) -> None:
+        """Answer a limit or framing error, then close: the stream cannot be trusted."""
+        self.transport.write(encodeResponseHead(status, message))
+        self.log.info(
+            "closing connection from {peer}: {status} {message}",
+            peer=self.peer,
+            status=status,
+            message=message,
+        )
+        self._closing = True
+        self._queue.clear()
+        self._cancelTimers()
+        self.transport.loseConnection()
+
+    # Answers
+
+    def _answer(self, request: Request) -> None:
+        try:
+            path = safeDescendant(self.factory.root, request.path)
+        except UnsafePath as e:
+            self.log.debug("refused {path!r}: {reason}", path=request.path, reason=e.reason)
+            self._error(Status.FORBIDDEN, "path refused")
+            return
+        try:
+            if isinstance(request, Fetch):
+                self._fetch(request, path)
+            elif isinstance(request, ListDir):
+                self._list(path)
+            else:
+                self._stat(path)
+        except FileNotFoundError:
+            self._error(Status.NOT_FOUND, "not found")
+        except (PermissionError, IsADirectoryError, NotADirectoryError) as e:
+            status = Status.FORBIDDEN if isinstance(e, PermissionError) else Status.CONFLICT
+            self._error(status, e.strerror or str(e))
+        except OSError as e:
+            self._error(Status.INTERNAL, e.strerror or "I/O error")
+
+    def _error(self, status: int, message: str) -> None:
+        self.transport.write(encodeResponseHead(status, message))
+        self._requestDone(0, f"{status} {message}")
+
+    def _fetch(self, request: Fetch, path: FilePath) -> None:
+        flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(path.path, flags)
+        try:
+            st = os.fstat(fd)
+            if statModule.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(21, "is a directory")
+            if not statModule.S_ISREG(st.st_mode):
+                raise PermissionError(13, "not a regular file")
+            version = fileVersion(st)
+            start = request.offset
+            if request.version is not None and request.version != version:
+                start = 0  # the client's prefix is of another version: restart
+            if start > st.st_size:
+                os.close(fd)
+                self._error(Status.BAD_OFFSET, f"offset beyond end of file ({st.st_size})")
+                return
+        except BaseException:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            raise
+        cached = self.factory.digestFor(version) if start else None
+        self.transport.write(
+            encodeResponseHead(
+                Status.OK,
+                "OK",
+                size=st.st_size - start,
+                offset=start,
+                version=version,
+                kind="file",
+                mtime=st.st_mtime_ns,
+            )
+        )
+        self._sender = _BodySender(self, fd, start, st.st_size, version, cached)
+        self._sender.start()
+
+    def bodyDone(self, sent: int, outcome: str, abort: bool = False, aborted: bool = False) -> None:
+        """The body sender finished (or failed, or the client went away)."""
+        self._sender = None
+        self._requestDone(sent, outcome)
+        if abort:
+            self._closing = True
+            self.transport.abortConnection()
+        elif not aborted:
+            self._next()
+
+    def _list(self, path: FilePath) -> None:
+        entries = []
+        truncated = False
+        with os.scandir(path.path) as it:
+            for entry in it:
+                if isTemporaryName(entry.name):
+                    continue
+                if len(entries) >= MAX_LIST:
+                    truncated = True
+                    break
+                try:
+                    st = entry.stat()
+                    kind = _kind(st.st_mode)
+                    if not _isSafeEntry(self.factory.root, path, entry.name):
+                        continue
+                except OSError:
+                    continue
+                entries.append(
+                    {"name": entry.name, "kind": kind, "size": st.st_size, "mtime": st.st_mtime_ns}
+                )
+        entries.sort(key=lambda e: e["name"])
+        body = b"".join(
+            json.dumps(e, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
+            for e in entries
+        )
+        self.transport.write(
+            encodeResponseHead(
+                Status.OK,
+                "OK",
+                size=len(body),
+                kind="dir",
+                entries=len(entries),
+                truncated=int(truncated),
+            )
+        )
+        self.transport.write(body)
+        self._requestDone(len(body), "ok")
+
+    def _stat(self, path: FilePath) -> None:
+        st = os.stat(path.path)
+        fields: dict[str, Any] = {"kind": _kind(st.st_mode), "mtime": st.st_mtime_ns}
+        if statModule.S_ISREG(st.st_mode):
+            fields["length"] = st.st_size
+            fields["version"] = fileVersion(st)
+        self.transport.write(encodeResponseHead(Status.OK, "OK", **fields))
+        self._requestDone(0, "ok")
+
+    def _requestDone(self, sent: int, outcome: str) -> None:
+        assert self._current is not None
+        request, started = self._current
+        self._current = None
+        verb = type(request).__name__.upper().replace("LISTDIR", "LIST")
+        self.log.info(
+            "{verb} {path!r} from {peer}: {outcome}, {bytes} bytes in {duration:.3f}s",
+            verb=verb,
+            path=request.path,
+            peer=self.peer,
+            outcome=outcome,
+            bytes=sent,
+            duration=self.factory.reactor.seconds() - started,
+            offset=getattr(request, "offset", 0),
+        )
+        self.factory.requestsServed += 1
+        self.factory.bytesSent += sent
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._closing = True
+        self._cancelTimers()
+        if self._sender is not None:
+            self._sender.stopProducing()
+        self.factory.connectionClosed(self)
+
+
+def _isSafeEntry(root: FilePath, directory: FilePath, name: str) -> bool:
+    """Hide entries (symlinks) that lead out of the root: they could not be fetched."""
+    try:
+        relativeName(root, directory.child(name))
+    except ValueError:
+        return False
+    return True
+
+
+class _Refuser(Protocol):
+    """Answers a connection over a limit with its status, then closes."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self._status = status
+        self._message = message
+
+    def connectionMade(self) -> None:
+        self.transport.write(encodeResponseHead(self._status, self._message))
+        self.transport.loseConnection()
+
+
+class FileServerFactory(Factory):
+    """
+    Serves the files below C{root} to L{FileServerProtocol}s, within limits.
+
+    @param root: the directory served; requests are confined to it by
+        L{twisted_udpsuite.paths.safeDescendant}.
+    @param reactor: timers and scheduling (L{None}: the global reactor).
+    @param maxConnections: open connections in total (more get 503).
+    @param maxPerHost: open connections per client address (more get 429).
+    @param idleTimeout: seconds without traffic before a connection is closed.
+    @param headerTimeout: seconds to complete a request line once it is started.
+    @param digestCache: file versions whose sha256 is remembered (for resumes).
+    """
+
+    protocol = FileServerProtocol
+    log = Logger(namespace="twisted_udpsuite.files")
+    noisy = False
+
+    def __init__(
+        self,
+        root: FilePath,
+        reactor: Any = None,
+        maxConnections: int = 256,
+        maxPerHost: int = 16,
+        idleTimeout: float = 120.0,
+        headerTimeout: float = 10.0,
+        digestCache: int = 1024,
+    ) -> None:
+        self.root = root
+        self.reactor = reactorOr(reactor)
+        self.maxConnections = maxConnections
+        self.maxPerHost = maxPerHost
+        self.idleTimeout = idleTimeout
+        self.headerTimeout = headerTimeout
+        self.open: Counter[str] = Counter()
+        self._digests: OrderedDict[str, str] = OrderedDict()
+        self._digestCache = digestCache
+        self.requestsServed = 0
+        self.bytesSent = 0
+
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+        host = hostOf(getattr(addr, "host", str(addr)))
+        if sum(self.open.values()) >= self.maxConnections:
+            self.log.warn("refused connection from {peer}: server full", peer=host)
+            return _Refuser(Status.BUSY, "server busy")
+        if self.open[host] >= self.maxPerHost:
+            self.log.warn("refused connection from {peer}: per-host limit", peer=host)
+            return _Refuser(Status.TOO_MANY_FROM_YOU, "too many connections from your address")
+        self.open[host] += 1
+        proto = super().buildProtocol(addr)
+        assert proto is not None
+        proto.peerHost = host  # type: ignore[attr-defined]
+        return proto
+
+    def connectionClosed(self, proto: FileServerProtocol) -> None:
+        host: str = proto.peerHost  # type: ignore[attr-defined]
+        self.open[host] -= 1
+        if self.open[host] <= 0:
+            del self.open[host]
+
+    def digestFor(self, version: str) -> str | None:
+        """The cached sha256 of a file version, if it was read whole before."""
+        digest = self._digests.get(version)
+        if digest is not None:
+            self._digests.move_to_end(version)
+        return digest
+
+    def rememberDigest(self, version: str, digest: str) -> None:
+        self._digests[version] = digest
+        self._digests.move_to_end(version)
+        while len(self._digests) > self._digestCache:
+            self._digests.popitem(last=False)

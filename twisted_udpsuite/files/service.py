@@ -1,0 +1,180 @@
+"""
+The file service (C{twistd -n udpsuite files}): our protocol, and optionally HTTP.
+
+C{--http-port} serves the same root through C{twisted.web.static.File} (Range requests,
+directory listings) so that curl and browsers reach the same files; a subclass refuses
+symlinks that lead out of the root, which C{static.File} alone would follow.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.filepath import FilePath
+from twisted.web import pages, server, static
+
+from twisted_udpsuite import ports
+from twisted_udpsuite.files.server import FileServerFactory
+from twisted_udpsuite.paths import isTemporaryName, isWithin
+from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.service import ServiceOptions, ServiceSpec, checkPort
+
+__all__ = ["ConfinedFile", "FileService", "Options", "SPEC", "makeService"]
+
+
+class ConfinedFile(static.File):
+    """C{static.File} that will not follow a symlink out of C{root} nor show uploads."""
+
+    confinedRoot: FilePath
+
+    def getChild(self, path: bytes, request: Any) -> Any:
+        child = super().getChild(path, request)
+        if isinstance(child, static.File):
+            name = child.basename()
+            if not isWithin(self.confinedRoot, child) or isTemporaryName(name):
+                return pages.notFound()
+        return child
+
+    def createSimilarFile(self, path: str) -> ConfinedFile:
+        f: ConfinedFile = super().createSimilarFile(path)
+        f.confinedRoot = self.confinedRoot
+        return f
+
+
+def confinedFile(root: FilePath) -> ConfinedFile:
+    """The HTTP resource for C{root}."""
+    f = ConfinedFile(root.path)
+    f.confinedRoot = root
+    return f
+
+
+class FileService(Service):
+    """
+    Listens with a L{FileServerFactory}, and with an HTTP site if C{httpPort} is set.
+
+    L{startService} raises L{twisted.internet.error.CannotListenError} if a port cannot
+    be bound (and leaves none bound).
+    """
+
+    log = Logger(namespace="twisted_udpsuite.files")
+
+    def __init__(
+        self,
+        root: FilePath,
+        port: int = ports.FILES,
+        interface: str = "",
+        httpPort: int | None = None,
+        reactor: Any = None,
+        **limits: Any,
+    ) -> None:
+        self._reactor = reactorOr(reactor)
+        self.root = root
+        self.port = port
+        self.interface = interface
+        self.httpPort = httpPort
+        self.factory = FileServerFactory(root, self._reactor, **limits)
+        self.listening: IListeningPort | None = None
+        self.httpListening: IListeningPort | None = None
+
+    def startService(self) -> None:
+        self.listening = self._reactor.listenTCP(self.port, self.factory, interface=self.interface)
+        if self.httpPort is not None:
+            try:
+                site = server.Site(confinedFile(self.root))
+                site.noisy = False
+                self.httpListening = self._reactor.listenTCP(
+                    self.httpPort, site, interface=self.interface
+                )
+            except Exception:
+                self.listening.stopListening()
+                self.listening = None
+                raise
+        super().startService()
+        self.log.info(
+            "files: serving {root} on {interface}:{port}{http}",
+            root=self.root.path,
+            interface=self.interface or "*",
+            port=self.listening.getHost().port,
+            http=(
+                f" (HTTP on port {self.httpListening.getHost().port})"
+                if self.httpListening is not None
+                else ""
+            ),
+        )
+
+    def stopService(self) -> Any:
+        super().stopService()
+        waits = [
+            maybeDeferred(p.stopListening)
+            for p in (self.listening, self.httpListening)
+            if p is not None
+        ]
+        self.listening = self.httpListening = None
+        return gatherResults(waits)
+
+
+def _positive(name: str) -> Any:
+    def coerce(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise usage.UsageError(f"--{name}: {value!r} is not a number") from None
+        if number <= 0:
+            raise usage.UsageError(f"--{name}: must be positive")
+        return number
+
+    return coerce
+
+
+class Options(ServiceOptions):
+    """C{twistd -n udpsuite files}: the TCP file server."""
+
+    defaultPort = ports.FILES
+    optParameters = [
+        ["max-connections", None, 256, "Open connections in total.", _positive("max-connections")],
+        ["max-per-host", None, 16, "Open connections per client.", _positive("max-per-host")],
+        ["idle-timeout", None, 120.0, "Seconds without traffic before closing.",
+         _positive("idle-timeout")],
+        ["header-timeout", None, 10.0, "Seconds to finish a request line.",
+         _positive("header-timeout")],
+    ]  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["root"] = FilePath(os.getcwd())
+        self["http-port"] = None
+
+    def opt_root(self, value: str) -> None:
+        """Directory to serve (default: the current directory)."""
+        path = FilePath(os.path.abspath(value))
+        if not path.isdir():
+            raise usage.UsageError(f"--root: {value!r} is not a directory")
+        self["root"] = path
+
+    def opt_http_port(self, value: str) -> None:
+        """Also serve the root over HTTP on this port (same --interface)."""
+        self["http-port"] = checkPort(value, "--http-port")
+
+
+def makeService(options: Options, reactor: Any = None) -> FileService:
+    """Build the file service from parsed L{Options}."""
+    return FileService(
+        options["root"],
+        port=options["port"],
+        interface=options["interface"],
+        httpPort=options["http-port"],
+        reactor=reactor,
+        maxConnections=int(options["max-connections"]),
+        maxPerHost=int(options["max-per-host"]),
+        idleTimeout=options["idle-timeout"],
+        headerTimeout=options["header-timeout"],
+    )
+
+
+SPEC = ServiceSpec("files", "TCP file server (optionally HTTP too)", Options, makeService)
