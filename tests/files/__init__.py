@@ -1,0 +1,1 @@
+"""Tests of the TCP file server and client (issue #7)."""
