@@ -22,11 +22,12 @@ from twisted.python import usage
 from twisted_udpsuite.echo import service as echo
 from twisted_udpsuite.files import service as files
 from twisted_udpsuite.service import ServiceSpec, checkInterface
+from twisted_udpsuite.tftp import service as tftp
 
 __all__ = ["SERVICES", "Options", "makeService"]
 
 #: Every service, in start order.
-SERVICES: list[ServiceSpec] = [echo.SPEC, files.SPEC]
+SERVICES: list[ServiceSpec] = [echo.SPEC, files.SPEC, tftp.SPEC]
 
 _PROGRAM = "twistd udpsuite"
 

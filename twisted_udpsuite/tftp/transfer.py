@@ -381,7 +381,11 @@ class Sender(_Engine):
         blksize = self._blksize
         window = self._window
         while not self._eof and len(window) < self._windowsize and not self._reading:
-            chunk = reader.read(blksize)
+            try:
+                chunk = reader.read(blksize)
+            except Exception:
+                self._readFailed(Failure())
+                return
             if isinstance(chunk, Deferred):
                 self._reading = True
                 chunk.addCallbacks(self._readDone, self._readFailed, callbackArgs=(b"",))
@@ -398,7 +402,11 @@ class Sender(_Engine):
     def _topUp(self, chunk: bytes) -> bytes | None:
         """A short read before the end: keep reading until a whole block or EOF."""
         while len(chunk) < self._blksize:
-            more = self._reader.read(self._blksize - len(chunk))
+            try:
+                more = self._reader.read(self._blksize - len(chunk))
+            except Exception:
+                self._readFailed(Failure())
+                return None
             if isinstance(more, Deferred):
                 self._reading = True
                 more.addCallbacks(self._readDone, self._readFailed, callbackArgs=(chunk,))
@@ -676,7 +684,11 @@ class Receiver(_Engine):
         stats.blocks += 1
         stats.bytes += len(payload)
         final = len(payload) < self._blksize
-        written = self._writer.write(payload) if payload else None
+        try:
+            written = self._writer.write(payload) if payload else None
+        except Exception:
+            self._writeFailed(Failure())
+            return
         if isinstance(written, Deferred):
             self._busy = True
             written.addCallbacks(self._written, self._writeFailed, callbackArgs=(block, final))

@@ -1,0 +1,235 @@
+# -*- test-case-name: tests.tftp.test_backend -*-
+"""
+Where the TFTP server gets files and puts uploads: an interface, and a directory behind it.
+
+An application can serve generated content (a PXE config per client MAC) or another store by
+providing L{IBackend}; every method may answer with a Deferred. Failures are the classes of
+L{twisted_udpsuite.tftp.errors} (L{FileNotFound} → ERROR 1, L{AccessViolation} → 2,
+L{DiskFull} → 3, L{FileExists} → 6); anything else becomes ERROR 0.
+
+L{FilesystemBackend} serves one root directory, safe by default: read-only, names confined
+by L{safeDescendant} (PXE backslashes and a leading C{/} accepted), only regular files (no
+directories, FIFOs or devices, checked on the open descriptor), uploads written to a
+temporary sibling and published whole (L{AtomicFileWriter}).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.python.filepath import FilePath
+from zope.interface import Attribute, Interface, implementer
+
+from twisted_udpsuite.paths import AtomicFileWriter, UnsafePath, isTemporaryName, safeDescendant
+from twisted_udpsuite.tftp.errors import (
+    AccessViolation,
+    DiskFull,
+    FileExists,
+    FileNotFound,
+    TFTPError,
+)
+
+__all__ = [
+    "AccessViolation",
+    "DiskFull",
+    "FileExists",
+    "FileNotFound",
+    "FilesystemBackend",
+    "IBackend",
+    "IReader",
+    "IWriter",
+]
+
+_READ_BUFFER = 256 * 1024
+_WRITE_BUFFER = 256 * 1024
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+Peer = tuple[str, int]
+
+
+class IReader(Interface):
+    """A file being downloaded."""
+
+    size = Attribute("Size in bytes, or None if unknown (then no tsize is offered).")
+
+    def read(n: int) -> bytes | Deferred[bytes]:
+        """Up to C{n} bytes (fewer is fine; C{b""} only at the end)."""
+
+    def close() -> None:
+        """Release the file; called once, whatever the outcome."""
+
+
+class IWriter(Interface):
+    """An upload in progress."""
+
+    def write(data: bytes) -> None | Deferred[None]:
+        """Append C{data}; raise (or fail) with L{DiskFull} when it does not fit."""
+
+    def finish() -> None | Deferred[None]:
+        """The upload is complete: publish it (before the last ACK goes out)."""
+
+    def abort() -> None:
+        """The upload failed: discard it, leaving any older file intact."""
+
+
+class IBackend(Interface):
+    """The files a TFTP server serves."""
+
+    def openRead(name: bytes, peer: Peer) -> IReader | Deferred[IReader]:
+        """Open C{name} (the raw request bytes) for C{peer}, or fail with a TFTP error."""
+
+    def openWrite(name: bytes, peer: Peer, size: int | None) -> IWriter | Deferred[IWriter]:
+        """Start an upload of C{size} bytes (None: not announced), or fail."""
+
+
+def _mapOSError(e: OSError, name: str) -> TFTPError:
+    if isinstance(e, FileNotFoundError) or e.errno == errno.ENOTDIR:
+        return FileNotFound("File not found")
+    if isinstance(e, FileExistsError):
+        return FileExists("File already exists")
+    if isinstance(e, PermissionError | IsADirectoryError) or e.errno in (errno.ELOOP,):
+        return AccessViolation("Access violation")
+    if e.errno in _DISK_FULL:
+        return DiskFull("Disk full or allocation exceeded")
+    return TFTPError(f"Cannot open file: {os.strerror(e.errno) if e.errno else e}")
+
+
+@implementer(IReader)
+class FileReader:
+    """A regular file, read through a large buffer so small blocks cost no syscall each."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._file = open(fd, "rb", buffering=_READ_BUFFER)  # noqa: SIM115 (closed by close())
+        self.size: int | None = size
+        self.read = self._file.read
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@implementer(IWriter)
+class FileWriter:
+    """An upload into an L{AtomicFileWriter}, buffered, with a running size limit."""
+
+    def __init__(self, atomic: AtomicFileWriter, limit: int | None) -> None:
+        self._atomic = atomic
+        self._limit = limit
+        self._buffer = bytearray()
+        self.received = 0
+
+    def write(self, data: bytes) -> None:
+        self.received += len(data)
+        if self._limit is not None and self.received > self._limit:
+            self.abort()
+            raise DiskFull(f"Upload exceeds the limit of {self._limit} bytes")
+        buffer = self._buffer
+        buffer += data
+        if len(buffer) >= _WRITE_BUFFER:
+            self._drain()
+
+    def _drain(self) -> None:
+        try:
+            self._atomic.write(bytes(self._buffer))
+        except OSError as e:
+            raise _mapOSError(e, "") from e
+        finally:
+            self._buffer.clear()
+
+    def finish(self) -> None:
+        try:
+            if self._buffer:
+                self._drain()
+            self._atomic.commit()
+        except OSError as e:
+            self._atomic.abort()
+            raise _mapOSError(e, "") from e
+
+    def abort(self) -> None:
+        self._buffer.clear()
+        self._atomic.abort()
+
+
+@implementer(IBackend)
+class FilesystemBackend:
+    """
+    Serve the files under C{root}.
+
+    @param writable: Accept uploads at all (off by default: TFTP has no authentication).
+    @param allowCreate: Uploads may create new files.
+    @param allowOverwrite: Uploads may replace existing files (atomically).
+    @param maxUploadSize: Largest upload in bytes, checked as data arrives (C{None}: none).
+    """
+
+    def __init__(
+        self,
+        root: FilePath,
+        *,
+        writable: bool = False,
+        allowCreate: bool = True,
+        allowOverwrite: bool = False,
+        maxUploadSize: int | None = None,
+    ) -> None:
+        self.root = root
+        self.writable = writable
+        self.allowCreate = allowCreate
+        self.allowOverwrite = allowOverwrite
+        self.maxUploadSize = maxUploadSize
+
+    def _resolve(self, name: bytes) -> FilePath[str]:
+        try:
+            path = safeDescendant(self.root, name, backslashSeparator=True)
+        except UnsafePath:
+            raise AccessViolation("Access violation") from None
+        if isTemporaryName(path.basename()):
+            raise FileNotFound("File not found")
+        return path
+
+    def openRead(self, name: bytes, peer: Peer) -> IReader:
+        """Open a regular file below the root; refuse everything else."""
+        path = self._resolve(name)
+        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        flags |= getattr(os, "O_NOCTTY", 0)
+        try:
+            # O_NONBLOCK: opening a FIFO must not hang the reactor; checked on the descriptor.
+            fd = os.open(path.path, flags)
+        except OSError as e:
+            raise _mapOSError(e, path.path) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise AccessViolation("Not a regular file")
+            os.set_blocking(fd, True)
+            return FileReader(fd, st.st_size)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def openWrite(self, name: bytes, peer: Peer, size: int | None) -> IWriter:
+        """Start an atomic upload below the root, if the policy allows this one."""
+        if not self.writable:
+            raise AccessViolation("Uploads are disabled")
+        if size is not None and self.maxUploadSize is not None and size > self.maxUploadSize:
+            raise DiskFull(f"Upload exceeds the limit of {self.maxUploadSize} bytes")
+        path = self._resolve(name)
+        try:
+            st: Any = os.lstat(path.path)
+        except FileNotFoundError:
+            st = None
+        except OSError as e:
+            raise _mapOSError(e, path.path) from None
+        if st is not None:
+            if not stat.S_ISREG(st.st_mode):
+                raise AccessViolation("Not a regular file")
+            if not self.allowOverwrite:
+                raise FileExists("File already exists")
+        elif not self.allowCreate:
+            raise AccessViolation("Creating files is disabled")
+        try:
+            atomic = AtomicFileWriter(path, overwrite=self.allowOverwrite)
+        except OSError as e:
+            raise _mapOSError(e, path.path) from None
+        return FileWriter(atomic, self.maxUploadSize)

@@ -1,0 +1,461 @@
+# -*- test-case-name: tests.tftp.test_server -*-
+"""
+The TFTP server: a request port (L{TFTPServerProtocol}) and one L{TFTPSession} per transfer,
+each on its own ephemeral port (its TID, RFC 1350), moving blocks with the shared engine of
+L{twisted_udpsuite.tftp.transfer}.
+
+Safety first: malformed requests get ERROR 4 or silence (never an exception), broadcast and
+multicast sources are never answered, each client address has a request rate and a number of
+concurrent transfers, and the total number of transfers is capped. A repeated request from a
+client port whose transfer is running is ignored (the running session answers it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
+from twisted_udpsuite.ratelimit import PerSourceLimiter
+from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.tftp import errors
+from twisted_udpsuite.tftp.backend import IBackend, IReader, IWriter
+from twisted_udpsuite.tftp.options import (
+    ServerOptionLimits,
+    TransferOptions,
+    TransferTooLarge,
+    checkUploadSize,
+    negotiateServerOptions,
+)
+from twisted_udpsuite.tftp.transfer import (
+    DEFAULT_TIMEOUT,
+    NetasciiReader,
+    NetasciiWriter,
+    Receiver,
+    Sender,
+    TransferStats,
+    errorPacket,
+)
+from twisted_udpsuite.tftp.wire import (
+    ErrorCode,
+    MalformedPacket,
+    OptionAck,
+    ReadRequest,
+    WriteRequest,
+    encodeAck,
+    parsePacket,
+)
+
+__all__ = ["MAX_PACKET", "ServerPolicy", "TFTPServerProtocol", "TFTPSession"]
+
+MAX_PACKET = 65536
+"""Receive buffer for every TFTP socket: blksize reaches 65464 (RFC 2348)."""
+
+_REQUEST_OPCODES = (1, 2)
+
+
+@dataclass(frozen=True)
+class ServerPolicy:
+    """
+    The server's limits and choices.
+
+    @ivar rate: Requests per second per client address (C{None}: unlimited); a request over
+        it is dropped silently (answering a flood would make us a reflector).
+    @ivar burst: Requests a client may send at once.
+    @ivar maxTransfers: Concurrent transfers in total.
+    @ivar maxTransfersPerClient: Concurrent transfers per client address.
+    @ivar retries: Resends of an unanswered packet before a transfer is abandoned.
+    @ivar timeout: Largest retransmission timeout (s) when the client does not choose one.
+    @ivar rollover: Block number after 65535 when sending (0 or 1).
+    """
+
+    limits: ServerOptionLimits = field(default_factory=ServerOptionLimits)
+    rate: float | None = 20.0
+    burst: float = 40.0
+    maxTransfers: int = 256
+    maxTransfersPerClient: int = 16
+    retries: int = 5
+    timeout: float = DEFAULT_TIMEOUT
+    rollover: int = 0
+
+
+class TFTPServerProtocol(DatagramProtocol):
+    """
+    The well-known port: parses requests and starts sessions; never transfers blocks itself.
+
+    @ivar sessions: Running sessions by client (address, port).
+    """
+
+    log = Logger(namespace="twisted_udpsuite.tftp.server")
+
+    def __init__(
+        self,
+        backend: IBackend,
+        policy: ServerPolicy | None = None,
+        *,
+        reactor: Any = None,
+        interface: str | None = None,
+    ) -> None:
+        self.backend = IBackend(backend)
+        self.policy = policy if policy is not None else ServerPolicy()
+        self._reactor = reactorOr(reactor)
+        self._interface = interface
+        self.sessions: dict[tuple[str, int], TFTPSession] = {}
+        self._perClient: dict[str, int] = {}
+        self._limiter = (
+            PerSourceLimiter(self._reactor, self.policy.rate, self.policy.burst)
+            if self.policy.rate
+            else None
+        )
+
+    def startProtocol(self) -> None:
+        if self._interface is None:
+            self._interface = self.transport.getHost().host
+
+    def stopProtocol(self) -> None:
+        for session in list(self.sessions.values()):
+            session.abort(errors.TFTPError("Server shutting down"))
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        try:
+            self._received(datagram, (addr[0], addr[1]))
+        except Exception:
+            self.log.failure("handling a request from {peer}", peer=addr)
+
+    def _reply(self, packet: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self.transport.write(packet, addr)
+        except Exception as e:
+            self.log.debug("cannot answer {peer}: {error}", peer=addr, error=e)
+
+    def _received(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        if addr[1] == 0 or isUnanswerableSource(addr[0]):
+            return
+        if addr in self.sessions:
+            return  # a repeated request: the running session answers it
+        client = hostOf(addr[0])
+        if self._limiter is not None and not self._limiter.allow(client):
+            self.log.debug("request rate limit hit by {client}", client=client)
+            return
+        try:
+            packet = parsePacket(datagram)
+        except MalformedPacket as e:
+            self.log.debug("malformed request from {peer}: {error}", peer=addr, error=e)
+            if len(datagram) >= 2 and datagram[1] in _REQUEST_OPCODES and datagram[0] == 0:
+                self._reply(errorPacket(ErrorCode.ILLEGAL_OPERATION, "Malformed request"), addr)
+            return
+        if not isinstance(packet, ReadRequest | WriteRequest):
+            self.log.debug(
+                "{kind} to the request port from {peer}", kind=type(packet).__name__, peer=addr
+            )
+            return
+        if packet.mode not in ("octet", "netascii"):
+            message = (
+                "Mail mode is not supported"
+                if packet.mode == "mail"
+                else f"Unknown transfer mode {packet.mode!r}"
+            )
+            self._reply(errorPacket(ErrorCode.ILLEGAL_OPERATION, message), addr)
+            return
+        if len(self.sessions) >= self.policy.maxTransfers:
+            self.log.warn(
+                "refusing {peer}: {count} transfers running", peer=addr, count=len(self.sessions)
+            )
+            self._reply(errorPacket(ErrorCode.NOT_DEFINED, "Server busy, try again later"), addr)
+            return
+        if self._perClient.get(client, 0) >= self.policy.maxTransfersPerClient:
+            self.log.warn(
+                "refusing {peer}: too many transfers from {client}", peer=addr, client=client
+            )
+            self._reply(
+                errorPacket(ErrorCode.NOT_DEFINED, "Too many transfers from your address"), addr
+            )
+            return
+        session = TFTPSession(self, packet, addr)
+        try:
+            self._reactor.listenUDP(
+                0, session, interface=self._interface or "", maxPacketSize=MAX_PACKET
+            )
+        except Exception as e:
+            self.log.error("cannot open a transfer port: {error}", error=e)
+            self._reply(errorPacket(ErrorCode.NOT_DEFINED, "Server cannot open a port"), addr)
+            return
+        self.sessions[addr] = session
+        self._perClient[client] = self._perClient.get(client, 0) + 1
+        session.begin()
+
+    def _sessionClosed(self, session: TFTPSession) -> None:
+        if self.sessions.get(session.peer) is session:
+            del self.sessions[session.peer]
+            client = hostOf(session.peer[0])
+            left = self._perClient.get(client, 1) - 1
+            if left > 0:
+                self._perClient[client] = left
+            else:
+                self._perClient.pop(client, None)
+
+
+class TFTPSession(DatagramProtocol):
+    """
+    One transfer on its own port: opens the file, negotiates, runs a L{Sender} (RRQ) or a
+    L{Receiver} (WRQ), answers strays with ERROR 5, and logs one event when it ends.
+    """
+
+    log = Logger(namespace="twisted_udpsuite.tftp.transfer")
+    noisy = False  # one log event per transfer is ours; no "starting/stopping" lines
+
+    def __init__(
+        self,
+        server: TFTPServerProtocol,
+        request: ReadRequest | WriteRequest,
+        peer: tuple[str, int],
+    ) -> None:
+        self.server = server
+        self.request = request
+        self.peer = peer
+        self.isRead = isinstance(request, ReadRequest)
+        self.netascii = request.mode == "netascii"
+        self.engine: Sender | Receiver | None = None
+        self.options = TransferOptions()
+        self.oack: dict[str, str] = {}
+        self._reactor = server._reactor
+        self._reader: IReader | None = None
+        self._writer: IWriter | None = None
+        self._committed = False
+        self._ended = False
+        self._closed = False
+        self._opening: Deferred[Any] | None = None
+        self._started = self._reactor.seconds()
+        self.stats = TransferStats()
+
+    @property
+    def filename(self) -> str:
+        return self.request.filename.decode("utf-8", errors="backslashreplace")
+
+    def _send(self, packet: bytes) -> None:
+        try:
+            self.transport.write(packet, self.peer)
+        except Exception as e:
+            self.log.debug("cannot send to {peer}: {error}", peer=self.peer, error=e)
+
+    # Start
+
+    def begin(self) -> None:
+        """Open the file (maybe asynchronously), then start the engine."""
+        backend = self.server.backend
+        if self.isRead:
+            d = maybeDeferred(backend.openRead, self.request.filename, self.peer)
+        else:
+            try:
+                self.options, self.oack = self._negotiate(None)
+                checkUploadSize(self.options.tsize, self.server.policy.limits)
+            except TransferTooLarge as e:
+                self._refuse(errors.DiskFull(str(e)))
+                return
+            d = maybeDeferred(
+                backend.openWrite, self.request.filename, self.peer, self.options.tsize
+            )
+        self._opening = d
+        d.addCallbacks(self._opened, self._openFailed)
+
+    def _negotiate(self, size: int | None) -> tuple[TransferOptions, dict[str, str]]:
+        return negotiateServerOptions(
+            self.request.options,
+            isRead=self.isRead,
+            limits=self.server.policy.limits,
+            fileSize=size,
+        )
+
+    def _opened(self, handle: Any) -> None:
+        self._opening = None
+        if self._ended:
+            (handle.close if self.isRead else handle.abort)()
+            return
+        policy = self.server.policy
+        if self.isRead:
+            self._reader = reader = IReader(handle)
+            size = None if self.netascii else reader.size
+            self.options, self.oack = self._negotiate(size)
+            source = NetasciiReader(reader) if self.netascii else reader
+            engine: Sender | Receiver = Sender(
+                self._send,
+                self._reactor,
+                self.options,
+                source,
+                retries=policy.retries,
+                rollover=policy.rollover,
+                timeout=policy.timeout,
+            )
+            self.engine = engine
+            self._watch(engine)
+            engine.start(OptionAck(self.oack).toBytes() if self.oack else None)
+        else:
+            self._writer = writer = IWriter(handle)
+            sink: Any = NetasciiWriter(writer) if self.netascii else writer
+            engine = Receiver(
+                self._send,
+                self._reactor,
+                self.options,
+                sink,
+                retries=policy.retries,
+                timeout=policy.timeout,
+                commit=self._commit,
+            )
+            self.engine = engine
+            self._watch(engine)
+            engine.start(OptionAck(self.oack).toBytes() if self.oack else encodeAck(0))
+
+    def _commit(self) -> Any:
+        writer = self._writer
+        assert writer is not None
+        if self.netascii:
+            sink = self.engine._writer  # type: ignore[union-attr]
+            d = maybeDeferred(sink.flush).addCallback(lambda _: writer.finish())
+        else:
+            d = maybeDeferred(writer.finish)
+
+        def done(result: object) -> object:
+            self._committed = True
+            return result
+
+        return d.addCallback(done)
+
+    def _openFailed(self, failure: Failure) -> None:
+        self._opening = None
+        if self._ended:
+            return
+        error = failure.value
+        if not isinstance(error, errors.TFTPError):
+            self.log.failure(
+                "opening {file} for {peer}", failure, file=self.filename, peer=self.peer
+            )
+            error = errors.TFTPError("Cannot open file")
+        self._refuse(error)
+
+    def _refuse(self, error: errors.TFTPError) -> None:
+        self._send(errorPacket(error.code, error.message or type(error).__name__))
+        self._ended = True
+        self._logEnd("refused", error)
+        self._close()
+
+    def _watch(self, engine: Sender | Receiver) -> None:
+        engine.done.addCallbacks(self._succeeded, self._failed)
+        engine.finished.addBoth(lambda _: self._close())
+
+    # Packets
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        try:
+            if addr[0] != self.peer[0] or addr[1] != self.peer[1]:
+                self._stray((addr[0], addr[1]))
+                return
+            engine = self.engine
+            if engine is not None:
+                engine.datagramReceived(datagram)
+        except Exception:
+            self.log.failure("handling a packet from {peer}", peer=addr)
+
+    def _stray(self, addr: tuple[str, int]) -> None:
+        """RFC 1350: another TID gets ERROR 5; our transfer goes on undisturbed."""
+        if addr[1] == 0 or isUnanswerableSource(addr[0]):
+            return
+        self.log.debug(
+            "stray packet from {source} to the session of {peer}", source=addr, peer=self.peer
+        )
+        try:
+            self.transport.write(
+                errorPacket(ErrorCode.UNKNOWN_TRANSFER_ID, "Unknown transfer ID"), addr
+            )
+        except Exception as e:
+            self.log.debug("cannot answer {source}: {error}", source=addr, error=e)
+
+    # Endings
+
+    def abort(self, error: errors.TFTPError) -> None:
+        """Stop now (server shutdown): tell the peer, release everything."""
+        if self.engine is not None:
+            self.engine.abort(error)
+            return
+        if self._closed:
+            return
+        if not self._ended:
+            self._ended = True
+            self._send(errorPacket(error.code, error.message))
+            self._logEnd("aborted", error)
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            opening.cancel()
+        self._close()
+
+    def _succeeded(self, stats: TransferStats) -> None:
+        self._ended = True
+        self.stats = stats
+        self._release(ok=True)
+        self._logEnd("ok", None)
+
+    def _failed(self, failure: Failure) -> None:
+        self._ended = True
+        if self.engine is not None:
+            self.stats = self.engine.stats
+        self._release(ok=False)
+        error = failure.value
+        if (
+            isinstance(error, errors.TFTPError)
+            and self.oack
+            and self.stats.blocks == 0
+            and isinstance(error, errors.OptionNegotiationRefused | errors.RemoteError)
+        ):
+            # PXE ROMs ask for tsize, then abort after the OACK: normal, not worth a warning.
+            self._logEnd("aborted after OACK", error, quiet=True)
+        else:
+            self._logEnd("failed", error)
+
+    def _release(self, ok: bool) -> None:
+        if self._reader is not None:
+            try:
+                self._reader.close()
+            except Exception:
+                self.log.failure("closing {file}", file=self.filename)
+            self._reader = None
+        if self._writer is not None:
+            if not (ok and self._committed):
+                try:
+                    self._writer.abort()
+                except Exception:
+                    self.log.failure("discarding the upload of {file}", file=self.filename)
+            self._writer = None
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._release(ok=False)
+        if self.transport is not None:
+            self.transport.stopListening()
+        self.server._sessionClosed(self)
+
+    def _logEnd(self, outcome: str, error: BaseException | None, quiet: bool = False) -> None:
+        stats = self.stats
+        duration = self._reactor.seconds() - self._started
+        emit = self.log.debug if quiet else (self.log.info if error is None else self.log.warn)
+        emit(
+            "{direction} {file!r} {peer}: {outcome} ({bytes} bytes, {duration:.3f} s, "
+            "{retransmits} resent, options {options}){error}",
+            peer=self.peer,
+            file=self.filename,
+            direction="RRQ" if self.isRead else "WRQ",
+            mode=self.request.mode,
+            options=self.oack,
+            bytes=stats.bytes,
+            blocks=stats.blocks,
+            duration=duration,
+            retransmits=stats.retransmits,
+            outcome=outcome,
+            error="" if error is None else f": {error}",
+            tftpTransfer=True,
+        )
