@@ -94,3 +94,49 @@ def test_putMissingLocalFile(tmp_path: Any) -> None:
     status, _, err, server = runCommand(["tftp", "put", "192.0.2.1", str(tmp_path / "none")])
     assert status == 1 and "not a readable file" in err
     assert server.requests == []
+
+
+def test_getToDefaultLocalName(tmp_path: Any, monkeypatch: Any) -> None:
+    """LOCAL defaults to REMOTE's last segment; quiet when stdout is not a terminal."""
+    monkeypatch.chdir(tmp_path)
+    data = os.urandom(3000)
+    status, out, err, server = runCommand(
+        ["tftp", "get", "192.0.2.1", "dir/f.bin", "--blksize", "1024"], {b"dir/f.bin": data}
+    )
+    assert (status, out, err) == (0, "", "")
+    assert (tmp_path / "f.bin").read_bytes() == data
+    assert server.requests[0].options == {"blksize": "1024", "tsize": "0"}
+
+
+def test_getOnATerminalShowsProgressAndSummary(tmp_path: Any) -> None:
+    data = os.urandom(100_000)
+    status, out, err, _ = runCommand(
+        ["tftp", "get", "192.0.2.1", "f", str(tmp_path / "f"), "-w", "4", "-b", "1428"],
+        {b"f": data},
+        terminal=True,
+    )
+    assert status == 0 and err == ""
+    bar, summary = out.rsplit("\n", 2)[-3:-1]
+    assert bar.split("\r")[-1].startswith("f [####")
+    assert "100% 97.7 KiB/97.7 KiB" in bar
+    assert summary.startswith("received 100000 bytes in ")
+    assert "blksize 1428, windowsize 4" in summary
+
+
+def test_quietOnATerminal(tmp_path: Any) -> None:
+    status, out, err, _ = runCommand(
+        ["tftp", "get", "-q", "192.0.2.1", "f", str(tmp_path / "f")], {b"f": b"x"}, terminal=True
+    )
+    assert (status, out, err) == (0, "", "")
+
+
+def test_putWithModeAndNoOptions(tmp_path: Any) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_bytes(b"a\nb\n")
+    status, out, err, server = runCommand(
+        ["tftp", "put", "192.0.2.1:6969", str(source), "remote.txt", "--mode", "netascii"]
+        + ["--no-options"]
+    )
+    assert (status, err) == (0, "")
+    assert server.uploads[b"remote.txt"] == b"a\r\nb\r\n"
+    assert server.requests[0].mode == "netascii" and server.requests[0].options == {}
