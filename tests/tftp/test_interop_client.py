@@ -214,3 +214,32 @@ async def _settled(reactor: Any, path: Path, size: int) -> None:
         if path.exists() and path.stat().st_size == size:
             return
         await deferLater(reactor, 0.02)
+
+
+@pytest_twisted.ensureDeferred
+async def test_commandLine(reactor: Any, peer: Peer, tmp_path: Path) -> None:
+    """The installed C{udpsuite tftp} script: put then get, exit 0; a missing file exits 1."""
+    from tests.process import runProcess, venvScript
+
+    data = content(70_000)
+    source = tmp_path / "src.bin"
+    source.write_bytes(data)
+    target = f"127.0.0.1:{peer.port}"
+    udpsuite = venvScript("udpsuite")
+    _, err, code = await runProcess(
+        reactor, [udpsuite, "tftp", "put", target, str(source), "up.bin", "-b", "1428"]
+    )
+    assert code == 0, err
+    await _settled(reactor, peer.root / "up.bin", len(data))
+    _, err, code = await runProcess(
+        reactor, [udpsuite, "tftp", "get", target, "up.bin", str(tmp_path / "back.bin")]
+    )
+    assert code == 0, err
+    assert (tmp_path / "back.bin").read_bytes() == data
+    out, err, code = await runProcess(
+        reactor, [udpsuite, "tftp", "get", target, "missing", str(tmp_path / "m")]
+    )
+    assert code == 1 and out == b""
+    assert err.decode().startswith("udpsuite tftp: get missing (127.0.0.1:")
+    assert err.count(b"\n") == 1
+    assert not (tmp_path / "m").exists()
