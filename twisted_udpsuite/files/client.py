@@ -155,7 +155,7 @@ class FileClientProtocol(Protocol):
     """
     Sends requests (pipelined) and routes each response to its sink, in order.
 
-    @ivar connected: fires with the protocol once the connection is made.
+    @ivar ready: fires with the protocol once the connection is made.
     """
 
     log = Logger(namespace="twisted_udpsuite.files")
@@ -166,12 +166,12 @@ class FileClientProtocol(Protocol):
         self._parser = ResponseParser()
         self._sinks: list[_Sink] = []
         self._idleCall: IDelayedCall | None = None
-        self.connected: Deferred[FileClientProtocol] = Deferred()
+        self.ready: Deferred[FileClientProtocol] = Deferred()
         self.lostReason: Failure | None = None
 
     def connectionMade(self) -> None:
         self._touch()
-        self.connected.callback(self)
+        self.ready.callback(self)
 
     def _touch(self) -> None:
         if self._idleCall is not None and self._idleCall.active():
@@ -232,8 +232,8 @@ class _Factory(ClientFactory):
         return self._protocol
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
-        if not self._protocol.connected.called:
-            self._protocol.connected.errback(reason)
+        if not self._protocol.ready.called:
+            self._protocol.ready.errback(reason)
 
 
 async def _connect(
@@ -246,7 +246,7 @@ async def _connect(
         connector.disconnect()
 
     waiting: Deferred[FileClientProtocol] = Deferred(cancel)
-    protocol.connected.chainDeferred(waiting)
+    protocol.ready.chainDeferred(waiting)
     try:
         return await waiting
     except CancelledError:

@@ -109,7 +109,8 @@ class _BodySender:
 
     def _schedule(self) -> None:
         if self._call is None and not self._done:
-            self._call = self._protocol.factory.reactor.callLater(0, self._pump)
+            factory = self._protocol.factory
+            self._call = factory.reactor.callLater(factory.turnDelay, self._pump)
 
     def _pump(self) -> None:
         self._call = None
@@ -482,6 +483,8 @@ class FileServerFactory(Factory):
     @param idleTimeout: seconds without traffic before a connection is closed.
     @param headerTimeout: seconds to complete a request line once it is started.
     @param digestCache: file versions whose sha256 is remembered (for resumes).
+    @param turnDelay: seconds between two turns of a body sender (0: the next reactor
+        iteration); a test clock uses a small value to see a body arrive in steps.
     """
 
     protocol = FileServerProtocol
@@ -497,7 +500,9 @@ class FileServerFactory(Factory):
         idleTimeout: float = 120.0,
         headerTimeout: float = 10.0,
         digestCache: int = 1024,
+        turnDelay: float = 0.0,
     ) -> None:
+        self.turnDelay = turnDelay
         self.root = root
         self.reactor = reactorOr(reactor)
         self.maxConnections = maxConnections
