@@ -1,0 +1,503 @@
+"""The TFTP server on the in-memory network: transfers, policy, errors, strays, limits, logs."""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import capturedLogs
+from twisted.python.filepath import FilePath
+from zope.interface import implementer
+
+from twisted_udpsuite.testing import MemoryNetwork
+from twisted_udpsuite.tftp import client, errors
+from twisted_udpsuite.tftp.backend import FilesystemBackend, IBackend, IReader
+from twisted_udpsuite.tftp.options import ServerOptionLimits
+from twisted_udpsuite.tftp.server import ServerPolicy, TFTPServerProtocol
+from twisted_udpsuite.tftp.wire import (
+    Ack,
+    Data,
+    Error,
+    OptionAck,
+    ReadRequest,
+    WriteRequest,
+    encodeAck,
+    parsePacket,
+)
+
+SERVER = ("192.0.2.1", 69)
+
+
+class _Raw(DatagramProtocol):
+    """A scripted peer: records what it receives."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[Any, tuple[str, int]]] = []
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.received.append((parsePacket(datagram), addr))
+
+    def send(self, packet: Any, addr: tuple[str, int] = SERVER) -> None:
+        self.transport.write(packet if isinstance(packet, bytes) else packet.toBytes(), addr)
+
+
+class _World:
+    def __init__(
+        self,
+        root: FilePath,
+        *,
+        policy: ServerPolicy | None = None,
+        backend: Any = None,
+        **net: Any,
+    ) -> None:
+        self.net = MemoryNetwork(**net)
+        self.serverHost = self.net.addHost("192.0.2.1/24")
+        self.clientHost = self.net.addHost("192.0.2.2/24")
+        self.otherHost = self.net.addHost("192.0.2.3/24")
+        self.backend = backend if backend is not None else FilesystemBackend(root, writable=True)
+        self.protocol = TFTPServerProtocol(
+            self.backend, policy or ServerPolicy(rate=None), reactor=self.serverHost
+        )
+        self.port = self.serverHost.listenUDP(69, self.protocol, maxPacketSize=65536)
+
+    def get(self, name: str, **kw: Any) -> tuple[bytes, client.TransferResult]:
+        sink = io.BytesIO()
+        result = self.net.runUntil(client.get(self.clientHost, SERVER, name, sink, **kw))
+        return sink.getvalue(), result
+
+    def put(self, data: bytes, name: str, **kw: Any) -> client.TransferResult:
+        return self.net.runUntil(client.put(self.clientHost, SERVER, data, name, **kw))
+
+    def raw(self, host: Any = None, port: int = 0) -> _Raw:
+        peer = _Raw()
+        (host or self.clientHost).listenUDP(port, peer, maxPacketSize=65536)
+        return peer
+
+    def settle(self) -> None:
+        """Run out every timer (dallying, retries); then nothing may be left."""
+        self.net.advance(120)
+        assert self.protocol.sessions == {}
+        assert self.net.clock.getDelayedCalls() == []
+        assert [p for p in self.serverHost.sockets if p.listening] == [self.port]
+
+
+@pytest.fixture
+def root(tmp_path: Any) -> FilePath:
+    return FilePath(str(tmp_path))
+
+
+def _file(root: FilePath, name: str, size: int) -> bytes:
+    data = os.urandom(size)
+    root.child(name).setContent(data)
+    return data
+
+
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 513, 1024, 4096 + 7])
+def test_downloadSizesOnLossyNetwork(root: FilePath, size: int) -> None:
+    data = _file(root, "f.bin", size)
+    world = _World(root, seed=size, loss=0.2, duplicate=0.05, reorder=0.05, latency=0.002)
+    got, result = world.get("f.bin", retries=30)
+    assert got == data
+    world.settle()
+
+
+@pytest.mark.parametrize(("blksize", "windowsize"), [(512, 1), (1428, 8), (8192, 4), (65464, 2)])
+def test_downloadOptions(root: FilePath, blksize: int, windowsize: int) -> None:
+    data = _file(root, "f.bin", 3 * blksize)  # an exact multiple: a final empty DATA
+    world = _World(root, seed=7, loss=0.1, latency=0.001)
+    got, result = world.get("f.bin", blksize=blksize, windowsize=windowsize, retries=30)
+    assert got == data
+    assert result.options.blksize == blksize
+    assert result.options.tsize == len(data)
+    world.settle()
+
+
+@pytest.mark.parametrize("windowsize", [1, 16])
+def test_uploadOnLossyNetwork(root: FilePath, windowsize: int) -> None:
+    data = os.urandom(50_000)
+    world = _World(root, seed=3, loss=0.2, duplicate=0.05, reorder=0.05, latency=0.002)
+    world.put(data, "up.bin", blksize=1024, windowsize=windowsize, retries=30)
+    world.settle()
+    assert root.child("up.bin").getContent() == data
+    assert [c for c in root.listdir() if c.endswith(".part")] == []
+
+
+@pytest.mark.parametrize("rollover", [0, 1])
+def test_downloadPastBlock65535(root: FilePath, rollover: int) -> None:
+    data = _file(root, "big.bin", 600_000)  # 75000 blocks of 8 bytes
+    policy = ServerPolicy(rate=None, rollover=rollover)
+    world = _World(root, policy=policy, seed=1)
+    got, _ = world.get("big.bin", blksize=8, windowsize=16)
+    assert got == data
+    world.settle()
+
+
+def test_uploadPastBlock65535(root: FilePath) -> None:
+    data = os.urandom(600_000)
+    world = _World(root, seed=1)
+    world.put(data, "big.bin", blksize=8, windowsize=16)
+    world.settle()
+    assert root.child("big.bin").getContent() == data
+
+
+def test_netasciiBothWays(root: FilePath) -> None:
+    text = b"line\nbare\rcrlf\r\n" * 200 + b"\r"
+    root.child("t.txt").setContent(text)
+    world = _World(root, seed=2, loss=0.1)
+    got, _ = world.get("t.txt", mode="netascii", blksize=64, retries=30)
+    assert got == text
+    world.put(text, "u.txt", mode="netascii", blksize=64, retries=30)
+    world.settle()
+    assert root.child("u.txt").getContent() == text
+
+
+def test_netasciiOnTheWire(root: FilePath) -> None:
+    root.child("t.txt").setContent(b"a\nb\r")
+    world = _World(root)
+    peer = world.raw()
+    peer.send(ReadRequest(b"t.txt", "netascii"))
+    world.net.pump()
+    assert peer.received[0][0] == Data(1, b"a\r\nb\r\0")
+
+
+def test_backslashAndLeadingSlash(root: FilePath) -> None:
+    root.child("boot").createDirectory()
+    data = _file(root.child("boot"), "pxelinux.0", 1000)
+    world = _World(root)
+    assert world.get("\\boot\\pxelinux.0")[0] == data
+    assert world.get("/boot/pxelinux.0")[0] == data
+    world.settle()
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("missing", errors.FileNotFound),
+        ("../escape", errors.AccessViolation),
+        ("sub/../../x", errors.AccessViolation),
+        ("sub", errors.AccessViolation),
+        ("fifo", errors.AccessViolation),
+        ("link", errors.AccessViolation),
+    ],
+)
+def test_readRefusals(root: FilePath, tmp_path: Any, name: str, error: type) -> None:
+    root.child("sub").createDirectory()
+    os.mkfifo(root.child("fifo").path)
+    outside = tmp_path.parent / (tmp_path.name + "-outside")
+    outside.write_bytes(b"secret")
+    os.symlink(str(outside), root.child("link").path)
+    world = _World(root)
+    d = client.get(world.clientHost, SERVER, name, io.BytesIO())
+    with pytest.raises(error):
+        world.net.runUntil(d)
+    world.settle()
+
+
+def test_unreadableIsAccessViolation(root: FilePath) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads every file")
+    _file(root, "private", 10)
+    os.chmod(root.child("private").path, 0)
+    world = _World(root)
+    with pytest.raises(errors.AccessViolation):
+        world.get("private")
+
+
+def test_uploadPolicy(root: FilePath) -> None:
+    _file(root, "exists", 10)
+    world = _World(root, backend=FilesystemBackend(root))
+    with pytest.raises(errors.AccessViolation):
+        world.put(b"x", "new")
+    world = _World(root, backend=FilesystemBackend(root, writable=True))
+    with pytest.raises(errors.FileExists):
+        world.put(b"x", "exists")
+    world = _World(
+        root, backend=FilesystemBackend(root, writable=True, allowCreate=False, allowOverwrite=True)
+    )
+    with pytest.raises(errors.AccessViolation):
+        world.put(b"x", "new")
+    world.put(b"replaced", "exists")
+    assert root.child("exists").getContent() == b"replaced"
+    world = _World(root, backend=FilesystemBackend(root, writable=True))
+    with pytest.raises(errors.FileNotFound):
+        world.put(b"x", "nodir/new")
+    world.settle()
+
+
+def test_uploadSizeLimits(root: FilePath) -> None:
+    limits = ServerOptionLimits(maxUploadSize=1000)
+    backend = FilesystemBackend(root, writable=True, maxUploadSize=1000)
+    world = _World(root, policy=ServerPolicy(rate=None, limits=limits), backend=backend)
+    with pytest.raises(errors.DiskFull):
+        world.put(b"x" * 2000, "big")  # refused on tsize, before any data
+    stream = io.BufferedReader(io.BytesIO(b"y" * 5000))  # size unknown: no tsize
+    stream.seekable = lambda: False  # type: ignore[method-assign]
+    with pytest.raises(errors.DiskFull):
+        world.put(stream, "big2")
+    world.put(b"z" * 1000, "ok")
+    world.settle()
+    assert sorted(root.listdir()) == ["ok"]
+
+
+def test_interruptedUploadKeepsOldFile(root: FilePath) -> None:
+    root.child("f").setContent(b"old")
+    backend = FilesystemBackend(root, writable=True, allowOverwrite=True)
+    world = _World(root, backend=backend)
+    peer = world.raw()
+    peer.send(WriteRequest(b"f", "octet"))
+    world.net.pump()
+    (ack, tid) = peer.received[-1]
+    assert ack == Ack(0)
+    peer.send(Data(1, b"n" * 512), tid)
+    world.net.pump()
+    peer.send(Error(0, "bye"), tid)
+    world.settle()
+    assert root.child("f").getContent() == b"old"
+    assert root.listdir() == ["f"]
+
+
+def test_mailModeAndMalformed(root: FilePath) -> None:
+    _file(root, "f", 10)
+    world = _World(root)
+    peer = world.raw()
+    peer.send(ReadRequest(b"f", "mail"))
+    peer.send(ReadRequest(b"f", "ebcdic"))
+    for junk in (
+        b"",
+        b"\x00",
+        b"\x00\x01",
+        b"\x00\x01f\x00",
+        b"\x00\x01\x00octet\x00",
+        b"\x00\x07abc",
+        b"\xff\xff\xff\xff",
+        b"\x00\x01f\x00octet\x00blksize\x00",
+    ):
+        peer.send(junk)
+    world.net.pump()
+    codes = [p.code for p, _ in peer.received]
+    assert codes[:2] == [4, 4]
+    assert "Mail" in peer.received[0][0].message
+    assert set(codes) == {4}
+    assert world.get("f")[0]  # still serving
+    world.settle()
+
+
+def test_ignoresBroadcastAndPortZero(root: FilePath) -> None:
+    _file(root, "f", 10)
+    world = _World(root)
+    before = len(world.net.datagrams)
+    for addr in (("255.255.255.255", 1000), ("224.0.0.1", 1000), ("192.0.2.2", 0), ("0.0.0.0", 5)):
+        world.protocol.datagramReceived(ReadRequest(b"f", "octet").toBytes(), addr)
+    world.net.pump()
+    assert len(world.net.datagrams) == before
+    world.settle()
+
+
+def test_repeatedRequestIsOneSession(root: FilePath) -> None:
+    data = _file(root, "f", 2000)
+    world = _World(root)
+    peer = world.raw()
+    peer.send(ReadRequest(b"f", "octet"))
+    peer.send(ReadRequest(b"f", "octet"))
+    world.net.pump()
+    assert len(world.protocol.sessions) == 1
+    assert [p for p, _ in peer.received] == [Data(1, data[:512])]
+    world.protocol.stopProtocol()
+    world.settle()
+
+
+def test_strayGetsErrorFiveAndTransferGoesOn(root: FilePath) -> None:
+    data = _file(root, "f", 100_000)
+    world = _World(root, latency=0.001)
+    stray = world.raw(world.otherHost)
+    sink = io.BytesIO()
+    d = client.get(world.clientHost, SERVER, "f", sink, blksize=512)
+    world.net.advance(0.01)
+    (session,) = world.protocol.sessions.values()
+    sessionPort = session.transport.getHost().port
+    stray.send(encodeAck(1), ("192.0.2.1", sessionPort))
+    stray.send(b"\x00\x05\x00\x00stop\x00", ("192.0.2.1", sessionPort))
+    world.net.runUntil(d)
+    assert sink.getvalue() == data
+    assert [(p.code, a[1]) for p, a in stray.received] == [(5, sessionPort)] * 2
+    world.settle()
+
+
+def test_perClientAndTotalLimits(root: FilePath) -> None:
+    _file(root, "f", 100_000)
+    world = _World(root, policy=ServerPolicy(rate=None, maxTransfersPerClient=1, maxTransfers=2))
+    first, second, third = world.raw(), world.raw(), world.raw(world.otherHost)
+    first.send(ReadRequest(b"f", "octet"))
+    second.send(ReadRequest(b"f", "octet"))
+    third.send(ReadRequest(b"f", "octet"))
+    world.net.pump()
+    assert isinstance(first.received[0][0], Data)
+    assert "Too many" in second.received[0][0].message
+    assert isinstance(third.received[0][0], Data)
+    fourth = world.raw(world.otherHost)
+    fourth.send(ReadRequest(b"f", "octet"))
+    world.net.pump()
+    assert "busy" in fourth.received[0][0].message
+    world.settle()
+
+
+def test_requestRateLimit(root: FilePath) -> None:
+    _file(root, "f", 10)
+    world = _World(root, policy=ServerPolicy(rate=1.0, burst=2))
+    peer = world.raw()
+    for _ in range(5):
+        peer.send(ReadRequest(b"missing", "octet"))
+    world.net.pump()
+    assert len(peer.received) == 2
+    world.settle()
+
+
+def test_pxeAbortAfterOackIsQuiet(root: FilePath) -> None:
+    _file(root, "pxelinux.0", 3000)
+    world = _World(root)
+    peer = world.raw()
+    with capturedLogs() as events:
+        peer.send(ReadRequest(b"pxelinux.0", "octet", {"tsize": "0", "blksize": "1468"}))
+        world.net.pump()
+        oack, tid = peer.received[0]
+        assert oack == OptionAck({"tsize": "3000", "blksize": "1468"})
+        peer.send(Error(8, "tsize only"), tid)
+        world.net.pump()
+        assert world.protocol.sessions == {}
+    (event,) = [e for e in events if e.get("tftpTransfer")]
+    assert event["outcome"] == "aborted after OACK"
+    assert event["log_level"].name == "debug"
+    assert len(peer.received) == 1
+    world.settle()
+
+
+def test_oneLogEventPerTransfer(root: FilePath) -> None:
+    _file(root, "f", 5000)
+    world = _World(root)
+    with capturedLogs() as events:
+        world.get("f", blksize=1024)
+        with pytest.raises(errors.FileNotFound):
+            world.get("nope")
+        world.settle()
+    transfers = [e for e in events if e.get("tftpTransfer")]
+    assert [(e["file"], e["outcome"]) for e in transfers] == [("f", "ok"), ("nope", "refused")]
+    ok = transfers[0]
+    assert ok["bytes"] == 5000 and ok["direction"] == "RRQ"
+    assert ok["options"] == {"blksize": "1024", "tsize": "5000"}
+    assert ok["peer"][0] == "192.0.2.2"
+
+
+def test_wrqTsizeEchoed(root: FilePath) -> None:
+    world = _World(root)
+    peer = world.raw()
+    peer.send(WriteRequest(b"w", "octet", {"tsize": "3", "blksize": "16"}))
+    world.net.pump()
+    oack, tid = peer.received[0]
+    assert oack == OptionAck({"tsize": "3", "blksize": "16"})
+    peer.send(Data(1, b"abc"), tid)
+    world.net.pump()
+    assert peer.received[-1][0] == Ack(1)
+    world.settle()
+    assert root.child("w").getContent() == b"abc"
+
+
+def test_lostFinalAckOfUploadIsResent(root: FilePath) -> None:
+    world = _World(root)
+    peer = world.raw()
+    peer.send(WriteRequest(b"w", "octet"))
+    world.net.pump()
+    tid = peer.received[0][1]
+    peer.send(Data(1, b"end"), tid)
+    world.net.pump()
+    peer.send(Data(1, b"end"), tid)
+    world.net.pump()
+    assert [p for p, _ in peer.received] == [Ack(0), Ack(1), Ack(1)]
+    world.settle()
+
+
+def test_idlePeerTimesOutWithoutLeaks(root: FilePath) -> None:
+    _file(root, "f", 5000)
+    world = _World(root, policy=ServerPolicy(rate=None, retries=3))
+    peer = world.raw()
+    peer.send(ReadRequest(b"f", "octet"))
+    world.net.advance(30)
+    assert len(peer.received) == 4  # DATA 1 and three resends
+    world.settle()
+
+
+def test_stopAbortsSessions(root: FilePath) -> None:
+    _file(root, "f", 50_000)
+    world = _World(root, latency=0.001)
+    d = client.get(world.clientHost, SERVER, "f", io.BytesIO())
+    world.net.advance(0.01)
+    assert world.protocol.sessions
+    world.port.stopListening()
+    with pytest.raises(errors.TFTPError):
+        world.net.runUntil(d)
+    world.net.advance(60)
+    assert world.protocol.sessions == {}
+    assert world.net.clock.getDelayedCalls() == []
+
+
+@implementer(IReader)
+class _Generated:
+    def __init__(self, clock: Any, data: bytes) -> None:
+        self._clock = clock
+        self._data = io.BytesIO(data)
+        self.size = len(data)
+        self.closed = False
+
+    def read(self, n: int) -> Deferred[bytes]:
+        d: Deferred[bytes] = Deferred()
+        self._clock.callLater(0.001, d.callback, self._data.read(n))
+        return d
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@implementer(IBackend)
+class _AppBackend:
+    """Generated content per client, answering late: the PXE-config-per-MAC use case."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.readers: list[_Generated] = []
+
+    def openRead(self, name: bytes, peer: Any) -> Deferred[Any]:
+        if name != b"pxe.cfg":
+            return _failLater(self.clock)
+        reader = _Generated(self.clock, f"config for {peer[0]}\n".encode() * 100)
+        self.readers.append(reader)
+        d: Deferred[Any] = Deferred()
+        self.clock.callLater(0.01, d.callback, reader)
+        return d
+
+    def openWrite(self, name: bytes, peer: Any, size: Any) -> Any:
+        raise RuntimeError("boom")
+
+
+def _failLater(clock: Any) -> Deferred[Any]:
+    d: Deferred[Any] = Deferred()
+    clock.callLater(0.01, d.errback, errors.FileNotFound("no such config"))
+    return d
+
+
+def test_asynchronousBackend(root: FilePath) -> None:
+    backend = _AppBackend(None)
+    world = _World(root, backend=backend)
+    backend.clock = world.serverHost
+    got, _ = world.get("pxe.cfg", blksize=1468)
+    assert got == b"config for 192.0.2.2\n" * 100
+    assert backend.readers[0].closed
+    with pytest.raises(errors.FileNotFound, match="no such config"):
+        world.get("other")
+    with capturedLogs() as events:
+        with pytest.raises(errors.TFTPError, match="Cannot open"):
+            world.put(b"x", "up")
+    assert any(e.get("log_failure") for e in events)
+    world.settle()
