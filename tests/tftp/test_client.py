@@ -419,12 +419,17 @@ def test_rolloverUpload(wrapTo: int) -> None:
     assert server.uploads[b"up"] == data
 
 
-def test_netascii() -> None:
-    text = b"a\nb\r\nc\rd" * 300
+@pytest.mark.parametrize("tail", [b"", b"\r", b"\n", b"\r\n"])
+def test_netascii(tail: bytes, tmp_path: Any) -> None:
+    """Both directions, including a bare CR at the very end of the file."""
+    text = b"a\nb\r\nc\rd" * 300 + tail
     net, client, server = setUp({b"t": text.replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")})
     out = io.BytesIO()
     net.runUntil(get(client, SERVER, "t", out, mode="netascii"))
     assert out.getvalue() == text
+    target = tmp_path / "t"
+    net.runUntil(get(client, SERVER, "t", str(target), mode="netascii", blksize=8))
+    assert target.read_bytes() == text
     net.runUntil(put(client, SERVER, text, "u", mode="netascii"))
     assert server.uploads[b"u"] == server.files[b"t"]
     assert server.requests[-1].options["tsize"] == str(len(server.files[b"t"]))

@@ -210,7 +210,7 @@ async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
     common: dict[str, Any] = {
         "mode": sub["mode"],
         "retries": sub["retries"],
-        "progress": progress,
+        "progress": progress if bar is not None else None,
     }
     if not sub["no-options"]:
         common.update(blksize=sub["blksize"], windowsize=sub["windowsize"])
@@ -223,8 +223,8 @@ async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
         if isGet:
             if local == "-":
                 destination: Any = sys.stdout.buffer
-                if bar is not None:
-                    bar = None
+                bar = None
+                common["progress"] = None
             else:
                 destination = FilePath(os.path.abspath(local))
             d: Deferred[client.TransferResult] = client.get(

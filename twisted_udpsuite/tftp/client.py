@@ -53,6 +53,8 @@ __all__ = ["DEFAULT_TIMEOUT", "ProgressCallback", "TransferResult", "get", "put"
 DEFAULT_TIMEOUT = 1.0
 """Seconds to wait for the server's first answer before resending the request."""
 
+_WRITE_BUFFER = 256 * 1024
+
 ProgressCallback = Callable[[int, "int | None"], None]
 """C{progress(bytesSoFar, totalOrNone)}: called as blocks move."""
 
@@ -91,6 +93,7 @@ class _Destination:
     def __init__(self, destination: Any, netascii: bool) -> None:
         self._writer: AtomicFileWriter | None = None
         self._decoder = NetasciiDecoder() if netascii else None
+        self._buffer = bytearray()
         self.written = 0
         if isinstance(destination, str | bytes | os.PathLike):
             destination = FilePath(os.fsdecode(destination))
@@ -106,17 +109,28 @@ class _Destination:
         if self._decoder is not None:
             data = self._decoder.decode(data)
         if data:
-            self._sink.write(data)
             self.written += len(data)
+            if self._writer is None:
+                self._sink.write(data)
+                return
+            # One write(2) per block would cost more than the block's own sendto.
+            self._buffer += data
+            if len(self._buffer) >= _WRITE_BUFFER:
+                self._writer.write(self._buffer)
+                self._buffer = bytearray()
 
     def commit(self) -> None:
-        if self._decoder is not None:
-            self.write(self._decoder.flush())
-            self._decoder = None
+        decoder, self._decoder = self._decoder, None
+        if decoder is not None:
+            self.write(decoder.flush())
         if self._writer is not None:
+            if self._buffer:
+                self._writer.write(self._buffer)
+                self._buffer = bytearray()
             self._writer.commit()
 
     def abort(self) -> None:
+        self._buffer = bytearray()
         if self._writer is not None:
             self._writer.abort()
 
