@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 
 from twisted_udpsuite import __version__, sendcli
+from twisted_udpsuite.chat import cli as chat
 from twisted_udpsuite.command import CommandError, CommandSpec, Console
 from twisted_udpsuite.echo import cli as echo
 from twisted_udpsuite.files import cli as files
@@ -21,7 +22,14 @@ from twisted_udpsuite.tftp import cli as tftp
 
 __all__ = ["COMMANDS", "Options", "main", "run"]
 
-COMMANDS: list[CommandSpec] = [echo.COMMAND, sendcli.COMMAND, tftp.COMMAND, files.FETCH, files.LS]
+COMMANDS: list[CommandSpec] = [
+    echo.COMMAND,
+    sendcli.COMMAND,
+    tftp.COMMAND,
+    files.FETCH,
+    files.LS,
+    chat.COMMAND,
+]
 
 _PROGRAM = "udpsuite"
 

@@ -19,6 +19,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
+from twisted_udpsuite.chat import service as chatroom
 from twisted_udpsuite.echo import service as echo
 from twisted_udpsuite.files import service as files
 from twisted_udpsuite.service import ServiceSpec, checkInterface
@@ -27,7 +28,7 @@ from twisted_udpsuite.tftp import service as tftp
 __all__ = ["SERVICES", "Options", "makeService"]
 
 #: Every service, in start order.
-SERVICES: list[ServiceSpec] = [echo.SPEC, files.SPEC, tftp.SPEC]
+SERVICES: list[ServiceSpec] = [echo.SPEC, files.SPEC, tftp.SPEC, chatroom.SPEC]
 
 _PROGRAM = "twistd udpsuite"
 

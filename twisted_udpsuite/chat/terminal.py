@@ -1,0 +1,175 @@
+"""
+The chat's terminal side: a L{LineReceiver} for
+L{twisted.internet.stdio.StandardIO}, so typing and receiving share one
+thread and one reactor.
+
+Lines starting with C{/} are commands; anything else is said to the room or
+the peer.  Incoming messages are written above the line being typed: on a
+terminal the current line is erased (C{\\r ESC[K}), the message printed,
+and the prompt redrawn; elsewhere (a pipe, a test) they are plain lines.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_udpsuite import ports
+from twisted_udpsuite.addresses import parseHostPort
+from twisted_udpsuite.chat.peer import ChatPeerProtocol, IChatDisplay
+from twisted_udpsuite.chat.wire import isValidNick
+
+__all__ = ["ChatTerminal", "HELP"]
+
+HELP = """\
+commands:
+  /to HOST:PORT          talk plain text to a peer (nc -u, socat, another chat)
+  /join HOST:PORT NICK   enter a chat room (port 9999 if omitted)
+  /leave                 leave the room
+  /who                   who is in the room
+  /nick NEW              change your nick in the room
+  /help                  this text
+  /quit                  leave and exit (Ctrl-D too)
+  //text                 say a line that starts with '/'"""
+
+
+@implementer(IChatDisplay)
+class ChatTerminal(LineReceiver):
+    """
+    The user's side of a L{ChatPeerProtocol}.
+
+    @param peer: the chat protocol (its C{display} becomes this terminal).
+    @param isTerminal: whether the output is a TTY (redraw the prompt).
+    @param encoding: of the user's typing and of the output.
+    @ivar done: fires once the user quits (C{/quit}, Ctrl-D, stdin closed).
+    """
+
+    delimiter = b"\n"
+    MAX_LENGTH = 65536
+    prompt = "> "
+
+    def __init__(self, peer: ChatPeerProtocol, isTerminal: bool = False, encoding: str = "utf-8"):
+        self.peer = peer
+        self.isTerminal = isTerminal
+        self.encoding = encoding
+        self.done: Deferred[None] = Deferred()
+        peer.display = self
+        self._commands: dict[str, Callable[[list[str]], None]] = {
+            "to": self._to,
+            "join": self._join,
+            "leave": lambda args: self.peer.leave(),
+            "who": lambda args: self.peer.who(),
+            "nick": self._nick,
+            "help": lambda args: self._lines(HELP),
+            "quit": lambda args: self._quit(),
+        }
+
+    # Output
+
+    def _write(self, text: str) -> None:
+        if self.transport is None:
+            return
+        data = text.encode(self.encoding, "replace")
+        if self.isTerminal:
+            data = b"\r\x1b[K" + data + b"\n" + self.prompt.encode()
+        else:
+            data += b"\n"
+        self.transport.write(data)
+
+    def _lines(self, text: str) -> None:
+        for line in text.splitlines():
+            self._write(line)
+
+    def showMessage(self, stamp: str, sender: str, text: str) -> None:
+        self._write(f"{stamp} <{sender}> {text}" if sender != "*" else f"{stamp} * {text}")
+
+    def showNotice(self, text: str) -> None:
+        self._write(f"-- {text}")
+
+    # Input
+
+    def connectionMade(self) -> None:
+        self.showNotice("type /help for commands, /quit to leave")
+
+    def lineReceived(self, line: bytes) -> None:
+        text = line.decode(self.encoding, "replace").rstrip("\r")
+        try:
+            if text.startswith("/") and not text.startswith("//"):
+                name, *args = text[1:].split()
+                command = self._commands.get(name.lower()) if name else None
+                if command is None:
+                    self.showNotice(f"unknown command /{name}: try /help")
+                else:
+                    command(args)
+            elif text:
+                self.peer.say(text[1:] if text.startswith("//") else text)
+            elif self.isTerminal and self.transport is not None:
+                self.transport.write(self.prompt.encode())
+        except Exception as e:  # a bad line must never end the chat
+            self.showNotice(f"error: {e}")
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.showNotice(f"line too long (at most {self.MAX_LENGTH} bytes); not sent")
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._finish()
+
+    # Commands
+
+    def _address(self, text: str, defaultPort: int | None, then: Callable[[Any], None]) -> None:
+        try:
+            host, port = parseHostPort(text, defaultPort)
+        except ValueError as e:
+            self.showNotice(str(e))
+            return
+        try:
+            ipaddress.ip_address(host)
+            then((host, port))
+            return
+        except ValueError:
+            pass
+        d = self.peer._reactor.resolve(host)
+        d.addCallbacks(
+            lambda address: then((address, port)),
+            lambda f: self.showNotice(f"cannot resolve {host!r}: {f.getErrorMessage()}"),
+        )
+
+    def _to(self, args: list[str]) -> None:
+        if len(args) != 1:
+            self.showNotice("usage: /to HOST:PORT")
+            return
+        self._address(args[0], None, self.peer.setPeer)
+
+    def _join(self, args: list[str]) -> None:
+        if len(args) != 2 or not isValidNick(args[1]):
+            self.showNotice("usage: /join HOST[:PORT] NICK (nick: letters, digits, _ . -)")
+            return
+        nick = args[1]
+
+        def join(address: Any) -> None:
+            self.showNotice(f"joining {args[0]} as {nick}...")
+            self.peer.join(address, nick)
+
+        self._address(args[0], ports.CHATROOM, join)
+
+    def _nick(self, args: list[str]) -> None:
+        if len(args) != 1 or not isValidNick(args[0]):
+            self.showNotice("usage: /nick NEW (letters, digits, _ . -)")
+            return
+        self.peer.changeNick(args[0])
+
+    def _quit(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self.done.called:
+            self.peer.leave()
+            self.done.callback(None)
