@@ -140,3 +140,25 @@ def test_putWithModeAndNoOptions(tmp_path: Any) -> None:
     assert (status, err) == (0, "")
     assert server.uploads[b"remote.txt"] == b"a\r\nb\r\n"
     assert server.requests[0].mode == "netascii" and server.requests[0].options == {}
+
+
+def test_getToStandardOutput(monkeypatch: Any) -> None:
+    """LOCAL '-' writes the file to standard output, and nothing else goes there."""
+    stdout = io.TextIOWrapper(io.BytesIO())
+    monkeypatch.setattr("sys.stdout", stdout)
+    data = os.urandom(2000)
+    status, out, err, _ = runCommand(
+        ["tftp", "get", "192.0.2.1", "f", "-"], {b"f": data}, terminal=True
+    )
+    assert (status, out, err) == (0, "", "")
+    stdout.flush()
+    assert stdout.buffer.getvalue() == data  # type: ignore[attr-defined]
+
+
+def test_putFromStandardInput(monkeypatch: Any) -> None:
+    data = os.urandom(2000)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+    status, _, err, server = runCommand(["tftp", "put", "192.0.2.1", "-", "in.bin"])
+    assert (status, err) == (0, "")
+    assert server.uploads[b"in.bin"] == data
+    assert server.requests[0].options == {"tsize": "2000"}

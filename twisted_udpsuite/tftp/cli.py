@@ -195,7 +195,8 @@ async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
     host, port = sub["target"]
     address = await resolveHost(reactor, host)
     where = _shown(address, port)
-    showProgress = console.isTerminal and not sub["quiet"]
+    toStdout = isGet and sub["local"] == "-"
+    showProgress = console.isTerminal and not sub["quiet"] and not toStdout
     bar: ProgressBar | None = None
     if showProgress:
         label = sub["remote"] if isGet else sub["local"]
@@ -223,8 +224,6 @@ async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
         if isGet:
             if local == "-":
                 destination: Any = sys.stdout.buffer
-                bar = None
-                common["progress"] = None
             else:
                 destination = FilePath(os.path.abspath(local))
             d: Deferred[client.TransferResult] = client.get(
