@@ -16,6 +16,7 @@ from twisted.python import usage
 from twisted_udpsuite import __version__, sendcli
 from twisted_udpsuite.chat import cli as chat
 from twisted_udpsuite.command import CommandError, CommandSpec, Console
+from twisted_udpsuite.discovery import cli as discovery
 from twisted_udpsuite.echo import cli as echo
 from twisted_udpsuite.files import cli as files
 from twisted_udpsuite.tftp import cli as tftp
@@ -29,6 +30,7 @@ COMMANDS: list[CommandSpec] = [
     files.FETCH,
     files.LS,
     chat.COMMAND,
+    discovery.COMMAND,
 ]
 
 _PROGRAM = "udpsuite"

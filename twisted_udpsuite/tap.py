@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from twisted_udpsuite.chat import service as chatroom
+from twisted_udpsuite.discovery import service as responder
 from twisted_udpsuite.echo import service as echo
 from twisted_udpsuite.files import service as files
 from twisted_udpsuite.service import ServiceSpec, checkInterface
@@ -28,7 +29,7 @@ from twisted_udpsuite.tftp import service as tftp
 __all__ = ["SERVICES", "Options", "makeService"]
 
 #: Every service, in start order.
-SERVICES: list[ServiceSpec] = [echo.SPEC, files.SPEC, tftp.SPEC, chatroom.SPEC]
+SERVICES: list[ServiceSpec] = [echo.SPEC, files.SPEC, tftp.SPEC, chatroom.SPEC, responder.SPEC]
 
 _PROGRAM = "twistd udpsuite"
 
@@ -69,6 +70,12 @@ class Options(usage.Options):
                 ["--interface", self["interface"]] if self["interface"] is not None else []
             )
             self.selected.append((spec, sub))
+        # A service that describes the others (the discovery responder) learns
+        # what else runs here and on which ports.
+        for _, sub in self.selected:
+            describe = getattr(sub, "describeSiblings", None)
+            if describe is not None:
+                describe(self.selected)
 
 
 def _spec(name: str) -> ServiceSpec:
