@@ -295,3 +295,15 @@ def test_pipelineBounded(root: Any) -> None:
     for _ in range(10):
         clock.advance(0)
     assert tr.producerState == "producing"
+
+
+def test_halfClose(root: Any) -> None:
+    """A client that half-closes after its requests gets every answer, then a close."""
+    clock, _, proto, tr = serve(root)
+    proto.dataReceived(encodeRequest(Fetch("big.bin")) + encodeRequest(Stat("empty")))
+    proto.readConnectionLost()
+    assert not tr.disconnecting
+    pumpBody(clock, tr)
+    clock.advance(0)
+    responses = Reader(True, False).feed(tr.value())
+    assert [h.status for h, _, _ in responses] == [200, 200] and tr.disconnecting

@@ -356,7 +356,10 @@ class ResponseParser:
             elif self._state == "body":
                 take = min(self._remaining, len(buffer) - pos)
                 if take:
-                    yield BodyData(bytes(view[pos : pos + take]))
+                    if pos == 0 and take == len(buffer):
+                        yield BodyData(buffer)  # the common case: no copy
+                    else:
+                        yield BodyData(bytes(view[pos : pos + take]))
                     pos += take
                     self._remaining -= take
                 if self._remaining == 0:
