@@ -35,9 +35,14 @@ __all__ = ["ChatPeerProtocol", "IChatDisplay", "RecordingDisplay"]
 
 Address = tuple[str, int]
 
-#: A keepalive is padded so that the room's "not a member" error (cut to the
-#: request's size for non-members) still fits and tells us to join again.
-_PING = b"PING" + b" " * 28
+#: Requests a non-member sends are padded with spaces: the room cuts its
+#: answers to non-members to the request's size, and the padding leaves room
+#: for a whole error ("not-member", "nick-taken NICK", ...).
+_PAD = 64
+
+
+def _padded(command: Command) -> bytes:
+    return command.toBytes().ljust(_PAD)
 
 
 class IChatDisplay(Interface):
@@ -282,12 +287,12 @@ class ChatPeerProtocol(DatagramProtocol):
             self.room, self.state = None, "idle"
             return
         self._tries += 1
-        self._write(Command("JOIN", self.nick).toBytes(), self.room)
+        self._write(_padded(Command("JOIN", self.nick)), self.room)
         self._joinTimer = self._reactor.callLater(self.joinRetry, self._sendJoin)
 
     def _tick(self) -> None:
         if self.room is not None:
-            self._write(_PING, self.room)
+            self._write(_padded(Command("PING")), self.room)
             self._requestMissing()
 
     # Sequence numbers

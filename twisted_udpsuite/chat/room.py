@@ -43,6 +43,10 @@ MAX_DATAGRAM = 65536
 
 Address = tuple[str, int]
 
+#: The same text from the same member within this many seconds is a
+#: duplicated datagram, not a new message.
+DUPLICATE_WINDOW = 2.0
+
 
 @dataclass
 class RoomPolicy:
@@ -77,6 +81,7 @@ class Member:
     nick: str
     joined: float
     lastSeen: float
+    lastMessage: tuple[str, float, int] | None = None
 
 
 class IChatRoomObserver(Interface):
@@ -269,7 +274,14 @@ class ChatRoomProtocol(DatagramProtocol):
             self._send(addr, relay.toBytes())
 
     def _doMsg(self, member: Member, command: Command) -> None:
+        now = self._clock.seconds()
+        last = member.lastMessage
+        if last is not None and last[0] == command.text and now - last[1] < DUPLICATE_WINDOW:
+            # The network (or a retrying client) delivered it twice: relay it once.
+            self._send(member.address, Reply(True, "SENT", (str(last[2]),)).toBytes())
+            return
         relay = self._relay(member, printable(command.text.encode("utf-8")))
+        member.lastMessage = (command.text, now, relay.seq)
         self._send(member.address, Reply(True, "SENT", (str(relay.seq),)).toBytes())
 
     def _rename(self, member: Member, nick: str) -> Relay:
