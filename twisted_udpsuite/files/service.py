@@ -17,41 +17,13 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
-from twisted.web import pages, server, static
 
 from twisted_udpsuite import ports
 from twisted_udpsuite.files.server import FileServerFactory
-from twisted_udpsuite.paths import isTemporaryName, isWithin
 from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.service import ServiceOptions, ServiceSpec, checkPort
 
-__all__ = ["ConfinedFile", "FileService", "Options", "SPEC", "makeService"]
-
-
-class ConfinedFile(static.File):
-    """C{static.File} that will not follow a symlink out of C{root} nor show uploads."""
-
-    confinedRoot: FilePath
-
-    def getChild(self, path: bytes, request: Any) -> Any:
-        child = super().getChild(path, request)
-        if isinstance(child, static.File):
-            name = child.basename()
-            if not isWithin(self.confinedRoot, child) or isTemporaryName(name):
-                return pages.notFound()
-        return child
-
-    def createSimilarFile(self, path: str) -> ConfinedFile:
-        f: ConfinedFile = super().createSimilarFile(path)
-        f.confinedRoot = self.confinedRoot
-        return f
-
-
-def confinedFile(root: FilePath) -> ConfinedFile:
-    """The HTTP resource for C{root}."""
-    f = ConfinedFile(root.path)
-    f.confinedRoot = root
-    return f
+__all__ = ["FileService", "Options", "SPEC", "makeService"]
 
 
 class FileService(Service):
@@ -86,8 +58,9 @@ class FileService(Service):
         self.listening = self._reactor.listenTCP(self.port, self.factory, interface=self.interface)
         if self.httpPort is not None:
             try:
-                site = server.Site(confinedFile(self.root))
-                site.noisy = False
+                from twisted_udpsuite.files.http import httpSite  # twisted.web only if asked
+
+                site = httpSite(self.root)
                 self.httpListening = self._reactor.listenTCP(
                     self.httpPort, site, interface=self.interface
                 )
