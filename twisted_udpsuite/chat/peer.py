@@ -70,6 +70,14 @@ class RecordingDisplay:
         self.notices.append(text)
 
 
+def _isRoomLine(datagram: bytes) -> bool:
+    try:
+        parseReply(datagram)
+    except MalformedMessage:
+        return False
+    return True
+
+
 def _show(address: Address) -> str:
     host = hostOf(address[0])
     return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
@@ -121,6 +129,7 @@ class ChatPeerProtocol(DatagramProtocol):
         self._joinTimer: IDelayedCall | None = None
         self._gapTimer: IDelayedCall | None = None
         self._keepalive: LoopingCall | None = None
+        self._lastRoom: Address | None = None
 
     # What the user does
 
@@ -160,6 +169,7 @@ class ChatPeerProtocol(DatagramProtocol):
     def leave(self) -> None:
         """Leave the room (one LEAVE; the room expires us anyway if it is lost)."""
         if self.room is not None:
+            self._lastRoom = (hostOf(self.room[0]), self.room[1])
             self._write(Command("LEAVE").toBytes(), self.room)
             self.display.showNotice(f"left the room at {_show(self.room)}")
         self.room = None
@@ -194,6 +204,8 @@ class ChatPeerProtocol(DatagramProtocol):
             source = (hostOf(addr[0]), addr[1])
             if self.room is not None and source == (hostOf(self.room[0]), self.room[1]):
                 self._fromRoom(datagram)
+            elif source == self._lastRoom and _isRoomLine(datagram):
+                pass  # stragglers (OK LEFT, relays in flight) from a room we left
             else:
                 stamp = time.strftime("%H:%M:%S", time.gmtime(self._reactor.seconds()))
                 self.display.showMessage(stamp, _show(source), printable(datagram, self.encoding))

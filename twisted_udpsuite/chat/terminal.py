@@ -101,7 +101,7 @@ class ChatTerminal(LineReceiver):
         text = line.decode(self.encoding, "replace").rstrip("\r")
         try:
             if text.startswith("/") and not text.startswith("//"):
-                name, *args = text[1:].split()
+                name, *args = text[1:].split() or [""]
                 command = self._commands.get(name.lower()) if name else None
                 if command is None:
                     self.showNotice(f"unknown command /{name}: try /help")
