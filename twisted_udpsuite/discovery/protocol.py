@@ -376,7 +376,7 @@ class Discoverer:
         requestId = self._nextRequestId
         self._nextRequestId = (self._nextRequestId + 1) & 0xFFFFFFFF
         self._requestIds.add(requestId)
-        known = tuple(self.found)[: 255 // wire.INSTANCE_SIZE]
+        known = tuple(self.found)[: wire.MAX_KNOWN]
         data = Message(
             Kind.PROBE,
             self.instance,

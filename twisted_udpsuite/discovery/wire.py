@@ -43,6 +43,8 @@ MAX_NAME = 64
 #: Longest service name, in UTF-8 bytes.
 MAX_SERVICE_NAME = 32
 INSTANCE_SIZE = 8
+#: At most this many known instances go in one probe (about 1 KiB).
+MAX_KNOWN = 128
 
 FLAG_TRUNCATED = 0x01
 
@@ -130,8 +132,10 @@ class Message:
         fields = []
         if self.name:
             fields.append(_tlv(_T_NAME, _clip(self.name.encode("utf-8"), MAX_NAME)))
-        if self.known:
-            fields.append(_tlv(_T_KNOWN, b"".join(self.known[: 255 // INSTANCE_SIZE])))
+        perField = 255 // INSTANCE_SIZE
+        for start in range(0, min(len(self.known), MAX_KNOWN), perField):
+            chunk = self.known[start : min(start + perField, MAX_KNOWN)]
+            fields.append(_tlv(_T_KNOWN, b"".join(chunk)))
         truncated = self.truncated
         size = HEADER_SIZE + sum(map(len, fields))
         for entry in self.services:
