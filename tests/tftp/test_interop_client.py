@@ -243,3 +243,38 @@ async def test_commandLine(reactor: Any, peer: Peer, tmp_path: Path) -> None:
     assert err.decode().startswith("udpsuite tftp: get missing (127.0.0.1:")
     assert err.count(b"\n") == 1
     assert not (tmp_path / "m").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_ipv6WithInTftpd(reactor: Any, tmp_path: Path) -> None:
+    """Over ::1 (atftpd 0.8 binds IPv4 only, so tftp-hpa alone is tried)."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    root = tmp_path / "root"
+    root.mkdir()
+    data = content(200_000)
+    (root / "f.bin").write_bytes(data)
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+    argv = _argv("in.tftpd", port, root)
+    argv[argv.index("--address") + 1] = f"[::1]:{port}"
+    process = BackgroundProcess(reactor, argv)
+    try:
+        for _ in range(200):
+            try:
+                await get(reactor, ("::1", port), "nope", io.BytesIO()).addTimeout(0.05, reactor)
+            except errors.FileNotFound:
+                break
+            except Exception:
+                continue
+        target = tmp_path / "got.bin"
+        d = get(reactor, ("::1", port), "f.bin", str(target), blksize=1428)
+        result = await d.addTimeout(30, reactor)
+        assert target.read_bytes() == data and result.options.blksize == 1428
+        d = put(reactor, ("::1", port), data, "up.bin", blksize=1428)
+        await d.addTimeout(30, reactor)
+        await _settled(reactor, root / "up.bin", len(data))
+        assert (root / "up.bin").read_bytes() == data
+    finally:
+        await process.stop()
