@@ -237,6 +237,24 @@ class TFTPSession(DatagramProtocol):
     def filename(self) -> str:
         return self.request.filename.decode("utf-8", errors="backslashreplace")
 
+    def startProtocol(self) -> None:
+        # The hot path: on a real socket, send with sendto() directly. udp.Port.write checks
+        # the address three times per datagram (a fifth of the per-block cost); the peer's
+        # address was checked once, when the request came in.
+        sock = getattr(self.transport, "socket", None)
+        if sock is not None and hasattr(sock, "sendto"):
+            sendto = sock.sendto
+            peer = self.peer
+            log = self.log
+
+            def send(packet: bytes) -> None:
+                try:
+                    sendto(packet, peer)
+                except OSError as e:  # EAGAIN, ECONNREFUSED...: a lost datagram, resent later
+                    log.debug("cannot send to {peer}: {error}", peer=peer, error=e)
+
+            self._send = send  # type: ignore[method-assign]
+
     def _send(self, packet: bytes) -> None:
         try:
             self.transport.write(packet, self.peer)

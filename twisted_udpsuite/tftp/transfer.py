@@ -341,6 +341,7 @@ class Sender(_Engine):
         # Block numbers inside the engine are absolute (1, 2, ... past 65535); _base is the
         # first unacknowledged one and _window holds the packets from _base that were built.
         self._base = 1
+        self._ackedWire = 0  # wire number of block _base - 1
         self._window: list[bytes] = []
         self._sent = 0  # how many of _window have been sent at least once
         self._eof = False  # the final (short) block is in _window
@@ -353,12 +354,6 @@ class Sender(_Engine):
         if self._rollover == 0 or absolute < 65536:
             return absolute & 0xFFFF
         return (absolute - 1) % 65535 + 1
-
-    def _index(self, wire: int) -> int:
-        return wire if self._rollover == 0 else (wire - 1) % 65535
-
-    def _cycle(self) -> int:
-        return 65536 if self._rollover == 0 else 65535
 
     def start(self, initial: bytes | None = None) -> None:
         """
@@ -460,15 +455,19 @@ class Sender(_Engine):
             return
         window = self._window
         sent = self._sent
-        if sent < len(window):
+        count = len(window)
+        if sent < count:
             if sent == 0:
                 self._sentAt = self._clock.seconds()
                 self._clean = True
-            send = self._send
-            for index in range(sent, len(window)):
-                send(window[index])
-            self._sent = len(window)
-            self._arm(self._rto.backoff(self._tries))
+            if count - sent == 1:
+                self._send(window[sent])
+            else:
+                send = self._send
+                for index in range(sent, count):
+                    send(window[index])
+            self._sent = count
+            self._arm(self._rto.backoff(self._tries) if self._tries else self._rto.rto)
 
     # ACKs
 
@@ -491,23 +490,29 @@ class Sender(_Engine):
                 self._disarm()
                 self._fill()
             return
-        cycle = self._cycle()
-        offset = (self._index(block) - self._index(self._wire(self._base - 1))) % cycle
+        # How many blocks this ACK covers, counted from the last one acknowledged (16-bit).
+        if self._rollover == 0:
+            offset = (block - self._ackedWire) & 0xFFFF
+        else:
+            offset = ((block - 1) % 65535 - (self._ackedWire - 1) % 65535) % 65535
         if offset == 0 or offset > self._sent:
             return  # a duplicate (Sorcerer's Apprentice) or nonsense: the timer decides
-        now = self._clock.seconds()
         if self._clean:
-            self._rto.sample(now - self._sentAt)
+            self._rto.sample(self._clock.seconds() - self._sentAt)
         window = self._window
-        acked = window[:offset]
-        del window[:offset]
+        stats = self.stats
+        if offset == 1:
+            stats.bytes += len(window[0]) - 4
+            del window[0]
+        else:
+            for index in range(offset):
+                stats.bytes += len(window[index]) - 4
+            del window[:offset]
+        self._ackedWire = block
         self._sent -= offset
         self._base += offset
         self._tries = 0
-        stats = self.stats
         stats.blocks += offset
-        for packet in acked:
-            stats.bytes += len(packet) - 4
         if self._eof and not window:
             self._succeed()
             self._close()
