@@ -162,3 +162,20 @@ def test_putFromStandardInput(monkeypatch: Any) -> None:
     assert (status, err) == (0, "")
     assert server.uploads[b"in.bin"] == data
     assert server.requests[0].options == {"tsize": "2000"}
+
+
+def test_getIntoADirectory(tmp_path: Any) -> None:
+    """LOCAL naming a directory saves the file there under REMOTE's name, as cp does."""
+    status, _, err, _ = runCommand(
+        ["tftp", "get", "192.0.2.1", "a/b.bin", str(tmp_path)], {b"a/b.bin": b"x"}
+    )
+    assert (status, err) == (0, "")
+    assert (tmp_path / "b.bin").read_bytes() == b"x"
+
+
+def test_getIntoAMissingDirectory(tmp_path: Any) -> None:
+    local = str(tmp_path / "no" / "x")
+    status, _, err, server = runCommand(["tftp", "get", "192.0.2.1", "f", local])
+    assert status == 1
+    assert err == f"udpsuite tftp: get f: cannot write {local}: No such file or directory\n"
+    assert server.requests == []

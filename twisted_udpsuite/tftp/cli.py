@@ -225,10 +225,16 @@ async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
             if local == "-":
                 destination: Any = sys.stdout.buffer
             else:
+                if os.path.isdir(local):
+                    # Like cp: into the directory, under the remote file's name.
+                    local = os.path.join(local, posixpath.basename(remote.replace("\\", "/")))
                 destination = FilePath(os.path.abspath(local))
-            d: Deferred[client.TransferResult] = client.get(
-                reactor, (address, port), remote, destination, **common
-            )
+            try:
+                d: Deferred[client.TransferResult] = client.get(
+                    reactor, (address, port), remote, destination, **common
+                )
+            except OSError as e:
+                raise CommandError(f"get {remote}: cannot write {local}: {e.strerror}") from None
         else:
             if local == "-":
                 source: Any = sys.stdin.buffer
