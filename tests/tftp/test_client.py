@@ -433,3 +433,34 @@ def test_netascii(tail: bytes, tmp_path: Any) -> None:
     net.runUntil(put(client, SERVER, text, "u", mode="netascii"))
     assert server.uploads[b"u"] == server.files[b"t"]
     assert server.requests[-1].options["tsize"] == str(len(server.files[b"t"]))
+
+
+def test_serverLowersBlksize() -> None:
+    """RFC 2348: the server may answer a smaller blksize; the client uses it."""
+    data = payload(10_000)
+    net, client, server = setUp({b"f": data}, Script(maxBlksize=1024))
+    out = io.BytesIO()
+    result = net.runUntil(get(client, SERVER, "f", out, blksize=4096))
+    assert out.getvalue() == data
+    assert result.options.blksize == 1024 and not result.fellBack
+    assert all(len(r.data) <= 1028 for r in net.datagrams if r.source[0] == "192.0.2.1")
+
+
+def test_uploadFinalAckLost() -> None:
+    """The server's last ACK is lost once: we resend the last DATA, it re-ACKs, success."""
+    data = payload(1500)
+    net, client, server = setUp()
+    dropped: list[int] = []
+
+    def dropFirstFinalAck(record: Any) -> bool:
+        if record.source[0] == "192.0.2.1" and record.data == b"\x00\x04\x00\x03" and not dropped:
+            dropped.append(1)
+            return True
+        return False
+
+    net.dropIf(dropFirstFinalAck)
+    result = net.runUntil(put(client, SERVER, data, "up"))
+    assert dropped and server.uploads[b"up"] == data
+    assert result.retransmits >= 1
+    settle(net)
+    assert net.clock.getDelayedCalls() == []
