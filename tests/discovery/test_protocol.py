@@ -250,7 +250,15 @@ def test_ipv6AllNodes() -> None:
         host = net.addHost(f"fe80::{i + 2}/64")
         host.listenUDP(PORT, Responder(f"v6-{i}", (), host, random=random.Random(i)), "::")
     found = net.runUntil(
-        discover(querier, PORT, timeout=4, interfaces=[], limitedBroadcast=False, ipv6=True)
+        discover(
+            querier,
+            PORT,
+            timeout=4,
+            interfaces=[],
+            limitedBroadcast=False,
+            ipv6=True,
+            ipv6Interfaces=(),
+        )
     )
     assert sorted(r.name for r in found) == ["v6-0", "v6-1", "v6-2"]
     assert all(r.address[0].startswith("fe80::") for r in found)

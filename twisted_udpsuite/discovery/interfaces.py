@@ -15,7 +15,7 @@ import struct
 
 from twisted.logger import Logger
 
-__all__ = ["InterfaceInfo", "broadcastInterfaces", "directedBroadcasts"]
+__all__ = ["InterfaceInfo", "broadcastInterfaces", "directedBroadcasts", "multicastInterfaceNames"]
 
 log = Logger(namespace="twisted_udpsuite.discovery")
 
@@ -26,6 +26,7 @@ _IFF_UP = 0x1
 _IFF_BROADCAST = 0x2
 _IFF_LOOPBACK = 0x8
 _IFF_POINTOPOINT = 0x10
+_IFF_MULTICAST = 0x1000
 
 InterfaceInfo = tuple[str, ipaddress.IPv4Interface]
 
@@ -75,3 +76,26 @@ def directedBroadcasts(interfaces: list[ipaddress.IPv4Interface]) -> list[str]:
         if address not in out:
             out.append(address)
     return out
+
+
+def multicastInterfaceNames() -> list[str]:
+    """
+    Names of the interfaces that are up and multicast-capable, loopback
+    excluded: the scopes to send C{ff02::1%NAME} on.  Empty if unknown.
+    """
+    try:
+        names = socket.if_nameindex()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    except (OSError, AttributeError) as e:
+        log.debug("cannot list interfaces: {error}", error=e)
+        return []
+    found = []
+    with sock:
+        for _, name in names:
+            try:
+                flags = struct.unpack_from("H", _ioctl(sock, _SIOCGIFFLAGS, name), 16)[0]
+            except (OSError, ImportError):
+                continue
+            if flags & _IFF_UP and flags & _IFF_MULTICAST and not flags & _IFF_LOOPBACK:
+                found.append(name)
+    return found

@@ -27,7 +27,11 @@ from twisted.logger import Logger
 from twisted_udpsuite import ports
 from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
 from twisted_udpsuite.discovery import wire
-from twisted_udpsuite.discovery.interfaces import broadcastInterfaces, directedBroadcasts
+from twisted_udpsuite.discovery.interfaces import (
+    broadcastInterfaces,
+    directedBroadcasts,
+    multicastInterfaceNames,
+)
 from twisted_udpsuite.discovery.wire import Kind, MalformedMessage, Message, ServiceEntry
 from twisted_udpsuite.ratelimit import PerSourceLimiter
 from twisted_udpsuite.reactors import reactorOr
@@ -287,8 +291,8 @@ class Discoverer:
 
     @param interfaces: IPv4 interfaces (C{"192.0.2.1/24"}) whose directed
         broadcasts to probe; L{None} asks the operating system.
-    @param ipv6Interfaces: interface names for C{ff02::1%NAME}; empty means
-        plain C{ff02::1} (the default route's link).
+    @param ipv6Interfaces: interface names for C{ff02::1%NAME}; L{None} asks
+        the operating system; empty means plain C{ff02::1} (the default link).
     @param onFound: called with each new L{DiscoveredResponder}.
     @param unicastTargets: addresses also probed directly (a responder
         bound to a unicast address, or one beyond a router).
@@ -304,7 +308,7 @@ class Discoverer:
         interfaces: Iterable[str | ipaddress.IPv4Interface] | None = None,
         limitedBroadcast: bool = True,
         ipv6: bool = False,
-        ipv6Interfaces: Sequence[str] = (),
+        ipv6Interfaces: Sequence[str] | None = None,
         maxDelay: float = 1.0,
         attempts: int = 3,
         interval: float = 1.0,
@@ -322,6 +326,8 @@ class Discoverer:
         self.targets: list[str] = (["255.255.255.255"] if limitedBroadcast else []) + [
             t for t in directedBroadcasts(found) if t != "255.255.255.255"
         ]
+        if ipv6Interfaces is None:
+            ipv6Interfaces = multicastInterfaceNames() if ipv6 else ()
         self.ipv6Targets = (
             [f"{IPV6_ALL_NODES}%{n}" for n in ipv6Interfaces] or [IPV6_ALL_NODES] if ipv6 else []
         )
