@@ -75,7 +75,7 @@ def test_serviceOnTheMemoryNetwork() -> None:
     client = rawClient(net, 0)
     client.send(b"JOIN alice")
     net.pump()
-    assert client.take()[0] == b"OK JOINED alice 1 1"
+    assert client.take()[0] == b"OK JOINED alice 1 1\n"
     other = ChatRoomService(port=9999, reactor=host)
     with pytest.raises(CannotListenError):
         other.startService()

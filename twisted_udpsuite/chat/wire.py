@@ -3,6 +3,7 @@ The chat room's text protocol: one command or reply per datagram, pure (no
 Twisted), readable and typeable by a human with C{nc -u}.
 
 Members send commands (L{parseCommand} → a L{Command}); the room answers
+(each datagram one line ending in a newline, so C{nc} shows it as a line)
 with sequenced lines (L{Relay}: a message or a room event such as a join)
 and unsequenced replies (L{Reply}: C{OK ...} or C{ERR ...}), read back with
 L{parseReply}.  Anything that is not valid is one L{MalformedMessage}.
@@ -153,7 +154,7 @@ class Relay:
 
     def toBytes(self) -> bytes:
         who = f"<{self.nick}> " if self.nick is not None else "* "
-        return f"#{self.seq} {self.time} {who}{self.text}".encode()
+        return f"#{self.seq} {self.time} {who}{self.text}\n".encode()
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ class Reply:
 
     def toBytes(self) -> bytes:
         words = ["OK" if self.ok else "ERR", self.what, *self.args]
-        return " ".join(w for w in words if w).encode()
+        return (" ".join(w for w in words if w) + "\n").encode()
 
     def number(self, index: int) -> int:
         """Argument C{index} as a sequence number."""
