@@ -196,8 +196,9 @@ class _Source:
 class _ClientTransfer(DatagramProtocol):
     """
     One transfer from the client's socket: the request and its answer here, the blocks in
-    the shared engine. Failures and cancellation end in L{_finish}, which is the only place
-    that closes the port, cancels timers and fires L{done}.
+    the shared engine. L{done} fires once, from L{_finish} (or errbacks on cancel); the port
+    closes in L{_closePort}, after the engine's dally when there is an engine, so a repeated
+    last DATA is still answered.
     """
 
     log = Logger()
@@ -234,7 +235,7 @@ class _ClientTransfer(DatagramProtocol):
         self._timer: IDelayedCall | None = None
         self._tries = 0
         self._retried = False
-        self._engine: Any = None
+        self._engine: Receiver | Sender | None = None
         self._options = TransferOptions()
         self._accepted: dict[str, str] = {}
         self._fellBack = False
