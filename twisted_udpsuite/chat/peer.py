@@ -99,6 +99,7 @@ class ChatPeerProtocol(DatagramProtocol):
     """
 
     log = Logger(namespace="twisted_udpsuite.chat")
+    noisy = False
 
     def __init__(
         self,

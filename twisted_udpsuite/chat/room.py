@@ -116,6 +116,7 @@ class ChatRoomProtocol(DatagramProtocol):
     """
 
     log = Logger(namespace="twisted_udpsuite.chat")
+    noisy = False
 
     def __init__(self, reactor: IReactorTime | None = None, policy: RoomPolicy | None = None):
         self._clock: IReactorTime = reactorOr(reactor)
