@@ -16,6 +16,8 @@ import errno
 import hashlib
 import json
 import os
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -383,6 +385,72 @@ def _hashPrefix(path: str, length: int) -> Any:
     return digest
 
 
+class _Hasher:
+    """
+    The sha256 of a stream, computed in a worker thread when the reactor has threads.
+
+    hashlib releases the GIL on large buffers, so hashing overlaps receiving and
+    writing instead of adding to them.  If the thread falls more than L{HIGH} bytes
+    behind, C{backlog(True)} pauses the transport until it is under L{LOW} again.
+    Reactors without threads (test clocks) hash inline.
+    """
+
+    HIGH = 16 * 1024 * 1024
+    LOW = 4 * 1024 * 1024
+
+    def __init__(self, reactor: Any, digest: Any, backlog: Callable[[bool], None]) -> None:
+        self._digest = digest
+        self._backlog = backlog
+        self._callFromThread = getattr(reactor, "callFromThread", None)
+        self._finished: Deferred[str] = Deferred()
+        self._pending = 0
+        self._paused = False
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[bytes | None] | None = None
+        if self._callFromThread is not None:
+            self._queue = queue.SimpleQueue()
+            threading.Thread(target=self._run, name="fetch-sha256", daemon=True).start()
+
+    def update(self, data: bytes) -> None:
+        if self._queue is None:
+            self._digest.update(data)
+            return
+        with self._lock:
+            self._pending += len(data)
+            pause = not self._paused and self._pending > self.HIGH
+            if pause:
+                self._paused = True
+        self._queue.put(data)
+        if pause:
+            self._backlog(True)
+
+    def _run(self) -> None:
+        assert self._queue is not None and self._callFromThread is not None
+        while (item := self._queue.get()) is not None:
+            self._digest.update(item)
+            with self._lock:
+                self._pending -= len(item)
+                resume = self._paused and self._pending <= self.LOW
+                if resume:
+                    self._paused = False
+            if resume:
+                self._callFromThread(self._backlog, False)
+        self._callFromThread(self._finished.callback, self._digest.hexdigest())
+
+    def finish(self) -> Deferred[str]:
+        """The hex digest, once every byte given to L{update} is hashed."""
+        if self._queue is None:
+            self._finished.callback(self._digest.hexdigest())
+        else:
+            self._queue.put(None)
+        return self._finished
+
+    def abandon(self) -> None:
+        """Stop the worker thread; the digest is not needed."""
+        if self._queue is not None and not self._finished.called:
+            self._queue.put(None)
+
+
 class _FetchSink(_Sink):
     """Writes a FETCH body to the part file as it arrives, hashing it."""
 
@@ -397,7 +465,9 @@ class _FetchSink(_Sink):
         self.held = held
         self.progress = progress
         self.fd = -1
-        self.digest: Any = None
+        self.hasher: _Hasher | None = None
+        self.reactor: Any = None
+        self.transport: Any = None
         self.received = 0
         self.written = 0
         self.total = 0
@@ -414,11 +484,12 @@ class _FetchSink(_Sink):
         flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         if head.offset == 0:
             flags |= os.O_TRUNC
-            self.digest = hashlib.sha256()
+            digest = hashlib.sha256()
         elif head.offset == self.held:
-            self.digest = _hashPrefix(self.part.path, self.held)
+            digest = _hashPrefix(self.part.path, self.held)
         else:
             raise MalformedFrame("server resumed at an offset we did not ask for")
+        self.hasher = _Hasher(self.reactor, digest, self._backlog)
         self.fd = os.open(self.part.path, flags, 0o666)
         os.lseek(self.fd, head.offset, os.SEEK_SET)
         if head.offset == 0:
@@ -435,7 +506,8 @@ class _FetchSink(_Sink):
         while view:
             n = os.write(self.fd, view)
             view = view[n:]
-        self.digest.update(data)
+        assert self.hasher is not None
+        self.hasher.update(data)
         self.received += len(data)
         self.written += len(data)
         if self.progress is not None:
@@ -445,7 +517,16 @@ class _FetchSink(_Sink):
         self.trailer = trailer
         self.deferred.callback(self.head)
 
+    def _backlog(self, behind: bool) -> None:
+        if self.transport is not None and self.transport.connected:
+            if behind:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
+
     def close(self) -> None:
+        if self.hasher is not None:
+            self.hasher.abandon()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -485,6 +566,8 @@ def fetch(
         protocol = await _connect(reactor, address, timeout, idleTimeout)
         state["protocol"] = protocol
         sink = _FetchSink(part, held, progress)
+        sink.reactor = reactor
+        sink.transport = protocol.transport
         try:
             head = await protocol.request(Fetch(remote, held, version), sink)
         except BaseException:
@@ -505,7 +588,8 @@ def fetch(
                 raise FileChanged(f"{remote} changed on the server while it was sent")
             if sink.written != sink.total:
                 raise FetchError("size mismatch")
-            digest = sink.digest.hexdigest()
+            assert sink.hasher is not None
+            digest = await sink.hasher.finish()
             if digest != trailer.sha256:
                 sink.close()
                 part.remove()
