@@ -501,3 +501,14 @@ def test_asynchronousBackend(root: FilePath) -> None:
             world.put(b"x", "up")
     assert any(e.get("log_failure") for e in events)
     world.settle()
+
+
+def test_reflectionBudgetForSilentPeers(root: FilePath) -> None:
+    """A (possibly spoofed) requester that never answers gets few resends, whatever retries."""
+    _file(root, "f", 100_000)
+    world = _World(root, policy=ServerPolicy(rate=None, retries=10, unansweredRetries=2))
+    peer = world.raw()
+    peer.send(ReadRequest(b"f", "octet", {"blksize": "1428"}))
+    world.net.advance(60)
+    assert [type(p).__name__ for p, _ in peer.received] == ["OptionAck"] * 3
+    world.settle()

@@ -57,7 +57,10 @@ class IReader(Interface):
     size = Attribute("Size in bytes, or None if unknown (then no tsize is offered).")
 
     def read(n: int) -> bytes | Deferred[bytes]:
-        """Up to C{n} bytes (fewer is fine; C{b""} only at the end)."""
+        """
+        Up to C{n} bytes (fewer is fine; C{b""} only at the end). A reader may also offer a
+        synchronous C{readinto(buffer) -> int}, which the engine prefers for large blocks.
+        """
 
     def close() -> None:
         """Release the file; called once, whatever the outcome."""
@@ -106,6 +109,7 @@ class FileReader:
         self._file = open(fd, "rb", buffering=_READ_BUFFER)  # noqa: SIM115 (closed by close())
         self.size: int | None = size
         self.read = self._file.read
+        self.readinto = self._file.readinto
 
     def close(self) -> None:
         self._file.close()
@@ -133,7 +137,7 @@ class FileWriter:
 
     def _drain(self) -> None:
         try:
-            self._atomic.write(bytes(self._buffer))
+            self._atomic.write(self._buffer)
         except OSError as e:
             raise _mapOSError(e, "") from e
         finally:

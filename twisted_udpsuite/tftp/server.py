@@ -12,6 +12,7 @@ client port whose transfer is running is ignored (the running session answers it
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,10 @@ class ServerPolicy:
     @ivar retries: Resends of an unanswered packet before a transfer is abandoned.
     @ivar timeout: Largest retransmission timeout (s) when the client does not choose one.
     @ivar rollover: Block number after 65535 when sending (0 or 1).
+    @ivar unansweredRetries: Resends allowed before the client has answered at all: a
+        spoofed request must not turn into C{retries} full blocks of reflected traffic.
+    @ivar socketBuffer: C{SO_SNDBUF}/C{SO_RCVBUF} asked for each transfer socket, so a
+        window of large blocks is not dropped by the kernel (capped by C{wmem_max}).
     """
 
     limits: ServerOptionLimits = field(default_factory=ServerOptionLimits)
@@ -82,6 +87,8 @@ class ServerPolicy:
     retries: int = 5
     timeout: float = DEFAULT_TIMEOUT
     rollover: int = 0
+    unansweredRetries: int = 3
+    socketBuffer: int = 4 * 1024 * 1024
 
 
 class TFTPServerProtocol(DatagramProtocol):
@@ -254,6 +261,11 @@ class TFTPSession(DatagramProtocol):
                     log.debug("cannot send to {peer}: {error}", peer=peer, error=e)
 
             self._send = send  # type: ignore[method-assign]
+            for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, option, self.server.policy.socketBuffer)
+                except OSError:
+                    pass
 
     def _send(self, packet: bytes) -> None:
         try:
@@ -309,6 +321,7 @@ class TFTPSession(DatagramProtocol):
                 rollover=policy.rollover,
                 timeout=policy.timeout,
             )
+            engine.unansweredRetries = policy.unansweredRetries
             self.engine = engine
             self._watch(engine)
             engine.start(OptionAck(self.oack).toBytes() if self.oack else None)
@@ -324,6 +337,7 @@ class TFTPSession(DatagramProtocol):
                 timeout=policy.timeout,
                 commit=self._commit,
             )
+            engine.unansweredRetries = policy.unansweredRetries
             self.engine = engine
             self._watch(engine)
             engine.start(OptionAck(self.oack).toBytes() if self.oack else encodeAck(0))

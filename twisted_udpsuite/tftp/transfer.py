@@ -169,6 +169,10 @@ class _Engine:
         self._timer: IDelayedCall | None = None
         self._deadline = 0.0
         self._tries = 0
+        self._heard = False
+        self.unansweredRetries: int | None = None
+        """Retry budget until the peer first answers (None: C{retries}). A server lowers it:
+        every resend to a spoofed source is reflection traffic."""
         self._started = clock.seconds()
         self._over = False
         self._closed = False
@@ -201,7 +205,10 @@ class _Engine:
 
     def _retry(self) -> bool:
         """Count one more retry; False (and the transfer failed) when the budget is spent."""
-        if self._tries >= self.retries:
+        budget = self.retries
+        if not self._heard and self.unansweredRetries is not None:
+            budget = min(budget, self.unansweredRetries)
+        if self._tries >= budget:
             self._fail(
                 errors.TransferTimeout(f"no answer after {self._tries + 1} tries"),
                 sendError=False,
@@ -335,6 +342,8 @@ class Sender(_Engine):
         if rollover not in (0, 1):
             raise ValueError("rollover must be 0 or 1")
         self._reader = reader
+        # A synchronous readinto() (optional on readers) saves copies on large blocks.
+        self._readinto = getattr(reader, "readinto", None) if options.blksize >= 4096 else None
         self._rollover = rollover
         self._blksize = options.blksize
         self._windowsize = options.windowsize
@@ -342,7 +351,7 @@ class Sender(_Engine):
         # first unacknowledged one and _window holds the packets from _base that were built.
         self._base = 1
         self._ackedWire = 0  # wire number of block _base - 1
-        self._window: list[bytes] = []
+        self._window: list[bytes | bytearray] = []
         self._sent = 0  # how many of _window have been sent at least once
         self._eof = False  # the final (short) block is in _window
         self._reading = False
@@ -375,7 +384,14 @@ class Sender(_Engine):
         reader = self._reader
         blksize = self._blksize
         window = self._window
+        readinto = self._readinto
         while not self._eof and len(window) < self._windowsize and not self._reading:
+            if readinto is not None:
+                packet = self._readPacket(readinto)
+                if packet is None:
+                    return
+                window.append(packet)
+                continue
             try:
                 chunk = reader.read(blksize)
             except Exception:
@@ -393,6 +409,29 @@ class Sender(_Engine):
             if self._over:
                 return
         self._flush()
+
+    def _readPacket(self, readinto: Any) -> bytearray | None:
+        """Large blocks: read straight into the packet buffer (one copy instead of three)."""
+        blksize = self._blksize
+        packet = bytearray(4 + blksize)
+        view = memoryview(packet)
+        got = 0
+        try:
+            while got < blksize:
+                n = readinto(view[4 + got :])
+                if not n:
+                    break
+                got += n
+        except Exception:
+            view.release()
+            self._readFailed(Failure())
+            return None
+        view.release()
+        _HEADER.pack_into(packet, 0, _DATA, self._wire(self._base + len(self._window)))
+        if got < blksize:
+            del packet[4 + got :]
+            self._eof = True
+        return packet
 
     def _topUp(self, chunk: bytes) -> bytes | None:
         """A short read before the end: keep reading until a whole block or EOF."""
@@ -487,6 +526,7 @@ class Sender(_Engine):
                     self._rto.sample(self._clock.seconds() - self._sentAt)
                 self._initial = None
                 self._tries = 0
+                self._heard = True
                 self._disarm()
                 self._fill()
             return
@@ -512,6 +552,7 @@ class Sender(_Engine):
         self._sent -= offset
         self._base += offset
         self._tries = 0
+        self._heard = True
         stats.blocks += offset
         if self._eof and not window:
             self._succeed()
@@ -684,6 +725,7 @@ class Receiver(_Engine):
             self._fresh = False
         self._gapAcked = False
         self._tries = 0
+        self._heard = True
         self._next += 1
         stats = self.stats
         stats.blocks += 1
