@@ -198,3 +198,25 @@ async def test_announceAndGoodbye(reactor: Any, lan: Lan) -> None:
     finally:
         await announcer.stop()
         await table.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_everyServiceDescribed(reactor: Any, lan: Lan, tmp_path: Any) -> None:
+    """'twistd -n udpsuite' with no subcommand starts a responder that lists the others."""
+    everything = BackgroundProcess(
+        reactor,
+        lan.run(lan.c, [venvScript("twistd"), "-n", "--pidfile=", "udpsuite"]),
+        path=str(tmp_path),
+    )
+    try:
+        await everything.waitFor(rb"responder '.*' listening")
+        out, err, code = await runProcess(
+            reactor, lan.run(lan.a, [venvScript("udpsuite"), "discover", "--timeout", "2"])
+        )
+    finally:
+        await everything.stop()
+    assert code == 0, (out, err)
+    [line] = out.decode().splitlines()
+    assert line.startswith(f"{lan.prefix}.3:{PORT}  ")
+    for service in ("echo/udp:7007", "echo/tcp:7007", "files/tcp:8000", "tftp/udp:6969"):
+        assert service in line.split()
