@@ -146,3 +146,107 @@ async def test_atftpNoOptions(server: Server, reactor: Any, tmp_path: Path) -> N
     out, err, code = await run(reactor, argv, tmp_path)
     assert code == 0, (out, err)
     assert (tmp_path / "got").read_bytes() == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_dualStackInterface(reactor: Any, tmp_path: Path) -> None:
+    """C{--interface ::}: IPv6 clients and IPv4 clients (V4-mapped) on one socket."""
+    curl = requirePeer("curl")
+    root = tmp_path / "root"
+    root.mkdir()
+    data = os.urandom(50_000)
+    (root / "f").write_bytes(data)
+    backend = FilesystemBackend(FilePath(str(root)))
+    service = TFTPService(backend, port=0, interface="::", reactor=reactor)
+    try:
+        service.startService()
+    except Exception as e:  # no IPv6 on this machine
+        pytest.skip(f"cannot bind '::': {e}")
+    port = service.listeningPort.getHost().port
+    try:
+        for host in ("[::1]", "127.0.0.1"):
+            url = f"tftp://{host}:{port}/f"
+            out, err, code = await run(reactor, [curl, "-sS", "-o", "got", url], tmp_path)
+            assert code == 0, err
+            assert (tmp_path / "got").read_bytes() == data
+    finally:
+        await service.stopService()
+
+
+# A real lossy network: a namespace whose loopback drops a random share of UDP packets
+# (nftables numgen; netem is not available here). Dropped on input: a drop on output would
+# fail the sender's sendto() with EPERM instead of losing the packet. Needs root, ip, nft.
+
+_LOSS_RULES = """
+table inet udpsuite_loss {
+    chain input {
+        type filter hook input priority 0;
+        meta l4proto udp numgen random mod 20 == 0 drop
+    }
+}
+"""
+
+
+@pytest_twisted.async_yield_fixture()
+async def lossyNamespace(reactor: Any) -> AsyncIterator[str]:
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    ip = requirePeer("ip")
+    nft = requirePeer("nft")
+    name = f"udpsuite-tftp-{os.getpid()}"
+    out, err, code = await run(reactor, [ip, "netns", "add", name], Path("/"))
+    if code != 0:
+        pytest.skip(f"cannot create a network namespace: {err.decode(errors='replace')}")
+    try:
+        for argv in ([ip, "-n", name, "link", "set", "lo", "up"],):
+            out, err, code = await run(reactor, argv, Path("/"))
+            assert code == 0, err
+        rules = Path(f"/tmp/{name}.nft")
+        rules.write_text(_LOSS_RULES)
+        out, err, code = await run(
+            reactor, [ip, "netns", "exec", name, nft, "-f", str(rules)], Path("/")
+        )
+        rules.unlink()
+        assert code == 0, err
+        yield name
+    finally:
+        await run(reactor, [ip, "netns", "delete", name], Path("/"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_lossyNamespace(lossyNamespace: str, reactor: Any, tmp_path: Path) -> None:
+    """5% loss each way on a real loopback: downloads and an upload still arrive whole."""
+    from tests.process import BackgroundProcess, venvScript
+
+    ip = requirePeer("ip")
+    curl = requirePeer("curl")
+    atftp = requirePeer("atftp")
+    root = tmp_path / "root"
+    root.mkdir()
+    data = os.urandom(300_000)
+    (root / "f").write_bytes(data)
+    inNs = [ip, "netns", "exec", lossyNamespace]
+    serve = ["udpsuite", "tftp", "--port", "6969", "--interface", "127.0.0.1"]
+    argv = [*inNs, venvScript("twistd"), "-n", "--pidfile=", *serve, "--root", str(root), "-w"]
+    server = BackgroundProcess(reactor, argv)
+    try:
+        await server.waitFor(b"tftp listening")
+        url = "tftp://127.0.0.1:6969/f"
+        for options in ([], ["--tftp-blksize", "1428"]):
+            argv = [*inNs, curl, "-sS", *options, "-o", "got", url]
+            out, err, code = await run(reactor, argv, tmp_path)
+            assert code == 0, err
+            assert (tmp_path / "got").read_bytes() == data
+        windowed = ["--option", "blksize 1428", "--option", "windowsize 8"]
+        argv = [*inNs, atftp, *windowed, "-g", "-r", "f", "-l", "got2", "127.0.0.1", "6969"]
+        out, err, code = await run(reactor, argv, tmp_path)
+        assert code == 0, (out, err)
+        assert (tmp_path / "got2").read_bytes() == data
+        small = os.urandom(30_000)
+        (tmp_path / "small").write_bytes(small)
+        argv = [*inNs, curl, "-sS", "-T", "small", "tftp://127.0.0.1:6969/up"]
+        out, err, code = await run(reactor, argv, tmp_path)
+        assert code == 0, err
+        assert (root / "up").read_bytes() == small
+    finally:
+        await server.stop()
