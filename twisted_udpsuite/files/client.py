@@ -63,7 +63,7 @@ __all__ = [
 
 PART_SUFFIX = ".part"
 #: Bytes asked of the socket per read.
-RECV_SIZE = 1024 * 1024
+RECV_SIZE = 256 * 1024
 SIDECAR_SUFFIX = ".part.json"
 
 
@@ -175,7 +175,7 @@ class FileClientProtocol(Protocol):
 
     def connectionMade(self) -> None:
         if hasattr(self.transport, "bufferSize"):
-            # Twisted reads 64 KiB per recv by default; bigger reads halve the cost.
+            # Twisted reads 64 KiB per recv by default; fewer, bigger reads cost less.
             self.transport.bufferSize = RECV_SIZE
         self._touch()
         self.ready.callback(self)

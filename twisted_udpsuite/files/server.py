@@ -46,12 +46,14 @@ from twisted_udpsuite.reactors import reactorOr
 
 __all__ = ["FileServerFactory", "FileServerProtocol", "fileVersion"]
 
-#: Bytes read and written per chunk.
-CHUNK = 256 * 1024
-#: Bytes a TCP transport sends per call and buffers before pausing the sender.
-SEND_LIMIT = 1024 * 1024
+#: Bytes read and written per chunk.  Measured on loopback: bigger chunks (256 KiB,
+#: 1 MiB) are slower, as each read and each join in the transport then allocates
+#: fresh pages instead of reusing the heap.
+CHUNK = 64 * 1024
+#: Bytes a TCP transport buffers before pausing the sender (Twisted's per-send size).
+SEND_LIMIT = 128 * 1024
 #: Chunks sent per reactor turn before yielding to other connections.
-TURN_CHUNKS = 8
+TURN_CHUNKS = 16
 #: Requests queued behind the current one before the server stops reading.
 MAX_PIPELINE = 32
 #: Directory entries per LIST answer (the listing is built in memory).
@@ -481,11 +483,9 @@ class FileServerProtocol(Protocol):
 
 def _tuneTransport(transport: Any) -> None:
     """
-    Larger writes per send and a larger pause threshold than Twisted's defaults
-    (128 KiB, 64 KiB): fewer pause/resume round trips on fast links, still a fixed bound.
+    Pause the sender at Twisted's send size (128 KiB) rather than its 64 KiB read size:
+    one chunk more in flight per connection, half the pause/resume round trips.
     """
-    if hasattr(transport, "SEND_LIMIT"):
-        transport.SEND_LIMIT = SEND_LIMIT
     if hasattr(transport, "bufferSize"):
         transport.bufferSize = SEND_LIMIT
 
