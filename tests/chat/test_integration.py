@@ -125,12 +125,14 @@ async def test_twistdChatroomWithNetcat(reactor: Any) -> None:
 
 
 class _Sink(DatagramProtocol):
-    def __init__(self) -> None:
+    def __init__(self, reply: bool = True) -> None:
+        self.reply = reply
         self.got: Deferred[tuple[bytes, Any]] = Deferred()
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         if not self.got.called:
-            self.transport.write("收到".encode("gbk"), addr)
+            if self.reply:
+                self.transport.write("收到".encode("gbk"), addr)
             self.got.callback((datagram, addr))
 
 
@@ -160,3 +162,40 @@ async def test_udpsuiteChatProcess(reactor: Any) -> None:
 
 async def _ended(process: BackgroundProcess) -> tuple[bytes, bytes, int]:
     return await process._proto.done.addTimeout(10, process._reactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_udpsuiteChatOnATerminal(reactor: Any) -> None:
+    """
+    On a pseudo-terminal udpsuite chat edits lines itself: an incoming
+    message is printed above the half-typed line, which is redrawn; Ctrl-D quits.
+    """
+    from tests.process import _Collector
+
+    sink = _Sink(reply=False)
+    port = reactor.listenUDP(0, sink, interface="127.0.0.1")
+    proto = _Collector(None)  # type: ignore[arg-type]
+    argv = [sys.executable, "-m", "twisted_udpsuite", "chat", f"127.0.0.1:{port.getHost().port}"]
+    reactor.spawnProcess(proto, argv[0], argv, env=None, usePTY=True)
+    process = BackgroundProcess.__new__(BackgroundProcess)
+    process._reactor, process._proto = reactor, proto
+    try:
+        try:
+            await process.waitFor(rb"talking to 127\.0\.0\.1:\d+\r\n> ")
+        except Exception:
+            raise AssertionError(process.output) from None
+        proto.transport.write("hé".encode())
+        proto.transport.write(b"llo\r")
+        datagram, chat = await sink.got.addTimeout(10, reactor)
+        assert datagram == "héllo".encode()
+        proto.transport.write(b"half typed")
+        await process.waitFor(rb"half typed")
+        port.write(b"\x1b[2Jincoming", chat)
+        await process.waitFor(rb"<127\.0\.0\.1:\d+> \\x1b\[2Jincoming\r\n> half typed")
+        assert process.output.count(b"half typed") == 2  # echoed once, redrawn once
+        proto.transport.write(b"\x15\x04")
+        out, err, code = await _ended(process)
+        assert code == 0
+    finally:
+        await process.stop()
+        await port.stopListening()

@@ -90,7 +90,39 @@ def test_promptRedrawOnATerminal() -> None:
     assert out.value() == b"\r\x1b[K12:00:00 <bob> hi\n> "
     out.clear()
     typed(terminal, "")
-    assert out.value() == b"> "
+    assert out.value() == b"\r\x1b[K> "
+
+
+def test_lineEditingRedrawsThePartlyTypedLine() -> None:
+    """
+    In line-editing mode (cbreak) the terminal echoes keys itself, so an
+    incoming message is printed above the half-typed line, which is redrawn.
+    """
+    net = MemoryNetwork(seed=1)
+    host = net.addHost("192.0.2.100/24")
+    peer = ChatPeerProtocol(host)
+    host.listenUDP(5000, peer)
+    nc = rawClient(net, 0)
+    peer.setPeer(nc.address)
+    terminal = ChatTerminal(peer, isTerminal=True, lineEditing=True)
+    out = StringTransport()
+    terminal.makeConnection(out)
+    out.clear()
+    terminal.dataReceived("héllo wor".encode()[:2])  # a character split across reads
+    terminal.dataReceived("héllo wor".encode()[2:])
+    assert out.value() == "héllo wor".encode()
+    out.clear()
+    terminal.showMessage("12:00:00", "bob", "hi")
+    assert out.value() == "\r\x1b[K12:00:00 <bob> hi\n> héllo wor".encode()
+    out.clear()
+    terminal.dataReceived(b"\x7f\x1b[Dld\r")  # backspace, an arrow key (ignored), Enter
+    net.pump()
+    assert nc.take() == ["héllo wold".encode()]
+    assert out.value().endswith(b"\r\x1b[K> ")
+    terminal.dataReceived(b"one two\x17three\x15again\x04")  # Ctrl-W, Ctrl-U; Ctrl-D ignored
+    assert terminal.typed == "again" and not terminal.done.called
+    terminal.dataReceived(b"\x15\x04")  # Ctrl-D on an empty line quits
+    assert successResultOf(terminal.done) is None
 
 
 def test_badCommandsAndInput() -> None:

@@ -6,6 +6,9 @@ full-duplex terminal chat, with plain-text peers or in a chat room.
 from __future__ import annotations
 
 import codecs
+import os
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.error import CannotListenError
@@ -40,6 +43,7 @@ class Options(CommandOptions):
         ["nick", "n", None, "Nick for --room."],
         ["keepalive", None, 20.0, "Seconds between keepalives in a room.", float],
     ]
+    optFlags = [["plain", None, "Leave the terminal in line mode (no redraw of typed text)."]]
 
     def parseArgs(self, peer: str | None = None) -> None:
         self["peer"] = targetOption(peer) if peer is not None else None
@@ -59,6 +63,35 @@ class Options(CommandOptions):
             raise usage.UsageError("--keepalive: must be positive")
 
 
+def cbreakMode(reactor: Any) -> Callable[[], None] | None:
+    """
+    Put a terminal stdin in cbreak mode (keys arrive one by one, no echo;
+    Ctrl-C still interrupts) so the chat can redraw the partly typed line.
+    Returns the function that restores it (also run at reactor shutdown),
+    or L{None} when stdin is not a terminal.
+    """
+    import termios
+    import tty
+
+    try:
+        fd = sys.stdin.fileno()
+        if not os.isatty(fd):
+            return None
+        saved = termios.tcgetattr(fd)
+        tty.setcbreak(fd)
+    except (OSError, ValueError, termios.error):
+        return None
+
+    def restore() -> None:
+        try:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        except (OSError, termios.error):
+            pass
+
+    reactor.addSystemEventTrigger("after", "shutdown", restore)
+    return restore
+
+
 def connectStdio(protocol: ChatTerminal, reactor: Any) -> Any:
     """Attach the terminal protocol to stdin/stdout (tests replace this)."""
     from twisted.internet.stdio import StandardIO
@@ -75,8 +108,13 @@ async def runChat(reactor: Any, options: Options, console: Console) -> int:
     except CannotListenError as e:
         reason = getattr(e.socketError, "strerror", None) or e.socketError
         raise CommandError(f"cannot listen on {e.interface or '*'}:{e.port}: {reason}") from None
+    restore = None
+    if console.isTerminal and not options["plain"]:
+        restore = cbreakMode(reactor)
     try:
-        terminal = ChatTerminal(peer, isTerminal=console.isTerminal)
+        terminal = ChatTerminal(
+            peer, isTerminal=console.isTerminal, lineEditing=restore is not None
+        )
         connectStdio(terminal, reactor)
         terminal.showNotice(f"listening on UDP port {udp.getHost().port}")
         if options["peer"] is not None:
@@ -87,6 +125,8 @@ async def runChat(reactor: Any, options: Options, console: Console) -> int:
             peer.join((await resolveHost(reactor, host), port), options["nick"])
         await terminal.done
     finally:
+        if restore is not None:
+            restore()
         peer.leave()
         await udp.stopListening()
     return 0

@@ -7,10 +7,13 @@ Lines starting with C{/} are commands; anything else is said to the room or
 the peer.  Incoming messages are written above the line being typed: on a
 terminal the current line is erased (C{\\r ESC[K}), the message printed,
 and the prompt redrawn; elsewhere (a pipe, a test) they are plain lines.
+With C{lineEditing} (the terminal put in cbreak mode by the command) the
+terminal echoes keys itself, so the partly typed line is redrawn too.
 """
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
 from collections.abc import Callable
 from typing import Any
@@ -54,10 +57,20 @@ class ChatTerminal(LineReceiver):
     MAX_LENGTH = 65536
     prompt = "> "
 
-    def __init__(self, peer: ChatPeerProtocol, isTerminal: bool = False, encoding: str = "utf-8"):
+    def __init__(
+        self,
+        peer: ChatPeerProtocol,
+        isTerminal: bool = False,
+        encoding: str = "utf-8",
+        lineEditing: bool = False,
+    ):
         self.peer = peer
         self.isTerminal = isTerminal
         self.encoding = encoding
+        self.lineEditing = lineEditing
+        self.typed = ""
+        self._decoder = codecs.getincrementaldecoder(encoding)("replace")
+        self._escape = ""
         self.done: Deferred[None] = Deferred()
         peer.display = self
         self._commands: dict[str, Callable[[list[str]], None]] = {
@@ -77,7 +90,8 @@ class ChatTerminal(LineReceiver):
             return
         data = text.encode(self.encoding, "replace")
         if self.isTerminal:
-            data = b"\r\x1b[K" + data + b"\n" + self.prompt.encode()
+            current = (self.prompt + self.typed).encode(self.encoding, "replace")
+            data = b"\r\x1b[K" + data + b"\n" + current
         else:
             data += b"\n"
         self.transport.write(data)
@@ -97,6 +111,54 @@ class ChatTerminal(LineReceiver):
     def connectionMade(self) -> None:
         self.showNotice("type /help for commands, /quit to leave")
 
+    def dataReceived(self, data: bytes) -> None:
+        if not self.lineEditing:
+            super().dataReceived(data)
+            return
+        for ch in self._decoder.decode(data):
+            self._key(ch)
+
+    def _key(self, ch: str) -> None:
+        """
+        One key in line-editing mode (the terminal in cbreak mode, no echo):
+        we echo, so that we always know the partly typed line and can redraw
+        it under incoming messages.
+        """
+        if self._escape:  # skip an escape sequence (arrow keys, ...)
+            self._escape += ch
+            if len(self._escape) > 1 and (ch.isalpha() or ch == "~") or len(self._escape) > 8:
+                self._escape = ""
+            return
+        if ch in "\r\n":
+            line, self.typed = self.typed, ""
+            self.transport.write(b"\n")
+            self.lineReceived(line.encode(self.encoding, "replace"))
+        elif ch in "\x7f\b":
+            self.typed = self.typed[:-1]
+            self._redraw()
+        elif ch == "\x15":  # Ctrl-U
+            self.typed = ""
+            self._redraw()
+        elif ch == "\x17":  # Ctrl-W: the last word
+            words = self.typed.rstrip()
+            self.typed = words[: words.rfind(" ") + 1]
+            self._redraw()
+        elif ch == "\x04":  # Ctrl-D
+            if not self.typed:
+                self.transport.write(b"\n")
+                self._quit()
+        elif ch == "\x1b":
+            self._escape = ch
+        elif ch.isprintable() or ch == "\t":
+            if len(self.typed.encode(self.encoding, "replace")) >= self.MAX_LENGTH:
+                return
+            self.typed += ch
+            self.transport.write(ch.encode(self.encoding, "replace"))
+
+    def _redraw(self) -> None:
+        line = self.prompt + self.typed
+        self.transport.write(b"\r\x1b[K" + line.encode(self.encoding, "replace"))
+
     def lineReceived(self, line: bytes) -> None:
         text = line.decode(self.encoding, "replace").rstrip("\r")
         try:
@@ -109,10 +171,10 @@ class ChatTerminal(LineReceiver):
                     command(args)
             elif text:
                 self.peer.say(text[1:] if text.startswith("//") else text)
-            elif self.isTerminal and self.transport is not None:
-                self.transport.write(self.prompt.encode())
         except Exception as e:  # a bad line must never end the chat
             self.showNotice(f"error: {e}")
+        if self.isTerminal and self.transport is not None and not self.done.called:
+            self._redraw()
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.showNotice(f"line too long (at most {self.MAX_LENGTH} bytes); not sent")
