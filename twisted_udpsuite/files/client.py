@@ -372,8 +372,8 @@ class _PartFile:
                 pass
 
 
-def _hashPrefix(path: str, length: int) -> Any:
-    digest = hashlib.sha256()
+def _hashFile(digest: Any, path: str, length: int) -> None:
+    """Feed the first C{length} bytes of C{path} to C{digest}."""
     with open(path, "rb") as f:
         remaining = length
         while remaining:
@@ -382,7 +382,6 @@ def _hashPrefix(path: str, length: int) -> Any:
                 raise FetchError("partial file shrank")
             digest.update(chunk)
             remaining -= len(chunk)
-    return digest
 
 
 class _Hasher:
@@ -406,7 +405,7 @@ class _Hasher:
         self._pending = 0
         self._paused = False
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[bytes | None] | None = None
+        self._queue: queue.SimpleQueue[bytes | tuple[str, int] | None] | None = None
         if self._callFromThread is not None:
             self._queue = queue.SimpleQueue()
             threading.Thread(target=self._run, name="fetch-sha256", daemon=True).start()
@@ -426,8 +425,18 @@ class _Hasher:
 
     def _run(self) -> None:
         assert self._queue is not None and self._callFromThread is not None
+        error: BaseException | None = None
         while (item := self._queue.get()) is not None:
-            self._digest.update(item)
+            if error is None:
+                try:
+                    if isinstance(item, tuple):
+                        _hashFile(self._digest, *item)
+                    else:
+                        self._digest.update(item)
+                except BaseException as e:  # reported through finish()
+                    error = e
+            if isinstance(item, tuple):
+                continue
             with self._lock:
                 self._pending -= len(item)
                 resume = self._paused and self._pending <= self.LOW
@@ -435,7 +444,17 @@ class _Hasher:
                     self._paused = False
             if resume:
                 self._callFromThread(self._backlog, False)
-        self._callFromThread(self._finished.callback, self._digest.hexdigest())
+        if error is not None:
+            self._callFromThread(self._finished.errback, error)
+        else:
+            self._callFromThread(self._finished.callback, self._digest.hexdigest())
+
+    def updateFromFile(self, path: str, length: int) -> None:
+        """Hash the first C{length} bytes of C{path} (a kept part), off the reactor thread."""
+        if self._queue is None:
+            _hashFile(self._digest, path, length)
+        else:
+            self._queue.put((path, length))
 
     def finish(self) -> Deferred[str]:
         """The hex digest, once every byte given to L{update} is hashed."""
@@ -484,12 +503,11 @@ class _FetchSink(_Sink):
         flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         if head.offset == 0:
             flags |= os.O_TRUNC
-            digest = hashlib.sha256()
-        elif head.offset == self.held:
-            digest = _hashPrefix(self.part.path, self.held)
-        else:
+        elif head.offset != self.held:
             raise MalformedFrame("server resumed at an offset we did not ask for")
-        self.hasher = _Hasher(self.reactor, digest, self._backlog)
+        self.hasher = _Hasher(self.reactor, hashlib.sha256(), self._backlog)
+        if head.offset:
+            self.hasher.updateFromFile(self.part.path, head.offset)
         self.fd = os.open(self.part.path, flags, 0o666)
         os.lseek(self.fd, head.offset, os.SEEK_SET)
         if head.offset == 0:
