@@ -66,8 +66,8 @@ def test_legacyEncoding() -> None:
 def test_roomWithLossRecoversEverything() -> None:
     """
     Four peers in a room over a lossy, duplicating, reordering network: every
-    message the room relayed is shown exactly once at every other member,
-    thanks to gap detection, keepalives and RESEND.
+    line typed reaches the room once, and is shown exactly once at every
+    other member, thanks to retries, gap detection, keepalives and RESEND.
     """
     net = MemoryNetwork(seed=7, loss=0.2, duplicate=0.1, reorder=0.1, latency=0.005)
     _, room = makeRoom(net, RoomPolicy(idleTimeout=60))
@@ -83,7 +83,7 @@ def test_roomWithLossRecoversEverything() -> None:
     net.advance(30)
     assert [r.fate for r in net.datagrams].count("lost") > 20
     relayed = [(r.nick, r.text) for r in room.history if r.nick is not None]
-    assert len(relayed) > 20
+    assert len(relayed) == 40  # every line typed reached the room once (MSG is retried)
     for i, p in enumerate(peers):
         shown = Counter((m[1], m[2]) for m in display(p).messages if m[1] != "*")
         expected = Counter(m for m in relayed if m[0] != f"user{i}")
@@ -272,3 +272,52 @@ def test_sendErrorsAreNotices() -> None:
     peer.setPeer(("::1", 5000))
     assert peer.say("hi") is False
     assert display(peer).notices[-1].startswith("cannot send to [::1]:5000")
+
+
+def test_lostMessageIsRetriedAndRelayedOnce() -> None:
+    """A MSG or its OK SENT lost: the peer repeats it, the room relays it once, in order."""
+    net = MemoryNetwork(seed=1)
+    _, room = makeRoom(net)
+    alice, bob = makePeer(net, 0), makePeer(net, 1)
+    alice.join(ROOM, "alice")
+    bob.join(ROOM, "bob")
+    net.advance(1)
+    drops = {b"MSG first": 1, b"OK SENT 3\n": 2}
+
+    def rule(r: object) -> bool:
+        data = r.data  # type: ignore[attr-defined]
+        if drops.get(data):
+            drops[data] -= 1
+            return True
+        return False
+
+    net.dropIf(rule)
+    alice.say("first")
+    alice.say("second")
+    net.advance(10)
+    assert [r.text for r in room.history if r.nick == "alice"] == ["first", "second"]
+    assert [m[2] for m in display(bob).messages if m[1] == "alice"] == ["first", "second"]
+    assert alice.missing() == []
+
+
+def test_unacknowledgedMessageGivesUp() -> None:
+    """No OK SENT after sendTries: a notice, and the next line goes on."""
+    net = MemoryNetwork(seed=1)
+    makeRoom(net)
+    alice = makePeer(net, 0, sendTries=2)
+    alice.join(ROOM, "alice")
+    net.advance(1)
+    remove = net.dropIf(lambda r: r.data == b"MSG lost")
+    alice.say("lost")
+    alice.say("kept")
+    net.advance(5)
+    remove()
+    assert display(alice).notices[-1] == "no answer from the room; maybe not sent: lost"
+    assert [r.data for r in net.datagrams if r.data.startswith(b"MSG")] == [
+        b"MSG lost",
+        b"MSG lost",
+        b"MSG kept",
+    ]
+    alice.leave()
+    net.advance(1)
+    assert net.clock.getDelayedCalls() == []

@@ -43,13 +43,14 @@ def test_roomSession() -> None:
     typed(alice, f"/join {ROOM[0]}:{ROOM[1]} alice")
     typed(bob, f"/join {ROOM[0]} bob")  # the port defaults to 9999
     net.advance(1)
-    typed(alice, "hello bob", "//slash at the start", "/who", "/nick alicia")
-    net.advance(1)
+    for line in ["hello bob", "//slash at the start", "/who", "/nick alicia"]:
+        typed(alice, line)
+        net.advance(1)
     assert output(bobOut)[-4:] == [
         "00:00:00 * bob joined",
         "00:00:01 <alice> hello bob",
-        "00:00:01 <alice> /slash at the start",
-        "00:00:01 * alice is now alicia",
+        "00:00:02 <alice> /slash at the start",
+        "00:00:04 * alice is now alicia",
     ]
     assert "-- in the room: alice, bob" in output(aliceOut)
     typed(bob, "/leave")

@@ -95,6 +95,8 @@ class ChatPeerProtocol(DatagramProtocol):
     @param gapWait: seconds to wait after a gap before asking for it again
         (a reordered datagram may still arrive).
     @param joinRetry: seconds between JOIN attempts; C{joinTries} in all.
+    @param sendRetry: seconds before a line the room has not acknowledged is
+        sent again; C{sendTries} in all.
     @ivar state: C{"idle"}, C{"joining"} or C{"joined"}.
     """
 
@@ -110,6 +112,8 @@ class ChatPeerProtocol(DatagramProtocol):
         gapWait: float = 0.3,
         joinRetry: float = 2.0,
         joinTries: int = 5,
+        sendRetry: float = 1.0,
+        sendTries: int = 5,
     ) -> None:
         "".encode(encoding)  # LookupError now rather than on the first message
         self._reactor = reactorOr(reactor)
@@ -131,6 +135,12 @@ class ChatPeerProtocol(DatagramProtocol):
         self._gapTimer: IDelayedCall | None = None
         self._keepalive: LoopingCall | None = None
         self._lastRoom: Address | None = None
+        self._outbox: list[str] = []
+        self._attempts = 0
+        self._lastSent = 0
+        self._sendTimer: IDelayedCall | None = None
+        self.sendRetry = sendRetry
+        self.sendTries = sendTries
 
     # What the user does
 
@@ -147,7 +157,10 @@ class ChatPeerProtocol(DatagramProtocol):
             if self.state != "joined":
                 self.display.showNotice("not in the room yet")
                 return False
-            return self._write(Command("MSG", text).toBytes(), self.room)
+            self._outbox.append(text)
+            if len(self._outbox) == 1:
+                self._sendNext()
+            return True
         if self.peer is None:
             self.display.showNotice("nobody to talk to: /to HOST:PORT or /join HOST:PORT NICK")
             return False
@@ -164,7 +177,7 @@ class ChatPeerProtocol(DatagramProtocol):
             self.leave()
         self.room, self.nick, self.state = room, nick, "joining"
         self._floor, self._seen, self._top = None, set(), 0
-        self._tries = 0
+        self._tries = self._lastSent = 0
         self._sendJoin()
 
     def leave(self) -> None:
@@ -252,7 +265,16 @@ class ChatPeerProtocol(DatagramProtocol):
             self._compact()
             self._scheduleGapCheck()
         elif reply.what == "SENT":
-            self._accept(reply.number(0))
+            seq = reply.number(0)
+            self._accept(seq)
+            # A late or duplicated SENT for the previous line must not
+            # acknowledge this one: the room numbers each new line higher.
+            if self._outbox and seq > self._lastSent:
+                self._lastSent = seq
+                self._outbox.pop(0)
+                self._attempts = 0
+                self._cancel("_sendTimer")
+                self._sendNext()
         elif reply.what == "PONG":
             self._top = max(self._top, reply.number(0))
             self._compact()
@@ -281,7 +303,7 @@ class ChatPeerProtocol(DatagramProtocol):
             self.display.showNotice("the room forgot us; joining again")
             self.state = "joining"
             self._stopTimers()
-            self._tries = 0
+            self._tries = self._lastSent = 0  # the room may have restarted its numbering
             self._sendJoin()
             return
         if reply.what in ("nick-taken", "full", "malformed") and self.state == "joining":
@@ -302,6 +324,24 @@ class ChatPeerProtocol(DatagramProtocol):
         self._tries += 1
         self._write(_padded(Command("JOIN", self.nick)), self.room)
         self._joinTimer = self._reactor.callLater(self.joinRetry, self._sendJoin)
+
+    def _sendNext(self) -> None:
+        """
+        Send the oldest unacknowledged line, one at a time, until the room
+        says C{OK SENT} (it relays a repeated copy only once).
+        """
+        self._sendTimer = None
+        if not self._outbox or self.room is None or self.state != "joined":
+            return
+        if self._attempts >= self.sendTries:
+            text = self._outbox.pop(0)
+            self.display.showNotice(f"no answer from the room; maybe not sent: {text[:40]}")
+            self._attempts = 0
+        if not self._outbox:
+            return
+        self._attempts += 1
+        self._write(Command("MSG", self._outbox[0]).toBytes(), self.room)
+        self._sendTimer = self._reactor.callLater(self.sendRetry, self._sendNext)
 
     def _tick(self) -> None:
         if self.room is not None:
@@ -366,6 +406,9 @@ class ChatPeerProtocol(DatagramProtocol):
         setattr(self, name, None)
 
     def _stopTimers(self) -> None:
+        self._outbox.clear()
+        self._attempts = 0
+        self._cancel("_sendTimer")
         self._cancel("_joinTimer")
         self._cancel("_gapTimer")
         if self._keepalive is not None and self._keepalive.running:

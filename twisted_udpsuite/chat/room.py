@@ -43,9 +43,9 @@ MAX_DATAGRAM = 65536
 
 Address = tuple[str, int]
 
-#: The same text from the same member within this many seconds is a
-#: duplicated datagram, not a new message.
-DUPLICATE_WINDOW = 2.0
+#: The same text from the same member within this many seconds of its last
+#: copy is a duplicated or retried datagram, not a new message.
+DUPLICATE_WINDOW = 5.0
 
 
 @dataclass
@@ -279,6 +279,7 @@ class ChatRoomProtocol(DatagramProtocol):
         last = member.lastMessage
         if last is not None and last[0] == command.text and now - last[1] < DUPLICATE_WINDOW:
             # The network (or a retrying client) delivered it twice: relay it once.
+            member.lastMessage = (last[0], now, last[2])
             self._send(member.address, Reply(True, "SENT", (str(last[2]),)).toBytes())
             return
         relay = self._relay(member, printable(command.text.encode("utf-8")))
