@@ -13,11 +13,8 @@ mismatch or a refused request removes them.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
-import queue
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
+from twisted_udpsuite.files.hashing import StreamHasher
 from twisted_udpsuite.files.wire import (
     BodyData,
     Fetch,
@@ -372,104 +370,6 @@ class _PartFile:
                 pass
 
 
-def _hashFile(digest: Any, path: str, length: int) -> None:
-    """Feed the first C{length} bytes of C{path} to C{digest}."""
-    with open(path, "rb") as f:
-        remaining = length
-        while remaining:
-            chunk = f.read(min(remaining, 1 << 20))
-            if not chunk:
-                raise FetchError("partial file shrank")
-            digest.update(chunk)
-            remaining -= len(chunk)
-
-
-class _Hasher:
-    """
-    The sha256 of a stream, computed in a worker thread when the reactor has threads.
-
-    hashlib releases the GIL on large buffers, so hashing overlaps receiving and
-    writing instead of adding to them.  If the thread falls more than L{HIGH} bytes
-    behind, C{backlog(True)} pauses the transport until it is under L{LOW} again.
-    Reactors without threads (test clocks) hash inline.
-    """
-
-    HIGH = 16 * 1024 * 1024
-    LOW = 4 * 1024 * 1024
-
-    def __init__(self, reactor: Any, digest: Any, backlog: Callable[[bool], None]) -> None:
-        self._digest = digest
-        self._backlog = backlog
-        self._callFromThread = getattr(reactor, "callFromThread", None)
-        self._finished: Deferred[str] = Deferred()
-        self._pending = 0
-        self._paused = False
-        self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[bytes | tuple[str, int] | None] | None = None
-        if self._callFromThread is not None:
-            self._queue = queue.SimpleQueue()
-            threading.Thread(target=self._run, name="fetch-sha256", daemon=True).start()
-
-    def update(self, data: bytes) -> None:
-        if self._queue is None:
-            self._digest.update(data)
-            return
-        with self._lock:
-            self._pending += len(data)
-            pause = not self._paused and self._pending > self.HIGH
-            if pause:
-                self._paused = True
-        self._queue.put(data)
-        if pause:
-            self._backlog(True)
-
-    def _run(self) -> None:
-        assert self._queue is not None and self._callFromThread is not None
-        error: BaseException | None = None
-        while (item := self._queue.get()) is not None:
-            if error is None:
-                try:
-                    if isinstance(item, tuple):
-                        _hashFile(self._digest, *item)
-                    else:
-                        self._digest.update(item)
-                except BaseException as e:  # reported through finish()
-                    error = e
-            if isinstance(item, tuple):
-                continue
-            with self._lock:
-                self._pending -= len(item)
-                resume = self._paused and self._pending <= self.LOW
-                if resume:
-                    self._paused = False
-            if resume:
-                self._callFromThread(self._backlog, False)
-        if error is not None:
-            self._callFromThread(self._finished.errback, error)
-        else:
-            self._callFromThread(self._finished.callback, self._digest.hexdigest())
-
-    def updateFromFile(self, path: str, length: int) -> None:
-        """Hash the first C{length} bytes of C{path} (a kept part), off the reactor thread."""
-        if self._queue is None:
-            _hashFile(self._digest, path, length)
-        else:
-            self._queue.put((path, length))
-
-    def finish(self) -> Deferred[str]:
-        """The hex digest, once every byte given to L{update} is hashed."""
-        if self._queue is None:
-            self._finished.callback(self._digest.hexdigest())
-        else:
-            self._queue.put(None)
-        return self._finished
-
-    def abandon(self) -> None:
-        """Stop the worker thread; the digest is not needed."""
-        if self._queue is not None and not self._finished.called:
-            self._queue.put(None)
-
-
 class _FetchSink(_Sink):
     """Writes a FETCH body to the part file as it arrives, hashing it."""
 
@@ -484,7 +384,7 @@ class _FetchSink(_Sink):
         self.held = held
         self.progress = progress
         self.fd = -1
-        self.hasher: _Hasher | None = None
+        self.hasher: StreamHasher | None = None
         self.reactor: Any = None
         self.transport: Any = None
         self.received = 0
@@ -505,9 +405,9 @@ class _FetchSink(_Sink):
             flags |= os.O_TRUNC
         elif head.offset != self.held:
             raise MalformedFrame("server resumed at an offset we did not ask for")
-        self.hasher = _Hasher(self.reactor, hashlib.sha256(), self._backlog)
+        self.hasher = StreamHasher(self.reactor, self._backlog)
         if head.offset:
-            self.hasher.updateFromFile(self.part.path, head.offset)
+            self.hasher.updateFromFile(os.open(self.part.path, os.O_RDONLY), head.offset)
         self.fd = os.open(self.part.path, flags, 0o666)
         os.lseek(self.fd, head.offset, os.SEEK_SET)
         if head.offset == 0:

@@ -31,6 +31,7 @@ from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from twisted_udpsuite.addresses import hostOf
+from twisted_udpsuite.files.hashing import StreamHasher
 from twisted_udpsuite.files.wire import (
     Fetch,
     ListDir,
@@ -85,9 +86,10 @@ class _BodySender:
     Streams C{fd} from C{start} to C{size} to the transport, then the trailer.
 
     Runs in reactor turns of at most L{TURN_CHUNKS} chunks; the transport pauses it
-    when its buffer is full.  With C{hashFrom} < C{start} it first hashes the skipped
-    prefix (in turns too), without sending it.  With a digest cached for this version
-    (an earlier complete read) it does not hash at all.
+    when its buffer is full, and so does the hasher if it falls behind.  The sha256
+    is computed by a L{StreamHasher} (a worker thread on a real reactor); for a resume
+    the skipped prefix is hashed there too, read but not sent.  With a digest cached
+    for this version (an earlier complete read) nothing is hashed at all.
     """
 
     def __init__(
@@ -104,14 +106,18 @@ class _BodySender:
         self._size = size
         self._version = version
         self._cached = cachedDigest
-        self._hash = None if cachedDigest is not None else hashlib.sha256()
-        # Hash the prefix (read, not sent) unless a digest is cached.
-        self._position = start if cachedDigest is not None else 0
-        self._sendFrom = start
+        self._position = start
         self.sent = 0
         self._paused = False
+        self._hashPaused = False
         self._done = False
+        self._gone = False
         self._call: IDelayedCall | None = None
+        self._hasher: StreamHasher | None = None
+        if cachedDigest is None:
+            self._hasher = StreamHasher(protocol.factory.reactor, self._backlog)
+            if start:
+                self._hasher.updateFromFile(os.dup(fd), start)
 
     def start(self) -> None:
         self._protocol.transport.registerProducer(self, True)
@@ -126,14 +132,12 @@ class _BodySender:
         self._call = None
         budget = TURN_CHUNKS
         transport = self._protocol.transport
-        while not self._paused and not self._done and budget > 0:
+        while not (self._paused or self._hashPaused or self._done) and budget > 0:
             if self._position >= self._size:
                 self._finish()
                 return
-            sending = self._position >= self._sendFrom
-            limit = self._size if sending else self._sendFrom
             try:
-                data = os.pread(self._fd, min(CHUNK, limit - self._position), self._position)
+                data = os.pread(self._fd, min(CHUNK, self._size - self._position), self._position)
             except OSError as e:
                 self._fail(f"read error: {e.strerror}")
                 return
@@ -141,16 +145,18 @@ class _BodySender:
                 self._fail("file shrank while being sent")
                 return
             self._position += len(data)
-            if self._hash is not None:
-                self._hash.update(data)
-            if sending:
-                self.sent += len(data)
-                self._protocol.resetTimeout()
-                transport.write(data)
-                budget -= 1
-            else:
-                budget -= 0.25  # prefix reads are cheaper than sends
-        if not self._paused and not self._done:
+            if self._hasher is not None:
+                self._hasher.update(data)
+            self.sent += len(data)
+            self._protocol.resetTimeout()
+            transport.write(data)
+            budget -= 1
+        if not (self._paused or self._hashPaused or self._done):
+            self._schedule()
+
+    def _backlog(self, behind: bool) -> None:
+        self._hashPaused = behind
+        if not behind and not self._paused:
             self._schedule()
 
     def _finish(self) -> None:
@@ -159,18 +165,32 @@ class _BodySender:
             changed = fileVersion(os.fstat(self._fd)) != self._version
         except OSError:
             changed = True
-        digest = None
-        if not changed:
-            digest = self._cached if self._hash is None else self._hash.hexdigest()
-            self._protocol.factory.rememberDigest(self._version, digest)
         self._close()
         self._protocol.transport.unregisterProducer()
+        if self._hasher is None:
+            self._sendTrailer(changed, self._cached)
+            return
+        self._hasher.finish().addCallbacks(
+            lambda digest: self._sendTrailer(changed, digest),
+            lambda failure: self._sendTrailer(True, None),
+        )
+
+    def _sendTrailer(self, changed: bool, digest: str | None) -> None:
+        if self._gone:
+            return
+        if changed:
+            digest = None
+        elif digest is not None:
+            self._protocol.factory.rememberDigest(self._version, digest)
         self._protocol.transport.write(encodeTrailer(digest))
-        self._protocol.bodyDone(self.sent, "ok" if not changed else "changed while sent")
+        self._protocol.bodyDone(self.sent, "ok" if digest is not None else "changed while sent")
 
     def _fail(self, why: str) -> None:
         self._done = True
+        self._gone = True
         self._close()
+        if self._hasher is not None:
+            self._hasher.abandon()
         self._protocol.transport.unregisterProducer()
         # The body cannot be completed, so framing is lost: the connection must go.
         self._protocol.bodyDone(self.sent, why, abort=True)
@@ -191,15 +211,20 @@ class _BodySender:
 
     def resumeProducing(self) -> None:
         self._paused = False
-        if self._call is None and not self._done:
+        if self._call is None and not self._done and not self._hashPaused:
             # The transport drained its buffer: refill it now rather than a turn later.
             self._pump()
 
     def stopProducing(self) -> None:
-        if not self._done:
-            self._done = True
-            self._close()
-            self._protocol.bodyDone(self.sent, "client disconnected", aborted=True)
+        """The connection is gone (mid-body, or while the digest was finishing)."""
+        if self._gone:
+            return
+        self._gone = True
+        self._done = True
+        self._close()
+        if self._hasher is not None:
+            self._hasher.abandon()
+        self._protocol.bodyDone(self.sent, "client disconnected", aborted=True)
 
 
 @implementer(IHalfCloseableProtocol)

@@ -1,0 +1,63 @@
+"""StreamHasher: the same digest inline (test clocks) and in its worker thread."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.task import Clock
+
+from tests.helpers import successResultOf
+from twisted_udpsuite.files.hashing import StreamHasher
+
+
+def test_inline(tmp_path: Any) -> None:
+    """Without threads: a file prefix then chunks, the plain sha256 of both."""
+    path = tmp_path / "f"
+    path.write_bytes(b"prefix-and-more")
+    hasher = StreamHasher(Clock(), lambda behind: None)
+    hasher.updateFromFile(os.open(path, os.O_RDONLY), 6)
+    hasher.update(b"tail")
+    assert successResultOf(hasher.finish()) == hashlib.sha256(b"prefixtail").hexdigest()
+
+
+def test_inlineShortFile(tmp_path: Any) -> None:
+    """A file shorter than asked is an OSError."""
+    path = tmp_path / "f"
+    path.write_bytes(b"abc")
+    with pytest.raises(OSError):
+        StreamHasher(Clock(), lambda behind: None).updateFromFile(os.open(path, os.O_RDONLY), 9)
+
+
+@pytest_twisted.ensureDeferred
+async def test_threaded(reactor: Any, tmp_path: Any) -> None:
+    """In the worker thread: same digest; a backlog pauses then resumes the producer."""
+    path = tmp_path / "f"
+    prefix = os.urandom(3 << 20)
+    path.write_bytes(prefix)
+    calls: list[bool] = []
+    hasher = StreamHasher(reactor, calls.append)
+    hasher.HIGH, hasher.LOW = 1 << 20, 1 << 19  # type: ignore[misc]
+    hasher.updateFromFile(os.open(path, os.O_RDONLY), len(prefix))
+    chunk = os.urandom(1 << 18)
+    for _ in range(40):
+        hasher.update(chunk)
+    digest = await hasher.finish().addTimeout(10, reactor)
+    assert digest == hashlib.sha256(prefix + chunk * 40).hexdigest()
+    assert calls[:1] == [True] and calls[-1] is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_threadedError(reactor: Any, tmp_path: Any) -> None:
+    """A failing file job in the worker fails finish() instead of hanging it."""
+    path = tmp_path / "f"
+    path.write_bytes(b"abc")
+    hasher = StreamHasher(reactor, lambda behind: None)
+    hasher.updateFromFile(os.open(path, os.O_RDONLY), 100)
+    hasher.update(b"x")
+    d = hasher.finish()
+    with pytest.raises(OSError):
+        await d.addTimeout(10, reactor)

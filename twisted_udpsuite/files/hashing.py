@@ -1,0 +1,140 @@
+"""
+sha256 of a stream off the reactor thread, shared by the file server and client.
+
+hashlib releases the GIL on large buffers, so a worker thread hashes while the reactor
+thread moves bytes: the digest costs little wall time instead of adding to every
+chunk.  Reactors without threads (test clocks) hash inline, with the same API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+__all__ = ["StreamHasher"]
+
+_FileJob = tuple[int, int]
+
+
+def _hashFd(digest: Any, fd: int, length: int) -> None:
+    """Feed the first C{length} bytes of C{fd} to C{digest}, then close C{fd}."""
+    try:
+        position = 0
+        while position < length:
+            chunk = os.pread(fd, min(length - position, 1 << 20), position)
+            if not chunk:
+                raise OSError("file shrank while being hashed")
+            digest.update(chunk)
+            position += len(chunk)
+    finally:
+        os.close(fd)
+
+
+class StreamHasher:
+    """
+    The sha256 of the bytes given to L{update} (and L{updateFromFile}), in order.
+
+    If the worker falls more than L{HIGH} bytes behind, C{backlog(True)} asks the caller
+    to stop producing until C{backlog(False)} (under L{LOW} again): memory stays bounded.
+
+    @param reactor: provides C{callFromThread} to use a worker thread; else inline.
+    """
+
+    HIGH = 16 * 1024 * 1024
+    LOW = 4 * 1024 * 1024
+
+    def __init__(self, reactor: Any, backlog: Callable[[bool], None]) -> None:
+        self._digest = hashlib.sha256()
+        self._backlog = backlog
+        self._callFromThread = getattr(reactor, "callFromThread", None)
+        self._finished: Deferred[str] = Deferred()
+        self._pending = 0
+        self._paused = False
+        self._abandoned = False
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[bytes | _FileJob | None] | None = None
+        if self._callFromThread is not None:
+            self._queue = queue.SimpleQueue()
+            threading.Thread(target=self._run, name="sha256", daemon=True).start()
+
+    def update(self, data: bytes) -> None:
+        """Hash C{data} next."""
+        if self._abandoned:
+            return
+        if self._queue is None:
+            self._digest.update(data)
+            return
+        with self._lock:
+            self._pending += len(data)
+            pause = not self._paused and self._pending > self.HIGH
+            if pause:
+                self._paused = True
+        self._queue.put(data)
+        if pause:
+            self._backlog(True)
+
+    def updateFromFile(self, fd: int, length: int) -> None:
+        """Hash the first C{length} bytes of C{fd} next; the hasher closes C{fd}."""
+        if self._abandoned:
+            os.close(fd)
+        elif self._queue is None:
+            _hashFd(self._digest, fd, length)
+        else:
+            self._queue.put((fd, length))
+
+    def _run(self) -> None:
+        jobs, callFromThread = self._queue, self._callFromThread
+        assert jobs is not None and callFromThread is not None
+        error: BaseException | None = None
+        while (item := jobs.get()) is not None:
+            if isinstance(item, tuple):
+                try:
+                    if error is None:
+                        _hashFd(self._digest, *item)
+                    else:
+                        os.close(item[0])
+                except BaseException as e:  # reported through finish()
+                    error = e
+                continue
+            if error is None:
+                try:
+                    self._digest.update(item)
+                except BaseException as e:
+                    error = e
+            with self._lock:
+                self._pending -= len(item)
+                resume = self._paused and self._pending <= self.LOW
+                if resume:
+                    self._paused = False
+            if resume:
+                callFromThread(self._resumed)
+        if error is not None:
+            callFromThread(self._finished.errback, error)
+        else:
+            callFromThread(self._finished.callback, self._digest.hexdigest())
+
+    def _resumed(self) -> None:
+        if not self._abandoned:
+            self._backlog(False)
+
+    def finish(self) -> Deferred[str]:
+        """The hex digest, once everything given so far is hashed."""
+        if self._queue is None:
+            self._finished.callback(self._digest.hexdigest())
+        else:
+            self._queue.put(None)
+        return self._finished
+
+    def abandon(self) -> None:
+        """The digest is not needed: let the worker end (it still closes its files)."""
+        if self._abandoned:
+            return
+        self._abandoned = True
+        if self._queue is not None and not self._finished.called:
+            self._queue.put(None)
