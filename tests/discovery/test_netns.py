@@ -163,17 +163,23 @@ async def test_ipv6AllNodes(reactor: Any, lan: Lan, responders: Any) -> None:
 _PRESENCE_SCRIPT = """
 from twisted.internet import task
 from twisted.internet.defer import Deferred
+from twisted_udpsuite.discovery import wire
 from twisted_udpsuite.discovery.protocol import PeerTable
+
+class Table(PeerTable):
+    def datagramReceived(self, data, addr):
+        print("got", wire.parse(data).kind.name, flush=True)
+        super().datagramReceived(data, addr)
 
 def main(reactor):
     done = Deferred()
     def left(peer):
         print("left", peer.name, flush=True)
         done.callback(None)
-    table = PeerTable(reactor, onJoin=lambda p: print("joined", p.name, p.address[0], flush=True),
-                      onLeave=left)
+    table = Table(reactor, onJoin=lambda p: print("joined", p.name, p.address[0], flush=True),
+                  onLeave=left)
     reactor.listenUDP(%d, table, interface="")
-    return done.addTimeout(20, reactor)
+    return done.addTimeout(30, reactor)
 
 task.react(main)
 """
@@ -182,19 +188,26 @@ task.react(main)
 @pytest_twisted.ensureDeferred
 async def test_announceAndGoodbye(reactor: Any, lan: Lan) -> None:
     """
-    A responder announcing every 10 s joins A's peer table; stopping it says
-    goodbye, so it leaves long before its 30 s lifetime ends.
+    A responder announcing every 2 s joins A's peer table; stopping it says
+    goodbye, so it leaves at once, not when its 6 s lifetime ends.
     """
     table = BackgroundProcess(
         reactor, lan.run(lan.a, [sys.executable, "-c", _PRESENCE_SCRIPT % PORT])
     )
     announcer = BackgroundProcess(
-        reactor, lan.run(lan.b, twistdResponder("delta", "--announce", "10"))
+        reactor, lan.run(lan.b, twistdResponder("delta", "--announce", "2"))
     )
     try:
         await table.waitFor(rb"joined delta " + lan.prefix.encode() + rb"\.2")
+        # The second announce comes from twistd's running reactor: only from
+        # then on does SIGTERM stop the services (and send the goodbye)
+        # rather than kill the process outright.
+        await table.waitFor(rb"(?s)got ANNOUNCE.*got ANNOUNCE")
         await announcer.stop()
-        await table.waitFor(rb"left delta", timeout=5)
+        try:
+            await table.waitFor(rb"got GOODBYE\s+left delta", timeout=3)
+        except Exception:
+            raise AssertionError((table.output, announcer.output)) from None
     finally:
         await announcer.stop()
         await table.stop()
