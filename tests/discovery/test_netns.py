@@ -233,3 +233,13 @@ async def test_everyServiceDescribed(reactor: Any, lan: Lan, tmp_path: Any) -> N
     assert line.startswith(f"{lan.prefix}.3:{PORT}  ")
     for service in ("echo/udp:7007", "echo/tcp:7007", "files/tcp:8000", "tftp/udp:6969"):
         assert service in line.split()
+
+
+def test_unavailableSkipsOrFailsInCI(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without namespaces the tests skip with the reason, but fail when CI is set."""
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="not running as root"):
+        _unavailable("not running as root")
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="CI must run as root"):
+        _unavailable("not running as root")
