@@ -39,8 +39,7 @@ async def test_threaded(reactor: Any, tmp_path: Any) -> None:
     prefix = os.urandom(3 << 20)
     path.write_bytes(prefix)
     calls: list[bool] = []
-    hasher = StreamHasher(reactor, calls.append)
-    hasher.HIGH, hasher.LOW = 1 << 20, 1 << 19  # type: ignore[misc]
+    hasher = StreamHasher(reactor, calls.append, high=1 << 20, low=1 << 19)
     hasher.updateFromFile(os.open(path, os.O_RDONLY), len(prefix))
     chunk = os.urandom(1 << 18)
     for _ in range(40):

@@ -44,12 +44,19 @@ class StreamHasher:
     to stop producing until C{backlog(False)} (under L{LOW} again): memory stays bounded.
 
     @param reactor: provides C{callFromThread} to use a worker thread; else inline.
+    @param high: the backlog (bytes) at which C{backlog(True)} is called.
+    @param low: the backlog at which C{backlog(False)} is called.
     """
 
-    HIGH = 16 * 1024 * 1024
-    LOW = 4 * 1024 * 1024
-
-    def __init__(self, reactor: Any, backlog: Callable[[bool], None]) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        backlog: Callable[[bool], None],
+        high: int = 4 * 1024 * 1024,
+        low: int = 1024 * 1024,
+    ) -> None:
+        self.HIGH = high
+        self.LOW = low
         self._digest = hashlib.sha256()
         self._backlog = backlog
         self._callFromThread = getattr(reactor, "callFromThread", None)

@@ -3,10 +3,11 @@ The TCP file server: pipelined FETCH/LIST/STAT over one connection, bodies strea
 
 A FETCH body is pushed by L{_BodySender}, registered as the transport's streaming
 producer: when the socket's send buffer fills (a slow or stalled reader) the transport
-pauses it, so the server never holds more than one chunk beyond the transport buffer
-per connection, whatever the file size.  The sha256 trailer is computed while the
-bytes go out; a resumed FETCH uses the digest cached for that file version, or else
-hashes the skipped prefix first (read once, not sent).
+pauses it, so a connection never holds more than the transport buffer, one turn of
+chunks and L{HASH_BACKLOG} bytes waiting to be hashed, whatever the file size.  The
+sha256 trailer is computed (in a worker thread) while the bytes go out; a resumed FETCH
+uses the digest cached for that file version, or else also hashes the skipped prefix
+(read once, not sent).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ __all__ = ["FileServerFactory", "FileServerProtocol", "fileVersion"]
 CHUNK = 64 * 1024
 #: Bytes a TCP transport buffers before pausing the sender (Twisted's per-send size).
 SEND_LIMIT = 128 * 1024
+#: Bytes a connection may send ahead of its sha256 worker before the sender waits.
+HASH_BACKLOG = 1024 * 1024
 #: Chunks sent per reactor turn before yielding to other connections.
 TURN_CHUNKS = 16
 #: Requests queued behind the current one before the server stops reading.
@@ -115,7 +118,9 @@ class _BodySender:
         self._call: IDelayedCall | None = None
         self._hasher: StreamHasher | None = None
         if cachedDigest is None:
-            self._hasher = StreamHasher(protocol.factory.reactor, self._backlog)
+            self._hasher = StreamHasher(
+                protocol.factory.reactor, self._backlog, high=HASH_BACKLOG, low=HASH_BACKLOG // 4
+            )
             if start:
                 self._hasher.updateFromFile(os.dup(fd), start)
 
