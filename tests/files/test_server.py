@@ -307,3 +307,18 @@ def test_halfClose(root: Any) -> None:
     clock.advance(0)
     responses = Reader(True, False).feed(tr.value())
     assert [h.status for h, _, _ in responses] == [200, 200] and tr.disconnecting
+
+
+def test_hashBacklogPausesSender(root: Any) -> None:
+    """When the sha256 worker falls behind, the sender waits for it, then goes on."""
+    clock, _, proto, tr = serve(root)
+    proto.dataReceived(encodeRequest(Fetch("big.bin")))
+    sender = proto._sender  # type: ignore[attr-defined]
+    sender._backlog(True)
+    for _ in range(20):
+        clock.advance(0)
+    assert tr.value().count(b"\n\n") == 1 and len(tr.value()) < 1024  # only the head
+    sender._backlog(False)
+    pumpBody(clock, tr)
+    [(_, body, trailer)] = Reader(True).feed(tr.value())
+    assert body == (root / "big.bin").read_bytes() and trailer is not None
