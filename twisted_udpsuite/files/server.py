@@ -261,7 +261,9 @@ class FileServerProtocol(Protocol):
         self._headerCall: IDelayedCall | None = None
         _tuneTransport(self.transport)
         peer = self.transport.getPeer()
-        self.peer = f"{hostOf(getattr(peer, 'host', str(peer)))}:{getattr(peer, 'port', '')}"
+        host = hostOf(getattr(peer, "host", str(peer)))
+        port = getattr(peer, "port", "")
+        self.peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.resetTimeout()
 
     # Timers
