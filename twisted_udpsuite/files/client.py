@@ -276,19 +276,18 @@ def _query(
     timeout: float,
 ) -> Deferred[tuple[ResponseHead, bytes]]:
     """One request on its own connection; cancelling closes it."""
-    state: dict[str, Any] = {}
 
     async def go() -> tuple[ResponseHead, bytes]:
         protocol = await _connect(reactor, address, timeout, timeout)
-        state["protocol"] = protocol
         try:
             head, body = await protocol.request(request, _Sink())
-        finally:
-            protocol.transport.loseConnection()
+        except BaseException:
+            protocol.transport.abortConnection()
+            raise
+        protocol.transport.loseConnection()
         return _check(head), body
 
-    d = Deferred.fromCoroutine(go())
-    return d
+    return Deferred.fromCoroutine(go())
 
 
 def listDirectory(
