@@ -210,3 +210,26 @@ def test_pipelinedOnOneConnection(root: Any, tmp_path: Any) -> None:
     assert successResultOf(c)[0].status == 404
     proto.transport.loseConnection()
     pump.flush()
+
+
+def test_cancelQuery(root: Any) -> None:
+    """Cancelling a listing closes its connection."""
+    net = Net(root)
+    d = client.listDirectory(net.reactor, ADDRESS, "")
+    pump = net.completer.succeedOnce(greet=False)  # connected, request not yet moved
+    assert pump is not None
+    d.cancel()
+    pump.flush()
+    failureResultOf(d, CancelledError)
+    assert pump.clientIO.disconnected and net.factory.open == {}
+    assert net.reactor.getDelayedCalls() == []
+
+
+def test_limitRefusal(root: Any, local: FilePath) -> None:
+    """A server over its per-host limit answers 429: a ServerError, nothing written."""
+    net = Net(root)
+    net.factory.maxPerHost = 0
+    d = client.fetch(net.reactor, ADDRESS, "data.bin", local)
+    net.run(net.connect())
+    assert failureResultOf(d, client.ServerError).value.status == 429
+    assert os.listdir(local.dirname()) == []
