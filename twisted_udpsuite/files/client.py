@@ -228,6 +228,8 @@ class FileClientProtocol(Protocol):
 
 
 class _Factory(ClientFactory):
+    """Hands the one prepared protocol to the connection; reports a failed connect."""
+
     noisy = False
 
     def __init__(self, protocol: FileClientProtocol) -> None:
