@@ -17,7 +17,7 @@ from twisted.internet.defer import CancelledError, gatherResults
 from twisted.python.filepath import FilePath
 
 from tests.conftest import requirePeer
-from tests.process import runProcess, venvScript
+from tests.process import BackgroundProcess, runProcess, venvScript
 from twisted_udpsuite.files import client
 from twisted_udpsuite.files.service import FileService
 
@@ -233,3 +233,31 @@ async def test_twistdMissingRoot(reactor: Any, tmp_path: Any) -> None:
         path=str(tmp_path),
     )  # fmt: skip
     assert code != 0 and b"--root" in err and b"Traceback" not in out + err
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistdServesFiles(reactor: Any, tmp_path: Any) -> None:
+    """twistd -n udpsuite files serves a root; udpsuite fetch gets a file; logs per request."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "t.txt").write_bytes(b"from twistd\n")
+    server = BackgroundProcess(
+        reactor,
+        [venvScript("twistd"), "-n", "--pidfile=", "udpsuite", "files", "--root", str(root),
+         "--port", "0", "--interface", "127.0.0.1"],
+        path=str(tmp_path),
+    )  # fmt: skip
+    try:
+        match = await server.waitFor(rb"files: serving .* on 127\.0\.0\.1:(\d+)")
+        port = int(match.group(1))
+        local = tmp_path / "t.txt"
+        out, err, code = await runProcess(
+            reactor,
+            [sys.executable, "-m", "twisted_udpsuite", "fetch", f"127.0.0.1:{port}", "t.txt",
+             str(local)],
+        )  # fmt: skip
+        assert code == 0, err
+        assert local.read_bytes() == b"from twistd\n"
+        await server.waitFor(rb"FETCH 't.txt' from 127\.0\.0\.1:\d+: ok, 12 bytes")
+    finally:
+        await server.stop()
