@@ -379,3 +379,18 @@ def test_defaultReactor() -> None:
 
 def test_roomAddress() -> None:
     assert ROOM == ("192.0.2.1", 9999)
+
+
+@pytest.mark.parametrize("idleTimeout", [0.7, 1.3, 60.0])
+def test_expiryWithFractionalTimes(idleTimeout: float) -> None:
+    """Float rounding at the expiry instant never leaves the timer spinning."""
+    net = MemoryNetwork(seed=1)
+    _, room = makeRoom(net, RoomPolicy(idleTimeout=idleTimeout, rate=1000, burst=1000))
+    clients = [rawClient(net, i) for i in range(30)]
+    for i, client in enumerate(clients):
+        net.advance(0.1)
+        client.send(f"JOIN user{i}".encode())
+        net.pump()
+    net.advance(idleTimeout * 2 + 5)
+    assert room.members == {}
+    assert net.clock.getDelayedCalls() == []

@@ -40,6 +40,11 @@ Address = tuple[str, int]
 #: for a whole error ("not-member", "nick-taken NICK", ...).
 _PAD = 64
 
+#: After a gap: RESEND up to this many times, this many seconds apart (then
+#: only with each keepalive).
+_GAP_CHECKS = 5
+_GAP_RETRY = 1.0
+
 
 def _padded(command: Command) -> bytes:
     return command.toBytes().ljust(_PAD)
@@ -111,7 +116,7 @@ class ChatPeerProtocol(DatagramProtocol):
         keepalive: float = 20.0,
         gapWait: float = 0.3,
         joinRetry: float = 2.0,
-        joinTries: int = 5,
+        joinTries: int = 8,
         sendRetry: float = 1.0,
         sendTries: int = 5,
     ) -> None:
@@ -138,6 +143,7 @@ class ChatPeerProtocol(DatagramProtocol):
         self._outbox: list[str] = []
         self._attempts = 0
         self._lastSent = 0
+        self._gapChecks = 0
         self._sendTimer: IDelayedCall | None = None
         self.sendRetry = sendRetry
         self.sendTries = sendTries
@@ -279,6 +285,9 @@ class ChatPeerProtocol(DatagramProtocol):
             self._top = max(self._top, reply.number(0))
             self._compact()
             self._requestMissing()
+            if self._gapTimer is None:  # lines lost at the end: keep asking a while
+                self._gapChecks = 0
+                self._scheduleGapCheck(_GAP_RETRY)
         elif reply.what == "NICK":
             self.nick = reply.args[0]
             self._top = max(self._top, reply.number(1))
@@ -374,13 +383,20 @@ class ChatPeerProtocol(DatagramProtocol):
             return []
         return [s for s in range(self._floor + 1, self._top + 1) if s not in self._seen]
 
-    def _scheduleGapCheck(self) -> None:
+    def _scheduleGapCheck(self, delay: float | None = None) -> None:
         if self._gapTimer is None and self.state == "joined" and self.missing():
-            self._gapTimer = self._reactor.callLater(self.gapWait, self._gapCheck)
+            if delay is None:
+                self._gapChecks = 0
+            wait = self.gapWait if delay is None else delay
+            self._gapTimer = self._reactor.callLater(wait, self._gapCheck)
 
     def _gapCheck(self) -> None:
+        """Ask for what is missing; ask again a few times, a second apart, until it comes."""
         self._gapTimer = None
         self._requestMissing()
+        self._gapChecks += 1
+        if self._gapChecks < _GAP_CHECKS:
+            self._scheduleGapCheck(_GAP_RETRY)
 
     def _requestMissing(self) -> None:
         gaps = self.missing()

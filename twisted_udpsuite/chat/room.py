@@ -14,7 +14,7 @@ never answered, and a non-member never gets a reply larger than its request.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -75,13 +75,18 @@ class RoomPolicy:
 
 @dataclass
 class Member:
-    """One member: where it is, what it is called, when it was last heard."""
+    """
+    One member: where it is, what it is called, when it was last heard.
+
+    @ivar recent: its latest lines (text → last copy's time, sequence
+        number), to relay a duplicated or retried datagram only once.
+    """
 
     address: Address
     nick: str
     joined: float
     lastSeen: float
-    lastMessage: tuple[str, float, int] | None = None
+    recent: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
 class IChatRoomObserver(Interface):
@@ -276,14 +281,19 @@ class ChatRoomProtocol(DatagramProtocol):
 
     def _doMsg(self, member: Member, command: Command) -> None:
         now = self._clock.seconds()
-        last = member.lastMessage
-        if last is not None and last[0] == command.text and now - last[1] < DUPLICATE_WINDOW:
+        recent = member.recent
+        for text in [t for t, (seen, _) in recent.items() if now - seen >= DUPLICATE_WINDOW]:
+            del recent[text]
+        if command.text in recent:
             # The network (or a retrying client) delivered it twice: relay it once.
-            member.lastMessage = (last[0], now, last[2])
-            self._send(member.address, Reply(True, "SENT", (str(last[2]),)).toBytes())
+            seq = recent[command.text][1]
+            recent[command.text] = (now, seq)
+            self._send(member.address, Reply(True, "SENT", (str(seq),)).toBytes())
             return
         relay = self._relay(member, printable(command.text.encode("utf-8")))
-        member.lastMessage = (command.text, now, relay.seq)
+        recent[command.text] = (now, relay.seq)
+        if len(recent) > 16:
+            del recent[next(iter(recent))]
         self._send(member.address, Reply(True, "SENT", (str(relay.seq),)).toBytes())
 
     def _rename(self, member: Member, nick: str) -> Relay:
@@ -340,12 +350,13 @@ class ChatRoomProtocol(DatagramProtocol):
         if self._expiry is not None or not self.members:
             return
         due = min(m.lastSeen for m in self.members.values()) + self.policy.idleTimeout
-        self._expiry = self._clock.callLater(max(0.0, due - self._clock.seconds()), self._expire)
+        # Never less than a millisecond: float rounding must not make it spin.
+        self._expiry = self._clock.callLater(max(0.001, due - self._clock.seconds()), self._expire)
 
     def _expire(self) -> None:
         self._expiry = None
         now = self._clock.seconds()
         for member in list(self.members.values()):
-            if now - member.lastSeen >= self.policy.idleTimeout:
+            if now - member.lastSeen >= self.policy.idleTimeout - 1e-6:
                 self._remove(member, "timed out")
         self._scheduleExpiry()
