@@ -123,7 +123,9 @@ class ChatRoomProtocol(DatagramProtocol):
     log = Logger(namespace="twisted_udpsuite.chat")
     noisy = False
 
-    def __init__(self, reactor: IReactorTime | None = None, policy: RoomPolicy | None = None):
+    def __init__(
+        self, reactor: IReactorTime | None = None, policy: RoomPolicy | None = None
+    ) -> None:
         self._clock: IReactorTime = reactorOr(reactor)
         self.policy = policy if policy is not None else RoomPolicy()
         self.members: dict[Address, Member] = {}

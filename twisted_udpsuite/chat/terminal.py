@@ -63,7 +63,7 @@ class ChatTerminal(LineReceiver):
         isTerminal: bool = False,
         encoding: str = "utf-8",
         lineEditing: bool = False,
-    ):
+    ) -> None:
         self.peer = peer
         self.isTerminal = isTerminal
         self.encoding = encoding
