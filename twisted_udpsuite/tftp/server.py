@@ -70,7 +70,10 @@ class ServerPolicy:
     @ivar burst: Requests a client may send at once.
     @ivar maxTransfers: Concurrent transfers in total.
     @ivar maxTransfersPerClient: Concurrent transfers per client address.
-    @ivar retries: Resends of an unanswered packet before a transfer is abandoned.
+    @ivar retries: Resends of an unanswered packet before a transfer is abandoned. With the
+        adaptive timeout the first ones come fast, so this must be high enough that the
+        total wait (about 8 s at the default timeout) outlasts a client's own retransmission
+        timer: atftp ignores a repeated DATA and only re-ACKs after its timeout.
     @ivar timeout: Largest retransmission timeout (s) when the client does not choose one.
     @ivar rollover: Block number after 65535 when sending (0 or 1).
     @ivar unansweredRetries: Resends allowed before the client has answered at all: a
@@ -84,7 +87,7 @@ class ServerPolicy:
     burst: float = 40.0
     maxTransfers: int = 256
     maxTransfersPerClient: int = 16
-    retries: int = 5
+    retries: int = 12
     timeout: float = DEFAULT_TIMEOUT
     rollover: int = 0
     unansweredRetries: int = 3
