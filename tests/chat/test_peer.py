@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.logger import capturedLogs
 from zope.interface.verify import verifyObject
 
@@ -259,7 +261,8 @@ def test_garbageFromTheRoom() -> None:
         peer.datagramReceived(b"OK JOINED alice x y", ROOM)
         peer.datagramReceived(b"OK PONG", ROOM)
     assert display(peer).messages[0][2] == "\\x1b[31mnot a room"
-    assert len([e for e in events if e.get("log_failure")]) == 2
+    assert [e for e in events if e.get("log_failure")] == []
+    assert len([e for e in events if "bad reply" in e["log_format"]]) == 2
     peer.transport.stopListening()
     net.advance(1)
     assert net.clock.getDelayedCalls() == []
@@ -321,3 +324,20 @@ def test_unacknowledgedMessageGivesUp() -> None:
     alice.leave()
     net.advance(1)
     assert net.clock.getDelayedCalls() == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=80), max_size=20))
+def test_fuzzPeerFromTheRoom(datagrams: list[bytes]) -> None:
+    """Whatever the room's address sends, the peer neither raises nor logs a failure."""
+    net = MemoryNetwork(seed=1)
+    peer = makePeer(net, 0)
+    peer.join(ROOM, "alice")
+    peer.datagramReceived(b"OK JOINED alice 1 1", ROOM)
+    with capturedLogs() as events:
+        for datagram in datagrams:
+            peer.datagramReceived(datagram, ROOM)
+            peer.datagramReceived(b"#7 00:00:00 <x> " + datagram, ROOM)
+            peer.datagramReceived(b"OK " + datagram, ROOM)
+    assert [e for e in events if e.get("log_failure")] == []
+    peer.transport.stopListening()

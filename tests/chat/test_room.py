@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.logger import capturedLogs
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -394,3 +396,35 @@ def test_expiryWithFractionalTimes(idleTimeout: float) -> None:
     net.advance(idleTimeout * 2 + 5)
     assert room.members == {}
     assert net.clock.getDelayedCalls() == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.binary(max_size=200)), max_size=30))
+def test_fuzzRoom(datagrams: list[tuple[bool, bytes]]) -> None:
+    """
+    Any datagrams from a member or a stranger: the room never raises, never
+    answers a stranger with more than it sent, and still relays afterwards.
+    """
+    net = MemoryNetwork(seed=1)
+    _, room = makeRoom(net, RoomPolicy(rate=1000, burst=1000))
+    member, watcher = joined(net, "member", "watcher")
+    stranger = rawClient(net, 5)
+    datagrams.append((False, b"JOIN stranger"))
+    with capturedLogs() as events:
+        for fromMember, data in datagrams:
+            (member if fromMember else stranger).send(data)
+            net.pump()
+            got = stranger.take()
+            if not fromMember and stranger.address not in room.members:
+                assert all(len(g) <= len(data) for g in got), (data, got)
+    assert [e for e in events if e.get("log_failure")] == []
+    member.send(b"LEAVE")
+    net.pump()
+    stranger.send(b"LEAVE")
+    net.pump()
+    watcher.take()
+    net.advance(1)
+    watcher.send(b"WHO")
+    net.pump()
+    assert watcher.parsed()[-1] == Reply(True, "WHO", ("watcher",))
+    assert stranger.address not in room.members

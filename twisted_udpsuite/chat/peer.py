@@ -249,7 +249,10 @@ class ChatPeerProtocol(DatagramProtocol):
                     message.time, printable(sender.encode()), printable(message.text.encode())
                 )
         else:
-            self._onReply(message)
+            try:
+                self._onReply(message)
+            except (MalformedMessage, IndexError):  # e.g. "OK PONG" with no number
+                self.log.debug("chat peer: bad reply from the room: {reply!r}", reply=message)
 
     def _onReply(self, reply: Reply) -> None:
         if not reply.ok:
