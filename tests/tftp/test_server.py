@@ -512,3 +512,29 @@ def test_reflectionBudgetForSilentPeers(root: FilePath) -> None:
     world.net.advance(60)
     assert [type(p).__name__ for p, _ in peer.received] == ["OptionAck"] * 3
     world.settle()
+
+
+def test_wrqOackNotResentOnTimerButOnRepeatedRequest(root: FilePath) -> None:
+    """
+    curl reads its next chunk into block 1 for every OACK it gets: an OACK resent while its
+    DATA 1 is lost would store the file without its first block. So the OACK of a WRQ is
+    resent only when the client repeats the WRQ, never on our timer.
+    """
+    world = _World(root)
+    peer = world.raw()
+    request = WriteRequest(b"w", "octet", {"blksize": "16"})
+    peer.send(request)
+    world.net.pump()
+    oack, tid = peer.received[0]
+    assert isinstance(oack, OptionAck)
+    world.net.advance(3)
+    assert len(peer.received) == 1  # no OACK resent on the timer
+    peer.send(request)  # the client repeats its WRQ: the same session answers again
+    world.net.pump()
+    assert [type(p).__name__ for p, _ in peer.received] == ["OptionAck"] * 2
+    assert len(world.protocol.sessions) == 1
+    peer.send(Data(1, b"short"), tid)
+    world.net.pump()
+    assert peer.received[-1][0] == Ack(1)
+    world.settle()
+    assert root.child("w").getContent() == b"short"

@@ -146,8 +146,12 @@ class TFTPServerProtocol(DatagramProtocol):
     def _received(self, datagram: bytes, addr: tuple[str, int]) -> None:
         if addr[1] == 0 or isUnanswerableSource(addr[0]):
             return
-        if addr in self.sessions:
-            return  # a repeated request: the running session answers it
+        session = self.sessions.get(addr)
+        if session is not None:
+            # A repeated request (our first answer was lost): one session, answered again.
+            if datagram[:2] in (b"\x00\x01", b"\x00\x02") and session.engine is not None:
+                session.engine.repeatInitial()
+            return
         client = hostOf(addr[0])
         if self._limiter is not None and not self._limiter.allow(client):
             self.log.debug("request rate limit hit by {client}", client=client)
@@ -343,7 +347,10 @@ class TFTPSession(DatagramProtocol):
             engine.unansweredRetries = policy.unansweredRetries
             self.engine = engine
             self._watch(engine)
-            engine.start(OptionAck(self.oack).toBytes() if self.oack else encodeAck(0))
+            if self.oack:
+                engine.start(OptionAck(self.oack).toBytes(), resendInitial=False)
+            else:
+                engine.start(encodeAck(0))
 
     def _commit(self) -> Any:
         writer = self._writer

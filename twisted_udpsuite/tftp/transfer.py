@@ -567,6 +567,12 @@ class Sender(_Engine):
     def _packetOack(self) -> None:
         pass  # a repeated OACK (client upload): our DATA 1 or its resend answers it
 
+    def repeatInitial(self) -> None:
+        """The peer repeated its request: resend the OACK if it is still unanswered."""
+        if not self._over and self._initial is not None:
+            self.stats.retransmits += 1
+            self._send(self._initial)
+
     def _timedOut(self) -> None:
         if not self._retry():
             return
@@ -633,18 +639,27 @@ class Receiver(_Engine):
         self._gapAcked = False
         self._busy = False  # a write (or commit) is in progress: incoming DATA is dropped
         self._finalAck: bytes | None = None
+        self._initialPacket: bytes | None = None
+        self._resendInitial = True
 
     def _wireFor(self, absolute: int, scheme: int) -> int:
         if scheme == 0 or absolute < 65536:
             return absolute & 0xFFFF
         return (absolute - 1) % 65535 + 1
 
-    def start(self, initial: bytes | None = None) -> None:
+    def start(self, initial: bytes | None = None, *, resendInitial: bool = True) -> None:
         """
         Begin: send C{initial} (ACK 0 or an OACK), resent until DATA 1 comes; with C{None}
         (a client whose DATA 1 already arrived) just wait for L{dataReceived}.
+
+        @param resendInitial: C{False} leaves resending C{initial} to L{repeatInitial} (a
+            server answering a repeated WRQ): curl takes every OACK for a go-ahead and reads
+            its next chunk into block 1, so an OACK resent on our timer while its DATA 1 is
+            lost stores the file without its first block.
         """
+        self._resendInitial = resendInitial
         if initial is not None:
+            self._initialPacket = initial
             self._sendAck(initial)
         else:
             self._lastAck = _pack(_ACK, 0)
@@ -807,10 +822,19 @@ class Receiver(_Engine):
             self.stats.retransmits += 1
             self._send(self._finalAck)
 
+    def repeatInitial(self) -> None:
+        """The peer repeated its request: answer again if nothing has moved yet."""
+        if not self._over and self._next == 1 and self._lastAck:
+            self.stats.retransmits += 1
+            self._send(self._lastAck)
+
     def _timedOut(self) -> None:
         if not self._retry():
             return
         self._fresh = False
+        if self._next == 1 and not self._resendInitial and self._lastAck is self._initialPacket:
+            self._arm(2 * self._rto.backoff(self._tries))
+            return
         self._send(self._lastAck)
         self._inWindow = 0
         self._arm(2 * self._rto.backoff(self._tries))
