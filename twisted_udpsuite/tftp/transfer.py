@@ -16,6 +16,9 @@ API (stable; the client and the server both build on it):
     receiver.done / receiver.finished  # done fires at the last block; finished after dallying
 
     engine.abort(error, sendError=True)  # stop now (sends ERROR error.code unless told not to)
+    engine.repeatInitial()          # the peer repeated its request: resend the OACK / ACK 0
+    engine.unansweredRetries = 3    # retry budget until the peer first answers (servers)
+    receiver.start(oack, resendInitial=False)  # only repeatInitial() resends it (see start)
 
 C{send(packet: bytes)} writes one datagram to the peer. C{clock} is an L{IReactorTime}.
 C{reader.read(n)} returns up to C{n} bytes (C{b""} at the end) or a Deferred of them; a short
