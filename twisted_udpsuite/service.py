@@ -7,6 +7,7 @@ udpsuite} (see L{twisted_udpsuite.tap}).
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -25,6 +26,47 @@ def checkInterface(value: str) -> str:
         raise usage.UsageError(
             f"--interface: {value!r} is not an IP address (use '' for all IPv4, '::' for all)"
         ) from None
+
+
+def numberOption(
+    name: str,
+    kind: type[int] | type[float] = float,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    above: float | None = None,
+    zeroMeansNone: bool = False,
+) -> Callable[[str], Any]:
+    """
+    A C{usage.Options} coercer for C{--NAME}: a finite number of C{kind}
+    that is at least C{low}, at most C{high} and greater than C{above} (each
+    where given).  With C{zeroMeansNone}, 0 (for "unlimited") becomes L{None}.
+    """
+    if low is not None and high is not None:
+        bound = f"from {low} to {high}"
+    elif low is not None:
+        bound = f"at least {low}"
+    elif high is not None:
+        bound = f"at most {high}"
+    else:
+        bound = f"greater than {above}"
+
+    def coerce(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            what = "whole number" if kind is int else "number"
+            raise usage.UsageError(f"--{name}: {value!r} is not a {what}") from None
+        if (
+            not math.isfinite(number)
+            or (low is not None and number < low)
+            or (high is not None and number > high)
+            or (above is not None and number <= above)
+        ):
+            raise usage.UsageError(f"--{name}: must be {bound}")
+        return None if zeroMeansNone and number == 0 else number
+
+    return coerce
 
 
 def checkPort(value: str, option: str = "--port") -> int:

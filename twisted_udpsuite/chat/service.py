@@ -10,12 +10,11 @@ from twisted.application.service import Service
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IUDPTransport
 from twisted.logger import Logger
-from twisted.python import usage
 
 from twisted_udpsuite import ports
 from twisted_udpsuite.chat.room import MAX_DATAGRAM, ChatRoomProtocol, RoomPolicy
 from twisted_udpsuite.reactors import reactorOr
-from twisted_udpsuite.service import ServiceOptions, ServiceSpec
+from twisted_udpsuite.service import ServiceOptions, ServiceSpec, numberOption
 
 __all__ = ["ChatRoomService", "Options", "makeService", "SPEC"]
 
@@ -63,19 +62,6 @@ class ChatRoomService(Service):
         return None
 
 
-def _number(kind: type, name: str, minimum: float) -> Any:
-    def coerce(value: str) -> Any:
-        try:
-            number = kind(value)
-        except ValueError:
-            raise usage.UsageError(f"--{name}: {value!r} is not a number") from None
-        if number < minimum:
-            raise usage.UsageError(f"--{name}: must be at least {minimum}")
-        return number
-
-    return coerce
-
-
 _DEFAULT = RoomPolicy()
 
 
@@ -89,43 +75,49 @@ class Options(ServiceOptions):
             None,
             _DEFAULT.maxMembers,
             "Members at once.",
-            _number(int, "max-members", 1),
+            numberOption("max-members", int, low=1),
         ],
         [
             "max-message",
             None,
             _DEFAULT.maxMessage,
             "Largest datagram accepted, in bytes.",
-            _number(int, "max-message", 64),
+            numberOption("max-message", int, low=64),
         ],
-        ["history", None, _DEFAULT.history, "Lines kept for RESEND.", _number(int, "history", 1)],
+        [
+            "history",
+            None,
+            _DEFAULT.history,
+            "Lines kept for RESEND.",
+            numberOption("history", int, low=1),
+        ],
         [
             "backlog",
             None,
             _DEFAULT.backlog,
             "Lines a new member gets.",
-            _number(int, "backlog", 0),
+            numberOption("backlog", int, low=0),
         ],
         [
             "idle-timeout",
             None,
             _DEFAULT.idleTimeout,
             "Seconds of silence before a member is dropped.",
-            _number(float, "idle-timeout", 1),
+            numberOption("idle-timeout", float, low=1),
         ],
         [
             "rate",
             None,
             _DEFAULT.rate,
             "Datagrams per second per member.",
-            _number(float, "rate", 0.1),
+            numberOption("rate", float, low=0.1),
         ],
         [
             "burst",
             None,
             _DEFAULT.burst,
             "Datagrams a member may send at once.",
-            _number(float, "burst", 1),
+            numberOption("burst", float, low=1),
         ],
     ]
 

@@ -10,24 +10,10 @@ from twisted_udpsuite import ports
 from twisted_udpsuite.command import CommandOptions, CommandSpec, Console, resolveHost
 from twisted_udpsuite.discovery.protocol import DiscoveredResponder, discover
 from twisted_udpsuite.discovery.wire import MAX_DELAY
-from twisted_udpsuite.service import checkPort
+from twisted_udpsuite.service import checkPort, numberOption
 from twisted_udpsuite.terminal import printable
 
 __all__ = ["COMMAND", "Options", "formatResponder"]
-
-
-def _number(name: str, minimum: float, maximum: float | None = None) -> Any:
-    def coerce(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            raise usage.UsageError(f"--{name}: {value!r} is not a number") from None
-        if number < minimum or (maximum is not None and number > maximum):
-            bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
-            raise usage.UsageError(f"--{name}: must be {bound}")
-        return number
-
-    return coerce
 
 
 class Options(CommandOptions):
@@ -40,13 +26,13 @@ class Options(CommandOptions):
         "responder once: address, name, services."
     )
     optParameters = [
-        ["timeout", "t", 3.0, "Seconds to listen for answers.", _number("timeout", 0.1)],
+        ["timeout", "t", 3.0, "Seconds to listen for answers.", numberOption("timeout", low=0.1)],
         [
             "max-delay",
             None,
             1.0,
             "Responders answer within this many seconds, at random.",
-            _number("max-delay", 0, MAX_DELAY),
+            numberOption("max-delay", low=0, high=MAX_DELAY),
         ],
         ["attempts", None, 3, "Probes to send (1 s, then 2 s apart...).", int],
     ]

@@ -22,7 +22,7 @@ from twisted_udpsuite.discovery.interfaces import broadcastInterfaces, directedB
 from twisted_udpsuite.discovery.protocol import MAX_DATAGRAM, Responder
 from twisted_udpsuite.discovery.wire import MAX_NAME, ServiceEntry
 from twisted_udpsuite.reactors import reactorOr
-from twisted_udpsuite.service import ServiceOptions, ServiceSpec
+from twisted_udpsuite.service import ServiceOptions, ServiceSpec, numberOption
 
 __all__ = ["Options", "ResponderService", "SPEC", "makeService", "parseServiceEntry"]
 
@@ -128,27 +128,20 @@ def parseServiceEntry(text: str) -> ServiceEntry:
     return ServiceEntry(match.group(1), match.group(2), int(match.group(3)))
 
 
-def _nonNegative(name: str) -> Any:
-    def coerce(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            raise usage.UsageError(f"--{name}: {value!r} is not a number") from None
-        if number < 0:
-            raise usage.UsageError(f"--{name}: must not be negative")
-        return number
-
-    return coerce
-
-
 class Options(ServiceOptions):
     """C{twistd -n udpsuite responder}: answer discovery probes."""
 
     defaultPort = ports.RESPONDER
     optParameters = [
-        ["rate", None, 1.0, "Answers/s per source address.", _nonNegative("rate")],
-        ["burst", None, 4.0, "Answers a source may get at once.", _nonNegative("burst")],
-        ["announce", None, 0.0, "Announce every S seconds (0: never).", _nonNegative("announce")],
+        ["rate", None, 1.0, "Answers/s per source address.", numberOption("rate", low=0)],
+        ["burst", None, 4.0, "Answers a source may get at once.", numberOption("burst", low=0)],
+        [
+            "announce",
+            None,
+            0.0,
+            "Announce every S seconds (0: never).",
+            numberOption("announce", low=0),
+        ],
     ]
 
     def __init__(self) -> None:

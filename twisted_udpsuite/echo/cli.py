@@ -15,19 +15,7 @@ from twisted_udpsuite.command import (
     targetOption,
 )
 from twisted_udpsuite.echo.client import PROBE_HEADER_SIZE, PingReply, ping
-
-
-def _positive(kind: type, name: str, minimum: float) -> Any:
-    def coerce(value: str) -> Any:
-        try:
-            number = kind(value)
-        except ValueError:
-            raise usage.UsageError(f"--{name}: {value!r} is not a number") from None
-        if number < minimum:
-            raise usage.UsageError(f"--{name}: must be at least {minimum}")
-        return number
-
-    return coerce
+from twisted_udpsuite.service import numberOption
 
 
 class Options(CommandOptions):
@@ -36,15 +24,15 @@ class Options(CommandOptions):
     synopsis = "HOST[:PORT]"
     longdesc = f"Round trips to a UDP echo server, like ping (default port {ports.ECHO})."
     optParameters = [
-        ["count", "c", 5, "Probes to send.", _positive(int, "count", 1)],
-        ["interval", "i", 1.0, "Seconds between probes.", _positive(float, "interval", 0)],
-        ["size", "s", 56, "Probe size in bytes.", _positive(int, "size", PROBE_HEADER_SIZE)],
+        ["count", "c", 5, "Probes to send.", numberOption("count", int, low=1)],
+        ["interval", "i", 1.0, "Seconds between probes.", numberOption("interval", float, low=0)],
+        ["size", "s", 56, "Probe size in bytes.", numberOption("size", int, low=PROBE_HEADER_SIZE)],
         [
             "timeout",
             "W",
             2.0,
             "Seconds to wait for each reply.",
-            _positive(float, "timeout", 0.001),
+            numberOption("timeout", float, low=0.001),
         ],
     ]
     optFlags = [["quiet", "q", "Print only the summary."]]

@@ -10,7 +10,6 @@ from twisted.application.service import Service
 from twisted.internet.defer import gatherResults, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IUDPTransport
 from twisted.logger import Logger
-from twisted.python import usage
 
 from twisted_udpsuite import ports
 from twisted_udpsuite.echo.server import (
@@ -21,7 +20,7 @@ from twisted_udpsuite.echo.server import (
     UDPEchoProtocol,
 )
 from twisted_udpsuite.reactors import reactorOr
-from twisted_udpsuite.service import ServiceOptions, ServiceSpec, checkPort
+from twisted_udpsuite.service import ServiceOptions, ServiceSpec, checkPort, numberOption
 
 __all__ = ["EchoService", "Options", "makeService", "SPEC"]
 
@@ -90,19 +89,6 @@ class EchoService(Service):
         return gatherResults(waits)
 
 
-def _rate(name: str) -> Any:
-    def coerce(value: str) -> float | None:
-        try:
-            rate = float(value)
-        except ValueError:
-            raise usage.UsageError(f"--{name}: {value!r} is not a number") from None
-        if rate < 0:
-            raise usage.UsageError(f"--{name}: must not be negative")
-        return rate or None
-
-    return coerce
-
-
 class Options(ServiceOptions):
     """C{twistd -n udpsuite echo}: RFC 862 echo on UDP and TCP."""
 
@@ -114,15 +100,21 @@ class Options(ServiceOptions):
             None,
             EchoPolicy.rate,
             "Replies/s per source address (0: unlimited).",
-            _rate("rate"),
+            numberOption("rate", low=0, zeroMeansNone=True),
         ],
-        ["burst", None, EchoPolicy.burst, "Replies a source may get at once.", _rate("burst")],
+        [
+            "burst",
+            None,
+            EchoPolicy.burst,
+            "Replies a source may get at once.",
+            numberOption("burst", low=0, zeroMeansNone=True),
+        ],
         [
             "global-rate",
             None,
             EchoPolicy.globalRate,
             "Replies/s in total (0: unlimited).",
-            _rate("global-rate"),
+            numberOption("global-rate", low=0, zeroMeansNone=True),
         ],
     ]
 

@@ -21,7 +21,7 @@ from twisted.python.filepath import FilePath
 from twisted_udpsuite import ports
 from twisted_udpsuite.files.server import FileServerFactory
 from twisted_udpsuite.reactors import reactorOr
-from twisted_udpsuite.service import ServiceOptions, ServiceSpec, checkPort
+from twisted_udpsuite.service import ServiceOptions, ServiceSpec, checkPort, numberOption
 
 __all__ = ["FileService", "Options", "SPEC", "makeService"]
 
@@ -92,30 +92,19 @@ class FileService(Service):
         return gatherResults(waits)
 
 
-def _positive(name: str) -> Any:
-    def coerce(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            raise usage.UsageError(f"--{name}: {value!r} is not a number") from None
-        if number <= 0:
-            raise usage.UsageError(f"--{name}: must be positive")
-        return number
-
-    return coerce
-
-
 class Options(ServiceOptions):
     """C{twistd -n udpsuite files}: the TCP file server."""
 
     defaultPort = ports.FILES
     optParameters = [
-        ["max-connections", None, 256, "Open connections in total.", _positive("max-connections")],
-        ["max-per-host", None, 16, "Open connections per client.", _positive("max-per-host")],
+        ["max-connections", None, 256, "Open connections in total.",
+         numberOption("max-connections", int, low=1)],
+        ["max-per-host", None, 16, "Open connections per client.",
+         numberOption("max-per-host", int, low=1)],
         ["idle-timeout", None, 120.0, "Seconds without traffic before closing.",
-         _positive("idle-timeout")],
+         numberOption("idle-timeout", above=0)],
         ["header-timeout", None, 10.0, "Seconds to finish a request line.",
-         _positive("header-timeout")],
+         numberOption("header-timeout", above=0)],
     ]  # fmt: skip
 
     def __init__(self) -> None:
