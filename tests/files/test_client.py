@@ -153,7 +153,7 @@ def test_cancel(root: Any, local: FilePath) -> None:
     pump.flush()
     failureResultOf(d, CancelledError)
     assert os.path.exists(local.path + ".part") and not local.exists()
-    assert net.factory.open == {}
+    assert net.factory.limits.open == {}
     assert net.reactor.getDelayedCalls() == []
 
 
@@ -221,14 +221,14 @@ def test_cancelQuery(root: Any) -> None:
     d.cancel()
     pump.flush()
     failureResultOf(d, CancelledError)
-    assert pump.clientIO.disconnected and net.factory.open == {}
+    assert pump.clientIO.disconnected and net.factory.limits.open == {}
     assert net.reactor.getDelayedCalls() == []
 
 
 def test_limitRefusal(root: Any, local: FilePath) -> None:
     """A server over its per-host limit answers 429: a ServerError, nothing written."""
     net = Net(root)
-    net.factory.maxPerHost = 0
+    net.factory.limits.maxPerHost = 0
     d = client.fetch(net.reactor, ADDRESS, "data.bin", local)
     net.run(net.connect())
     assert failureResultOf(d, client.ServerError).value.status == 429

@@ -245,7 +245,7 @@ def test_clientGoneMidBody(root: Any) -> None:
         proto.dataReceived(encodeRequest(Fetch("big.bin")))
         proto.connectionLost(None)  # type: ignore[arg-type]
     assert [e["outcome"] for e in events if "outcome" in e] == ["client disconnected"]
-    assert factory.open == {}
+    assert factory.limits.open == {}
     assert clock.getDelayedCalls() == []
 
 
@@ -282,7 +282,7 @@ def test_idleTimeout(root: Any) -> None:
     clock.advance(2)
     assert tr.disconnecting
     proto.connectionLost(None)  # type: ignore[arg-type]
-    assert clock.getDelayedCalls() == [] and factory.open == {}
+    assert clock.getDelayedCalls() == [] and factory.limits.open == {}
 
 
 def test_pipelineBounded(root: Any) -> None:

@@ -32,6 +32,7 @@ from zope.interface import implementer
 
 from twisted_udpsuite import ports
 from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
+from twisted_udpsuite.connections import ConnectionLimits
 from twisted_udpsuite.ratelimit import PerSourceLimiter, TokenBucket
 from twisted_udpsuite.reactors import reactorOr
 
@@ -305,17 +306,18 @@ class TCPEchoFactory(Factory):
         reactor = reactorOr(reactor)
         self.clock = reactor
         self.stats = stats if stats is not None else EchoStats()
-        self.maxConnections = maxConnections
-        self.maxPerHost = maxPerHost
+        self.limits = ConnectionLimits(maxConnections, maxPerHost)
         self.idleTimeout = idleTimeout
-        self.open: Counter[str] = Counter()
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:
         host = hostOf(getattr(addr, "host", str(addr)))
-        if sum(self.open.values()) >= self.maxConnections or self.open[host] >= self.maxPerHost:
-            self.log.warn("refused echo connection from {peer}: connection limit", peer=host)
+        refusal = self.limits.refusal(host)
+        if refusal is not None:
+            self.log.warn(
+                "refused echo connection from {peer}: {limit} limit", peer=host, limit=refusal
+            )
             return None
-        self.open[host] += 1
+        self.limits.opened(host)
         self.stats.connections += 1
         proto = super().buildProtocol(addr)
         assert proto is not None
@@ -324,9 +326,7 @@ class TCPEchoFactory(Factory):
 
     def connectionClosed(self, proto: TCPEchoProtocol) -> None:
         host: str = proto.peerHost  # type: ignore[attr-defined]
-        self.open[host] -= 1
-        if self.open[host] <= 0:
-            del self.open[host]
+        self.limits.closed(host)
         self.stats.bytes += proto.bytesEchoed
         self.stats.peer(host).bytes += proto.bytesEchoed
         self.log.info(

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import stat as statModule
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
 from typing import Any
 
 from twisted.internet.interfaces import (
@@ -32,6 +32,7 @@ from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from twisted_udpsuite.addresses import hostOf
+from twisted_udpsuite.connections import ConnectionLimits
 from twisted_udpsuite.files.hashing import StreamHasher
 from twisted_udpsuite.files.wire import (
     Fetch,
@@ -577,11 +578,9 @@ class FileServerFactory(Factory):
         self.turnDelay = turnDelay
         self.root = root
         self.reactor = reactorOr(reactor)
-        self.maxConnections = maxConnections
-        self.maxPerHost = maxPerHost
+        self.limits = ConnectionLimits(maxConnections, maxPerHost)
         self.idleTimeout = idleTimeout
         self.headerTimeout = headerTimeout
-        self.open: Counter[str] = Counter()
         self._digests: OrderedDict[str, str] = OrderedDict()
         self._digestCache = digestCache
         self.requestsServed = 0
@@ -589,23 +588,21 @@ class FileServerFactory(Factory):
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:
         host = hostOf(getattr(addr, "host", str(addr)))
-        if sum(self.open.values()) >= self.maxConnections:
+        refusal = self.limits.refusal(host)
+        if refusal == "total":
             self.log.warn("refused connection from {peer}: server full", peer=host)
             return _Refuser(Status.BUSY, "server busy")
-        if self.open[host] >= self.maxPerHost:
+        if refusal == "per-host":
             self.log.warn("refused connection from {peer}: per-host limit", peer=host)
             return _Refuser(Status.TOO_MANY_FROM_YOU, "too many connections from your address")
-        self.open[host] += 1
+        self.limits.opened(host)
         proto = super().buildProtocol(addr)
         assert proto is not None
         proto.peerHost = host  # type: ignore[attr-defined]
         return proto
 
     def connectionClosed(self, proto: FileServerProtocol) -> None:
-        host: str = proto.peerHost  # type: ignore[attr-defined]
-        self.open[host] -= 1
-        if self.open[host] <= 0:
-            del self.open[host]
+        self.limits.closed(proto.peerHost)  # type: ignore[attr-defined]
 
     def digestFor(self, version: str) -> str | None:
         """The cached sha256 of a file version, if it was read whole before."""
