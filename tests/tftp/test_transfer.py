@@ -49,7 +49,7 @@ class _Sink:
 def _transfer(
     net: MemoryNetwork,
     payload: bytes,
-    options: TransferOptions = TransferOptions(),
+    options: TransferOptions | None = None,
     *,
     rollover: int = 0,
     retries: int = 8,
@@ -57,6 +57,7 @@ def _transfer(
     writer: Any = None,
     oack: bool = False,
 ) -> tuple[TransferStats, TransferStats, bytes]:
+    options = options if options is not None else TransferOptions()
     a = net.addHost("192.0.2.1/24")
     b = net.addHost("192.0.2.2/24")
     pa, pb = _Endpoint(), _Endpoint()
@@ -110,8 +111,7 @@ def test_lossyNetwork(windowsize: int, seed: int) -> None:
     assert sent.retransmits > 0
 
 
-@pytest.mark.parametrize("rollover", [0, 1])
-@pytest.mark.parametrize("windowsize", [1, 8])
+@pytest.mark.parametrize(("rollover", "windowsize"), [(0, 8), (1, 1)])
 def test_rollover(rollover: int, windowsize: int) -> None:
     payload = os.urandom(8 * 70_000 + 3)
     net = MemoryNetwork(seed=5, loss=0.01)
