@@ -538,3 +538,37 @@ def test_wrqOackNotResentOnTimerButOnRepeatedRequest(root: FilePath) -> None:
     assert peer.received[-1][0] == Ack(1)
     world.settle()
     assert root.child("w").getContent() == b"short"
+
+
+def test_lostFinalAckOfAnUploadIsSentAgainAfterCurlsWait(root: FilePath) -> None:
+    """
+    The final ACK of an upload is lost; the client resends its last DATA only after
+    its own interval (curl: about 6 s). The server is still dallying and ACKs it again.
+    """
+    world = _World(root)
+    peer = world.raw()
+    peer.send(WriteRequest(b"up.bin", "octet"))
+    world.net.pump()
+    [(ack0, tid)] = peer.received
+    assert ack0 == Ack(0)
+    lost: list[bytes] = []
+    world.net.dropIf(lambda r: r.data == Ack(1).toBytes() and not lost and not lost.append(r.data))
+    peer.send(Data(1, b"last and only block"), tid)
+    world.net.pump()
+    assert len(peer.received) == 1 and lost  # the ACK was lost
+    world.net.advance(6.0)
+    peer.send(Data(1, b"last and only block"), tid)
+    world.net.pump()
+    assert peer.received[-1] == (Ack(1), tid)
+    assert root.child("up.bin").getContent() == b"last and only block"
+    world.settle()
+
+
+def test_dallyingUploadsDoNotCountAsTransfers(root: FilePath) -> None:
+    """Finished uploads whose ports still dally leave room for new transfers."""
+    world = _World(root, policy=ServerPolicy(rate=None, maxTransfers=1, maxTransfersPerClient=1))
+    for i in range(3):
+        world.put(b"x" * 10, f"up{i}.bin")
+    assert len(world.protocol.sessions) == 3  # all three still dallying
+    assert sorted(root.listdir()) == ["up0.bin", "up1.bin", "up2.bin"]
+    world.settle()

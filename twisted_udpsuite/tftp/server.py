@@ -80,6 +80,9 @@ class ServerPolicy:
         spoofed request must not turn into C{retries} full blocks of reflected traffic.
     @ivar socketBuffer: C{SO_SNDBUF}/C{SO_RCVBUF} asked for each transfer socket, so a
         window of large blocks is not dropped by the kernel (capped by C{wmem_max}).
+    @ivar dally: Seconds an upload's port stays open after its final ACK, to ACK again a
+        repeated last DATA (our ACK was lost). It must outlast the client's own resend
+        interval: curl waits about 6 s. A dallying upload no longer counts as a transfer.
     """
 
     limits: ServerOptionLimits = field(default_factory=ServerOptionLimits)
@@ -92,6 +95,7 @@ class ServerPolicy:
     rollover: int = 0
     unansweredRetries: int = 3
     socketBuffer: int = 4 * 1024 * 1024
+    dally: float = 8.0
 
 
 class TFTPServerProtocol(DatagramProtocol):
@@ -117,6 +121,7 @@ class TFTPServerProtocol(DatagramProtocol):
         self._interface = interface
         self.sessions: dict[tuple[str, int], TFTPSession] = {}
         self._perClient: dict[str, int] = {}
+        self._active = 0  # transfers running (dallying uploads not counted)
         self._limiter = (
             PerSourceLimiter(self._reactor, self.policy.rate, self.policy.burst)
             if self.policy.rate
@@ -176,9 +181,9 @@ class TFTPServerProtocol(DatagramProtocol):
             )
             self._reply(errorPacket(ErrorCode.ILLEGAL_OPERATION, message), addr)
             return
-        if len(self.sessions) >= self.policy.maxTransfers:
+        if self._active >= self.policy.maxTransfers:
             self.log.warn(
-                "refusing {peer}: {count} transfers running", peer=addr, count=len(self.sessions)
+                "refusing {peer}: {count} transfers running", peer=addr, count=self._active
             )
             self._reply(errorPacket(ErrorCode.NOT_DEFINED, "Server busy, try again later"), addr)
             return
@@ -201,17 +206,27 @@ class TFTPServerProtocol(DatagramProtocol):
             return
         self.sessions[addr] = session
         self._perClient[client] = self._perClient.get(client, 0) + 1
+        self._active += 1
+        session.counted = True
         session.begin()
 
+    def _transferEnded(self, session: TFTPSession) -> None:
+        """A transfer stops counting against the limits (once), even if its port dallies."""
+        if not session.counted:
+            return
+        session.counted = False
+        self._active -= 1
+        client = hostOf(session.peer[0])
+        left = self._perClient.get(client, 1) - 1
+        if left > 0:
+            self._perClient[client] = left
+        else:
+            self._perClient.pop(client, None)
+
     def _sessionClosed(self, session: TFTPSession) -> None:
+        self._transferEnded(session)
         if self.sessions.get(session.peer) is session:
             del self.sessions[session.peer]
-            client = hostOf(session.peer[0])
-            left = self._perClient.get(client, 1) - 1
-            if left > 0:
-                self._perClient[client] = left
-            else:
-                self._perClient.pop(client, None)
 
 
 class TFTPSession(DatagramProtocol):
@@ -232,6 +247,7 @@ class TFTPSession(DatagramProtocol):
         self.server = server
         self.request = request
         self.peer = peer
+        self.counted = False  # whether it counts against the server's transfer limits
         self.isRead = isinstance(request, ReadRequest)
         self.netascii = request.mode == "netascii"
         self.engine: Sender | Receiver | None = None
@@ -343,6 +359,7 @@ class TFTPSession(DatagramProtocol):
                 retries=policy.retries,
                 timeout=policy.timeout,
                 commit=self._commit,
+                dally=max(policy.dally, policy.timeout),
             )
             engine.unansweredRetries = policy.unansweredRetries
             self.engine = engine
@@ -437,11 +454,13 @@ class TFTPSession(DatagramProtocol):
     def _succeeded(self, stats: TransferStats) -> None:
         self._ended = True
         self.stats = stats
+        self.server._transferEnded(self)
         self._release(ok=True)
         self._logEnd("ok", None)
 
     def _failed(self, failure: Failure) -> None:
         self._ended = True
+        self.server._transferEnded(self)
         if self.engine is not None:
             self.stats = self.engine.stats
         self._release(ok=False)
