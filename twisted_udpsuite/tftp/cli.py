@@ -24,6 +24,7 @@ from twisted_udpsuite.command import (
     targetOption,
 )
 from twisted_udpsuite.progress import ProgressBar, formatBytes
+from twisted_udpsuite.service import numberOption
 from twisted_udpsuite.tftp import client, errors
 from twisted_udpsuite.tftp.options import (
     MAX_BLKSIZE,
@@ -35,19 +36,6 @@ from twisted_udpsuite.tftp.options import (
 )
 
 __all__ = ["COMMAND", "GetOptions", "Options", "PutOptions", "runTFTP"]
-
-
-def _bounded(name: str, low: int, high: int) -> Any:
-    def coerce(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise usage.UsageError(f"--{name}: {value!r} is not a whole number") from None
-        if not low <= number <= high:
-            raise usage.UsageError(f"--{name}: must be from {low} to {high}")
-        return number
-
-    return coerce
 
 
 def _mode(value: str) -> str:
@@ -64,21 +52,21 @@ class _TransferOptions(CommandOptions):
             "b",
             None,
             f"Block size to ask for ({MIN_BLKSIZE}-{MAX_BLKSIZE}; default 512 without asking).",
-            _bounded("blksize", MIN_BLKSIZE, MAX_BLKSIZE),
+            numberOption("blksize", int, low=MIN_BLKSIZE, high=MAX_BLKSIZE),
         ],
         [
             "windowsize",
             "w",
             None,
             f"Blocks per window to ask for (RFC 7440, {MIN_WINDOWSIZE}-{MAX_WINDOWSIZE}).",
-            _bounded("windowsize", MIN_WINDOWSIZE, MAX_WINDOWSIZE),
+            numberOption("windowsize", int, low=MIN_WINDOWSIZE, high=MAX_WINDOWSIZE),
         ],
         [
             "timeout",
             "t",
             None,
             f"Retransmission timeout in seconds to ask for ({MIN_TIMEOUT}-{MAX_TIMEOUT}).",
-            _bounded("timeout", MIN_TIMEOUT, MAX_TIMEOUT),
+            numberOption("timeout", int, low=MIN_TIMEOUT, high=MAX_TIMEOUT),
         ],
         ["mode", "m", "octet", "Transfer mode: octet or netascii.", _mode],
         [
@@ -86,7 +74,7 @@ class _TransferOptions(CommandOptions):
             "r",
             5,
             "Times to resend an unanswered packet before giving up.",
-            _bounded("retries", 0, 1000),
+            numberOption("retries", int, low=0, high=1000),
         ],
     ]
     optFlags = [

@@ -17,7 +17,7 @@ from twisted.python.filepath import FilePath
 
 from twisted_udpsuite import ports
 from twisted_udpsuite.reactors import reactorOr
-from twisted_udpsuite.service import ServiceOptions, ServiceSpec
+from twisted_udpsuite.service import ServiceOptions, ServiceSpec, numberOption
 from twisted_udpsuite.tftp.backend import FilesystemBackend, IBackend
 from twisted_udpsuite.tftp.options import (
     MAX_BLKSIZE,
@@ -76,42 +76,6 @@ class TFTPService(Service):
         return maybeDeferred(port.stopListening)
 
 
-def _count(name: str, low: int = 0, high: int | None = None, zeroIsNone: bool = False) -> Any:
-    def coerce(value: str) -> int | None:
-        if not value.isdigit():
-            raise usage.UsageError(f"--{name}: {value!r} is not a whole number")
-        number = int(value)
-        if number < low or (high is not None and number > high):
-            bound = f"{low}..{high}" if high is not None else f">= {low}"
-            raise usage.UsageError(f"--{name}: {number} is outside {bound}")
-        return None if zeroIsNone and number == 0 else number
-
-    return coerce
-
-
-def _seconds(name: str) -> Any:
-    def coerce(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            raise usage.UsageError(f"--{name}: {value!r} is not a number") from None
-        if not 0.05 <= number <= 255:
-            raise usage.UsageError(f"--{name}: must be within 0.05..255 seconds")
-        return number
-
-    return coerce
-
-
-def _rate(value: str) -> float | None:
-    try:
-        number = float(value)
-    except ValueError:
-        raise usage.UsageError(f"--rate: {value!r} is not a number") from None
-    if number < 0:
-        raise usage.UsageError("--rate: must not be negative")
-    return number or None
-
-
 class Options(ServiceOptions):
     """C{twistd -n udpsuite tftp}: a TFTP server (RFC 1350, 2347-2349, 7440)."""
 
@@ -127,63 +91,63 @@ class Options(ServiceOptions):
             None,
             MAX_BLKSIZE,
             "Largest blksize granted.",
-            _count("max-blksize", MIN_BLKSIZE, MAX_BLKSIZE),
+            numberOption("max-blksize", int, low=MIN_BLKSIZE, high=MAX_BLKSIZE),
         ],
         [
             "max-windowsize",
             None,
             64,
             "Largest windowsize granted.",
-            _count("max-windowsize", 1, MAX_WINDOWSIZE),
+            numberOption("max-windowsize", int, low=1, high=MAX_WINDOWSIZE),
         ],
         [
             "max-upload-size",
             None,
             None,
             "Largest upload in bytes (0: no limit).",
-            _count("max-upload-size", zeroIsNone=True),
+            numberOption("max-upload-size", int, low=0, zeroMeansNone=True),
         ],
         [
             "max-transfers",
             None,
             ServerPolicy.maxTransfers,
             "Concurrent transfers in total.",
-            _count("max-transfers", 1),
+            numberOption("max-transfers", int, low=1),
         ],
         [
             "max-transfers-per-client",
             None,
             ServerPolicy.maxTransfersPerClient,
             "Concurrent transfers per client address.",
-            _count("max-transfers-per-client", 1),
+            numberOption("max-transfers-per-client", int, low=1),
         ],
         [
             "rate",
             None,
             ServerPolicy.rate,
             "Requests/s per client address (0: unlimited).",
-            _rate,
+            numberOption("rate", low=0, zeroMeansNone=True),
         ],
         [
             "retries",
             None,
             ServerPolicy.retries,
             "Resends of an unanswered packet before giving up.",
-            _count("retries", 0, 100),
+            numberOption("retries", int, low=0, high=100),
         ],
         [
             "timeout",
             None,
             ServerPolicy.timeout,
             "Largest retransmission timeout in seconds (clients may negotiate their own).",
-            _seconds("timeout"),
+            numberOption("timeout", low=0.05, high=255),
         ],
         [
             "rollover",
             None,
             0,
             "Block number after 65535 when sending: 0 (most peers) or 1.",
-            _count("rollover", 0, 1),
+            numberOption("rollover", int, low=0, high=1),
         ],
     ]
 
