@@ -27,6 +27,8 @@ from twisted_udpsuite import ports
 from twisted_udpsuite.addresses import parseHostPort
 from twisted_udpsuite.chat.peer import ChatPeerProtocol, IChatDisplay
 from twisted_udpsuite.chat.wire import isValidNick
+from twisted_udpsuite.discovery.protocol import DiscoveredResponder, discover
+from twisted_udpsuite.terminal import printable
 
 __all__ = ["ChatTerminal", "HELP"]
 
@@ -37,6 +39,7 @@ commands:
   /leave                 leave the room
   /who                   who is in the room
   /nick NEW              change your nick in the room
+  /lan [PORT]            list udpsuite hosts on the LAN (discovery, port 9998)
   /help                  this text
   /quit                  leave and exit (Ctrl-D too)
   //text                 say a line that starts with '/'"""
@@ -50,6 +53,8 @@ class ChatTerminal(LineReceiver):
     @param peer: the chat protocol (its C{display} becomes this terminal).
     @param isTerminal: whether the output is a TTY (redraw the prompt).
     @param encoding: of the user's typing and of the output.
+    @param discoverOptions: keyword arguments for L{discover} behind C{/lan}
+        (tests name the interfaces to probe).
     @ivar done: fires once the user quits (C{/quit}, Ctrl-D, stdin closed).
     """
 
@@ -63,8 +68,10 @@ class ChatTerminal(LineReceiver):
         isTerminal: bool = False,
         encoding: str = "utf-8",
         lineEditing: bool = False,
+        discoverOptions: dict[str, Any] | None = None,
     ) -> None:
         self.peer = peer
+        self.discoverOptions = discoverOptions or {}
         self.isTerminal = isTerminal
         self.encoding = encoding
         self.lineEditing = lineEditing
@@ -79,6 +86,7 @@ class ChatTerminal(LineReceiver):
             "leave": lambda args: self.peer.leave(),
             "who": lambda args: self.peer.who(),
             "nick": self._nick,
+            "lan": self._lan,
             "help": lambda args: self._lines(HELP),
             "quit": lambda args: self._quit(),
         }
@@ -219,6 +227,29 @@ class ChatTerminal(LineReceiver):
             self.peer.join(address, nick)
 
         self._address(args[0], ports.CHATROOM, join)
+
+    def _lan(self, args: list[str]) -> None:
+        """List the suite's responders on the LAN, with a /join hint for chat rooms."""
+        if len(args) > 1 or (args and not args[0].isdigit()):
+            self.showNotice("usage: /lan [PORT]")
+            return
+        port = int(args[0]) if args else ports.RESPONDER
+        self.showNotice(f"looking for udpsuite hosts on the LAN (port {port})...")
+
+        def found(responder: DiscoveredResponder) -> None:
+            host = responder.address[0]
+            shown = f"[{host}]" if ":" in host else host
+            services = ", ".join(str(s) for s in responder.services) or "no services"
+            rooms = [s for s in responder.services if s.name == "chatroom"]
+            hint = f"  (/join {shown}:{rooms[0].port} NICK)" if rooms else ""
+            name = printable(responder.name.encode("utf-8"))
+            self.showNotice(f"{name} at {shown}: {services}{hint}")
+
+        d = discover(self.peer._reactor, port, timeout=2.0, onFound=found, **self.discoverOptions)
+        d.addCallbacks(
+            lambda everyone: self.showNotice(f"{len(everyone)} found on the LAN"),
+            lambda failure: self.showNotice(f"discovery failed: {failure.getErrorMessage()}"),
+        )
 
     def _nick(self, args: list[str]) -> None:
         if len(args) != 1 or not isValidNick(args[0]):
