@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+from collections.abc import Iterator
 
 from twisted.logger import Logger
 
@@ -37,32 +38,44 @@ def _ioctl(sock: socket.socket, request: int, name: str) -> bytes:
     return fcntl.ioctl(sock.fileno(), request, struct.pack("256s", name.encode()[:15]))
 
 
-def broadcastInterfaces() -> list[InterfaceInfo]:
+def _interfaceFlags() -> Iterator[tuple[socket.socket, str, int]]:
     """
-    (name, address/prefix) of every interface that is up, has an IPv4
-    address and can broadcast (loopback and point-to-point links excluded).
-    Only each interface's primary IPv4 address is seen.
+    (ioctl socket, name, flags) of every interface, for the callers to filter.
+    Nothing (logged at debug) where interfaces cannot be listed.
     """
     try:
         names = socket.if_nameindex()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     except (OSError, AttributeError) as e:
         log.debug("cannot list interfaces: {error}", error=e)
-        return []
-    found = []
+        return
     with sock:
         for _, name in names:
             try:
                 flags = struct.unpack_from("H", _ioctl(sock, _SIOCGIFFLAGS, name), 16)[0]
-                if not flags & _IFF_UP or not flags & _IFF_BROADCAST:
-                    continue
-                if flags & (_IFF_LOOPBACK | _IFF_POINTOPOINT):
-                    continue
-                address = socket.inet_ntoa(_ioctl(sock, _SIOCGIFADDR, name)[20:24])
-                netmask = socket.inet_ntoa(_ioctl(sock, _SIOCGIFNETMASK, name)[20:24])
             except (OSError, ImportError):
-                continue  # no IPv4 address on it (EADDRNOTAVAIL), or no fcntl
-            found.append((name, ipaddress.IPv4Interface(f"{address}/{netmask}")))
+                continue
+            yield sock, name, flags
+
+
+def broadcastInterfaces() -> list[InterfaceInfo]:
+    """
+    (name, address/prefix) of every interface that is up, has an IPv4
+    address and can broadcast (loopback and point-to-point links excluded).
+    Only each interface's primary IPv4 address is seen.
+    """
+    found = []
+    for sock, name, flags in _interfaceFlags():
+        if not flags & _IFF_UP or not flags & _IFF_BROADCAST:
+            continue
+        if flags & (_IFF_LOOPBACK | _IFF_POINTOPOINT):
+            continue
+        try:
+            address = socket.inet_ntoa(_ioctl(sock, _SIOCGIFADDR, name)[20:24])
+            netmask = socket.inet_ntoa(_ioctl(sock, _SIOCGIFNETMASK, name)[20:24])
+        except OSError:
+            continue  # no IPv4 address on it (EADDRNOTAVAIL)
+        found.append((name, ipaddress.IPv4Interface(f"{address}/{netmask}")))
     return found
 
 
@@ -83,19 +96,8 @@ def multicastInterfaceNames() -> list[str]:
     Names of the interfaces that are up and multicast-capable, loopback
     excluded: the scopes to send C{ff02::1%NAME} on.  Empty if unknown.
     """
-    try:
-        names = socket.if_nameindex()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    except (OSError, AttributeError) as e:
-        log.debug("cannot list interfaces: {error}", error=e)
-        return []
-    found = []
-    with sock:
-        for _, name in names:
-            try:
-                flags = struct.unpack_from("H", _ioctl(sock, _SIOCGIFFLAGS, name), 16)[0]
-            except (OSError, ImportError):
-                continue
-            if flags & _IFF_UP and flags & _IFF_MULTICAST and not flags & _IFF_LOOPBACK:
-                found.append(name)
-    return found
+    return [
+        name
+        for _, name, flags in _interfaceFlags()
+        if flags & _IFF_UP and flags & _IFF_MULTICAST and not flags & _IFF_LOOPBACK
+    ]
