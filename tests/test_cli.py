@@ -70,3 +70,18 @@ def test_unresolvableHost() -> None:
     status, _, err = runCommand(["echo", "no.such.host.invalid:7"])
     assert status == 1
     assert err.startswith("udpsuite echo: cannot resolve 'no.such.host.invalid'")
+
+
+def test_downloadPath(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """LOCAL as given; inside LOCAL if it is a directory; else named after REMOTE."""
+    import pytest
+    from twisted.python import usage
+
+    from twisted_udpsuite.command import downloadPath
+
+    assert downloadPath("a/b.bin", "out.bin", "b.bin") == "out.bin"
+    assert downloadPath("a/b.bin", str(tmp_path), "b.bin") == str(tmp_path / "b.bin")
+    assert downloadPath("a/b.bin", None, "b.bin") == "b.bin"
+    for name in ("", ".", ".."):
+        with pytest.raises(usage.UsageError, match="cannot name a local file"):
+            downloadPath("a/", str(tmp_path), name)

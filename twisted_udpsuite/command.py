@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getopt
 import ipaddress
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -88,6 +89,21 @@ class CommandOptions(usage.Options):
             else:
                 ordered.append(name)
         super().parseOptions([*ordered, "--", *arguments])
+
+
+def downloadPath(remote: str, local: str | None, name: str) -> str:
+    """
+    Where a download of C{remote} goes: C{local}; or, like C{cp}, C{name}
+    (C{remote}'s last path segment) inside C{local} when that is a
+    directory, or in the current directory when C{local} is not given.
+
+    @raise usage.UsageError: if C{name} cannot name a file.
+    """
+    if local is not None and not os.path.isdir(local):
+        return local
+    if name in ("", ".", ".."):
+        raise usage.UsageError(f"cannot name a local file after {remote!r}: give LOCAL")
+    return name if local is None else os.path.join(local, name)
 
 
 def targetOption(text: str, defaultPort: int | None = None) -> tuple[str, int]:

@@ -18,6 +18,7 @@ from twisted_udpsuite.command import (
     CommandOptions,
     CommandSpec,
     Console,
+    downloadPath,
     resolveHost,
     targetOption,
 )
@@ -52,16 +53,7 @@ class FetchOptions(CommandOptions):
             raise usage.UsageError("fetch: missing HOST[:PORT] REMOTE")
         self["target"] = targetOption(target, ports.FILES)
         self["remote"] = remote
-        name = posixpath.basename(remote.rstrip("/"))
-        if local is None:
-            if name in ("", ".", ".."):
-                raise usage.UsageError(f"fetch: cannot name a local file after {remote!r}")
-            local = name
-        elif os.path.isdir(local):
-            if name in ("", ".", ".."):
-                raise usage.UsageError(f"fetch: cannot name a local file after {remote!r}")
-            local = os.path.join(local, name)
-        self["local"] = local
+        self["local"] = downloadPath(remote, local, posixpath.basename(remote.rstrip("/")))
 
 
 async def runFetch(reactor: Any, options: FetchOptions, console: Console) -> int:

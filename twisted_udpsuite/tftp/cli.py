@@ -20,6 +20,7 @@ from twisted_udpsuite.command import (
     CommandOptions,
     CommandSpec,
     Console,
+    downloadPath,
     resolveHost,
     targetOption,
 )
@@ -99,10 +100,8 @@ class GetOptions(_TransferOptions):
             raise usage.UsageError("tftp get: missing HOST[:PORT] REMOTE")
         self["target"] = targetOption(target, ports.TFTP)
         self["remote"] = remote
-        if local is None:
-            local = posixpath.basename(remote.replace("\\", "/"))
-            if not local or local in (".", ".."):
-                raise usage.UsageError(f"cannot name a local file after {remote!r}: give LOCAL")
+        if local != "-":
+            local = downloadPath(remote, local, posixpath.basename(remote.replace("\\", "/")))
         self["local"] = local
 
 
@@ -213,9 +212,6 @@ async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
             if local == "-":
                 destination: Any = sys.stdout.buffer
             else:
-                if os.path.isdir(local):
-                    # Like cp: into the directory, under the remote file's name.
-                    local = os.path.join(local, posixpath.basename(remote.replace("\\", "/")))
                 destination = FilePath(os.path.abspath(local))
             try:
                 d: Deferred[client.TransferResult] = client.get(
