@@ -172,9 +172,9 @@ class UDPEchoProtocol(DatagramProtocol):
         self._log = _ThrottledLog(reactor, p.logRate)
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        host, port = addr[0], addr[1]
-        reason = self._refusal(host, port)
-        peer = hostOf(host)
+        port = addr[1]
+        peer = hostOf(addr[0])
+        reason = self._refusal(peer, port)
         if reason is not None:
             self.stats.dropped[reason] += 1
             if reason != "source-address":
@@ -210,13 +210,13 @@ class UDPEchoProtocol(DatagramProtocol):
             size=len(datagram),
         )
 
-    def _refusal(self, host: str, port: int) -> str | None:
-        """Why a datagram from C{host}:C{port} must not be answered, or L{None}."""
-        if isUnanswerableSource(host):
+    def _refusal(self, peer: str, port: int) -> str | None:
+        """Why a datagram from C{peer} (as L{hostOf} gives it), C{port} must not be answered."""
+        if isUnanswerableSource(peer):
             return "source-address"
         if port in self.policy.deniedSourcePorts:
             return "source-port"
-        if self._perSource is not None and not self._perSource.allow(hostOf(host)):
+        if self._perSource is not None and not self._perSource.allow(peer):
             return "rate"
         if self._global is not None and not self._global.take(self._clock.seconds()):
             return "global-rate"
