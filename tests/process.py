@@ -72,12 +72,17 @@ class _Collector(ProcessProtocol):
 
 
 def _spawn(
-    reactor: Any, argv: list[str], stdin: bytes | None, env: dict[str, str] | None, path: str | None
+    reactor: Any,
+    argv: list[str],
+    stdin: bytes | None,
+    env: dict[str, str] | None,
+    path: str | None,
+    usePTY: bool = False,
 ) -> _Collector:
     proto = _Collector(stdin)  # type: ignore[arg-type]
     environment = dict(os.environ)
     environment.update(env or {})
-    reactor.spawnProcess(proto, argv[0], argv, env=environment, path=path)
+    reactor.spawnProcess(proto, argv[0], argv, env=environment, path=path, usePTY=usePTY)
     return proto
 
 
@@ -106,7 +111,12 @@ def _kill(proto: _Collector) -> None:
 
 
 class BackgroundProcess:
-    """A long-running program (a server) started for a test."""
+    """
+    A long-running program (a server, or an interactive client) started for a test.
+
+    @param usePTY: run it on a pseudo-terminal (stdout and stderr then arrive together,
+        with the terminal's CRLF line endings) instead of pipes.
+    """
 
     def __init__(
         self,
@@ -114,13 +124,23 @@ class BackgroundProcess:
         argv: list[str],
         env: dict[str, str] | None = None,
         path: str | None = None,
+        *,
+        usePTY: bool = False,
     ) -> None:
         self._reactor = reactor
-        self._proto = _spawn(reactor, argv, None, env, path)
+        self._proto = _spawn(reactor, argv, None, env, path, usePTY)
 
     @property
     def output(self) -> bytes:
         return bytes(self._proto.out) + bytes(self._proto.err)
+
+    def write(self, data: bytes) -> None:
+        """Type C{data} on the program's standard input (or terminal)."""
+        self._proto.transport.write(data)
+
+    async def ended(self, timeout: float = 10) -> tuple[bytes, bytes, int]:
+        """Wait for the program to exit by itself; return (stdout, stderr, exit status)."""
+        return await self._proto.done.addTimeout(timeout, self._reactor)
 
     async def waitFor(self, pattern: bytes, timeout: float = 20) -> re.Match[bytes]:
         """Wait until the output matches C{pattern}; return the match."""

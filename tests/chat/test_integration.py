@@ -79,19 +79,19 @@ async def test_roomWithSocatMember(reactor: Any, roomService: ChatRoomService) -
     (alice, aliceShows), (bob, bobShows) = peers
     member = BackgroundProcess(reactor, [socat, "-", f"UDP:{room[0]}:{room[1]}"])
     try:
-        member._proto.transport.write(b"JOIN carol\n")
+        member.write(b"JOIN carol\n")
         await member.waitFor(rb"OK JOINED carol \d+ \d+")
         await aliceShows.waitFor("carol joined", reactor)
         alice.say("hello from alice")
         await bobShows.waitFor("hello from alice", reactor)
         await member.waitFor(rb"#\d+ \d\d:\d\d:\d\d <alice> hello from alice")
-        member._proto.transport.write(b"hi from socat \x1b[2J\n")
+        member.write(b"hi from socat \x1b[2J\n")
         for shows in (aliceShows, bobShows):
             stamp, sender, text = await shows.waitFor("hi from socat", reactor)
             assert (sender, text) == ("carol", "hi from socat \\x1b[2J")
-        member._proto.transport.write(b"WHO\n")
+        member.write(b"WHO\n")
         await member.waitFor(rb"OK WHO alice bob carol")
-        member._proto.transport.write(b"LEAVE\n")
+        member.write(b"LEAVE\n")
         await member.waitFor(rb"OK LEFT")
         await bobShows.waitFor("carol left", reactor)
     finally:
@@ -147,21 +147,17 @@ async def test_udpsuiteChatProcess(reactor: Any) -> None:
         process = BackgroundProcess(reactor, argv)
         try:
             await process.waitFor(rb"talking to 127\.0\.0\.1")
-            process._proto.transport.write("你好\n".encode())
+            process.write("你好\n".encode())
             datagram, _ = await sink.got.addTimeout(10, reactor)
             assert datagram == "你好".encode("gbk")
             await process.waitFor("<127.0.0.1:\\d+> 收到".encode())
-            process._proto.transport.write(b"/quit\n")
-            out, err, code = await _ended(process)
+            process.write(b"/quit\n")
+            out, err, code = await process.ended()
             assert code == 0, err
         finally:
             await process.stop()
     finally:
         await port.stopListening()
-
-
-async def _ended(process: BackgroundProcess) -> tuple[bytes, bytes, int]:
-    return await process._proto.done.addTimeout(10, process._reactor)
 
 
 @pytest_twisted.ensureDeferred
@@ -170,31 +166,26 @@ async def test_udpsuiteChatOnATerminal(reactor: Any) -> None:
     On a pseudo-terminal udpsuite chat edits lines itself: an incoming
     message is printed above the half-typed line, which is redrawn; Ctrl-D quits.
     """
-    from tests.process import _Collector
-
     sink = _Sink(reply=False)
     port = reactor.listenUDP(0, sink, interface="127.0.0.1")
-    proto = _Collector(None)  # type: ignore[arg-type]
     argv = [sys.executable, "-m", "twisted_udpsuite", "chat", f"127.0.0.1:{port.getHost().port}"]
-    reactor.spawnProcess(proto, argv[0], argv, env=None, usePTY=True)
-    process = BackgroundProcess.__new__(BackgroundProcess)
-    process._reactor, process._proto = reactor, proto
+    process = BackgroundProcess(reactor, argv, usePTY=True)
     try:
         try:
             await process.waitFor(rb"talking to 127\.0\.0\.1:\d+\r\n> ")
         except Exception:
             raise AssertionError(process.output) from None
-        proto.transport.write("hé".encode())
-        proto.transport.write(b"llo\r")
+        process.write("hé".encode())
+        process.write(b"llo\r")
         datagram, chat = await sink.got.addTimeout(10, reactor)
         assert datagram == "héllo".encode()
-        proto.transport.write(b"half typed")
+        process.write(b"half typed")
         await process.waitFor(rb"half typed")
         port.write(b"\x1b[2Jincoming", chat)
         await process.waitFor(rb"<127\.0\.0\.1:\d+> \\x1b\[2Jincoming\r\n> half typed")
         assert process.output.count(b"half typed") == 2  # echoed once, redrawn once
-        proto.transport.write(b"\x15\x04")
-        out, err, code = await _ended(process)
+        process.write(b"\x15\x04")
+        out, err, code = await process.ended()
         assert code == 0
     finally:
         await process.stop()
