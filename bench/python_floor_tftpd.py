@@ -1,0 +1,129 @@
+"""
+The fastest TFTP download server we know how to write in Python: a reference point for
+bench/tftp_bench.py, not a server to use.
+
+One thread, one epoll loop, raw sockets; downloads only (octet, blksize and tsize,
+windowsize 1); the file is mapped into memory and each DATA is sent with one
+C{sendmsg} of a 4-byte header and a slice of the mapping, so there is no read call
+and no copy in Python at all.  No limits, no confinement beyond a plain name check,
+no logging: it shows how close any Python server can come to tftpd-hpa's C on the
+same client, so the benchmark can tell Python's cost from ours.
+
+    python bench/python_floor_tftpd.py PORT ROOT
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import select
+import socket
+import struct
+import sys
+import time
+
+HEADER = struct.Struct("!HH")
+RESEND_AFTER = 1.0
+RETRIES = 5
+
+
+class Transfer:
+    def __init__(self, peer: tuple[str, int], data: memoryview, blksize: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.peer = peer
+        self.data = data
+        self.blksize = blksize
+        self.block = 0  # the block last sent (0: the OACK)
+        self.tries = 0
+        self.sentAt = 0.0
+        self.lastPacket: list[bytes | memoryview] = []
+
+    def send(self, buffers: list[bytes | memoryview]) -> None:
+        self.lastPacket = buffers
+        self.sentAt = time.monotonic()
+        self.sock.sendmsg(buffers, (), 0, self.peer)
+
+    def sendBlock(self, block: int) -> None:
+        start = (block - 1) * self.blksize
+        self.block = block
+        self.send([HEADER.pack(3, block & 0xFFFF), self.data[start : start + self.blksize]])
+
+    def ackReceived(self, block: int) -> bool:
+        """Advance on the ACK of the last block sent; True when the transfer is over."""
+        if block != self.block & 0xFFFF:
+            return False
+        if self.block and self.block * self.blksize > len(self.data):
+            return True
+        self.tries = 0
+        self.sendBlock(self.block + 1)
+        return False
+
+
+def main() -> None:
+    port, root = int(sys.argv[1]), sys.argv[2]
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", port))
+    poller = select.epoll()
+    poller.register(listener.fileno(), select.EPOLLIN)
+    transfers: dict[int, Transfer] = {}
+
+    def end(transfer: Transfer) -> None:
+        poller.unregister(transfer.sock.fileno())
+        del transfers[transfer.sock.fileno()]
+        transfer.sock.close()
+
+    while True:
+        for fd, _ in poller.poll(RESEND_AFTER / 4):
+            if fd == listener.fileno():
+                request, peer = listener.recvfrom(65536)
+                fields = request[2:].split(b"\0")
+                name = fields[0].decode(errors="replace")
+                if request[:2] != b"\0\1" or "/" in name or name.startswith("."):
+                    listener.sendto(b"\0\5\0\2refused\0", peer)
+                    continue
+                try:
+                    with open(os.path.join(root, name), "rb") as f:
+                        size = os.fstat(f.fileno()).st_size
+                        mapping = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) if size else b""
+                except OSError:
+                    listener.sendto(b"\0\5\0\1not found\0", peer)
+                    continue
+                options = {k.lower(): v for k, v in zip(fields[2::2], fields[3::2], strict=False)}
+                blksize = min(int(options.get(b"blksize", 512)), 65464)
+                transfer = Transfer(peer, memoryview(mapping), blksize)
+                transfers[transfer.sock.fileno()] = transfer
+                poller.register(transfer.sock.fileno(), select.EPOLLIN)
+                granted = b""
+                if b"blksize" in options:
+                    granted += b"blksize\0%d\0" % blksize
+                if b"tsize" in options:
+                    granted += b"tsize\0%d\0" % size
+                if granted:
+                    transfer.send([b"\0\6" + granted])
+                else:
+                    transfer.sendBlock(1)
+                continue
+            transfer = transfers[fd]
+            try:
+                packet, source = transfer.sock.recvfrom(65536)
+            except BlockingIOError:
+                continue
+            if source != transfer.peer or len(packet) < 4:
+                continue
+            opcode, block = HEADER.unpack_from(packet)
+            if opcode == 5 or (opcode == 4 and transfer.ackReceived(block)):
+                end(transfer)
+        now = time.monotonic()
+        for transfer in list(transfers.values()):
+            if now - transfer.sentAt > RESEND_AFTER:
+                transfer.tries += 1
+                if transfer.tries > RETRIES:
+                    end(transfer)
+                else:
+                    transfer.send(transfer.lastPacket)
+
+
+if __name__ == "__main__":
+    main()
