@@ -31,6 +31,8 @@ C{224.0.0.1} and C{ff02::1} need no join), the sender's own host included
 unless its loopback mode is off; an IPv6 wildcard socket also receives IPv4 datagrams,
 from a V4-mapped source address (C{"::ffff:192.0.2.2"}); a datagram longer
 than the receiver's C{maxPacketSize} is cut short silently, like C{recvfrom}.
+A protocol providing L{twisted_udpsuite.localaddress.ILocalAddressReceiver} is told
+each datagram's local address, as Linux's packet info tells it.
 
 Exceptions raised by C{datagramReceived} are not swallowed (the real reactor
 would log and drop them): a test that crashes a protocol sees the crash.
@@ -60,6 +62,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from twisted_udpsuite.localaddress import ILocalAddressReceiver
 
 __all__ = [
     "DatagramRecord",
@@ -254,7 +258,7 @@ class MemoryUDPPort:
             return destination.version == self.family or (
                 self.family == 6 and destination.version == 4
             )
-        return ipaddress.ip_address(self.interface) == destination
+        return ipaddress.ip_address(_mappedV4(self.interface) or self.interface) == destination
 
 
 #: Groups every host's interfaces belong to: no join needed to hear them.
@@ -388,8 +392,9 @@ class MemoryHost(MemoryReactor):
         reuse: bool,
     ) -> MemoryUDPPort:
         family = 6 if ":" in interface else 4
+        address = _mappedV4(interface) or interface  # an IPv6 socket may bind V4-mapped
         if interface not in ("", "0.0.0.0", "::") and not any(
-            str(i.ip) == interface for i in self.interfaces
+            str(i.ip) == address for i in self.interfaces
         ):
             raise error.CannotListenError(
                 interface, port, OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
@@ -610,7 +615,7 @@ class MemoryNetwork:
         if sender.isWildcard:
             sourceHost = sender.host.sourceAddressFor(family, None if broadcast else target)
         elif sender.family == 6 and mapped:
-            sourceHost = sender.host.sourceAddressFor(4, target)
+            sourceHost = _mappedV4(sender.interface) or sender.host.sourceAddressFor(4, target)
         else:
             sourceHost = sender.interface
         if sender.family == 6 and family == 4:
@@ -678,7 +683,20 @@ class MemoryNetwork:
                 source = _mappedV4(sourceHost) or sourceHost
             if receiver.connected is not None and receiver.connected != (source, sourcePort):
                 continue
-            receiver.protocol.datagramReceived(data[: receiver.maxPacketSize], (source, sourcePort))
+            payload = data[: receiver.maxPacketSize]
+            wantsLocal = ILocalAddressReceiver(receiver.protocol, None)
+            if wantsLocal is None:
+                receiver.protocol.datagramReceived(payload, (source, sourcePort))
+                continue
+            local = None  # as the kernel's packet info: None for multicast
+            if not target.is_multicast:
+                local = str(target)
+                if record.broadcast:  # the address answers would come from
+                    sourceIP = ipaddress.ip_address(_mappedV4(sourceHost) or sourceHost)
+                    local = receiver.host.sourceAddressFor(family, sourceIP)
+                if receiver.family == 6 and family == 4:
+                    local = f"::ffff:{local}"
+            wantsLocal.datagramReceivedAt(payload, (source, sourcePort), local)
 
     def _unicastReceivers(
         self, senderHost: MemoryHost, target: IPAddress, port: int

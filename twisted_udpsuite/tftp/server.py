@@ -8,6 +8,10 @@ Safety first: malformed requests get ERROR 4 or silence (never an exception), br
 multicast sources are never answered, each client address has a request rate and a number of
 concurrent transfers, and the total number of transfers is capped. A repeated request from a
 client port whose transfer is running is ignored (the running session answers it).
+
+On a wildcard address each transfer port is bound to the address the request was sent to
+(L{twisted_udpsuite.localaddress}), so a host with several addresses answers from the one
+its client knows.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
+from twisted_udpsuite.localaddress import ILocalAddressReceiver
 from twisted_udpsuite.ratelimit import PerSourceLimiter
 from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.tftp import errors
@@ -98,6 +104,7 @@ class ServerPolicy:
     dally: float = 8.0
 
 
+@implementer(ILocalAddressReceiver)
 class TFTPServerProtocol(DatagramProtocol):
     """
     The well-known port: parses requests and starts sessions; never transfers blocks itself.
@@ -137,8 +144,12 @@ class TFTPServerProtocol(DatagramProtocol):
             session.abort(errors.TFTPError("Server shutting down"))
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.datagramReceivedAt(datagram, addr, None)
+
+    def datagramReceivedAt(self, datagram: bytes, addr: Any, local: str | None) -> None:
+        """A request sent to C{local}: its transfer port is bound there (None: as we are)."""
         try:
-            self._received(datagram, (addr[0], addr[1]))
+            self._received(datagram, (addr[0], addr[1]), local)
         except Exception:
             self.log.failure("handling a request from {peer}", peer=addr)
 
@@ -148,7 +159,7 @@ class TFTPServerProtocol(DatagramProtocol):
         except Exception as e:
             self.log.debug("cannot answer {peer}: {error}", peer=addr, error=e)
 
-    def _received(self, datagram: bytes, addr: tuple[str, int]) -> None:
+    def _received(self, datagram: bytes, addr: tuple[str, int], local: str | None) -> None:
         if addr[1] == 0 or isUnanswerableSource(addr[0]):
             return
         session = self.sessions.get(addr)
@@ -198,7 +209,7 @@ class TFTPServerProtocol(DatagramProtocol):
         session = TFTPSession(self, packet, addr)
         try:
             self._reactor.listenUDP(
-                0, session, interface=self._interface or "", maxPacketSize=MAX_PACKET
+                0, session, interface=local or self._interface or "", maxPacketSize=MAX_PACKET
             )
         except Exception as e:
             self.log.error("cannot open a transfer port: {error}", error=e)

@@ -16,6 +16,7 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from twisted_udpsuite import ports
+from twisted_udpsuite.localaddress import listenUDP
 from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.service import ServiceOptions, ServiceSpec, numberOption
 from twisted_udpsuite.tftp.backend import FilesystemBackend, IBackend
@@ -56,8 +57,8 @@ class TFTPService(Service):
         self.listeningPort: Any = None
 
     def startService(self) -> None:
-        self.listeningPort = self._reactor.listenUDP(
-            self.port, self.protocol, interface=self.interface, maxPacketSize=MAX_PACKET
+        self.listeningPort = listenUDP(
+            self._reactor, self.port, self.protocol, self.interface, MAX_PACKET
         )
         super().startService()
         root = getattr(self.protocol.backend, "root", None)

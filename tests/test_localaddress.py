@@ -1,0 +1,176 @@
+"""
+Local addresses of received datagrams: the packet-info parser, the port that reads it, and
+the in-memory network's model of it.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import udp
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import DatagramProtocol
+from zope.interface import implementer
+
+from twisted_udpsuite.localaddress import (
+    IP_PKTINFO,
+    ILocalAddressReceiver,
+    LocalAddressPort,
+    listenUDP,
+    localAddressFrom,
+)
+from twisted_udpsuite.testing import MemoryNetwork, MemoryUDPPort
+
+
+def _inPktinfo(specDst: str, headerDst: str, index: int = 2) -> tuple[int, int, bytes]:
+    data = struct.pack("@i", index) + socket.inet_aton(specDst) + socket.inet_aton(headerDst)
+    return (socket.IPPROTO_IP, IP_PKTINFO, data)
+
+
+def _in6Pktinfo(address: str, index: int = 3) -> tuple[int, int, bytes]:
+    data = socket.inet_pton(socket.AF_INET6, address) + struct.pack("@I", index)
+    return (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, data)
+
+
+@pytest.mark.parametrize(
+    ("ancillary", "family", "expected"),
+    [
+        # IPv4: the local address the kernel answers from, even for a broadcast request.
+        ([_inPktinfo("192.0.2.7", "255.255.255.255")], socket.AF_INET, "192.0.2.7"),
+        ([_inPktinfo("127.0.0.2", "127.0.0.2")], socket.AF_INET, "127.0.0.2"),
+        ([_inPktinfo("192.0.2.7", "192.0.2.7")], socket.AF_INET6, "::ffff:192.0.2.7"),
+        ([_in6Pktinfo("2001:db8::5")], socket.AF_INET6, "2001:db8::5"),
+        ([_in6Pktinfo("fe80::1", index=4)], socket.AF_INET6, "fe80::1%4"),
+        ([_in6Pktinfo("ff02::1")], socket.AF_INET6, None),
+        ([_in6Pktinfo("::ffff:192.0.2.9")], socket.AF_INET6, "::ffff:192.0.2.9"),
+        ([_in6Pktinfo("::ffff:192.0.2.9")], socket.AF_INET, "192.0.2.9"),
+        ([], socket.AF_INET, None),
+        ([(socket.SOL_SOCKET, socket.SCM_RIGHTS, b"\0" * 4)], socket.AF_INET, None),
+        ([(socket.IPPROTO_IP, IP_PKTINFO, b"short")], socket.AF_INET, None),
+    ],
+)
+def test_localAddressFrom(ancillary: list[Any], family: int, expected: str | None) -> None:
+    assert localAddressFrom(ancillary, family) == expected
+
+
+@implementer(ILocalAddressReceiver)
+class _Receiver(DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: Deferred[tuple[bytes, Any, str | None]] = Deferred()
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        raise AssertionError("datagramReceivedAt should have been called")
+
+    def datagramReceivedAt(self, datagram: bytes, addr: Any, local: str | None) -> None:
+        if not self.got.called:
+            self.got.callback((datagram, addr, local))
+
+
+class _Plain(DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: Deferred[tuple[bytes, Any]] = Deferred()
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if not self.got.called:
+            self.got.callback((datagram, addr))
+
+
+def test_listenUDPLeavesOtherReactorsAlone() -> None:
+    """In memory, or on one address, it is the reactor's own listenUDP."""
+    host = MemoryNetwork().addHost("192.0.2.1/24")
+    assert isinstance(listenUDP(host, 0, _Plain()), MemoryUDPPort)
+
+
+@pytest_twisted.ensureDeferred
+async def test_listenUDPOnOneAddress(reactor: Any) -> None:
+    port = listenUDP(reactor, 0, _Plain(), "127.0.0.1")
+    try:
+        assert type(port) is udp.Port
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_portTellsTheLocalAddress(reactor: Any) -> None:
+    """A real socket on 127.0.0.1: the receiver hears where the datagram went."""
+    receiver = _Receiver()
+    port = LocalAddressPort(0, receiver, "127.0.0.1", 8192, reactor)
+    port.startListening()
+    sender = reactor.listenUDP(0, _Plain(), interface="127.0.0.1")
+    try:
+        sender.write(b"hello", ("127.0.0.1", port.getHost().port))
+        datagram, addr, local = await receiver.got.addTimeout(10, reactor)
+        assert (datagram, addr, local) == (
+            b"hello",
+            ("127.0.0.1", sender.getHost().port),
+            "127.0.0.1",
+        )
+    finally:
+        await port.stopListening()
+        await sender.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_portFeedsPlainProtocols(reactor: Any) -> None:
+    """A protocol that does not ask for local addresses gets plain datagramReceived."""
+    plain = _Plain()
+    port = LocalAddressPort(0, plain, "127.0.0.1", 8192, reactor)
+    port.startListening()
+    sender = reactor.listenUDP(0, _Plain(), interface="127.0.0.1")
+    try:
+        sender.write(b"hi", ("127.0.0.1", port.getHost().port))
+        assert await plain.got.addTimeout(10, reactor) == (
+            b"hi",
+            ("127.0.0.1", sender.getHost().port),
+        )
+    finally:
+        await port.stopListening()
+        await sender.stopListening()
+
+
+# The in-memory network tells receivers what Linux's packet info would.
+
+
+def _deliver(net: MemoryNetwork, host: Any, interface: str, sendTo: str, sender: Any) -> Any:
+    receiver = _Receiver()
+    port = host.listenUDP(5000, receiver, interface=interface)
+    client = sender.listenUDP(0, _Plain())
+    client.setBroadcastAllowed(True)
+    client.write(b"x", (sendTo, 5000))
+    _, _, local = net.runUntil(receiver.got)
+    port.stopListening()
+    return local
+
+
+def test_memoryUnicastLocal() -> None:
+    net = MemoryNetwork()
+    server = net.addHost("192.0.2.1/24", "198.51.100.1/24")
+    client = net.addHost("192.0.2.2/24")
+    assert _deliver(net, server, "", "198.51.100.1", client) == "198.51.100.1"
+    assert _deliver(net, server, "", "192.0.2.1", client) == "192.0.2.1"
+    assert _deliver(net, server, "::", "192.0.2.1", client) == "::ffff:192.0.2.1"
+
+
+def test_memoryBroadcastLocal() -> None:
+    """A broadcast's local address is the receiver's address on the sender's link."""
+    net = MemoryNetwork()
+    server = net.addHost("198.51.100.1/24", "192.0.2.1/24")
+    client = net.addHost("192.0.2.2/24")
+    assert _deliver(net, server, "", "192.0.2.255", client) == "192.0.2.1"
+
+
+def test_memoryV4MappedBind() -> None:
+    """As on Linux, an IPv6 socket may bind a V4-mapped address and talks IPv4 from it."""
+    net = MemoryNetwork()
+    server = net.addHost("192.0.2.1/24", "198.51.100.1/24")
+    client = net.addHost("192.0.2.2/24")
+    receiver = _Plain()
+    client.listenUDP(7000, receiver)
+    port = server.listenUDP(0, _Plain(), interface="::ffff:198.51.100.1")
+    port.write(b"from mapped", ("::ffff:192.0.2.2", 7000))
+    datagram, addr = net.runUntil(receiver.got)
+    assert (datagram, addr) == (b"from mapped", ("198.51.100.1", port.getHost().port))

@@ -1,0 +1,121 @@
+"""
+A TFTP server bound to a wildcard address answers from the address its client asked, on a
+host with several: in memory, and in a network namespace with real sockets and the real
+twistd plugin.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.protocol import DatagramProtocol
+from twisted.python.filepath import FilePath
+
+from tests.conftest import requirePeer
+from tests.process import BackgroundProcess, runProcess, venvScript
+from twisted_udpsuite.testing import MemoryNetwork
+from twisted_udpsuite.tftp.backend import FilesystemBackend
+from twisted_udpsuite.tftp.server import ServerPolicy, TFTPServerProtocol
+from twisted_udpsuite.tftp.wire import Data, ReadRequest, parsePacket
+
+
+class _Client(DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: list[tuple[Any, tuple[str, int]]] = []
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.received.append((parsePacket(datagram), addr))
+
+
+@pytest.mark.parametrize("interface", ["", "::"])
+def test_answerFromTheAddressAsked(tmp_path: Path, interface: str) -> None:
+    """
+    The client reaches the server's second address through a router: the DATA comes from
+    that address, not from the one the server would pick to reach the client.
+    """
+    (tmp_path / "f").write_bytes(b"x" * 100)
+    net = MemoryNetwork()
+    serverHost = net.addHost("192.0.2.1/24", "198.51.100.1/24")
+    clientHost = net.addHost("203.0.113.5/24")
+    protocol = TFTPServerProtocol(
+        FilesystemBackend(FilePath(str(tmp_path))), ServerPolicy(rate=None), reactor=serverHost
+    )
+    serverHost.listenUDP(69, protocol, interface=interface, maxPacketSize=65536)
+    client = _Client()
+    clientHost.listenUDP(0, client)
+    client.transport.write(ReadRequest(b"f", "octet").toBytes(), ("198.51.100.1", 69))
+    net.advance(0.1)
+    packet, source = client.received[0]
+    assert isinstance(packet, Data) and packet.block == 1
+    assert source[0] == "198.51.100.1"
+
+
+# Real sockets: a namespace of our own, whose loopback has several addresses (the whole
+# of 127.0.0.0/8, and an IPv6 address added here), so a wildcard server is seen by no one.
+
+_PROBE = """
+import socket, sys
+server, client = sys.argv[1], sys.argv[2]
+family = socket.AF_INET6 if ":" in server else socket.AF_INET
+with socket.socket(family, socket.SOCK_DGRAM) as s:
+    s.bind((client, 0))
+    s.settimeout(10)
+    s.sendto(b"\\0\\1f\\0octet\\0", (server, 6969))
+    data, source = s.recvfrom(65536)
+    print(source[0], data[:4].hex())
+"""
+
+
+@pytest_twisted.async_yield_fixture()
+async def namespace(reactor: Any) -> AsyncIterator[list[str]]:
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    ip = requirePeer("ip")
+    name = f"udpsuite-local-{os.getpid()}"
+    out, err, code = await runProcess(reactor, [ip, "netns", "add", name])
+    if code != 0:
+        pytest.skip(f"cannot create a network namespace: {err.decode(errors='replace')}")
+    try:
+        for argv in (
+            [ip, "-n", name, "link", "set", "lo", "up"],
+            [ip, "-n", name, "-6", "addr", "add", "fd00::2/128", "dev", "lo", "nodad"],
+        ):
+            out, err, code = await runProcess(reactor, argv)
+            assert code == 0, err
+        yield [ip, "netns", "exec", name]
+    finally:
+        await runProcess(reactor, [ip, "netns", "delete", name])
+
+
+@pytest.mark.parametrize(
+    ("interface", "asked", "client"),
+    [
+        ("", "127.0.0.2", "127.0.0.1"),
+        ("::", "127.0.0.3", "127.0.0.1"),
+        ("::", "fd00::2", "::1"),
+        ("::", "::1", "fd00::2"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_realWildcardServer(
+    namespace: list[str], reactor: Any, tmp_path: Path, interface: str, asked: str, client: str
+) -> None:
+    """twistd on a wildcard in a namespace: the first DATA comes from the address asked."""
+    (tmp_path / "f").write_bytes(b"y" * 600)
+    argv = [*namespace, venvScript("twistd"), "-n", "--pidfile=", "udpsuite", "tftp"]
+    argv += ["--port", "6969", "--interface", interface, "--root", str(tmp_path)]
+    server = BackgroundProcess(reactor, argv)
+    try:
+        await server.waitFor(b"tftp listening")
+        probe = [*namespace, sys.executable, "-c", _PROBE, asked, client]
+        out, err, code = await runProcess(reactor, probe, timeout=30)
+        assert code == 0, err
+        assert out.split() == [asked.encode(), b"00030001"]  # DATA 1, from the address asked
+    finally:
+        await server.stop()

@@ -1,0 +1,140 @@
+# -*- test-case-name: tests.test_localaddress -*-
+"""
+UDP ports that tell their protocol which local address each datagram was sent to.
+
+A server bound to a wildcard address (C{0.0.0.0}, C{::}) on a host with several addresses
+must answer from the address its client used: TFTP clients (PXE ROMs, tftp-hpa, curl) take
+an answer from another address for a stranger's.  The kernel says which address it was in
+C{IP_PKTINFO} / C{IPV6_PKTINFO} ancillary data, which Twisted's C{udp.Port} (reading with
+C{recvfrom}) never asks for.  L{listenUDP} gives a port that asks, when it helps: on a
+wildcard address of a real POSIX reactor; anywhere else it is the reactor's own port.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import struct
+import sys
+from typing import Any
+
+from twisted.internet import udp
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.posixbase import PosixReactorBase
+from twisted.logger import Logger
+from zope.interface import Interface
+
+__all__ = ["ILocalAddressReceiver", "LocalAddressPort", "listenUDP", "localAddressFrom"]
+
+IP_PKTINFO: int = getattr(socket, "IP_PKTINFO", 8)  # Linux's value; Python < 3.13 lacks it
+
+_ANCILLARY_SPACE = socket.CMSG_SPACE(20) * 2  # one in_pktinfo or in6_pktinfo, with room
+_IGNORED_READ_ERRORS = frozenset(
+    {errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNREFUSED, errno.ENOBUFS}
+)
+_WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+
+
+class ILocalAddressReceiver(Interface):
+    """A datagram protocol that wants to know where each datagram was sent."""
+
+    def datagramReceivedAt(datagram: bytes, addr: Any, local: str | None) -> None:
+        """
+        Like C{datagramReceived}, with C{local}: the local address the datagram was sent
+        to (a unicast address of this host, the right source for an answer), or None when
+        the kernel did not say or the destination was not one (multicast).
+        """
+
+
+def localAddressFrom(ancillary: list[tuple[int, int, bytes]], family: int) -> str | None:
+    """
+    The local address for an answer, from C{recvmsg}'s ancillary data.
+
+    IPv4's C{in_pktinfo} carries C{ipi_spec_dst}, the local address the kernel itself would
+    answer from (an interface's address even for a broadcast); IPv6's C{in6_pktinfo} only the
+    header's destination, kept unless it is multicast.  A link-local IPv6 address gets its
+    interface as a scope (C{fe80::1%2}) so that a socket can be bound to it.  On an IPv6
+    socket an IPv4 destination is given V4-mapped, as the socket's peers are.
+    """
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+            address = socket.inet_ntop(socket.AF_INET, data[4:8])
+            return f"::ffff:{address}" if family == socket.AF_INET6 else address
+        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 20:
+            parsed = ipaddress.IPv6Address(data[:16])
+            if parsed.is_multicast:
+                return None
+            if parsed.ipv4_mapped is not None:  # written as the socket's peers are
+                mapped = str(parsed.ipv4_mapped)
+                return mapped if family == socket.AF_INET else f"::ffff:{mapped}"
+            if parsed.is_link_local:
+                (index,) = struct.unpack("@I", data[16:20])
+                return f"{parsed}%{index}"
+            return str(parsed)
+    return None
+
+
+class LocalAddressPort(udp.Port):
+    """
+    A C{udp.Port} that reads with C{recvmsg} and hands protocols that provide
+    L{ILocalAddressReceiver} the local address of each datagram.
+
+    Also right for a socket adopted from another process (C{_fromListeningDescriptor}):
+    the options are set again on the shared socket, which is harmless.
+    """
+
+    _log = Logger()
+
+    def _bindSocket(self) -> None:
+        super()._bindSocket()
+        sock = self.socket
+        options = [(socket.IPPROTO_IP, IP_PKTINFO)]
+        if self.addressFamily == socket.AF_INET6:
+            options.insert(0, (socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO))
+        for level, option in options:
+            try:
+                sock.setsockopt(level, option, 1)
+            except OSError as e:  # an IPv6-only socket refuses the IPv4 option
+                self._log.debug("cannot ask for packet info: {error}", error=e)
+
+    def doRead(self) -> None:
+        receiver = ILocalAddressReceiver(self.protocol, None)
+        family = self.addressFamily
+        recvmsg = self.socket.recvmsg
+        read = 0
+        while read < self.maxThroughput:
+            try:
+                data, ancillary, _, addr = recvmsg(self.maxPacketSize, _ANCILLARY_SPACE)
+            except OSError as e:
+                if e.errno in _IGNORED_READ_ERRORS:
+                    return
+                raise
+            read += len(data)
+            if family == socket.AF_INET6:
+                addr = addr[:2]
+            try:
+                if receiver is None:
+                    self.protocol.datagramReceived(data, addr)
+                else:
+                    receiver.datagramReceivedAt(data, addr, localAddressFrom(ancillary, family))
+            except BaseException:
+                self._log.failure("unhandled error in {protocol}", protocol=self.protocol)
+
+
+def listenUDP(
+    reactor: Any, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+) -> IListeningPort:
+    """
+    C{reactor.listenUDP}, with a L{LocalAddressPort} where it matters and works: a wildcard
+    C{interface} on a real POSIX reactor, on Linux.
+    """
+    if (
+        interface in _WILDCARDS
+        and isinstance(reactor, PosixReactorBase)
+        and sys.platform.startswith("linux")
+    ):
+        listening = LocalAddressPort(port, protocol, interface, maxPacketSize, reactor)
+        listening.startListening()
+        return listening
+    return reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=maxPacketSize)
