@@ -16,6 +16,7 @@ its client knows.
 
 from __future__ import annotations
 
+import errno
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,6 +274,7 @@ class TFTPSession(DatagramProtocol):
         self._opening: Deferred[Any] | None = None
         self._started = self._reactor.seconds()
         self.stats = TransferStats()
+        self._sendsPairs = False  # set when _send is a real socket's (sendmsg)
 
     @property
     def filename(self) -> str:
@@ -285,27 +287,38 @@ class TFTPSession(DatagramProtocol):
         sock = getattr(self.transport, "socket", None)
         if sock is not None and hasattr(sock, "sendto"):
             sendto = sock.sendto
+            sendmsg = sock.sendmsg
             peer = self.peer
             log = self.log
 
-            def send(packet: bytes) -> None:
+            def send(packet: Any) -> None:
                 try:
-                    sendto(packet, peer)
+                    if type(packet) is tuple:  # (header, slice of the file's mapping)
+                        sendmsg(packet, (), 0, peer)
+                    else:
+                        sendto(packet, peer)
                 except OSError as e:  # EAGAIN, ECONNREFUSED...: a lost datagram, resent later
+                    if e.errno == errno.EFAULT:  # the mapped file shrank under us
+                        self._reactor.callLater(0, self._fileShrank)
                     log.debug("cannot send to {peer}: {error}", peer=peer, error=e)
 
             self._send = send  # type: ignore[method-assign]
+            self._sendsPairs = True
             for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, option, self.server.policy.socketBuffer)
                 except OSError:
                     pass
 
-    def _send(self, packet: bytes) -> None:
+    def _send(self, packet: Any) -> None:
         try:
             self.transport.write(packet, self.peer)
         except Exception as e:
             self.log.debug("cannot send to {peer}: {error}", peer=self.peer, error=e)
+
+    def _fileShrank(self) -> None:
+        if self.engine is not None:
+            self.engine.abort(errors.TFTPError("The file shrank while being sent"))
 
     # Start
 
@@ -354,6 +367,7 @@ class TFTPSession(DatagramProtocol):
                 retries=policy.retries,
                 rollover=policy.rollover,
                 timeout=policy.timeout,
+                sendsPairs=self._sendsPairs,
             )
             engine.unansweredRetries = policy.unansweredRetries
             self.engine = engine

@@ -20,7 +20,9 @@ API (stable; the client and the server both build on it):
     engine.unansweredRetries = 3    # retry budget until the peer first answers (servers)
     receiver.start(oack, resendInitial=False)  # only repeatInitial() resends it (see start)
 
-C{send(packet: bytes)} writes one datagram to the peer. C{clock} is an L{IReactorTime}.
+C{send(packet)} writes one datagram to the peer: bytes-like, or, for a L{Sender} with
+C{sendsPairs} whose reader offers a C{mapping}, a C{(header, payload)} pair to send as one
+datagram (C{sendmsg}). C{clock} is an L{IReactorTime}.
 C{reader.read(n)} returns up to C{n} bytes (C{b""} at the end) or a Deferred of them; a short
 read is topped up before it becomes a (short, final) block. C{writer.write(data)} may return a
 Deferred: no ACK goes out until it fires. C{commit()} (optional) runs after the last block is
@@ -83,6 +85,9 @@ _DATA = 3
 _ACK = 4
 _ERROR = 5
 _OACK = 6
+_LARGE_BLOCK = 4096
+"""From this blksize on, blocks are sent from a reader's mapping or read into their packet:
+below it, the Python calls per block cost more than the copies they save."""
 
 
 def errorPacket(code: int, message: str) -> bytes:
@@ -326,6 +331,10 @@ class Sender(_Engine):
     @param reader: C{read(n) -> bytes | Deferred[bytes]}, already in wire form (see
         L{NetasciiReader}).
     @param rollover: the block number after 65535 (0, as most peers, or 1).
+    @param sendsPairs: C{send} also takes C{(header, payload)} pairs, sent as one datagram
+        with the kernel copying the payload (C{sendmsg}): only then is a reader's
+        C{mapping} used. Copying a mapping in Python is not safe (a file that shrinks
+        under it raises C{SIGBUS}); the kernel's copy fails with C{EFAULT} instead.
     """
 
     _hotOpcode = _ACK
@@ -340,13 +349,19 @@ class Sender(_Engine):
         retries: int = 5,
         rollover: int = 0,
         timeout: float = DEFAULT_TIMEOUT,
+        sendsPairs: bool = False,
     ) -> None:
         super().__init__(send, clock, options, retries, timeout)
         if rollover not in (0, 1):
             raise ValueError("rollover must be 0 or 1")
         self._reader = reader
-        # A synchronous readinto() (optional on readers) saves copies on large blocks.
-        self._readinto = getattr(reader, "readinto", None) if options.blksize >= 4096 else None
+        # Large blocks: if send() takes (header, payload) pairs (sendsPairs), a file mapping
+        # (optional on readers) is sent from by the kernel without a copy; else a synchronous
+        # readinto() (also optional) reads each block straight into its packet.
+        large = options.blksize >= _LARGE_BLOCK
+        mapping = getattr(reader, "mapping", None) if large and sendsPairs else None
+        self._mapping: memoryview | None = mapping
+        self._readinto = getattr(reader, "readinto", None) if large else None
         self._rollover = rollover
         self._blksize = options.blksize
         self._windowsize = options.windowsize
@@ -354,7 +369,8 @@ class Sender(_Engine):
         # first unacknowledged one and _window holds the packets from _base that were built.
         self._base = 1
         self._ackedWire = 0  # wire number of block _base - 1
-        self._window: list[bytes | bytearray] = []
+        self._window: list[Any] = []  # bytes-like packets, or (header, payload) pairs
+        self._lastLength = 0  # payload length of the final block, once built
         self._sent = 0  # how many of _window have been sent at least once
         self._eof = False  # the final (short) block is in _window
         self._reading = False
@@ -388,7 +404,17 @@ class Sender(_Engine):
         blksize = self._blksize
         window = self._window
         readinto = self._readinto
+        mapping = self._mapping
         while not self._eof and len(window) < self._windowsize and not self._reading:
+            if mapping is not None:
+                absolute = self._base + len(window)
+                start = (absolute - 1) * blksize
+                payload = mapping[start : start + blksize]
+                if len(payload) < blksize:
+                    self._eof = True
+                    self._lastLength = len(payload)
+                window.append((_pack(_DATA, self._wire(absolute)), payload))
+                continue
             if readinto is not None:
                 packet = self._readPacket(readinto)
                 if packet is None:
@@ -434,6 +460,7 @@ class Sender(_Engine):
         if got < blksize:
             del packet[4 + got :]
             self._eof = True
+            self._lastLength = got
         return packet
 
     def _topUp(self, chunk: bytes) -> bytes | None:
@@ -490,6 +517,7 @@ class Sender(_Engine):
         self._window.append(_pack(_DATA, self._wire(absolute)) + chunk)
         if len(chunk) < self._blksize:
             self._eof = True
+            self._lastLength = len(chunk)
 
     def _flush(self) -> None:
         """Send the built packets not sent yet."""
@@ -544,12 +572,11 @@ class Sender(_Engine):
             self._rto.sample(self._clock.seconds() - self._sentAt)
         window = self._window
         stats = self.stats
+        # Every block is full but the final one, whose shortfall is taken off at the end.
+        stats.bytes += offset * self._blksize
         if offset == 1:
-            stats.bytes += len(window[0]) - 4
             del window[0]
         else:
-            for index in range(offset):
-                stats.bytes += len(window[index]) - 4
             del window[:offset]
         self._ackedWire = block
         self._sent -= offset
@@ -558,6 +585,7 @@ class Sender(_Engine):
         self._heard = True
         stats.blocks += offset
         if self._eof and not window:
+            stats.bytes -= self._blksize - self._lastLength
             self._succeed()
             self._close()
             return
