@@ -8,6 +8,8 @@ an answer from another address for a stranger's.  The kernel says which address 
 C{IP_PKTINFO} / C{IPV6_PKTINFO} ancillary data, which Twisted's C{udp.Port} (reading with
 C{recvfrom}) never asks for.  L{listenUDP} gives a port that asks, when it helps: on a
 wildcard address of a real POSIX reactor; anywhere else it is the reactor's own port.
+Answering from the listening socket itself, L{writeFrom} sets the source address of one
+datagram (the same ancillary data, on C{sendmsg}).
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
 from zope.interface import Interface
 
-__all__ = ["ILocalAddressReceiver", "LocalAddressPort", "listenUDP", "localAddressFrom"]
+__all__ = [
+    "ILocalAddressReceiver",
+    "LocalAddressPort",
+    "listenUDP",
+    "localAddressFrom",
+    "writeFrom",
+]
 
 IP_PKTINFO: int = getattr(socket, "IP_PKTINFO", 8)  # Linux's value; Python < 3.13 lacks it
 
@@ -98,6 +106,21 @@ class LocalAddressPort(udp.Port):
             except OSError as e:  # an IPv6-only socket refuses the IPv4 option
                 self._log.debug("cannot ask for packet info: {error}", error=e)
 
+    def writeFrom(self, datagram: bytes, addr: Any, local: str) -> None:
+        """
+        Send C{datagram} to C{addr} from the local address C{local} (as given to
+        L{ILocalAddressReceiver.datagramReceivedAt}); errors as C{write}'s.
+        """
+        host, _, scope = local.partition("%")
+        if self.addressFamily == socket.AF_INET6:
+            index = int(scope) if scope.isdigit() else 0
+            info = socket.inet_pton(socket.AF_INET6, host) + struct.pack("@I", index)
+            ancillary = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)]
+        else:
+            info = struct.pack("@i", 0) + socket.inet_aton(host) + bytes(4)
+            ancillary = [(socket.IPPROTO_IP, IP_PKTINFO, info)]
+        self.socket.sendmsg([datagram], ancillary, 0, (addr[0], addr[1]))
+
     def doRead(self) -> None:
         receiver = ILocalAddressReceiver(self.protocol, None)
         family = self.addressFamily
@@ -138,3 +161,16 @@ def listenUDP(
         listening.startListening()
         return listening
     return reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=maxPacketSize)
+
+
+def writeFrom(transport: Any, datagram: bytes, addr: Any, local: str | None) -> None:
+    """
+    Answer from C{local} when the transport can say so (a L{LocalAddressPort}, the in-memory
+    network's port), else a plain C{transport.write}: a server bound to one address, or a
+    datagram whose local address is unknown, answers from where the kernel chooses.
+    """
+    sendFrom = getattr(transport, "writeFrom", None) if local is not None else None
+    if sendFrom is None:
+        transport.write(datagram, addr)
+    else:
+        sendFrom(datagram, addr, local)

@@ -183,6 +183,7 @@ class MemoryUDPPort:
         self.listening = True
         self.reuse = False
         self._broadcastAllowed = False
+        self._source: str | None = None  # writeFrom's address, for the datagram being sent
 
     # IUDPTransport
 
@@ -215,6 +216,21 @@ class MemoryUDPPort:
 
     def writeSequence(self, seq: Iterable[bytes], addr: Address | None = None) -> None:
         self.write(b"".join(seq), addr)
+
+    def writeFrom(self, packet: bytes, addr: Address, local: str) -> None:
+        """
+        Like C{write}, from the local address C{local} (one of the host's, as Linux's packet
+        info sets it): see L{twisted_udpsuite.localaddress.writeFrom}.
+        """
+        address = _mappedV4(local) or local.split("%", 1)[0]
+        ip = ipaddress.ip_address(address)
+        if not (ip.is_loopback or self.host.ownsAddress(ip)):
+            raise OSError(errno.EINVAL, "Invalid argument (not a local address)")
+        self._source = address
+        try:
+            self.write(packet, addr)
+        finally:
+            self._source = None
 
     def connect(self, host: str, port: int) -> None:
         if self.connected is not None:
@@ -612,7 +628,9 @@ class MemoryNetwork:
         broadcast = self._isBroadcast(target) or target.is_multicast  # type: ignore[arg-type]
         if broadcast and not target.is_multicast and not sender.getBroadcastAllowed():
             raise PermissionError(errno.EACCES, "Permission denied (broadcast not allowed)")
-        if sender.isWildcard:
+        if sender._source is not None:
+            sourceHost = sender._source
+        elif sender.isWildcard:
             sourceHost = sender.host.sourceAddressFor(family, None if broadcast else target)
         elif sender.family == 6 and mapped:
             sourceHost = _mappedV4(sender.interface) or sender.host.sourceAddressFor(4, target)

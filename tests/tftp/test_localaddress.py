@@ -6,9 +6,7 @@ twistd plugin.
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ import pytest_twisted
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python.filepath import FilePath
 
-from tests.conftest import requirePeer
+from tests import udpprobe
 from tests.process import BackgroundProcess, runProcess, venvScript
 from twisted_udpsuite.testing import MemoryNetwork
 from twisted_udpsuite.tftp.backend import FilesystemBackend
@@ -56,41 +54,8 @@ def test_answerFromTheAddressAsked(tmp_path: Path, interface: str) -> None:
     assert source[0] == "198.51.100.1"
 
 
-# Real sockets: a namespace of our own, whose loopback has several addresses (the whole
-# of 127.0.0.0/8, and an IPv6 address added here), so a wildcard server is seen by no one.
-
-_PROBE = """
-import socket, sys
-server, client = sys.argv[1], sys.argv[2]
-family = socket.AF_INET6 if ":" in server else socket.AF_INET
-with socket.socket(family, socket.SOCK_DGRAM) as s:
-    s.bind((client, 0))
-    s.settimeout(10)
-    s.sendto(b"\\0\\1f\\0octet\\0", (server, 6969))
-    data, source = s.recvfrom(65536)
-    print(source[0], data[:4].hex())
-"""
-
-
-@pytest_twisted.async_yield_fixture()
-async def namespace(reactor: Any) -> AsyncIterator[list[str]]:
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    ip = requirePeer("ip")
-    name = f"udpsuite-local-{os.getpid()}"
-    out, err, code = await runProcess(reactor, [ip, "netns", "add", name])
-    if code != 0:
-        pytest.skip(f"cannot create a network namespace: {err.decode(errors='replace')}")
-    try:
-        for argv in (
-            [ip, "-n", name, "link", "set", "lo", "up"],
-            [ip, "-n", name, "-6", "addr", "add", "fd00::2/128", "dev", "lo", "nodad"],
-        ):
-            out, err, code = await runProcess(reactor, argv)
-            assert code == 0, err
-        yield [ip, "netns", "exec", name]
-    finally:
-        await runProcess(reactor, [ip, "netns", "delete", name])
+# Real sockets: in a namespace of our own (tests/conftest.py) a wildcard server is seen
+# by no one, and its loopback has several addresses.
 
 
 @pytest.mark.parametrize(
@@ -104,18 +69,31 @@ async def namespace(reactor: Any) -> AsyncIterator[list[str]]:
 )
 @pytest_twisted.ensureDeferred
 async def test_realWildcardServer(
-    namespace: list[str], reactor: Any, tmp_path: Path, interface: str, asked: str, client: str
+    loopbackNamespace: list[str],
+    reactor: Any,
+    tmp_path: Path,
+    interface: str,
+    asked: str,
+    client: str,
 ) -> None:
-    """twistd on a wildcard in a namespace: the first DATA comes from the address asked."""
+    """
+    twistd on a wildcard in a namespace: a transfer's DATA and a refusal's ERROR both come
+    from the address asked.
+    """
     (tmp_path / "f").write_bytes(b"y" * 600)
-    argv = [*namespace, venvScript("twistd"), "-n", "--pidfile=", "udpsuite", "tftp"]
+    argv = [*loopbackNamespace, venvScript("twistd"), "-n", "--pidfile=", "udpsuite", "tftp"]
     argv += ["--port", "6969", "--interface", interface, "--root", str(tmp_path)]
     server = BackgroundProcess(reactor, argv)
     try:
         await server.waitFor(b"tftp listening")
-        probe = [*namespace, sys.executable, "-c", _PROBE, asked, client]
-        out, err, code = await runProcess(reactor, probe, timeout=30)
-        assert code == 0, err
-        assert out.split() == [asked.encode(), b"00030001"]  # DATA 1, from the address asked
+        for request, answer in [
+            (b"\0\1f\0octet\0", b"00030001"),  # DATA 1, from the transfer's port
+            (b"\0\1f\0mail\0", b"00050004"),  # ERROR 4, from the request port
+        ]:
+            probe = [*loopbackNamespace, sys.executable, udpprobe.SCRIPT, asked, "6969", client]
+            out, err, code = await runProcess(reactor, [*probe, request.hex()], timeout=30)
+            assert code == 0, err
+            source, reply = out.split()
+            assert (source, reply[:8]) == (asked.encode(), answer)
     finally:
         await server.stop()

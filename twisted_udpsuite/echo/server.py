@@ -33,6 +33,7 @@ from zope.interface import implementer
 from twisted_udpsuite import ports
 from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
 from twisted_udpsuite.connections import ConnectionLimits
+from twisted_udpsuite.localaddress import ILocalAddressReceiver, writeFrom
 from twisted_udpsuite.ratelimit import PerSourceLimiter, TokenBucket
 from twisted_udpsuite.reactors import reactorOr
 
@@ -142,6 +143,7 @@ class _ThrottledLog:
         getattr(self.log, method)(fmt, **fields)
 
 
+@implementer(ILocalAddressReceiver)
 class UDPEchoProtocol(DatagramProtocol):
     """
     RFC 862 UDP echo: each acceptable datagram goes back to its sender, unchanged.
@@ -172,6 +174,10 @@ class UDPEchoProtocol(DatagramProtocol):
         self._log = _ThrottledLog(reactor, p.logRate)
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        self.datagramReceivedAt(datagram, addr, None)
+
+    def datagramReceivedAt(self, datagram: bytes, addr: tuple[str, int], local: str | None) -> None:
+        """Echo from the address the datagram was sent to (L{ILocalAddressReceiver})."""
         port = addr[1]
         peer = hostOf(addr[0])
         reason = self._refusal(peer, port)
@@ -189,7 +195,7 @@ class UDPEchoProtocol(DatagramProtocol):
             )
             return
         try:
-            self.transport.write(datagram, addr)
+            writeFrom(self.transport, datagram, addr, local)
         except (OSError, error.MessageLengthError) as e:
             self.stats.dropped["send-error"] += 1
             self._log.emit(

@@ -19,6 +19,7 @@ from twisted_udpsuite.echo.server import (
     TCPEchoFactory,
     UDPEchoProtocol,
 )
+from twisted_udpsuite.localaddress import listenUDP
 from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.service import ServiceOptions, ServiceSpec, checkPort, numberOption
 
@@ -59,9 +60,7 @@ class EchoService(Service):
         self.tcpPort: IListeningPort | None = None
 
     def startService(self) -> None:
-        udp = self._reactor.listenUDP(
-            self.port, self.udpProtocol, interface=self.interface, maxPacketSize=MAX_DATAGRAM
-        )
+        udp = listenUDP(self._reactor, self.port, self.udpProtocol, self.interface, MAX_DATAGRAM)
         bound = udp.getHost().port
         if self.tcpFactory is not None:
             try:

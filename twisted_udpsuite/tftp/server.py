@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
-from twisted_udpsuite.localaddress import ILocalAddressReceiver
+from twisted_udpsuite.localaddress import ILocalAddressReceiver, writeFrom
 from twisted_udpsuite.ratelimit import PerSourceLimiter
 from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.tftp import errors
@@ -154,9 +154,9 @@ class TFTPServerProtocol(DatagramProtocol):
         except Exception:
             self.log.failure("handling a request from {peer}", peer=addr)
 
-    def _reply(self, packet: bytes, addr: tuple[str, int]) -> None:
+    def _reply(self, packet: bytes, addr: tuple[str, int], local: str | None) -> None:
         try:
-            self.transport.write(packet, addr)
+            writeFrom(self.transport, packet, addr, local)
         except Exception as e:
             self.log.debug("cannot answer {peer}: {error}", peer=addr, error=e)
 
@@ -178,7 +178,9 @@ class TFTPServerProtocol(DatagramProtocol):
         except MalformedPacket as e:
             self.log.debug("malformed request from {peer}: {error}", peer=addr, error=e)
             if len(datagram) >= 2 and datagram[1] in _REQUEST_OPCODES and datagram[0] == 0:
-                self._reply(errorPacket(ErrorCode.ILLEGAL_OPERATION, "Malformed request"), addr)
+                self._reply(
+                    errorPacket(ErrorCode.ILLEGAL_OPERATION, "Malformed request"), addr, local
+                )
             return
         if not isinstance(packet, ReadRequest | WriteRequest):
             self.log.debug(
@@ -191,20 +193,24 @@ class TFTPServerProtocol(DatagramProtocol):
                 if packet.mode == "mail"
                 else f"Unknown transfer mode {packet.mode!r}"
             )
-            self._reply(errorPacket(ErrorCode.ILLEGAL_OPERATION, message), addr)
+            self._reply(errorPacket(ErrorCode.ILLEGAL_OPERATION, message), addr, local)
             return
         if self._active >= self.policy.maxTransfers:
             self.log.warn(
                 "refusing {peer}: {count} transfers running", peer=addr, count=self._active
             )
-            self._reply(errorPacket(ErrorCode.NOT_DEFINED, "Server busy, try again later"), addr)
+            self._reply(
+                errorPacket(ErrorCode.NOT_DEFINED, "Server busy, try again later"), addr, local
+            )
             return
         if self._perClient.get(client, 0) >= self.policy.maxTransfersPerClient:
             self.log.warn(
                 "refusing {peer}: too many transfers from {client}", peer=addr, client=client
             )
             self._reply(
-                errorPacket(ErrorCode.NOT_DEFINED, "Too many transfers from your address"), addr
+                errorPacket(ErrorCode.NOT_DEFINED, "Too many transfers from your address"),
+                addr,
+                local,
             )
             return
         session = TFTPSession(self, packet, addr)
@@ -214,7 +220,9 @@ class TFTPServerProtocol(DatagramProtocol):
             )
         except Exception as e:
             self.log.error("cannot open a transfer port: {error}", error=e)
-            self._reply(errorPacket(ErrorCode.NOT_DEFINED, "Server cannot open a port"), addr)
+            self._reply(
+                errorPacket(ErrorCode.NOT_DEFINED, "Server cannot open a port"), addr, local
+            )
             return
         self.sessions[addr] = session
         self._perClient[client] = self._perClient.get(client, 0) + 1
