@@ -20,7 +20,7 @@ from typing import Any
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
-from zope.interface import Interface
+from zope.interface import Interface, implementer
 
 from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
 from twisted_udpsuite.chat.wire import (
@@ -31,6 +31,7 @@ from twisted_udpsuite.chat.wire import (
     formatTime,
     parseCommand,
 )
+from twisted_udpsuite.localaddress import ILocalAddressReceiver, writeFrom
 from twisted_udpsuite.ratelimit import PerSourceLimiter
 from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.terminal import printable
@@ -87,6 +88,8 @@ class Member:
     joined: float
     lastSeen: float
     recent: dict[str, tuple[float, int]] = field(default_factory=dict)
+    local: str | None = None
+    """Our address it last wrote to, which it expects to hear from (None: unknown)."""
 
 
 class IChatRoomObserver(Interface):
@@ -108,6 +111,7 @@ class IChatRoomObserver(Interface):
         """A line was relayed: a member's message, or a room event (C{member} L{None})."""
 
 
+@implementer(ILocalAddressReceiver)
 class ChatRoomProtocol(DatagramProtocol):
     """
     A UDP chat room (see C{PROTOCOL.md}).  Listen with C{maxPacketSize=}
@@ -135,6 +139,7 @@ class ChatRoomProtocol(DatagramProtocol):
         self._memberLimiter = PerSourceLimiter(self._clock, self.policy.rate, self.policy.burst)
         self._strangerLimiter = PerSourceLimiter(self._clock, self.policy.rate, self.policy.burst)
         self._expiry: IDelayedCall | None = None
+        self._local: str | None = None  # where the datagram being handled was sent
 
     # Observers and the embedding app
 
@@ -161,10 +166,17 @@ class ChatRoomProtocol(DatagramProtocol):
         self._expiry = None
 
     def datagramReceived(self, datagram: bytes, addr: Address) -> None:  # type: ignore[override]
+        self.datagramReceivedAt(datagram, addr, None)
+
+    def datagramReceivedAt(self, datagram: bytes, addr: Address, local: str | None) -> None:
+        """A datagram sent to our address C{local}: its author hears us from there."""
+        self._local = local
         try:
             self._received(datagram, (addr[0], addr[1]))
         except Exception:
             self.log.failure("chat room: error handling a datagram from {peer}", peer=addr)
+        finally:
+            self._local = None
 
     def _received(self, data: bytes, addr: Address) -> None:
         if isUnanswerableSource(addr[0]):
@@ -172,6 +184,7 @@ class ChatRoomProtocol(DatagramProtocol):
             return
         member = self.members.get(addr)
         if member is not None:
+            member.local = self._local
             if not self._memberLimiter.allow(addr):
                 self._reply(addr, Reply(False, "rate", ("slow down",)), data, member)
                 return
@@ -202,8 +215,10 @@ class ChatRoomProtocol(DatagramProtocol):
     # Replies
 
     def _send(self, addr: Address, payload: bytes) -> None:
+        member = self.members.get(addr)
+        local = member.local if member is not None else self._local
         try:
-            self.transport.write(payload, addr)
+            writeFrom(self.transport, payload, addr, local)
         except Exception as e:
             self.log.warn("chat room: cannot send to {peer}: {error}", peer=addr, error=e)
 
@@ -266,7 +281,7 @@ class ChatRoomProtocol(DatagramProtocol):
             return
         else:
             now = self._clock.seconds()
-            member = Member(addr, command.text, now, now)
+            member = Member(addr, command.text, now, now, local=self._local)
             self._relay(None, f"{member.nick} joined")  # the others hear it; we get the backlog
             self.members[addr] = member
             self._notify("memberJoined", member)

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from twisted_udpsuite import ports
 from twisted_udpsuite.chat.room import MAX_DATAGRAM, ChatRoomProtocol, RoomPolicy
+from twisted_udpsuite.localaddress import listenUDP
 from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.service import ServiceOptions, ServiceSpec, numberOption
 
@@ -44,9 +45,7 @@ class ChatRoomService(Service):
         self.udpPort: IUDPTransport | None = None
 
     def startService(self) -> None:
-        self.udpPort = self._reactor.listenUDP(
-            self.port, self.room, interface=self.interface, maxPacketSize=MAX_DATAGRAM
-        )
+        self.udpPort = listenUDP(self._reactor, self.port, self.room, self.interface, MAX_DATAGRAM)
         super().startService()
         self.log.info(
             "chat room listening on {interface}:{port}",
