@@ -94,42 +94,31 @@ async def test_listenUDPOnOneAddress(reactor: Any) -> None:
         await port.stopListening()
 
 
-@pytest_twisted.ensureDeferred
-async def test_portTellsTheLocalAddress(reactor: Any) -> None:
-    """A real socket on 127.0.0.1: the receiver hears where the datagram went."""
-    receiver = _Receiver()
-    port = LocalAddressPort(0, receiver, "127.0.0.1", 8192, reactor)
+async def _sendThroughPort(reactor: Any, protocol: Any, payload: bytes) -> tuple[Any, int]:
+    """Send C{payload} from 127.0.0.1 to a L{LocalAddressPort} running C{protocol}."""
+    port = LocalAddressPort(0, protocol, "127.0.0.1", 8192, reactor)
     port.startListening()
     sender = reactor.listenUDP(0, _Plain(), interface="127.0.0.1")
     try:
-        sender.write(b"hello", ("127.0.0.1", port.getHost().port))
-        datagram, addr, local = await receiver.got.addTimeout(10, reactor)
-        assert (datagram, addr, local) == (
-            b"hello",
-            ("127.0.0.1", sender.getHost().port),
-            "127.0.0.1",
-        )
+        sender.write(payload, ("127.0.0.1", port.getHost().port))
+        return await protocol.got.addTimeout(10, reactor), sender.getHost().port
     finally:
         await port.stopListening()
         await sender.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_portTellsTheLocalAddress(reactor: Any) -> None:
+    """A real socket on 127.0.0.1: the receiver hears where the datagram went."""
+    got, source = await _sendThroughPort(reactor, _Receiver(), b"hello")
+    assert got == (b"hello", ("127.0.0.1", source), "127.0.0.1")
 
 
 @pytest_twisted.ensureDeferred
 async def test_portFeedsPlainProtocols(reactor: Any) -> None:
     """A protocol that does not ask for local addresses gets plain datagramReceived."""
-    plain = _Plain()
-    port = LocalAddressPort(0, plain, "127.0.0.1", 8192, reactor)
-    port.startListening()
-    sender = reactor.listenUDP(0, _Plain(), interface="127.0.0.1")
-    try:
-        sender.write(b"hi", ("127.0.0.1", port.getHost().port))
-        assert await plain.got.addTimeout(10, reactor) == (
-            b"hi",
-            ("127.0.0.1", sender.getHost().port),
-        )
-    finally:
-        await port.stopListening()
-        await sender.stopListening()
+    got, source = await _sendThroughPort(reactor, _Plain(), b"hi")
+    assert got == (b"hi", ("127.0.0.1", source))
 
 
 # The in-memory network tells receivers what Linux's packet info would.
