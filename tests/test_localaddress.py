@@ -46,8 +46,13 @@ def _in6Pktinfo(address: str, index: int = 3) -> tuple[int, int, bytes]:
         ([_in6Pktinfo("2001:db8::5")], socket.AF_INET6, "2001:db8::5"),
         ([_in6Pktinfo("fe80::1", index=4)], socket.AF_INET6, "fe80::1%4"),
         ([_in6Pktinfo("ff02::1")], socket.AF_INET6, None),
-        ([_in6Pktinfo("::ffff:192.0.2.9")], socket.AF_INET6, "::ffff:192.0.2.9"),
-        ([_in6Pktinfo("::ffff:192.0.2.9")], socket.AF_INET, "192.0.2.9"),
+        # IPv4 on a dual-stack socket: spec_dst wins over the header's (broadcast) address.
+        (
+            [_in6Pktinfo("::ffff:192.0.2.255"), _inPktinfo("192.0.2.7", "192.0.2.255")],
+            socket.AF_INET6,
+            "::ffff:192.0.2.7",
+        ),
+        ([_in6Pktinfo("::ffff:192.0.2.255")], socket.AF_INET6, None),
         ([], socket.AF_INET, None),
         ([(socket.SOL_SOCKET, socket.SCM_RIGHTS, b"\0" * 4)], socket.AF_INET, None),
         ([(socket.IPPROTO_IP, IP_PKTINFO, b"short")], socket.AF_INET, None),

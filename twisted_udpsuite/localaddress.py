@@ -60,27 +60,28 @@ def localAddressFrom(ancillary: list[tuple[int, int, bytes]], family: int) -> st
     The local address for an answer, from C{recvmsg}'s ancillary data.
 
     IPv4's C{in_pktinfo} carries C{ipi_spec_dst}, the local address the kernel itself would
-    answer from (an interface's address even for a broadcast); IPv6's C{in6_pktinfo} only the
-    header's destination, kept unless it is multicast.  A link-local IPv6 address gets its
-    interface as a scope (C{fe80::1%2}) so that a socket can be bound to it.  On an IPv6
-    socket an IPv4 destination is given V4-mapped, as the socket's peers are.
+    answer from (an interface's address even for a broadcast), and is preferred; IPv6's
+    C{in6_pktinfo} only the header's destination, kept unless it is multicast, or IPv4 (on
+    a dual-stack socket IPv4 gets both; its header destination may be a broadcast). A
+    link-local IPv6 address gets its interface as a scope (C{fe80::1%2}) so that a socket
+    can be bound to it. On an IPv6 socket an IPv4 address is given V4-mapped, as the
+    socket's peers are.
     """
+    found: str | None = None
     for level, kind, data in ancillary:
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
             address = socket.inet_ntop(socket.AF_INET, data[4:8])
             return f"::ffff:{address}" if family == socket.AF_INET6 else address
         if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 20:
             parsed = ipaddress.IPv6Address(data[:16])
-            if parsed.is_multicast:
-                return None
-            if parsed.ipv4_mapped is not None:  # written as the socket's peers are
-                mapped = str(parsed.ipv4_mapped)
-                return mapped if family == socket.AF_INET else f"::ffff:{mapped}"
+            if parsed.is_multicast or parsed.ipv4_mapped is not None:
+                continue
             if parsed.is_link_local:
                 (index,) = struct.unpack("@I", data[16:20])
-                return f"{parsed}%{index}"
-            return str(parsed)
-    return None
+                found = f"{parsed}%{index}"
+            else:
+                found = str(parsed)
+    return found
 
 
 class LocalAddressPort(udp.Port):
@@ -119,7 +120,13 @@ class LocalAddressPort(udp.Port):
         else:
             info = struct.pack("@i", 0) + socket.inet_aton(host) + bytes(4)
             ancillary = [(socket.IPPROTO_IP, IP_PKTINFO, info)]
-        self.socket.sendmsg([datagram], ancillary, 0, (addr[0], addr[1]))
+        try:
+            self.socket.sendmsg([datagram], ancillary, 0, (addr[0], addr[1]))
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            # Not an address we may send from (it went since, say): let the kernel choose.
+            self.write(datagram, addr)
 
     def doRead(self) -> None:
         receiver = ILocalAddressReceiver(self.protocol, None)

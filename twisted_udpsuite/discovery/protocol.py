@@ -23,6 +23,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from twisted_udpsuite import ports
 from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
@@ -33,6 +34,7 @@ from twisted_udpsuite.discovery.interfaces import (
     multicastInterfaceNames,
 )
 from twisted_udpsuite.discovery.wire import Kind, MalformedMessage, Message, ServiceEntry
+from twisted_udpsuite.localaddress import ILocalAddressReceiver, writeFrom
 from twisted_udpsuite.ratelimit import PerSourceLimiter
 from twisted_udpsuite.reactors import reactorOr
 
@@ -71,6 +73,7 @@ class ResponderStats:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
 
+@implementer(ILocalAddressReceiver)
 class Responder(DatagramProtocol):
     """
     Answers discovery probes with a name and a list of services.
@@ -166,12 +169,16 @@ class Responder(DatagramProtocol):
     # Probes
 
     def datagramReceived(self, data: bytes, addr: Address) -> None:
+        self.datagramReceivedAt(data, addr, None)
+
+    def datagramReceivedAt(self, data: bytes, addr: Address, local: str | None) -> None:
+        """A probe sent to our address C{local}: the answer comes from there."""
         try:
-            self._probeReceived(data, addr)
+            self._probeReceived(data, addr, local)
         except Exception:
             self.log.failure("while handling a datagram from {source}", source=addr)
 
-    def _probeReceived(self, data: bytes, addr: Address) -> None:
+    def _probeReceived(self, data: bytes, addr: Address, local: str | None) -> None:
         try:
             message = wire.parse(data)
         except MalformedMessage as e:
@@ -190,7 +197,7 @@ class Responder(DatagramProtocol):
         self._remember(key)
         delay = self._random.uniform(0, min(message.maxDelay, wire.MAX_DELAY))
         self._pending[key] = self._reactor.callLater(
-            delay, self._answer, key, addr, message.requestId, len(data)
+            delay, self._answer, key, addr, local, message.requestId, len(data)
         )
 
     def _refusal(self, message: Message, data: bytes, addr: Address) -> str | None:
@@ -227,14 +234,16 @@ class Responder(DatagramProtocol):
         while len(self._seen) > 4096:
             self._seen.popitem(last=False)
 
-    def _answer(self, key: Any, addr: Address, requestId: int, probeSize: int) -> None:
+    def _answer(
+        self, key: Any, addr: Address, local: str | None, requestId: int, probeSize: int
+    ) -> None:
         self._pending.pop(key, None)
         message = Message(
             Kind.ANSWER, self.instance, requestId, name=self.name, services=self.services
         )
         data = message.toBytes(limit=int(probeSize * self.answerRatio))
         try:
-            self.transport.write(data, addr)
+            writeFrom(self.transport, data, addr, local)
         except Exception as e:
             self.stats.drop("send")
             self.log.debug("cannot answer {source}: {error}", source=addr, error=e)

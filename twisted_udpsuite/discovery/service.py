@@ -21,6 +21,7 @@ from twisted_udpsuite import ports
 from twisted_udpsuite.discovery.interfaces import broadcastInterfaces, directedBroadcasts
 from twisted_udpsuite.discovery.protocol import MAX_DATAGRAM, Responder
 from twisted_udpsuite.discovery.wire import MAX_NAME, ServiceEntry
+from twisted_udpsuite.localaddress import listenUDP
 from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.service import ServiceOptions, ServiceSpec, numberOption
 
@@ -89,9 +90,7 @@ class ResponderService(Service):
                 )
                 targets = [(a, self.port) for a in addresses]
             responder.announceTargets = targets
-        self.udpPort = self._reactor.listenUDP(
-            self.port, responder, interface=self.interface, maxPacketSize=MAX_DATAGRAM
-        )
+        self.udpPort = listenUDP(self._reactor, self.port, responder, self.interface, MAX_DATAGRAM)
         super().startService()
         bound = self.udpPort.getHost().port
         self.log.info(
