@@ -168,3 +168,19 @@ def test_memoryV4MappedBind() -> None:
     port.write(b"from mapped", ("::ffff:192.0.2.2", 7000))
     datagram, addr = net.runUntil(receiver.got)
     assert (datagram, addr) == (b"from mapped", ("198.51.100.1", port.getHost().port))
+
+
+@pytest_twisted.ensureDeferred
+async def test_writeFromAnAddressNotOurs(reactor: Any) -> None:
+    """An address the kernel refuses to send from: sent from the kernel's own choice."""
+    receiver = _Plain()
+    listening = reactor.listenUDP(0, receiver, interface="127.0.0.1")
+    port = LocalAddressPort(0, _Plain(), "127.0.0.1", 8192, reactor)
+    port.startListening()
+    try:
+        port.writeFrom(b"anyway", ("127.0.0.1", listening.getHost().port), "192.0.2.77")
+        got = await receiver.got.addTimeout(10, reactor)
+        assert got == (b"anyway", ("127.0.0.1", port.getHost().port))
+    finally:
+        await port.stopListening()
+        await listening.stopListening()

@@ -42,6 +42,7 @@ _IGNORED_READ_ERRORS = frozenset(
     {errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNREFUSED, errno.ENOBUFS}
 )
 _WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+_BAD_SOURCE_ERRORS = frozenset({errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH})
 
 
 class ILocalAddressReceiver(Interface):
@@ -123,7 +124,7 @@ class LocalAddressPort(udp.Port):
         try:
             self.socket.sendmsg([datagram], ancillary, 0, (addr[0], addr[1]))
         except OSError as e:
-            if e.errno != errno.EINVAL:
+            if e.errno not in _BAD_SOURCE_ERRORS:
                 raise
             # Not an address we may send from (it went since, say): let the kernel choose.
             self.write(datagram, addr)
