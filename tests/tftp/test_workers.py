@@ -495,6 +495,11 @@ async def test_stopEndsWorkers(reactor: Any, tmp_path: Path) -> None:
     assert status == -signal.SIGTERM
     assert b"Server Shut Down." in out + err
     assert b"restarting" not in out + err
+    # Each worker stops once, quietly (the closed pipe and TERM arrive together).
+    assert b"Traceback" not in out + err and b"#critical]" not in out + err
+    assert (out + err).count(b": SIGTERM received, stopping") + (out + err).count(
+        b": parent gone, stopping"
+    ) == 2
     await waitUntil(reactor, lambda: not any(alive(pid) for pid in pids.values()))
 
 

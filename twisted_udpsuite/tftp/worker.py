@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from twisted.internet import abstract, fdesc
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger, eventAsJSON, formatEvent, globalLogBeginner
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -146,18 +147,31 @@ def main(argv: list[str] | None = None) -> None:
     out = open(os.dup(1), "w", encoding="utf-8")  # lives as long as the process
     globalLogBeginner.beginLoggingTo([JSONLineObserver(out)], redirectStandardIO=True)
 
-    def parentGone() -> None:
-        log.info("tftp worker {index}: parent gone, stopping", index=options["index"])
-        if reactor.running:
-            reactor.stop()
+    stopping: list[str] = []
 
-    ParentWatch(reactor, 0, parentGone).startReading()
+    def stop(why: str) -> None:
+        # The parent both closes the pipe and sends TERM: the second one finds us stopping.
+        if stopping:
+            return
+        stopping.append(why)
+        log.info("tftp worker {index}: {why}, stopping", index=options["index"], why=why)
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass
+
+    def signals() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(stop, "SIGTERM received"))
+
+    ParentWatch(reactor, 0, lambda: stop("parent gone")).startReading()
     try:
         serve(options, reactor)
     except Exception:
         log.failure("tftp worker {index} cannot serve", index=options["index"])
         raise SystemExit(1) from None
-    reactor.callWhenRunning(signal.signal, signal.SIGINT, signal.SIG_IGN)
+    # After the reactor has installed its own handlers, which these replace.
+    reactor.callWhenRunning(signals)
     reactor.run()
 
 
