@@ -399,7 +399,10 @@ async def running(reactor: Any, tmp_path: Path) -> AsyncIterator[Running]:
     root.mkdir()
     data = os.urandom(300_000)
     (root / "f").write_bytes(data)
-    process, port = await startServer(reactor, tmp_path, 2, "--interface", "127.0.0.1")
+    # No request rate limit: a test may need a few rounds of downloads (limits: unit tests).
+    process, port = await startServer(
+        reactor, tmp_path, 2, "--interface", "127.0.0.1", "--rate", "0"
+    )
     try:
         yield Running(process, port, root, data)
     finally:
