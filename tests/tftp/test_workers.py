@@ -20,7 +20,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.task import Clock, deferLater
-from twisted.logger import Logger, formatEvent
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -223,21 +223,19 @@ def test_poolRestartsWithBoundedBackoff() -> None:
     assert reactor.getDelayedCalls() == []  # the pending restart is cancelled
 
 
-def test_poolRestartLogged() -> None:
-    from twisted.logger import LogLevel
-
-    from twisted_udpsuite.tftp import workers as module
-
-    reactor = FakeProcessReactor()
+def _capturePoolLog(monkeypatch: Any) -> list[Any]:
     logged: list[Any] = []
-    original = module.WorkerPool.log
-    module.WorkerPool.log = Logger(namespace=original.namespace, observer=logged.append)
-    try:
-        pool, _ = _pool(reactor, 1)
-        pool.start(5)
-        _end(pool.workers[1])
-    finally:
-        module.WorkerPool.log = original
+    logger = Logger(namespace=WorkerPool.log.namespace, observer=logged.append)
+    monkeypatch.setattr(WorkerPool, "log", logger)
+    return logged
+
+
+def test_poolRestartLogged(monkeypatch: Any) -> None:
+    logged = _capturePoolLog(monkeypatch)
+    reactor = FakeProcessReactor()
+    pool, _ = _pool(reactor, 1)
+    pool.start(5)
+    _end(pool.workers[1])
     texts = [formatEvent(e) for e in logged]
     assert texts[0] == "tftp worker 1 started (pid 1000)"
     assert texts[1].startswith("tftp worker 1 (pid 1000) ended: ")
@@ -296,24 +294,18 @@ def test_relayedEventsCarryTheWorker() -> None:
     successResultOf(_stopAll(pool, reactor))
 
 
-def test_relayedStderrAndGarbage() -> None:
-    from twisted_udpsuite.tftp import workers as module
-
+def test_relayedStderrAndGarbage(monkeypatch: Any) -> None:
+    logged = _capturePoolLog(monkeypatch)
     reactor = FakeProcessReactor()
     pool, events = _pool(reactor, 1)
     pool.start(5)
     worker = pool.workers[1]
-    logged: list[Any] = []
-    original = module.WorkerPool.log
-    module.WorkerPool.log = Logger(namespace=original.namespace, observer=logged.append)
-    try:
-        worker.childDataReceived(2, b"Traceback (most recent call last):\n  boom")
-        worker.childDataReceived(1, b"not json\n")
-        _end(worker)  # the unfinished stderr line is logged when the worker ends
-    finally:
-        module.WorkerPool.log = original
+    worker.childDataReceived(2, b"Traceback (most recent call last):\n  boom")
+    worker.childDataReceived(1, b"not json\n")
+    _end(worker)  # the unfinished stderr line is logged when the worker ends
     texts = [formatEvent(e) for e in logged]
-    assert texts[:3] == [
+    assert texts[:4] == [
+        "tftp worker 1 started (pid 1000)",
         "tftp worker 1 (pid 1000): Traceback (most recent call last):",
         "tftp worker 1 (pid 1000): not json",
         "tftp worker 1 (pid 1000):   boom",
