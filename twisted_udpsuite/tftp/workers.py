@@ -13,8 +13,8 @@ included: C{--workers 2} on a 2-core machine is two busy processes, not two plus
 supervisor, and C{--workers 1} is exactly the single-process service.
 
 Each process takes one request per reactor turn (the request port's C{maxThroughput} is 1):
-otherwise the first process to wake drains a burst of requests on its own and the others
-stay idle; a process busy with transfers also wakes later, so it takes fewer new ones.
+otherwise the first process to wake could drain a queued burst of requests on its own while
+the others stay idle; a process busy with transfers also wakes later, so it takes fewer.
 
 Limits across processes (L{processPolicy}): C{--max-transfers} and C{--rate} (with its
 burst) are split between the processes, so their sum stays the configured total; a process
