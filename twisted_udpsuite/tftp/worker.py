@@ -160,19 +160,17 @@ def main(argv: list[str] | None = None) -> None:
         except ReactorNotRunning:
             pass
 
-    def signals() -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(stop, "SIGTERM received"))
-
+    # Our own handlers, set before "serving" is logged and kept by the reactor (run without
+    # its own), so a TERM right after start-up still stops the worker in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(stop, "SIGTERM received"))
     ParentWatch(reactor, 0, lambda: stop("parent gone")).startReading()
     try:
         serve(options, reactor)
     except Exception:
         log.failure("tftp worker {index} cannot serve", index=options["index"])
         raise SystemExit(1) from None
-    # After the reactor has installed its own handlers, which these replace.
-    reactor.callWhenRunning(signals)
-    reactor.run()
+    reactor.run(installSignalHandlers=False)
 
 
 if __name__ == "__main__":
