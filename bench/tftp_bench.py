@@ -12,7 +12,10 @@ Server peers: in.tftpd (tftpd-hpa), atftpd (unpacked into .peers/ by
 installed into their own venv (``--peers-venv``, made on first use).
 Client peers: curl, tftp-hpa's ``tftp``, atftp.
 
-    .venv/bin/python bench/tftp_bench.py [--rounds 5] [--only servers|clients]
+    .venv/bin/python bench/tftp_bench.py [--rounds 5] [--only servers|clients|concurrent]
+
+``--only concurrent`` runs just the servers' "curl blksize 1428, 8 at once" scenario, the
+one where ``--workers 2`` (shown only there) matters.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class Server:
     command: Callable[[int, Path], list[str]]
     available: Callable[[], bool]
     windowsize: bool = True
+    concurrentOnly: bool = False  # only in the "n at once" scenario
 
 
 def peersVenv(path: Path) -> Path:
@@ -75,6 +79,24 @@ def peersVenv(path: Path) -> Path:
             check=True,
         )
     return path
+
+
+def ours(p: int, root: Path, *options: str) -> list[str]:
+    return [
+        str(BIN / "twistd"),
+        "-n",
+        "--pidfile=",
+        "--logfile=/dev/null",
+        "udpsuite",
+        "tftp",
+        "--port",
+        str(p),
+        "--interface",
+        "127.0.0.1",
+        "--root",
+        str(root),
+        *options,
+    ]
 
 
 def servers(peers: Path) -> list[Server]:
@@ -93,23 +115,12 @@ def servers(peers: Path) -> list[Server]:
             lambda: shutil.which("in.tftpd", path="/usr/sbin:/usr/bin") is not None,
             windowsize=False,
         ),
+        Server("twisted_udpsuite", ours, lambda: (BIN / "twistd").exists()),
         Server(
-            "twisted_udpsuite",
-            lambda p, root: [
-                str(BIN / "twistd"),
-                "-n",
-                "--pidfile=",
-                "--logfile=/dev/null",
-                "udpsuite",
-                "tftp",
-                "--port",
-                str(p),
-                "--interface",
-                "127.0.0.1",
-                "--root",
-                str(root),
-            ],
+            "twisted_udpsuite --workers 2",
+            lambda p, root: ours(p, root, "--workers", "2"),
             lambda: (BIN / "twistd").exists(),
+            concurrentOnly=True,
         ),
         Server(
             "atftpd",
@@ -353,7 +364,7 @@ def runMatrix(title: str, cells: list[Cell], rounds: int, root: Path, work: Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", choices=["servers", "clients"])
+    parser.add_argument("--only", choices=["servers", "clients", "concurrent"])
     parser.add_argument(
         "--peers-venv", type=Path, default=Path(tempfile.gettempdir()) / "udpsuite-bench-peers"
     )
@@ -375,17 +386,22 @@ def main() -> None:
         if missing:
             print(f"not available, left out: {', '.join(missing)}")
 
-        if args.only in (None, "servers"):
+        if args.only in (None, "servers", "concurrent"):
             cells = []
-            for client, name, n in [
+            scenarios = [
                 (curl(512), "small.bin", 1),
                 (curl(65464), "large.bin", 1),
                 (atftp(1428, 16), "large.bin", 1),
                 (curl(1428), "small.bin", 8),
-            ]:
+            ]
+            if args.only == "concurrent":
+                scenarios = [s for s in scenarios if s[2] > 1]
+            for client, name, n in scenarios:
                 group = f"{client.name}" + (f", {n} at once" if n > 1 else "")
                 group += f", {files[name] >> 20} MiB"
                 for server in available:
+                    if server.concurrentOnly and n == 1:
+                        continue
                     cells.append(
                         Cell(
                             group,

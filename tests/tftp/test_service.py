@@ -25,6 +25,7 @@ def test_defaults(tmp_path: Any, monkeypatch: Any) -> None:
     monkeypatch.chdir(tmp_path)
     options = _parse()
     assert options["port"] == 6969
+    assert options["workers"] == 1
     assert options["root"] == FilePath(str(tmp_path))
     backend = options.backend()
     assert not backend.writable
@@ -59,6 +60,9 @@ def test_everyLimit(tmp_path: Any) -> None:
         ["--rate", "-1"],
         ["--max-transfers", "0"],
         ["--no-create"],
+        ["--workers", "0"],
+        ["--workers", "65"],
+        ["--workers", "3", "--max-transfers", "2"],
     ],
 )
 def test_badOptions(argv: list[str]) -> None:

@@ -2,6 +2,9 @@
 """
 The TFTP service for C{twistd -n udpsuite tftp}: options for every limit, and the listening
 port's lifetime (running transfers are told and stopped when the service stops).
+
+With C{--workers N} (N > 1) L{makeService} returns the multi-process service of
+L{twisted_udpsuite.tftp.workers} instead; library users keep L{TFTPService}.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from twisted_udpsuite.tftp.options import (
 )
 from twisted_udpsuite.tftp.server import MAX_PACKET, ServerPolicy, TFTPServerProtocol
 
-__all__ = ["SPEC", "Options", "TFTPService", "makeService"]
+__all__ = ["MAX_WORKERS", "SPEC", "Options", "TFTPService", "makeService"]
+
+MAX_WORKERS = 64
+"""Largest C{--workers}: far above any useful count, low enough to catch a typo."""
 
 
 class TFTPService(Service):
@@ -112,21 +118,22 @@ class Options(ServiceOptions):
             "max-transfers",
             None,
             ServerPolicy.maxTransfers,
-            "Concurrent transfers in total.",
+            "Concurrent transfers in total (with --workers: split between the processes).",
             numberOption("max-transfers", int, low=1),
         ],
         [
             "max-transfers-per-client",
             None,
             ServerPolicy.maxTransfersPerClient,
-            "Concurrent transfers per client address.",
+            "Concurrent transfers per client address (with --workers: in each process).",
             numberOption("max-transfers-per-client", int, low=1),
         ],
         [
             "rate",
             None,
             ServerPolicy.rate,
-            "Requests/s per client address (0: unlimited).",
+            "Requests/s per client address (0: unlimited; with --workers: split between the "
+            "processes).",
             numberOption("rate", low=0, zeroMeansNone=True),
         ],
         [
@@ -150,6 +157,14 @@ class Options(ServiceOptions):
             "Block number after 65535 when sending: 0 (most peers) or 1.",
             numberOption("rollover", int, low=0, high=1),
         ],
+        [
+            "workers",
+            None,
+            1,
+            "Processes serving the port (1: this one only; N: this one and N-1 workers "
+            "sharing its socket).",
+            numberOption("workers", int, low=1, high=MAX_WORKERS),
+        ],
     ]
 
     def __init__(self) -> None:
@@ -168,6 +183,28 @@ class Options(ServiceOptions):
     def postOptions(self) -> None:
         if self["no-create"] and not self["allow-overwrite"]:
             raise usage.UsageError("--no-create without --allow-overwrite allows no upload")
+        if self["max-transfers"] < self["workers"]:
+            # Each process gets a share of the total; a share of 0 would refuse everything.
+            raise usage.UsageError("--max-transfers must be at least --workers")
+
+    def toArgv(self) -> list[str]:
+        """
+        Command-line arguments that parse back to these options.
+
+        Worker processes (L{twisted_udpsuite.tftp.workers}) are started with them so that
+        they run the same policy and backend as the parent; built from the parsed values
+        (absolute root, every option spelt out) rather than the original command line, so
+        a relative path or an abbreviation cannot mean something else in the child.
+        """
+        argv = ["--port", str(self["port"]), "--interface", self["interface"]]
+        argv += ["--root", self["root"].path]
+        for name, *_ in self.optFlags:
+            if self[name]:
+                argv.append(f"--{name}")
+        for name, *_ in self.optParameters:
+            value = self[name]
+            argv += [f"--{name}", "0" if value is None else str(value)]
+        return argv
 
     def policy(self) -> ServerPolicy:
         """The server policy these options describe."""
@@ -196,8 +233,16 @@ class Options(ServiceOptions):
         )
 
 
-def makeService(options: Options, reactor: Any = None) -> TFTPService:
-    """Build the TFTP service from parsed L{Options}."""
+def makeService(options: Options, reactor: Any = None) -> Service:
+    """
+    Build the TFTP service from parsed L{Options}: L{TFTPService}, or with C{--workers N}
+    (N > 1) a L{twisted_udpsuite.tftp.workers.MultiProcessTFTPService}.
+    """
+    if options["workers"] > 1:
+        # Imported here: the workers module builds on this one.
+        from twisted_udpsuite.tftp.workers import MultiProcessTFTPService
+
+        return MultiProcessTFTPService(options, reactor=reactor)
     return TFTPService(
         options.backend(),
         options.policy(),

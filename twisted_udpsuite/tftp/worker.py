@@ -1,0 +1,177 @@
+# -*- test-case-name: tests.tftp.test_workers -*-
+"""
+One worker process of C{twistd -n udpsuite tftp --workers N}, started by
+L{twisted_udpsuite.tftp.workers.WorkerPool}; not meant to be run by hand.
+
+    python -m twisted_udpsuite.tftp.worker --fd 3 --index I [the parent's tftp options]
+
+It serves requests arriving on the inherited socket C{--fd} (adopted, never bound here) with
+the same options as the parent, its share of the totals being L{processPolicy} for process
+C{I} of C{--workers}. Its descriptors, set up by the parent:
+
+  - 0: a pipe only the parent writes to; end of file means the parent is gone, and the worker
+    stops (the transfers it runs are told so), even if the parent was SIGKILLed.
+  - 1: its log events, one JSON object per line, which the parent re-emits with its id.
+  - 2: anything else it writes (a traceback at start-up), logged by the parent as warnings.
+
+SIGINT is ignored: a Ctrl-C in a terminal reaches the whole process group, and it is the
+parent's to decide (it stops its workers in order). SIGTERM stops the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import IO, Any
+
+from twisted.internet import abstract, fdesc
+from twisted.internet.error import ReactorNotRunning
+from twisted.logger import Logger, eventAsJSON, formatEvent, globalLogBeginner
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from twisted_udpsuite.tftp.server import MAX_PACKET, TFTPServerProtocol
+from twisted_udpsuite.tftp.service import Options
+from twisted_udpsuite.tftp.workers import TEXT_FIELD, processPolicy
+
+__all__ = ["JSONLineObserver", "ParentWatch", "WorkerOptions", "main", "serve"]
+
+log = Logger(namespace="twisted_udpsuite.tftp.workers")
+
+
+class WorkerOptions(Options):
+    """The parent's TFTP L{Options}, plus the inherited socket and this worker's index."""
+
+    optParameters = [
+        *Options.optParameters,
+        ["fd", None, 3, "Descriptor of the inherited request socket.", int],
+        ["index", None, 1, "This worker's number (1 to --workers minus 1).", int],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if not 1 <= self["index"] < self["workers"]:
+            raise usage.UsageError("--index must be from 1 to --workers minus 1")
+
+
+class ParentWatch(abstract.FileDescriptor):
+    """
+    Reads (and discards) the pipe from the parent; calls C{onClose} when it closes.
+
+    The parent never writes to it: only the parent holds its write end, so it closes when
+    the parent ends, however it ends.
+    """
+
+    def __init__(self, reactor: Any, fd: int, onClose: Callable[[], None]) -> None:
+        super().__init__(reactor)
+        self._fd = fd
+        self._onClose = onClose
+        fdesc.setNonBlocking(fd)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def doRead(self) -> Any:
+        return fdesc.readFromFD(self._fd, lambda data: None)
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        self._onClose()
+
+
+class JSONLineObserver:
+    """
+    Writes each log event as one line of JSON (L{eventAsJSON} never contains a newline),
+    with its text already formatted in L{TEXT_FIELD}: here the values are still whole.
+    """
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out = out
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        event = dict(event)
+        if event.get("log_format") is not None:
+            event[TEXT_FIELD] = formatEvent(event)
+        try:
+            self._out.write(eventAsJSON(event) + "\n")
+            self._out.flush()
+        except (OSError, ValueError):
+            pass  # the parent is gone; the pipe watch ends us
+
+
+def socketFamily(fd: int) -> int:
+    """The address family of the socket C{fd} (the parent may listen on IPv4 or IPv6)."""
+    probe = socket.socket(fileno=os.dup(fd))
+    try:
+        return int(probe.family)
+    finally:
+        probe.close()
+
+
+def serve(options: WorkerOptions, reactor: Any) -> Any:
+    """Adopt the inherited socket and serve on it; return the port."""
+    processes, index = options["workers"], options["index"]
+    protocol = TFTPServerProtocol(
+        options.backend(),
+        processPolicy(options.policy(), processes, index),
+        reactor=reactor,
+        interface=options["interface"],
+    )
+    fd = options["fd"]
+    port = reactor.adoptDatagramPort(fd, socketFamily(fd), protocol, maxPacketSize=MAX_PACKET)
+    os.close(fd)  # the port holds its own duplicate
+    port.maxThroughput = 1  # one request per reactor turn, as in the parent
+    log.info(
+        "tftp worker {index} serving {interface}:{port}",
+        index=index,
+        interface=options["interface"] or "*",
+        port=port.getHost().port,
+    )
+    return port
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run one worker until the parent goes away or SIGTERM arrives."""
+    options = WorkerOptions()
+    try:
+        options.parseOptions(sys.argv[1:] if argv is None else argv)
+    except usage.UsageError as e:
+        sys.stderr.write(f"tftp worker: error: {e}\n")
+        raise SystemExit(2) from None
+
+    from twisted.internet import reactor
+
+    out = open(os.dup(1), "w", encoding="utf-8")  # lives as long as the process
+    globalLogBeginner.beginLoggingTo([JSONLineObserver(out)], redirectStandardIO=True)
+
+    stopping: list[str] = []
+
+    def stop(why: str) -> None:
+        # The parent both closes the pipe and sends TERM: the second one finds us stopping.
+        if stopping:
+            return
+        stopping.append(why)
+        log.info("tftp worker {index}: {why}, stopping", index=options["index"], why=why)
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass
+
+    # Our own handlers, set before "serving" is logged and kept by the reactor (run without
+    # its own), so a TERM right after start-up still stops the worker in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(stop, "SIGTERM received"))
+    ParentWatch(reactor, 0, lambda: stop("parent gone")).startReading()
+    try:
+        serve(options, reactor)
+    except Exception:
+        log.failure("tftp worker {index} cannot serve", index=options["index"])
+        raise SystemExit(1) from None
+    reactor.run(installSignalHandlers=False)
+
+
+if __name__ == "__main__":
+    main()
