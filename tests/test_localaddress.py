@@ -20,6 +20,7 @@ from twisted_udpsuite.localaddress import (
     IP_PKTINFO,
     ILocalAddressReceiver,
     LocalAddressPort,
+    adoptDatagramPort,
     listenUDP,
     localAddressFrom,
 )
@@ -184,3 +185,23 @@ async def test_writeFromAnAddressNotOurs(reactor: Any) -> None:
     finally:
         await port.stopListening()
         await listening.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_adoptedSocketTellsTheLocalAddress(reactor: Any) -> None:
+    """A socket bound elsewhere (a TFTP worker's) and adopted reports local addresses too."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    receiver = _Receiver()
+    port = adoptDatagramPort(reactor, sock.fileno(), socket.AF_INET, receiver)
+    sock.close()  # the port holds its own duplicate
+    sender = reactor.listenUDP(0, _Plain(), interface="127.0.0.1")
+    try:
+        assert isinstance(port, LocalAddressPort)
+        sender.write(b"adopted", ("127.0.0.1", port.getHost().port))
+        got = await receiver.got.addTimeout(10, reactor)
+        assert got == (b"adopted", ("127.0.0.1", sender.getHost().port), "127.0.0.1")
+    finally:
+        await port.stopListening()
+        await sender.stopListening()

@@ -30,6 +30,7 @@ from zope.interface import Interface
 __all__ = [
     "ILocalAddressReceiver",
     "LocalAddressPort",
+    "adoptDatagramPort",
     "listenUDP",
     "localAddressFrom",
     "writeFrom",
@@ -169,6 +170,24 @@ def listenUDP(
         listening.startListening()
         return listening
     return reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=maxPacketSize)
+
+
+def adoptDatagramPort(
+    reactor: Any, fd: int, family: int, protocol: Any, maxPacketSize: int = 8192
+) -> IListeningPort:
+    """
+    C{reactor.adoptDatagramPort} (a socket another process bound, e.g. a TFTP worker's),
+    with a L{LocalAddressPort} on a real POSIX reactor on Linux, as L{listenUDP}.
+    """
+    if isinstance(reactor, PosixReactorBase) and sys.platform.startswith("linux"):
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            raise ValueError(f"not an IP address family: {family}")
+        adopted = LocalAddressPort._fromListeningDescriptor(
+            reactor, fd, family, protocol, maxPacketSize
+        )
+        adopted.startListening()
+        return adopted
+    return reactor.adoptDatagramPort(fd, family, protocol, maxPacketSize=maxPacketSize)
 
 
 def writeFrom(transport: Any, datagram: bytes, addr: Any, local: str | None) -> None:

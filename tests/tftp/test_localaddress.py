@@ -97,3 +97,26 @@ async def test_realWildcardServer(
             assert (source, reply[:8]) == (asked.encode(), answer)
     finally:
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_realWildcardWorkers(
+    loopbackNamespace: list[str], reactor: Any, tmp_path: Path
+) -> None:
+    """With --workers, the processes that adopt the socket answer from the address asked."""
+    (tmp_path / "f").write_bytes(b"z" * 600)
+    argv = [*loopbackNamespace, venvScript("twistd"), "-n", "--pidfile=", "udpsuite", "tftp"]
+    argv += ["--port", "6969", "--interface", "", "--root", str(tmp_path), "--workers", "2"]
+    argv += ["--rate", "0"]
+    server = BackgroundProcess(reactor, argv)
+    try:
+        await server.waitFor(b"tftp worker 1 serving")
+        probe = [*loopbackNamespace, sys.executable, udpprobe.SCRIPT, "127.0.0.2", "6969"]
+        for _ in range(8):
+            out, err, code = await runProcess(
+                reactor, [*probe, "127.0.0.1", b"\0\1f\0octet\0".hex()], timeout=30
+            )
+            assert code == 0, err
+            assert out.split()[0] == b"127.0.0.2"
+    finally:
+        await server.stop()
