@@ -12,6 +12,10 @@ Server peers: in.tftpd (tftpd-hpa), atftpd (unpacked into .peers/ by
 installed into their own venv (``--peers-venv``, made on first use).
 Client peers: curl, tftp-hpa's ``tftp``, atftp.
 
+"python floor" is bench/python_floor_tftpd.py: the leanest Python download server we
+know how to write (one epoll loop, mmap + sendmsg, nothing else), to tell what any
+Python server costs on this machine from what ours costs.
+
     .venv/bin/python bench/tftp_bench.py [--rounds 5] [--only servers|clients|concurrent]
 
 ``--only concurrent`` runs just the servers' "curl blksize 1428, 8 at once" scenario, the
@@ -116,6 +120,12 @@ def servers(peers: Path) -> list[Server]:
             windowsize=False,
         ),
         Server("twisted_udpsuite", ours, lambda: (BIN / "twistd").exists()),
+        Server(
+            "python floor",
+            lambda p, root: [PY, str(REPO / "bench/python_floor_tftpd.py"), str(p), str(root)],
+            lambda: True,
+            windowsize=False,
+        ),
         Server(
             "twisted_udpsuite --workers 2",
             lambda p, root: ours(p, root, "--workers", "2"),
