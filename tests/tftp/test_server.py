@@ -572,3 +572,75 @@ def test_dallyingUploadsDoNotCountAsTransfers(root: FilePath) -> None:
     assert len(world.protocol.sessions) == 3  # all three still dallying
     assert sorted(root.listdir()) == ["up0.bin", "up1.bin", "up2.bin"]
     world.settle()
+
+
+class _AtftpLikeReceiver(DatagramProtocol):
+    """
+    Downloads as Debian's atftp 0.8 client does (tftp_file.c with Debian's patch "Improve
+    algorithm in case of packet loss or duplication"): each new block is ACKed; a repeated
+    block gets one extra ACK, and further copies are ignored; its own timer (5 s, restarted
+    by every packet it receives, ignored ones too) resends the last ACK.
+    """
+
+    def __init__(self, clock: Any, name: bytes) -> None:
+        self.clock = clock
+        self.name = name
+        self.tid: tuple[str, int] = SERVER
+        self.last = 0
+        self.extraSent = False
+        self.data = bytearray()
+        self.done = False
+        self.timer: Any = None
+
+    def startProtocol(self) -> None:
+        self.transport.write(ReadRequest(self.name, "octet").toBytes(), SERVER)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None if self.done else self.clock.callLater(5.0, self._timedOut)
+
+    def _timedOut(self) -> None:
+        self.timer = None
+        self.transport.write(Ack(self.last).toBytes(), self.tid)
+        self._arm()
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        packet = parsePacket(datagram)
+        if self.tid == SERVER:
+            self.tid = addr
+        if self.done or not isinstance(packet, Data):
+            return
+        if packet.block == self.last + 1:
+            self.data += packet.data
+            self.last += 1
+            self.extraSent = False
+            self.done = len(packet.data) < 512
+        elif packet.block == self.last and not self.extraSent:
+            self.extraSent = True
+        else:
+            self._arm()
+            return
+        self.transport.write(Ack(self.last).toBytes(), self.tid)
+        self._arm()
+
+
+def test_downloadToAClientThatAnswersRepeatsOnlyOnItsOwnTimer(root: FilePath) -> None:
+    """
+    The ACK of block 3 and the one extra ACK that atftp gives a repeated DATA 3 are both
+    lost. atftp then ignores DATA 3 until 5 s pass without any packet: resends capped at
+    1 s apart never let that happen, and the server gave up while atftp waited. The
+    resends now back off to QUIET_GAP, and the download completes.
+    """
+    data = _file(root, "f", 512 * 5 + 100)
+    world = _World(root, latency=0.001)
+    acks: list[bytes] = []
+    ack3 = Ack(3).toBytes()
+    world.net.dropIf(lambda r: r.data == ack3 and len(acks) < 2 and not acks.append(r.data))
+    peer = _AtftpLikeReceiver(world.clientHost, b"f")
+    world.clientHost.listenUDP(0, peer, maxPacketSize=65536)
+    world.net.advance(60)
+    assert len(acks) == 2
+    assert peer.done and bytes(peer.data) == data
+    world.settle()

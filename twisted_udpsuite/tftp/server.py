@@ -71,9 +71,10 @@ class ServerPolicy:
     @ivar maxTransfers: Concurrent transfers in total.
     @ivar maxTransfersPerClient: Concurrent transfers per client address.
     @ivar retries: Resends of an unanswered packet before a transfer is abandoned. With the
-        adaptive timeout the first ones come fast, so this must be high enough that the
-        total wait (about 8 s at the default timeout) outlasts a client's own retransmission
-        timer: atftp ignores a repeated DATA and only re-ACKs after its timeout.
+        adaptive timeout the first ones come fast; a download's resends then back off to
+        L{transfer.QUIET_GAP} seconds apart, a silence long enough for a client that
+        answers only on its own timer (atftp re-ACKs a repeated DATA once, then waits for
+        5 s without any packet), and about 50 s pass before a silent client is dropped.
     @ivar timeout: Largest retransmission timeout (s) when the client does not choose one.
     @ivar rollover: Block number after 65535 when sending (0 or 1).
     @ivar unansweredRetries: Resends allowed before the client has answered at all: a

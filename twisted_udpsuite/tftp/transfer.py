@@ -30,9 +30,10 @@ Behaviour: windows per RFC 7440 (the receiver ACKs every C{windowsize} in-order 
 once on a gap); the sender resends from the first unacknowledged block on a timeout or an ACK
 inside the window, and ignores duplicate ACKs (RFC 1123: no Sorcerer's Apprentice). The
 retransmission timeout follows the measured round trip (SRTT + 4 RTTVAR, as TCP) within
-[L{MIN_RTO}, the negotiated or given timeout], doubling on each retry. Block numbers wrap
-after 65535 to C{rollover} (0 or 1) when sending; the receiver accepts either. Sending ERRORs
-for timeouts is left out (the peer is gone); every other failure sends one.
+[L{MIN_RTO}, the negotiated or given timeout], doubling on each retry (a sender's up to
+L{QUIET_GAP}). Block numbers wrap after 65535 to C{rollover} (0 or 1) when sending; the
+receiver accepts either. Sending ERRORs for timeouts is left out (the peer is gone); every
+other failure sends one.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ DEFAULT_TIMEOUT = 1.0
 """Largest retransmission timeout (seconds) when the peer did not negotiate C{timeout}."""
 MIN_RTO = 0.05
 """Smallest retransmission timeout: below this, scheduler jitter would cause false resends."""
+QUIET_GAP = 8.0
+"""A L{Sender}'s resends of the same packet keep doubling up to at least this many seconds,
+past the negotiated or given timeout. Some receivers answer a repeated DATA only once and
+then only on their own timer, which every packet they ignore restarts (Debian's atftp 0.8:
+5 s): resends capped at 1 s would keep that timer from ever firing."""
 
 _HEADER = struct.Struct("!HH")
 _pack = _HEADER.pack
@@ -114,10 +120,11 @@ class _Writer(Protocol):
 class _Rto:
     """Retransmission timeout from measured round trips (RFC 6298 arithmetic)."""
 
-    __slots__ = ("srtt", "rttvar", "maximum", "rto")
+    __slots__ = ("srtt", "rttvar", "maximum", "ceiling", "rto")
 
     def __init__(self, maximum: float) -> None:
         self.maximum = maximum
+        self.ceiling = maximum  # the largest backed-off timeout
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.rto = maximum
@@ -134,7 +141,7 @@ class _Rto:
         self.rto = min(self.maximum, max(MIN_RTO, self.srtt + 4 * self.rttvar))
 
     def backoff(self, tries: int) -> float:
-        return min(self.maximum, self.rto * (2**tries))
+        return min(self.ceiling, self.rto * (2**tries))
 
 
 def _toOSErrorCode(failure: Failure) -> errors.TFTPError:
@@ -348,6 +355,7 @@ class Sender(_Engine):
         # A synchronous readinto() (optional on readers) saves copies on large blocks.
         self._readinto = getattr(reader, "readinto", None) if options.blksize >= 4096 else None
         self._rollover = rollover
+        self._rto.ceiling = max(self._rto.maximum, QUIET_GAP)
         self._blksize = options.blksize
         self._windowsize = options.windowsize
         # Block numbers inside the engine are absolute (1, 2, ... past 65535); _base is the
