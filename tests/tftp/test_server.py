@@ -79,7 +79,7 @@ class _World:
 
     def settle(self) -> None:
         """Run out every timer (dallying, retries); then nothing may be left."""
-        self.net.advance(120)
+        self.net.advance(400)
         assert self.protocol.sessions == {}
         assert self.net.clock.getDelayedCalls() == []
         assert [p for p in self.serverHost.sockets if p.listening] == [self.port]
@@ -542,8 +542,10 @@ def test_wrqOackNotResentOnTimerButOnRepeatedRequest(root: FilePath) -> None:
 
 def test_lostFinalAckOfAnUploadIsSentAgainAfterCurlsWait(root: FilePath) -> None:
     """
-    The final ACK of an upload is lost; the client resends its last DATA only after
-    its own interval (curl: about 6 s). The server is still dallying and ACKs it again.
+    The final ACK of an upload is lost; the client resends its last DATA only after its
+    own per-block timeout: curl 7.88 with no C{--max-time}, 72 s (its C{tftp_set_timeouts}:
+    3600 s over 50 tries), checked by C{time()} in whole seconds, so up to 74 s. The server
+    is still dallying and ACKs it again.
     """
     world = _World(root)
     peer = world.raw()
@@ -556,7 +558,7 @@ def test_lostFinalAckOfAnUploadIsSentAgainAfterCurlsWait(root: FilePath) -> None
     peer.send(Data(1, b"last and only block"), tid)
     world.net.pump()
     assert len(peer.received) == 1 and lost  # the ACK was lost
-    world.net.advance(6.0)
+    world.net.advance(74.0)
     peer.send(Data(1, b"last and only block"), tid)
     world.net.pump()
     assert peer.received[-1] == (Ack(1), tid)
@@ -571,6 +573,56 @@ def test_dallyingUploadsDoNotCountAsTransfers(root: FilePath) -> None:
         world.put(b"x" * 10, f"up{i}.bin")
     assert len(world.protocol.sessions) == 3  # all three still dallying
     assert sorted(root.listdir()) == ["up0.bin", "up1.bin", "up2.bin"]
+    world.settle()
+
+
+def test_wrqWaitsForCurlsLateResendOfALostData1(root: FilePath) -> None:
+    """
+    After our OACK curl sends DATA 1 and, if it is lost, sends it again only after 72 s
+    (and never in answer to an OACK, which it takes for a go-ahead to the next chunk). The
+    session waits silently for it, far past its retry budget (which ran out at 48 s).
+    """
+    world = _World(root)
+    peer = world.raw()
+    peer.send(WriteRequest(b"up.bin", "octet", {"tsize": "600", "blksize": "512", "timeout": "6"}))
+    world.net.pump()
+    oack, tid = peer.received[0]
+    assert oack == OptionAck({"tsize": "600", "blksize": "512", "timeout": "6"})
+    data = os.urandom(600)
+    world.net.dropIf(lambda r: r.data[:4] == b"\x00\x03\x00\x01" and r.time < 1)
+    peer.send(Data(1, data[:512]), tid)  # lost
+    world.net.advance(74)
+    assert len(peer.received) == 1  # nothing sent meanwhile: no OACK, no ACK 0
+    assert len(world.protocol.sessions) == 1
+    peer.send(Data(1, data[:512]), tid)  # curl's own resend
+    world.net.pump()
+    assert peer.received[-1] == (Ack(1), tid)
+    peer.send(Data(2, data[512:]), tid)
+    world.net.pump()
+    assert peer.received[-1] == (Ack(2), tid)
+    assert root.child("up.bin").getContent() == data
+    world.settle()
+
+
+def test_wrqWaitForData1IsBoundedAndCounted(root: FilePath) -> None:
+    """The silent wait counts as a transfer, and ends after firstDataWait, sending nothing."""
+    policy = ServerPolicy(rate=None, maxTransfersPerClient=1, firstDataWait=100.0)
+    world = _World(root, policy=policy)
+    peer = world.raw()
+    peer.send(WriteRequest(b"up.bin", "octet", {"blksize": "512"}))
+    world.net.advance(50)
+    other = world.raw()
+    other.send(WriteRequest(b"other.bin", "octet"))
+    world.net.pump()
+    assert isinstance(other.received[0][0], Error)  # the waiting upload still counts
+    peer.send(WriteRequest(b"up.bin", "octet", {"blksize": "512"}))  # repeated: OACK again
+    world.net.advance(99)
+    assert [type(p).__name__ for p, _ in peer.received] == ["OptionAck"] * 2
+    assert len(world.protocol.sessions) == 1
+    world.net.advance(2)  # 100 s after the last OACK
+    assert world.protocol.sessions == {}
+    assert len(peer.received) == 2
+    assert root.listdir() == []
     world.settle()
 
 
@@ -643,4 +695,33 @@ def test_downloadToAClientThatAnswersRepeatsOnlyOnItsOwnTimer(root: FilePath) ->
     world.net.advance(60)
     assert len(acks) == 2
     assert peer.done and bytes(peer.data) == data
+    world.settle()
+
+
+def test_newRequestFromADallyingUploadsPortIsANewTransfer(root: FilePath) -> None:
+    """A client that reuses its port right after an upload is not taken for a repeat."""
+    _file(root, "f", 100)
+    world = _World(root)
+    peer = world.raw()
+    peer.send(WriteRequest(b"up.bin", "octet"))
+    world.net.pump()
+    tid = peer.received[0][1]
+    peer.send(Data(1, b"done"), tid)
+    world.net.pump()
+    assert peer.received[-1] == (Ack(1), tid)
+    peer.send(ReadRequest(b"f", "octet"))  # same client port, a new request
+    world.net.pump()
+    packet, newTid = peer.received[-1]
+    assert isinstance(packet, Data) and packet.block == 1 and newTid != tid
+    peer.send(Ack(1), newTid)
+    world.settle()
+
+
+def test_dallyingUploadsAreCapped(root: FilePath) -> None:
+    """Past maxDallying finished uploads, the oldest stops dallying and frees its port."""
+    world = _World(root, policy=ServerPolicy(rate=None, maxDallying=2))
+    for i in range(4):
+        world.put(b"x" * 10, f"up{i}.bin")
+    assert len(world.protocol.sessions) == 2
+    assert sorted(root.listdir()) == ["up0.bin", "up1.bin", "up2.bin", "up3.bin"]
     world.settle()

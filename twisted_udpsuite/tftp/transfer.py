@@ -18,7 +18,7 @@ API (stable; the client and the server both build on it):
     engine.abort(error, sendError=True)  # stop now (sends ERROR error.code unless told not to)
     engine.repeatInitial()          # the peer repeated its request: resend the OACK / ACK 0
     engine.unansweredRetries = 3    # retry budget until the peer first answers (servers)
-    receiver.start(oack, resendInitial=False)  # only repeatInitial() resends it (see start)
+    receiver.start(oack, resendInitial=False, patience=160.0)  # only repeatInitial() resends
 
 C{send(packet: bytes)} writes one datagram to the peer. C{clock} is an L{IReactorTime}.
 C{reader.read(n)} returns up to C{n} bytes (C{b""} at the end) or a Deferred of them; a short
@@ -652,13 +652,20 @@ class Receiver(_Engine):
         self._finalAck: bytes | None = None
         self._initialPacket: bytes | None = None
         self._resendInitial = True
+        self._patience: float | None = None
 
     def _wireFor(self, absolute: int, scheme: int) -> int:
         if scheme == 0 or absolute < 65536:
             return absolute & 0xFFFF
         return (absolute - 1) % 65535 + 1
 
-    def start(self, initial: bytes | None = None, *, resendInitial: bool = True) -> None:
+    def start(
+        self,
+        initial: bytes | None = None,
+        *,
+        resendInitial: bool = True,
+        patience: float | None = None,
+    ) -> None:
         """
         Begin: send C{initial} (ACK 0 or an OACK), resent until DATA 1 comes; with C{None}
         (a client whose DATA 1 already arrived) just wait for L{dataReceived}.
@@ -667,11 +674,18 @@ class Receiver(_Engine):
             server answering a repeated WRQ): curl takes every OACK for a go-ahead and reads
             its next chunk into block 1, so an OACK resent on our timer while its DATA 1 is
             lost stores the file without its first block.
+        @param patience: with C{resendInitial=False}, how long (s) to wait silently for DATA 1
+            after C{initial} (sent again by L{repeatInitial}) before giving up; C{None}: the
+            retry budget's timeouts. After an OACK curl resends a lost DATA 1 only on its own
+            per-block timer (72 s with no C{--max-time}).
         """
         self._resendInitial = resendInitial
         if initial is not None:
             self._initialPacket = initial
             self._sendAck(initial)
+            if not resendInitial and patience is not None:
+                self._patience = patience
+                self._arm(patience)
         else:
             self._lastAck = _pack(_ACK, 0)
             self._ackedAt = self._clock.seconds()
@@ -819,6 +833,8 @@ class Receiver(_Engine):
         self._finalAck = ack
         self._send(ack)
         self._succeed()
+        if self._closed:
+            return  # the owner stopped it at once
         if self._dally > 0:
             self._timer = self._clock.callLater(self._dally, self._close)
         else:
@@ -838,8 +854,16 @@ class Receiver(_Engine):
         if not self._over and self._next == 1 and self._lastAck:
             self.stats.retransmits += 1
             self._send(self._lastAck)
+            if self._patience is not None and self._lastAck is self._initialPacket:
+                self._arm(self._patience)
 
     def _timedOut(self) -> None:
+        if self._patience is not None and self._next == 1 and self._lastAck is self._initialPacket:
+            self._fail(
+                errors.TransferTimeout(f"no DATA 1 within {self._patience:g} s"),
+                sendError=False,
+            )
+            return
         if not self._retry():
             return
         self._fresh = False
