@@ -604,6 +604,31 @@ def test_wrqWaitsForCurlsLateResendOfALostData1(root: FilePath) -> None:
     world.settle()
 
 
+def test_lateData1IsNoRoundTripSample(root: FilePath) -> None:
+    """
+    curl's DATA 1, resent 72 s after the OACK, is not a 72 s round trip: taken as one, it
+    pinned the timeout at its maximum (curl asks for 6 s), so every later loss in the
+    upload cost 12 s instead of a fraction of a second.
+    """
+    world = _World(root, latency=0.001)
+    peer = world.raw()
+    peer.send(WriteRequest(b"up.bin", "octet", {"blksize": "512", "timeout": "6"}))
+    world.net.advance(0.01)
+    tid = peer.received[0][1]
+    world.net.advance(73)  # DATA 1 was lost; curl sends it again
+    peer.send(Data(1, b"a" * 512), tid)
+    world.net.advance(0.01)
+    peer.send(Data(2, b"b" * 512), tid)  # answered at once: a true round trip
+    world.net.advance(0.01)
+    assert [p for p, _ in peer.received][1:] == [Ack(1), Ack(2)]
+    world.net.advance(0.15)  # DATA 3 was lost: ACK 2 again, soon (not after 12 s)
+    assert [p for p, _ in peer.received][3:] == [Ack(2)]
+    peer.send(Data(3, b"end"), tid)
+    world.net.advance(0.01)
+    assert root.child("up.bin").getContent() == b"a" * 512 + b"b" * 512 + b"end"
+    world.settle()
+
+
 def test_wrqWaitForData1IsBoundedAndCounted(root: FilePath) -> None:
     """The silent wait counts as a transfer, and ends after firstDataWait, sending nothing."""
     policy = ServerPolicy(rate=None, maxTransfersPerClient=1, firstDataWait=100.0)

@@ -685,6 +685,7 @@ class Receiver(_Engine):
             self._sendAck(initial)
             if not resendInitial and patience is not None:
                 self._patience = patience
+                self._fresh = False  # DATA 1 may be the peer's own late resend: no RTT sample
                 self._arm(patience)
         else:
             self._lastAck = _pack(_ACK, 0)
