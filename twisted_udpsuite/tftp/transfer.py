@@ -77,10 +77,11 @@ DEFAULT_TIMEOUT = 1.0
 MIN_RTO = 0.05
 """Smallest retransmission timeout: below this, scheduler jitter would cause false resends."""
 QUIET_GAP = 8.0
-"""A L{Sender}'s resends of the same packet keep doubling up to at least this many seconds,
-past the negotiated or given timeout. Some receivers answer a repeated DATA only once and
-then only on their own timer, which every packet they ignore restarts (Debian's atftp 0.8:
-5 s): resends capped at 1 s would keep that timer from ever firing."""
+"""Once its peer has answered, a L{Sender}'s resends of the same packet keep doubling up to
+at least this many seconds, past the negotiated or given timeout (a peer that never answered
+keeps that cap: a spoofed request holds a session no longer). Some receivers answer a
+repeated DATA only once and then only on their own timer, which every packet they ignore
+restarts (Debian's atftp 0.8: 5 s): resends capped at 1 s would keep it from ever firing."""
 
 _HEADER = struct.Struct("!HH")
 _pack = _HEADER.pack
@@ -355,7 +356,6 @@ class Sender(_Engine):
         # A synchronous readinto() (optional on readers) saves copies on large blocks.
         self._readinto = getattr(reader, "readinto", None) if options.blksize >= 4096 else None
         self._rollover = rollover
-        self._rto.ceiling = max(self._rto.maximum, QUIET_GAP)
         self._blksize = options.blksize
         self._windowsize = options.windowsize
         # Block numbers inside the engine are absolute (1, 2, ... past 65535); _base is the
@@ -587,6 +587,9 @@ class Sender(_Engine):
     def _timedOut(self) -> None:
         if not self._retry():
             return
+        if self._heard:
+            # A peer that answered before: back off far enough for one that waits for quiet.
+            self._rto.ceiling = max(self._rto.maximum, QUIET_GAP)
         if self._initial is not None:
             self._clean = False
             self._send(self._initial)
