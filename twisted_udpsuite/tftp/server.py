@@ -74,7 +74,8 @@ class ServerPolicy:
         adaptive timeout the first ones come fast; a download's resends then back off to
         L{transfer.QUIET_GAP} seconds apart, a silence long enough for a client that
         answers only on its own timer (atftp re-ACKs a repeated DATA once, then waits for
-        5 s without any packet), and about 50 s pass before a silent client is dropped.
+        5 s without any packet), so a download whose client falls silent ends after about
+        50 s.
     @ivar timeout: Largest retransmission timeout (s) when the client does not choose one.
     @ivar rollover: Block number after 65535 when sending (0 or 1).
     @ivar unansweredRetries: Resends allowed before the client has answered at all: a
