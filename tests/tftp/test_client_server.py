@@ -56,7 +56,7 @@ def test_roundTrip(tmp_path: Any, options: dict[str, int]) -> None:
         assert result.options.blksize == options.get("blksize", 512)
         assert result.options.windowsize == options.get("windowsize", 1)
         assert result.options.tsize == len(data)
-    net.advance(60)
+    net.advance(200)
     assert net.clock.getDelayedCalls() == []
     assert client.udpPorts == {}
 
@@ -72,7 +72,7 @@ def test_lossy(tmp_path: Any, seed: int) -> None:
     result = net.runUntil(get(client, SERVER, "f.bin", out, blksize=1024, windowsize=8, retries=12))
     assert out.getvalue() == data
     assert result.retransmits > 0
-    net.advance(60)
+    net.advance(200)
     assert net.clock.getDelayedCalls() == []
 
 
@@ -92,5 +92,5 @@ def test_missingAndEscaping(tmp_path: Any) -> None:
         net.runUntil(get(client, SERVER, "nope", io.BytesIO()))
     with pytest.raises(errors.AccessViolation):
         net.runUntil(get(client, SERVER, "../secret", io.BytesIO()))
-    net.advance(60)
+    net.advance(200)
     assert net.clock.getDelayedCalls() == []

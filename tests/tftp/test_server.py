@@ -79,7 +79,7 @@ class _World:
 
     def settle(self) -> None:
         """Run out every timer (dallying, retries); then nothing may be left."""
-        self.net.advance(120)
+        self.net.advance(400)
         assert self.protocol.sessions == {}
         assert self.net.clock.getDelayedCalls() == []
         assert [p for p in self.serverHost.sockets if p.listening] == [self.port]
@@ -542,8 +542,10 @@ def test_wrqOackNotResentOnTimerButOnRepeatedRequest(root: FilePath) -> None:
 
 def test_lostFinalAckOfAnUploadIsSentAgainAfterCurlsWait(root: FilePath) -> None:
     """
-    The final ACK of an upload is lost; the client resends its last DATA only after
-    its own interval (curl: about 6 s). The server is still dallying and ACKs it again.
+    The final ACK of an upload is lost; the client resends its last DATA only after its
+    own per-block timeout: curl 7.88 with no C{--max-time}, 72 s (its C{tftp_set_timeouts}:
+    3600 s over 50 tries), checked by C{time()} in whole seconds, so up to 74 s. The server
+    is still dallying and ACKs it again.
     """
     world = _World(root)
     peer = world.raw()
@@ -556,7 +558,7 @@ def test_lostFinalAckOfAnUploadIsSentAgainAfterCurlsWait(root: FilePath) -> None
     peer.send(Data(1, b"last and only block"), tid)
     world.net.pump()
     assert len(peer.received) == 1 and lost  # the ACK was lost
-    world.net.advance(6.0)
+    world.net.advance(74.0)
     peer.send(Data(1, b"last and only block"), tid)
     world.net.pump()
     assert peer.received[-1] == (Ack(1), tid)
@@ -571,4 +573,180 @@ def test_dallyingUploadsDoNotCountAsTransfers(root: FilePath) -> None:
         world.put(b"x" * 10, f"up{i}.bin")
     assert len(world.protocol.sessions) == 3  # all three still dallying
     assert sorted(root.listdir()) == ["up0.bin", "up1.bin", "up2.bin"]
+    world.settle()
+
+
+def test_wrqWaitsForCurlsLateResendOfALostData1(root: FilePath) -> None:
+    """
+    After our OACK curl sends DATA 1 and, if it is lost, sends it again only after 72 s
+    (and never in answer to an OACK, which it takes for a go-ahead to the next chunk). The
+    session waits silently for it, far past its retry budget (which ran out at 48 s).
+    """
+    world = _World(root)
+    peer = world.raw()
+    peer.send(WriteRequest(b"up.bin", "octet", {"tsize": "600", "blksize": "512", "timeout": "6"}))
+    world.net.pump()
+    oack, tid = peer.received[0]
+    assert oack == OptionAck({"tsize": "600", "blksize": "512", "timeout": "6"})
+    data = os.urandom(600)
+    world.net.dropIf(lambda r: r.data[:4] == b"\x00\x03\x00\x01" and r.time < 1)
+    peer.send(Data(1, data[:512]), tid)  # lost
+    world.net.advance(74)
+    assert len(peer.received) == 1  # nothing sent meanwhile: no OACK, no ACK 0
+    assert len(world.protocol.sessions) == 1
+    peer.send(Data(1, data[:512]), tid)  # curl's own resend
+    world.net.pump()
+    assert peer.received[-1] == (Ack(1), tid)
+    peer.send(Data(2, data[512:]), tid)
+    world.net.pump()
+    assert peer.received[-1] == (Ack(2), tid)
+    assert root.child("up.bin").getContent() == data
+    world.settle()
+
+
+def test_lateData1IsNoRoundTripSample(root: FilePath) -> None:
+    """
+    curl's DATA 1, resent 72 s after the OACK, is not a 72 s round trip: taken as one, it
+    pinned the timeout at its maximum (curl asks for 6 s), so every later loss in the
+    upload cost 12 s instead of a fraction of a second.
+    """
+    world = _World(root, latency=0.001)
+    peer = world.raw()
+    peer.send(WriteRequest(b"up.bin", "octet", {"blksize": "512", "timeout": "6"}))
+    world.net.advance(0.01)
+    tid = peer.received[0][1]
+    world.net.advance(73)  # DATA 1 was lost; curl sends it again
+    peer.send(Data(1, b"a" * 512), tid)
+    world.net.advance(0.01)
+    peer.send(Data(2, b"b" * 512), tid)  # answered at once: a true round trip
+    world.net.advance(0.01)
+    assert [p for p, _ in peer.received][1:] == [Ack(1), Ack(2)]
+    world.net.advance(0.15)  # DATA 3 was lost: ACK 2 again, soon (not after 12 s)
+    assert [p for p, _ in peer.received][3:] == [Ack(2)]
+    peer.send(Data(3, b"end"), tid)
+    world.net.advance(0.01)
+    assert root.child("up.bin").getContent() == b"a" * 512 + b"b" * 512 + b"end"
+    world.settle()
+
+
+def test_wrqWaitForData1IsBoundedAndCounted(root: FilePath) -> None:
+    """The silent wait counts as a transfer, and ends after firstDataWait, sending nothing."""
+    policy = ServerPolicy(rate=None, maxTransfersPerClient=1, firstDataWait=100.0)
+    world = _World(root, policy=policy)
+    peer = world.raw()
+    peer.send(WriteRequest(b"up.bin", "octet", {"blksize": "512"}))
+    world.net.advance(50)
+    other = world.raw()
+    other.send(WriteRequest(b"other.bin", "octet"))
+    world.net.pump()
+    assert isinstance(other.received[0][0], Error)  # the waiting upload still counts
+    peer.send(WriteRequest(b"up.bin", "octet", {"blksize": "512"}))  # repeated: OACK again
+    world.net.advance(99)
+    assert [type(p).__name__ for p, _ in peer.received] == ["OptionAck"] * 2
+    assert len(world.protocol.sessions) == 1
+    world.net.advance(2)  # 100 s after the last OACK
+    assert world.protocol.sessions == {}
+    assert len(peer.received) == 2
+    assert root.listdir() == []
+    world.settle()
+
+
+class _AtftpLikeReceiver(DatagramProtocol):
+    """
+    Downloads as Debian's atftp 0.8 client does (tftp_file.c with Debian's patch "Improve
+    algorithm in case of packet loss or duplication"): each new block is ACKed; a repeated
+    block gets one extra ACK, and further copies are ignored; its own timer (5 s, restarted
+    by every packet it receives, ignored ones too) resends the last ACK.
+    """
+
+    def __init__(self, clock: Any, name: bytes) -> None:
+        self.clock = clock
+        self.name = name
+        self.tid: tuple[str, int] = SERVER
+        self.last = 0
+        self.extraSent = False
+        self.data = bytearray()
+        self.done = False
+        self.timer: Any = None
+
+    def startProtocol(self) -> None:
+        self.transport.write(ReadRequest(self.name, "octet").toBytes(), SERVER)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None if self.done else self.clock.callLater(5.0, self._timedOut)
+
+    def _timedOut(self) -> None:
+        self.timer = None
+        self.transport.write(Ack(self.last).toBytes(), self.tid)
+        self._arm()
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        packet = parsePacket(datagram)
+        if self.tid == SERVER:
+            self.tid = addr
+        if self.done or not isinstance(packet, Data):
+            return
+        if packet.block == self.last + 1:
+            self.data += packet.data
+            self.last += 1
+            self.extraSent = False
+            self.done = len(packet.data) < 512
+        elif packet.block == self.last and not self.extraSent:
+            self.extraSent = True
+        else:
+            self._arm()
+            return
+        self.transport.write(Ack(self.last).toBytes(), self.tid)
+        self._arm()
+
+
+def test_downloadToAClientThatAnswersRepeatsOnlyOnItsOwnTimer(root: FilePath) -> None:
+    """
+    The ACK of block 3 and the one extra ACK that atftp gives a repeated DATA 3 are both
+    lost. atftp then ignores DATA 3 until 5 s pass without any packet: resends capped at
+    1 s apart never let that happen, and the server gave up while atftp waited. The
+    resends now back off to QUIET_GAP, and the download completes.
+    """
+    data = _file(root, "f", 512 * 5 + 100)
+    world = _World(root, latency=0.001)
+    acks: list[bytes] = []
+    ack3 = Ack(3).toBytes()
+    world.net.dropIf(lambda r: r.data == ack3 and len(acks) < 2 and not acks.append(r.data))
+    peer = _AtftpLikeReceiver(world.clientHost, b"f")
+    world.clientHost.listenUDP(0, peer, maxPacketSize=65536)
+    world.net.advance(60)
+    assert len(acks) == 2
+    assert peer.done and bytes(peer.data) == data
+    world.settle()
+
+
+def test_newRequestFromADallyingUploadsPortIsANewTransfer(root: FilePath) -> None:
+    """A client that reuses its port right after an upload is not taken for a repeat."""
+    _file(root, "f", 100)
+    world = _World(root)
+    peer = world.raw()
+    peer.send(WriteRequest(b"up.bin", "octet"))
+    world.net.pump()
+    tid = peer.received[0][1]
+    peer.send(Data(1, b"done"), tid)
+    world.net.pump()
+    assert peer.received[-1] == (Ack(1), tid)
+    peer.send(ReadRequest(b"f", "octet"))  # same client port, a new request
+    world.net.pump()
+    packet, newTid = peer.received[-1]
+    assert isinstance(packet, Data) and packet.block == 1 and newTid != tid
+    peer.send(Ack(1), newTid)
+    world.settle()
+
+
+def test_dallyingUploadsAreCapped(root: FilePath) -> None:
+    """Past maxDallying finished uploads, the oldest stops dallying and frees its port."""
+    world = _World(root, policy=ServerPolicy(rate=None, maxDallying=2))
+    for i in range(4):
+        world.put(b"x" * 10, f"up{i}.bin")
+    assert len(world.protocol.sessions) == 2
+    assert sorted(root.listdir()) == ["up0.bin", "up1.bin", "up2.bin", "up3.bin"]
     world.settle()

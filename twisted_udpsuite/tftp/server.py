@@ -78,9 +78,11 @@ class ServerPolicy:
     @ivar maxTransfers: Concurrent transfers in total.
     @ivar maxTransfersPerClient: Concurrent transfers per client address.
     @ivar retries: Resends of an unanswered packet before a transfer is abandoned. With the
-        adaptive timeout the first ones come fast, so this must be high enough that the
-        total wait (about 8 s at the default timeout) outlasts a client's own retransmission
-        timer: atftp ignores a repeated DATA and only re-ACKs after its timeout.
+        adaptive timeout the first ones come fast; a download's resends then back off to
+        L{transfer.QUIET_GAP} seconds apart, a silence long enough for a client that
+        answers only on its own timer (atftp re-ACKs a repeated DATA once, then waits for
+        5 s without any packet), so a download whose client falls silent ends after about
+        50 s.
     @ivar timeout: Largest retransmission timeout (s) when the client does not choose one.
     @ivar rollover: Block number after 65535 when sending (0 or 1).
     @ivar unansweredRetries: Resends allowed before the client has answered at all: a
@@ -89,7 +91,16 @@ class ServerPolicy:
         window of large blocks is not dropped by the kernel (capped by C{wmem_max}).
     @ivar dally: Seconds an upload's port stays open after its final ACK, to ACK again a
         repeated last DATA (our ACK was lost). It must outlast the client's own resend
-        interval: curl waits about 6 s. A dallying upload no longer counts as a transfer.
+        interval: curl resends a block only after 72 s (with no C{--max-time}); 160 s
+        also covers a lost resend. A dallying upload no longer counts as a transfer; it
+        sends nothing unasked.
+    @ivar maxDallying: Dallying uploads kept at once; past it the oldest stops dallying. A
+        new request from a dallying upload's client port also ends that dally.
+    @ivar firstDataWait: Seconds an upload whose OACK is unanswered waits for DATA 1,
+        sending nothing (a resent OACK makes curl shift the file by a block; a repeated
+        WRQ is answered and restarts the wait). curl resends a lost DATA 1 only after 72 s
+        (with no C{--max-time}), so this covers two of its resends. The upload counts as a
+        transfer meanwhile.
     """
 
     limits: ServerOptionLimits = field(default_factory=ServerOptionLimits)
@@ -102,7 +113,9 @@ class ServerPolicy:
     rollover: int = 0
     unansweredRetries: int = 3
     socketBuffer: int = 4 * 1024 * 1024
-    dally: float = 8.0
+    dally: float = 160.0
+    maxDallying: int = 256
+    firstDataWait: float = 160.0
 
 
 @implementer(ILocalAddressReceiver)
@@ -130,6 +143,7 @@ class TFTPServerProtocol(DatagramProtocol):
         self.sessions: dict[tuple[str, int], TFTPSession] = {}
         self._perClient: dict[str, int] = {}
         self._active = 0  # transfers running (dallying uploads not counted)
+        self._dallying: dict[TFTPSession, None] = {}  # finished uploads, oldest first
         self._limiter = (
             PerSourceLimiter(self._reactor, self.policy.rate, self.policy.burst)
             if self.policy.rate
@@ -165,10 +179,14 @@ class TFTPServerProtocol(DatagramProtocol):
             return
         session = self.sessions.get(addr)
         if session is not None:
-            # A repeated request (our first answer was lost): one session, answered again.
-            if datagram[:2] in (b"\x00\x01", b"\x00\x02") and session.engine is not None:
-                session.engine.repeatInitial()
-            return
+            isRequest = datagram[:2] in (b"\x00\x01", b"\x00\x02")
+            if not (isRequest and session in self._dallying):
+                # A repeated request (our first answer was lost): one session, answered again.
+                if isRequest and session.engine is not None:
+                    session.engine.repeatInitial()
+                return
+            # The client port of a finished upload asks again: a new transfer, not a repeat.
+            session.abort(errors.TFTPError("New request from the same port"))
         client = hostOf(addr[0])
         if self._limiter is not None and not self._limiter.allow(client):
             self.log.debug("request rate limit hit by {client}", client=client)
@@ -243,7 +261,17 @@ class TFTPServerProtocol(DatagramProtocol):
         else:
             self._perClient.pop(client, None)
 
+    def _startedDallying(self, session: TFTPSession) -> None:
+        """A finished upload keeps its port a while; the oldest go past L{maxDallying}."""
+        dallying = self._dallying
+        dallying[session] = None
+        while len(dallying) > self.policy.maxDallying:
+            oldest = next(iter(dallying))
+            del dallying[oldest]
+            oldest.abort(errors.TFTPError("Too many finished uploads dallying"))
+
     def _sessionClosed(self, session: TFTPSession) -> None:
+        self._dallying.pop(session, None)
         self._transferEnded(session)
         if self.sessions.get(session.peer) is session:
             del self.sessions[session.peer]
@@ -398,7 +426,11 @@ class TFTPSession(DatagramProtocol):
             self.engine = engine
             self._watch(engine)
             if self.oack:
-                engine.start(OptionAck(self.oack).toBytes(), resendInitial=False)
+                engine.start(
+                    OptionAck(self.oack).toBytes(),
+                    resendInitial=False,
+                    patience=policy.firstDataWait,
+                )
             else:
                 engine.start(encodeAck(0))
 
@@ -488,6 +520,8 @@ class TFTPSession(DatagramProtocol):
         self._ended = True
         self.stats = stats
         self.server._transferEnded(self)
+        if not self.isRead and not self._closed:
+            self.server._startedDallying(self)
         self._release(ok=True)
         self._logEnd("ok", None)
 

@@ -18,7 +18,7 @@ API (stable; the client and the server both build on it):
     engine.abort(error, sendError=True)  # stop now (sends ERROR error.code unless told not to)
     engine.repeatInitial()          # the peer repeated its request: resend the OACK / ACK 0
     engine.unansweredRetries = 3    # retry budget until the peer first answers (servers)
-    receiver.start(oack, resendInitial=False)  # only repeatInitial() resends it (see start)
+    receiver.start(oack, resendInitial=False, patience=160.0)  # only repeatInitial() resends
 
 C{send(packet)} writes one datagram to the peer: bytes-like, or, for a L{Sender} with
 C{sendsPairs} whose reader offers a C{mapping}, a C{(header, payload)} pair to send as one
@@ -32,9 +32,10 @@ Behaviour: windows per RFC 7440 (the receiver ACKs every C{windowsize} in-order 
 once on a gap); the sender resends from the first unacknowledged block on a timeout or an ACK
 inside the window, and ignores duplicate ACKs (RFC 1123: no Sorcerer's Apprentice). The
 retransmission timeout follows the measured round trip (SRTT + 4 RTTVAR, as TCP) within
-[L{MIN_RTO}, the negotiated or given timeout], doubling on each retry. Block numbers wrap
-after 65535 to C{rollover} (0 or 1) when sending; the receiver accepts either. Sending ERRORs
-for timeouts is left out (the peer is gone); every other failure sends one.
+[L{MIN_RTO}, the negotiated or given timeout], doubling on each retry (a sender's up to
+L{QUIET_GAP}). Block numbers wrap after 65535 to C{rollover} (0 or 1) when sending; the
+receiver accepts either. Sending ERRORs for timeouts is left out (the peer is gone); every
+other failure sends one.
 """
 
 from __future__ import annotations
@@ -77,6 +78,12 @@ DEFAULT_TIMEOUT = 1.0
 """Largest retransmission timeout (seconds) when the peer did not negotiate C{timeout}."""
 MIN_RTO = 0.05
 """Smallest retransmission timeout: below this, scheduler jitter would cause false resends."""
+QUIET_GAP = 8.0
+"""Once its peer has answered, a L{Sender}'s resends of the same packet keep doubling up to
+at least this many seconds, past the negotiated or given timeout (a peer that never answered
+keeps that cap: a spoofed request holds a session no longer). Some receivers answer a
+repeated DATA only once and then only on their own timer, which every packet they ignore
+restarts (Debian's atftp 0.8: 5 s): resends capped at 1 s would keep it from ever firing."""
 
 _HEADER = struct.Struct("!HH")
 _pack = _HEADER.pack
@@ -119,10 +126,11 @@ class _Writer(Protocol):
 class _Rto:
     """Retransmission timeout from measured round trips (RFC 6298 arithmetic)."""
 
-    __slots__ = ("srtt", "rttvar", "maximum", "rto")
+    __slots__ = ("srtt", "rttvar", "maximum", "ceiling", "rto")
 
     def __init__(self, maximum: float) -> None:
         self.maximum = maximum
+        self.ceiling = maximum  # the largest backed-off timeout
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.rto = maximum
@@ -139,7 +147,7 @@ class _Rto:
         self.rto = min(self.maximum, max(MIN_RTO, self.srtt + 4 * self.rttvar))
 
     def backoff(self, tries: int) -> float:
-        return min(self.maximum, self.rto * (2**tries))
+        return min(self.ceiling, self.rto * (2**tries))
 
 
 def _toOSErrorCode(failure: Failure) -> errors.TFTPError:
@@ -607,6 +615,9 @@ class Sender(_Engine):
     def _timedOut(self) -> None:
         if not self._retry():
             return
+        if self._heard:
+            # A peer that answered before: back off far enough for one that waits for quiet.
+            self._rto.ceiling = max(self._rto.maximum, QUIET_GAP)
         if self._initial is not None:
             self._clean = False
             self._send(self._initial)
@@ -672,13 +683,20 @@ class Receiver(_Engine):
         self._finalAck: bytes | None = None
         self._initialPacket: bytes | None = None
         self._resendInitial = True
+        self._patience: float | None = None
 
     def _wireFor(self, absolute: int, scheme: int) -> int:
         if scheme == 0 or absolute < 65536:
             return absolute & 0xFFFF
         return (absolute - 1) % 65535 + 1
 
-    def start(self, initial: bytes | None = None, *, resendInitial: bool = True) -> None:
+    def start(
+        self,
+        initial: bytes | None = None,
+        *,
+        resendInitial: bool = True,
+        patience: float | None = None,
+    ) -> None:
         """
         Begin: send C{initial} (ACK 0 or an OACK), resent until DATA 1 comes; with C{None}
         (a client whose DATA 1 already arrived) just wait for L{dataReceived}.
@@ -687,11 +705,19 @@ class Receiver(_Engine):
             server answering a repeated WRQ): curl takes every OACK for a go-ahead and reads
             its next chunk into block 1, so an OACK resent on our timer while its DATA 1 is
             lost stores the file without its first block.
+        @param patience: with C{resendInitial=False}, how long (s) to wait silently for DATA 1
+            after C{initial} (sent again by L{repeatInitial}) before giving up; C{None}: the
+            retry budget's timeouts. After an OACK curl resends a lost DATA 1 only on its own
+            per-block timer (72 s with no C{--max-time}).
         """
         self._resendInitial = resendInitial
         if initial is not None:
             self._initialPacket = initial
             self._sendAck(initial)
+            if not resendInitial and patience is not None:
+                self._patience = patience
+                self._fresh = False  # DATA 1 may be the peer's own late resend: no RTT sample
+                self._arm(patience)
         else:
             self._lastAck = _pack(_ACK, 0)
             self._ackedAt = self._clock.seconds()
@@ -839,6 +865,8 @@ class Receiver(_Engine):
         self._finalAck = ack
         self._send(ack)
         self._succeed()
+        if self._closed:
+            return  # the owner stopped it at once
         if self._dally > 0:
             self._timer = self._clock.callLater(self._dally, self._close)
         else:
@@ -858,8 +886,16 @@ class Receiver(_Engine):
         if not self._over and self._next == 1 and self._lastAck:
             self.stats.retransmits += 1
             self._send(self._lastAck)
+            if self._patience is not None and self._lastAck is self._initialPacket:
+                self._arm(self._patience)
 
     def _timedOut(self) -> None:
+        if self._patience is not None and self._next == 1 and self._lastAck is self._initialPacket:
+            self._fail(
+                errors.TransferTimeout(f"no DATA 1 within {self._patience:g} s"),
+                sendError=False,
+            )
+            return
         if not self._retry():
             return
         self._fresh = False
