@@ -138,6 +138,10 @@ class BackgroundProcess:
         """Type C{data} on the program's standard input (or terminal)."""
         self._proto.transport.write(data)
 
+    def signal(self, name: str) -> None:
+        """Send the signal C{name} ("KILL", "TERM", ...) to the program."""
+        self._proto.transport.signalProcess(name)
+
     async def ended(self, timeout: float = 10) -> tuple[bytes, bytes, int]:
         """Wait for the program to exit by itself; return (stdout, stderr, exit status)."""
         return await self._proto.done.addTimeout(timeout, self._reactor)

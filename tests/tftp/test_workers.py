@@ -506,7 +506,7 @@ async def test_parentKilledEndsWorkers(reactor: Any, tmp_path: Path) -> None:
     process, _ = await startServer(reactor, tmp_path, 3, "--interface", "127.0.0.1")
     pids = Running(process, 0, tmp_path, b"").workerPids()
     assert len(pids) == 2
-    process._proto.transport.signalProcess("KILL")
+    process.signal("KILL")
     _, _, status = await process.stop()
     assert status == -signal.SIGKILL
     await waitUntil(reactor, lambda: not any(alive(pid) for pid in pids.values()))
