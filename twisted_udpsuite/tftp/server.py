@@ -340,6 +340,10 @@ class TFTPSession(DatagramProtocol):
 
             self._send = send  # type: ignore[method-assign]
             self._sendsPairs = True
+            if self.isRead:
+                # One datagram per wake-up: a download's peer answers our DATA with one ACK,
+                # so udp.Port's second recvfrom (EAGAIN, raised and caught) is pure cost.
+                self.transport.maxThroughput = 1
             for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, option, self.server.policy.socketBuffer)
