@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import main, tcp
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IDelayedCall
@@ -35,6 +36,7 @@ from twisted_udpsuite.files.wire import (
     MalformedFrame,
     Request,
     ResponseEnd,
+    ResponseEvent,
     ResponseHead,
     ResponseParser,
     Stat,
@@ -43,6 +45,11 @@ from twisted_udpsuite.files.wire import (
     encodeRequest,
 )
 from twisted_udpsuite.reactors import reactorOr
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no splice path either
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "DigestMismatch",
@@ -62,6 +69,15 @@ __all__ = [
 PART_SUFFIX = ".part"
 #: Bytes asked of the socket per read.
 RECV_SIZE = 256 * 1024
+#: Bodies with at least this many bytes left are spliced (see L{FileClientProtocol}).
+SPLICE_MIN = 1024 * 1024
+#: Pipe size asked for splicing (1 MiB: the unprivileged maximum by default).
+SPLICE_SIZE = 1024 * 1024
+#: Spliced bytes handed to the hasher at once (read back in one job).
+HASH_RANGE = 1024 * 1024
+#: Bytes spliced per reactor turn before other events get a chance.
+SPLICE_TURN = 8 * 1024 * 1024
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 SIDECAR_SUFFIX = ".part.json"
 
 
@@ -152,6 +168,14 @@ class _Sink:
     def onLost(self, reason: Failure) -> None:
         self.deferred.errback(reason)
 
+    def canSplice(self) -> bool:
+        """Whether body bytes may bypass L{onData} (L{onSpliced}): only file sinks."""
+        return False
+
+    def onSpliced(self, pipe: int, length: int) -> None:
+        """C{length} body bytes are waiting in C{pipe}: take them all."""
+        raise NotImplementedError
+
 
 class FileClientProtocol(Protocol):
     """
@@ -170,6 +194,9 @@ class FileClientProtocol(Protocol):
         self._idleCall: IDelayedCall | None = None
         self.ready: Deferred[FileClientProtocol] = Deferred()
         self.lostReason: Failure | None = None
+        self._splicing = False
+        self._pipe: tuple[int, int] | None = None
+        self._pipeSize = 0
 
     def connectionMade(self) -> None:
         if hasattr(self.transport, "bufferSize"):
@@ -199,15 +226,8 @@ class FileClientProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self._touch()
         try:
-            for event in self._parser.feed(data):
-                sink = self._sinks[0]
-                if isinstance(event, ResponseHead):
-                    sink.onHead(event)
-                elif isinstance(event, BodyData):
-                    sink.onData(event.data)
-                elif isinstance(event, ResponseEnd):
-                    self._sinks.pop(0)
-                    sink.onEnd(event.trailer)
+            self._dispatch(self._parser.feed(data))
+            self._maybeSplice()
         except MalformedFrame as e:
             self.lostReason = Failure(FetchError(f"bad answer from the server: {e}"))
             self.transport.abortConnection()
@@ -215,7 +235,94 @@ class FileClientProtocol(Protocol):
             self.lostReason = Failure()
             self.transport.abortConnection()
 
+    def _dispatch(self, events: list[ResponseEvent]) -> None:
+        for event in events:
+            sink = self._sinks[0]
+            if isinstance(event, ResponseHead):
+                sink.onHead(event)
+            elif isinstance(event, BodyData):
+                sink.onData(event.data)
+            elif isinstance(event, ResponseEnd):
+                self._sinks.pop(0)
+                sink.onEnd(event.trailer)
+
+    # The splice path: a big FETCH body goes socket -> pipe -> file in the kernel.
+
+    def _maybeSplice(self) -> None:
+        """
+        Read the rest of the current body with C{os.splice} if its sink can take it.
+
+        Twisted reads into fresh Python bytes, which the sink then writes out again:
+        two copies and a Python call per chunk, the client's main cost on a fast link.
+        Spliced bytes are copied once, socket to file, and hashed by reading them back
+        from the page cache in the hasher's thread.  Only for a plain TCP socket (not
+        in-memory transports), and only for the body: the reader is put back for the
+        trailer, so the framing stays with L{ResponseParser}.
+        """
+        if (
+            self._splicing
+            or self._parser.bodyRemaining < SPLICE_MIN
+            or not self._sinks
+            or not self._sinks[0].canSplice()
+            or not _canSplice(self.transport)
+        ):
+            return
+        if self._pipe is None:
+            self._pipe = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            try:
+                fcntl.fcntl(self._pipe[1], fcntl.F_SETPIPE_SZ, SPLICE_SIZE)
+            except OSError:
+                pass  # a smaller pipe (the default 64 KiB) only means more calls
+            self._pipeSize = fcntl.fcntl(self._pipe[1], fcntl.F_GETPIPE_SZ)
+        self._splicing = True
+        # The reactor calls transport.doRead when the socket is readable; Twisted's
+        # own abortConnection replaces it the same way.
+        self.transport.doRead = self._spliceRead
+
+    def _stopSplice(self) -> None:
+        self._splicing = False
+        if self.transport.__dict__.get("doRead") == self._spliceRead:
+            del self.transport.doRead
+
+    def _spliceRead(self) -> Any:
+        """The transport's C{doRead} while splicing: returns what C{doRead} would."""
+        assert self._pipe is not None
+        pipeRead, pipeWrite = self._pipe
+        socket = self.transport.fileno()
+        budget = SPLICE_TURN
+        while budget > 0 and self._splicing:
+            want = min(self._parser.bodyRemaining, self._pipeSize)
+            try:
+                n = os.splice(socket, pipeWrite, want, flags=_SPLICE_FLAGS)
+            except BlockingIOError:
+                return None
+            except InterruptedError:
+                continue
+            except OSError:
+                return main.CONNECTION_LOST
+            if n == 0:
+                return main.CONNECTION_DONE
+            self._touch()
+            try:
+                self._sinks[0].onSpliced(pipeRead, n)
+                events = self._parser.bodyTaken(n)
+                if not self._parser.bodyRemaining:
+                    self._stopSplice()
+                self._dispatch(events)
+            except Exception:
+                self.lostReason = Failure()
+                self._stopSplice()
+                self.transport.abortConnection()
+                return None
+            budget -= n
+        return None
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._splicing = False
+        if self._pipe is not None:
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
         if self._idleCall is not None and self._idleCall.active():
             self._idleCall.cancel()
         self._idleCall = None
@@ -225,6 +332,18 @@ class FileClientProtocol(Protocol):
         sinks, self._sinks = self._sinks, []
         for sink in sinks:
             sink.onLost(failure)
+
+
+def _canSplice(transport: Any) -> bool:
+    """Whether C{transport} is a plain TCP socket that C{os.splice} can read from."""
+    return (
+        hasattr(os, "splice")
+        and fcntl is not None
+        and hasattr(fcntl, "F_SETPIPE_SZ")
+        and isinstance(transport, tcp.Connection)
+        and not getattr(transport, "TLS", False)
+        and transport.connected
+    )
 
 
 class _Factory(ClientFactory):
@@ -392,6 +511,9 @@ class _FetchSink(_Sink):
         self.written = 0
         self.total = 0
         self.trailer: Trailer | None = None
+        #: Where the spliced bytes not yet given to the hasher start (-1: none).
+        self._unhashed = -1
+        self._readFd = -1
 
     def onHead(self, head: ResponseHead) -> None:
         self.head = head
@@ -432,6 +554,29 @@ class _FetchSink(_Sink):
         if self.progress is not None:
             self.progress(self.written, self.total)
 
+    def canSplice(self) -> bool:
+        return self.fd >= 0 and self.hasher is not None
+
+    def onSpliced(self, pipe: int, length: int) -> None:
+        """Move C{length} bytes from C{pipe} to the part file; hash them from there."""
+        assert self.hasher is not None
+        offset = self.written
+        moved = 0
+        while moved < length:
+            moved += os.splice(pipe, self.fd, length - moved, offset_dst=offset + moved)
+        self.received += length
+        self.written += length
+        if self._unhashed < 0:
+            self._unhashed = offset
+        # Hand the hasher ranges of at least HASH_RANGE (a socket read may be small).
+        if self.written - self._unhashed >= HASH_RANGE or self.written == self.total:
+            if self._readFd < 0:
+                self._readFd = os.open(self.part.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            start, self._unhashed = self._unhashed, -1
+            self.hasher.updateFromRange(os.dup(self._readFd), start, self.written - start)
+        if self.progress is not None:
+            self.progress(self.written, self.total)
+
     def onEnd(self, trailer: Trailer | None) -> None:
         self.trailer = trailer
         self.deferred.callback(self.head)
@@ -446,9 +591,10 @@ class _FetchSink(_Sink):
     def close(self) -> None:
         if self.hasher is not None:
             self.hasher.abandon()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        for fd in (self.fd, self._readFd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self._readFd = -1
 
 
 def fetch(

@@ -19,19 +19,33 @@ from twisted.internet.defer import Deferred
 
 __all__ = ["StreamHasher"]
 
-_FileJob = tuple[int, int]
+#: (fd, offset, length, counted): hash that range of fd, then close fd; C{counted}: the
+#: range is part of the backlog (L{StreamHasher.updateFromRange}).
+_FileJob = tuple[int, int, int, bool]
+#: Bytes read per C{preadv} when hashing from a file.
+_READ_SIZE = 1 << 20
 
 
-def _hashFd(digest: Any, fd: int, length: int) -> None:
-    """Feed the first C{length} bytes of C{fd} to C{digest}, then close C{fd}."""
+def _hashFd(
+    digest: Any, fd: int, length: int, offset: int = 0, buffer: memoryview | None = None
+) -> None:
+    """
+    Feed C{length} bytes of C{fd} from C{offset} to C{digest}, then close C{fd}.
+
+    @param buffer: where to read (the worker passes one buffer for all its jobs: a
+        fresh one per job would cost page faults on every read).
+    """
     try:
-        position = 0
-        while position < length:
-            chunk = os.pread(fd, min(length - position, 1 << 20), position)
-            if not chunk:
+        if buffer is None:
+            buffer = memoryview(bytearray(min(length, _READ_SIZE)))
+        size = len(buffer)
+        end = offset + length
+        while offset < end:
+            n = os.preadv(fd, [buffer[: min(end - offset, size)]], offset)
+            if not n:
                 raise OSError("file shrank while being hashed")
-            digest.update(chunk)
-            position += len(chunk)
+            digest.update(buffer[:n])
+            offset += n
     finally:
         os.close(fd)
 
@@ -77,12 +91,17 @@ class StreamHasher:
         if self._queue is None:
             self._digest.update(data)
             return
+        self._enqueue(data, len(data))
+
+    def _enqueue(self, item: bytes | _FileJob, length: int) -> None:
+        """Queue C{item} (C{length} bytes); ask the caller to pause if far behind."""
+        assert self._queue is not None
         with self._lock:
-            self._pending += len(data)
+            self._pending += length
             pause = not self._paused and self._pending > self.HIGH
             if pause:
                 self._paused = True
-        self._queue.put(data)
+        self._queue.put(item)
         if pause:
             self._backlog(True)
 
@@ -93,29 +112,51 @@ class StreamHasher:
         elif self._queue is None:
             _hashFd(self._digest, fd, length)
         else:
-            self._queue.put((fd, length))
+            self._queue.put((fd, 0, length, False))
+
+    def updateFromRange(self, fd: int, offset: int, length: int) -> None:
+        """
+        Hash C{length} bytes of C{fd} from C{offset} next; the hasher closes C{fd}.
+
+        For bytes that went to a file without passing through Python (the client's
+        splice path): they are read back from the page cache.  They count in the
+        backlog like L{update}'s, so a reader far ahead of the hasher is paused.
+        """
+        if self._abandoned:
+            os.close(fd)
+        elif self._queue is None:
+            _hashFd(self._digest, fd, length, offset)
+        else:
+            self._enqueue((fd, offset, length, True), length)
 
     def _run(self) -> None:
         jobs, callFromThread = self._queue, self._callFromThread
         assert jobs is not None and callFromThread is not None
         error: BaseException | None = None
+        buffer: memoryview | None = None
         while (item := jobs.get()) is not None:
             if isinstance(item, tuple):
+                fd, offset, length, counted = item
                 try:
                     if error is None:
-                        _hashFd(self._digest, *item)
+                        if buffer is None:
+                            buffer = memoryview(bytearray(_READ_SIZE))
+                        _hashFd(self._digest, fd, length, offset, buffer)
                     else:
-                        os.close(item[0])
+                        os.close(fd)
                 except BaseException as e:  # reported through finish()
                     error = e
-                continue
-            if error is None:
-                try:
-                    self._digest.update(item)
-                except BaseException as e:
-                    error = e
+                if not counted:
+                    continue
+            else:
+                length = len(item)
+                if error is None:
+                    try:
+                        self._digest.update(item)
+                    except BaseException as e:
+                        error = e
             with self._lock:
-                self._pending -= len(item)
+                self._pending -= length
                 resume = self._paused and self._pending <= self.LOW
                 if resume:
                     self._paused = False

@@ -1,0 +1,198 @@
+"""
+The zero-copy paths on real sockets on 127.0.0.1: the server's sendfile sender (a
+cached digest) and the client's splice reader; byte-identical, resumable, paced by a
+slow reader; and the in-memory fallbacks.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import protocol
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
+from twisted.python.filepath import FilePath
+
+from tests.files.helpers import Reader, pumpBody, serve
+from tests.files.test_integration import _fetchUntil, addressOf, fileSha, writeBlocks
+from twisted_udpsuite.files import client
+from twisted_udpsuite.files import server as serverModule
+from twisted_udpsuite.files.service import FileService
+from twisted_udpsuite.files.wire import Fetch, encodeRequest
+
+pytestmark = pytest.mark.integration
+
+SIZE = (24 << 20) + 12345
+
+
+class Spy:
+    """Records the senders the server picks and the bytes the client splices."""
+
+    def __init__(self, monkeypatch: Any) -> None:
+        self.senders: list[serverModule._BodySender] = []
+        self.spliced = 0
+        spy = self
+
+        class Copying(serverModule._BodySender):
+            def start(self) -> None:
+                spy.senders.append(self)
+                super().start()
+
+        class Sendfile(serverModule._SendfileSender):
+            def start(self) -> None:
+                spy.senders.append(self)
+                super().start()
+
+        monkeypatch.setattr(serverModule, "_BodySender", Copying)
+        monkeypatch.setattr(serverModule, "_SendfileSender", Sendfile)
+        original = client._FetchSink.onSpliced
+
+        def onSpliced(sink: Any, pipe: int, length: int) -> None:
+            spy.spliced += length
+            original(sink, pipe, length)
+
+        monkeypatch.setattr(client._FetchSink, "onSpliced", onSpliced)
+
+    def kinds(self) -> list[str]:
+        return [
+            "sendfile" if isinstance(s, serverModule._SendfileSender) else "copy"
+            for s in self.senders
+        ]
+
+
+@pytest_twisted.async_yield_fixture()
+async def served(reactor: Any, tmp_path: Any) -> Any:
+    root = tmp_path / "root"
+    root.mkdir()
+    digest = writeBlocks(root / "f.bin", SIZE)
+    svc = FileService(FilePath(str(root)), port=0, interface="127.0.0.1", reactor=reactor)
+    svc.startService()
+    yield svc, digest
+    await svc.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sendfileAfterFirstRead(
+    reactor: Any, served: tuple[FileService, str], tmp_path: Any, monkeypatch: Any
+) -> None:
+    """
+    The first download (digest not cached) is copied and hashed by the server; the
+    second is sent with sendfile; the client splices both; all byte-identical.
+    """
+    svc, digest = served
+    spy = Spy(monkeypatch)
+    for name in ("a.bin", "b.bin"):
+        local = FilePath(str(tmp_path / name))
+        result = await client.fetch(reactor, addressOf(svc), "f.bin", local).addTimeout(60, reactor)
+        assert result.sha256 == digest == fileSha(local.path) and result.size == SIZE
+    assert spy.kinds() == ["copy", "sendfile"]
+    assert spy.senders[1].sent == SIZE
+    assert SIZE - (1 << 20) < spy.spliced // 2 <= SIZE
+
+
+@pytest_twisted.ensureDeferred
+async def test_sendfileResume(
+    reactor: Any, served: tuple[FileService, str], tmp_path: Any, monkeypatch: Any
+) -> None:
+    """A resume with a cached digest: sendfile from the part's size, byte-identical."""
+    svc, digest = served
+    await client.fetch(reactor, addressOf(svc), "f.bin", FilePath(str(tmp_path / "warm")))
+    spy = Spy(monkeypatch)
+    local = FilePath(str(tmp_path / "f.bin"))
+    await _fetchUntil(reactor, addressOf(svc), "f.bin", local, SIZE // 2)
+    part = os.path.getsize(local.path + ".part")
+    assert 0 < part < SIZE
+    result = await client.fetch(reactor, addressOf(svc), "f.bin", local).addTimeout(60, reactor)
+    assert result.resumedFrom == part and result.received == SIZE - part
+    assert fileSha(local.path) == digest == result.sha256
+    assert spy.kinds() == ["sendfile", "sendfile"]
+    assert spy.senders[1].sent == SIZE - part
+
+
+@pytest_twisted.ensureDeferred
+async def test_sendfileDisabled(reactor: Any, tmp_path: Any, monkeypatch: Any) -> None:
+    """C{sendfile=False}: a cached digest still goes through the copying sender."""
+    root = tmp_path / "root"
+    root.mkdir()
+    digest = writeBlocks(root / "f.bin", 3 << 20)
+    svc = FileService(FilePath(str(root)), port=0, interface="127.0.0.1", reactor=reactor,
+                      sendfile=False)  # fmt: skip
+    svc.startService()
+    try:
+        spy = Spy(monkeypatch)
+        for name in ("a", "b"):
+            local = FilePath(str(tmp_path / name))
+            await client.fetch(reactor, addressOf(svc), "f.bin", local).addTimeout(30, reactor)
+            assert fileSha(local.path) == digest
+        assert spy.kinds() == ["copy", "copy"]
+    finally:
+        await svc.stopService()
+
+
+class SlowReader(protocol.Protocol):
+    """Asks for one FETCH, stops reading at once, and collects what it is later given."""
+
+    def __init__(self) -> None:
+        self.reader = Reader(True)
+        self.done: Deferred[Any] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()
+        self.transport.write(encodeRequest(Fetch("f.bin")))
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.reader.feed(data):
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any) -> None:
+        self.done.callback(self.reader.responses)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sendfileSlowReader(
+    reactor: Any, served: tuple[FileService, str], monkeypatch: Any
+) -> None:
+    """
+    A reader that stops reading stalls the sendfile sender at the socket buffers, with
+    nothing piling up in the server's transport; once it reads, the body completes.
+    """
+    svc, digest = served
+    path = os.path.join(svc.root.path, "f.bin")
+    svc.factory.rememberDigest(serverModule.fileVersion(os.stat(path)), digest)
+    spy = Spy(monkeypatch)
+    reader = SlowReader()
+    factory = protocol.ClientFactory.forProtocol(lambda: reader)
+    reactor.connectTCP(*addressOf(svc), factory)
+    await deferLater(reactor, 0.5, lambda: None)
+    [sender] = spy.senders
+    assert isinstance(sender, serverModule._SendfileSender)
+    stalled = sender.sent
+    await deferLater(reactor, 0.2, lambda: None)
+    transport = sender._protocol.transport
+    assert sender.sent == stalled < SIZE // 2
+    assert len(transport.dataBuffer) + transport._tempDataLen < 1024
+    reader.transport.resumeProducing()
+    [(head, body, trailer)] = await reader.done.addTimeout(30, reactor)
+    assert head.size == SIZE and trailer is not None and trailer.sha256 == digest
+    assert body == (svc.root.child("f.bin").getContent())
+
+
+def test_inMemoryFallback(tmp_path: Any) -> None:
+    """
+    On an in-memory transport a cached digest still uses the copying sender, and the
+    client never installs its splice reader.
+    """
+    (tmp_path / "f").write_bytes(os.urandom(2 << 20))
+    clock, factory, proto, tr = serve(tmp_path)
+    for _ in range(2):
+        proto.dataReceived(encodeRequest(Fetch("f")))
+        assert type(proto._sender) is serverModule._BodySender
+        pumpBody(clock, tr)
+    first, second = Reader(True, True).feed(tr.value())
+    assert first[1] == second[1] and first[2] == second[2]
+    assert not serverModule._canSendfile(tr)
+    assert not client._canSplice(StringTransport())
