@@ -58,6 +58,7 @@ __all__ = [
     "FetchResult",
     "FileChanged",
     "FileClientProtocol",
+    "InsufficientSpace",
     "ServerError",
     "StatResult",
     "TransferInterrupted",
@@ -104,6 +105,13 @@ class FileChanged(FetchError):
 
 class TransferInterrupted(FetchError):
     """The connection was lost mid-body; the partial file is kept for a resume."""
+
+
+class InsufficientSpace(FetchError):
+    """
+    The destination's filesystem has no room for the bytes still to come: found from
+    the answer's head, before anything is written (a part file is kept as it was).
+    """
 
 
 @dataclass(frozen=True)
@@ -346,6 +354,15 @@ def _canSplice(transport: Any) -> bool:
     )
 
 
+def freeSpace(directory: str) -> int | None:
+    """Bytes an unprivileged writer may still use in C{directory}'s filesystem."""
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):  # no statvfs (Windows), or an odd filesystem
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 class _Factory(ClientFactory):
     """Hands the one prepared protocol to the connection; reports a failed connect."""
 
@@ -528,6 +545,7 @@ class _FetchSink(_Sink):
             flags |= os.O_TRUNC
         elif head.offset != self.held:
             raise MalformedFrame("server resumed at an offset we did not ask for")
+        self._checkSpace(head)
         self.hasher = StreamHasher(self.reactor, self._backlog)
         if head.offset:
             self.hasher.updateFromFile(os.open(self.part.path, os.O_RDONLY), head.offset)
@@ -553,6 +571,25 @@ class _FetchSink(_Sink):
         self.written += len(data)
         if self.progress is not None:
             self.progress(self.written, self.total)
+
+    def _checkSpace(self, head: ResponseHead) -> None:
+        """
+        Fail before writing if the filesystem cannot hold the rest of the file, rather
+        than with ENOSPC after a long transfer (a restart at 0 frees the old part).
+        """
+        directory = os.path.dirname(self.part.path) or "."
+        free = freeSpace(directory)
+        if free is None:
+            return
+        if head.offset == 0:
+            try:
+                free += os.path.getsize(self.part.path)
+            except OSError:
+                pass
+        if head.size > free:
+            raise InsufficientSpace(
+                f"not enough space in {directory}: {head.size} bytes to write, {free} free"
+            )
 
     def canSplice(self) -> bool:
         return self.fd >= 0 and self.hasher is not None
@@ -606,6 +643,7 @@ def fetch(
     progress: Callable[[int, int | None], None] | None = None,
     timeout: float = 30.0,
     idleTimeout: float = 60.0,
+    retryChanged: int = 1,
 ) -> Deferred[FetchResult]:
     """
     Download C{remote} to C{destination} (published by rename only when verified).
@@ -614,9 +652,14 @@ def fetch(
     server restarts from 0 if the file's version changed.  Cancelling the Deferred
     closes the connection and keeps the part for a later resume.  Fails with
     L{ServerError} (part removed), L{DigestMismatch} (part removed), L{FileChanged}
-    (part removed; try again), L{TransferInterrupted} (part kept) or L{FetchError}.
+    (part removed, after C{retryChanged} fresh attempts also saw the file change),
+    L{InsufficientSpace} (part kept), L{TransferInterrupted} (part kept) or
+    L{FetchError}.
 
     @param progress: called with (bytes of the file held so far, file size).
+    @param retryChanged: how many times to fetch again, from 0, when the server says
+        the file changed while it was sent (a file being replaced is usually complete
+        a moment later; a file rewritten all the time is not worth chasing).
     """
     reactor = reactorOr(reactor)
     destination = destination.asTextMode()
@@ -625,6 +668,18 @@ def fetch(
     state: dict[str, Any] = {}
 
     async def go() -> FetchResult:
+        for attempt in range(retryChanged + 1):
+            try:
+                return await once()
+            except FileChanged:
+                if attempt == retryChanged:
+                    raise
+                FileClientProtocol.log.info(
+                    "{remote} changed while it was sent: fetching it again", remote=remote
+                )
+        raise AssertionError("not reached")
+
+    async def once() -> FetchResult:
         held, version = part.resumable()
         if version is None:
             held = 0
