@@ -600,7 +600,10 @@ class _FetchSink(_Sink):
         offset = self.written
         moved = 0
         while moved < length:
-            moved += os.splice(pipe, self.fd, length - moved, offset_dst=offset + moved)
+            n = os.splice(pipe, self.fd, length - moved, offset_dst=offset + moved)
+            if not n:
+                raise OSError(errno.EIO, "spliced bytes vanished from the pipe")
+            moved += n
         self.received += length
         self.written += length
         if self._unhashed < 0:
