@@ -6,6 +6,7 @@ slow reader; and the in-memory fallbacks.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
@@ -131,6 +132,35 @@ async def test_sendfileDisabled(reactor: Any, tmp_path: Any, monkeypatch: Any) -
         assert spy.kinds() == ["copy", "copy"]
     finally:
         await svc.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sendfileRefusedFallsBackToCopying(
+    reactor: Any, served: tuple[FileService, str], tmp_path: Any, monkeypatch: Any
+) -> None:
+    """
+    A file the kernel will not sendfile (EINVAL, as some filesystems answer) midway:
+    the body goes on through the copying sender, on the same connection, intact.
+    """
+    svc, digest = served
+    path = os.path.join(svc.root.path, "f.bin")
+    svc.factory.rememberDigest(serverModule.fileVersion(os.stat(path)), digest)
+    spy = Spy(monkeypatch)
+    realSendfile = os.sendfile
+    calls = [0]
+
+    def sendfile(out: int, in_: int, offset: int, count: int) -> int:
+        calls[0] += 1
+        if calls[0] > 2:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return realSendfile(out, in_, offset, min(count, 100000))
+
+    monkeypatch.setattr(serverModule.os, "sendfile", sendfile)
+    local = FilePath(str(tmp_path / "f.bin"))
+    result = await client.fetch(reactor, addressOf(svc), "f.bin", local).addTimeout(60, reactor)
+    assert result.sha256 == digest == fileSha(local.path)
+    assert spy.kinds() == ["sendfile", "copy"]
+    assert spy.senders[0].sent == 200000 and spy.senders[1].sent == SIZE
 
 
 class SlowReader(protocol.Protocol):

@@ -69,6 +69,10 @@ HASH_BACKLOG = 1024 * 1024
 TURN_CHUNKS = 16
 #: Bytes a sendfile body sender sends per reactor turn before yielding.
 TURN_BYTES = TURN_CHUNKS * CHUNK
+#: sendfile errors that mean "not for this file" (the body is then copied).
+_NO_SENDFILE = frozenset(
+    {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
+)
 #: Requests queued behind the current one before the server stops reading.
 MAX_PIPELINE = 32
 #: Directory entries per LIST answer (the listing is built in memory).
@@ -292,7 +296,10 @@ class _SendfileSender(_BodySender):
                 if e.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
                     # The peer is gone; the transport's own read or write reports it.
                     break
-                self._fail(f"sendfile error: {e.strerror}")
+                if e.errno in _NO_SENDFILE:
+                    self._copyInstead(e)
+                else:
+                    self._fail(f"sendfile error: {e.strerror}")
                 return
             if n == 0:
                 self._fail("file shrank while being sent")
@@ -311,6 +318,23 @@ class _SendfileSender(_BodySender):
 
     def pauseProducing(self) -> None:
         """Not called for a pull producer."""
+
+    def _copyInstead(self, error: OSError) -> None:
+        """
+        This file cannot be sendfile'd (some filesystems refuse): hand the rest of the
+        body, and the file, to a copying L{_BodySender} on the same connection.
+        """
+        self._protocol.log.info(
+            "sendfile refused ({error}); copying the body instead", error=error.strerror
+        )
+        self._done = self._gone = True  # this sender is finished; stopProducing is a no-op
+        self._protocol.transport.unregisterProducer()
+        sender = _BodySender(
+            self._protocol, self._fd, self._position, self._size, self._version, self._cached
+        )
+        sender.sent = self.sent
+        self._fd = -1
+        self._protocol.replaceSender(sender)
 
 
 def _canSendfile(transport: Any) -> bool:
@@ -526,6 +550,11 @@ class FileServerProtocol(Protocol):
             sender = _SendfileSender
         self._sender = sender(self, fd, start, st.st_size, version, cached)
         self._sender.start()
+
+    def replaceSender(self, sender: _BodySender) -> None:
+        """Continue the current body with C{sender} (the sendfile path gave up)."""
+        self._sender = sender
+        sender.start()
 
     def bodyDone(self, sent: int, outcome: str, abort: bool = False, aborted: bool = False) -> None:
         """The body sender finished (or failed, or the client went away)."""
