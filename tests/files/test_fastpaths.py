@@ -226,3 +226,31 @@ def test_inMemoryFallback(tmp_path: Any) -> None:
     assert first[1] == second[1] and first[2] == second[2]
     assert not serverModule._canSendfile(tr)
     assert not client._canSplice(StringTransport())
+
+
+@pytest.mark.parametrize("refused", ["socket", "file"])
+@pytest_twisted.ensureDeferred
+async def test_spliceRefusedFallsBackToReading(
+    reactor: Any, served: tuple[FileService, str], tmp_path: Any, monkeypatch: Any, refused: str
+) -> None:
+    """
+    A socket or a destination file that takes no splice (EINVAL): the client copies
+    what its pipe holds and reads the rest of the body the ordinary way, intact.
+    """
+    svc, digest = served
+    spy = Spy(monkeypatch)
+    realSplice = os.splice
+    calls = [0]
+
+    def splice(src: int, dst: int, count: int, **kwargs: Any) -> int:
+        toFile = "offset_dst" in kwargs
+        calls[0] += 1
+        if (refused == "file") == toFile and calls[0] > 4:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return realSplice(src, dst, count, **kwargs)
+
+    monkeypatch.setattr(client.os, "splice", splice)
+    local = FilePath(str(tmp_path / "f.bin"))
+    result = await client.fetch(reactor, addressOf(svc), "f.bin", local).addTimeout(60, reactor)
+    assert result.sha256 == digest == fileSha(local.path) and result.size == SIZE
+    assert 0 < spy.spliced < SIZE // 2

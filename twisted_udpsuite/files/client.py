@@ -79,6 +79,10 @@ HASH_RANGE = 1024 * 1024
 #: Bytes spliced per reactor turn before other events get a chance.
 SPLICE_TURN = 8 * 1024 * 1024
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
+#: splice errors that mean "not between these two" (the bytes are then copied).
+_NO_SPLICE = frozenset(
+    {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
+)
 SIDECAR_SUFFIX = ".part.json"
 
 
@@ -203,6 +207,7 @@ class FileClientProtocol(Protocol):
         self.ready: Deferred[FileClientProtocol] = Deferred()
         self.lostReason: Failure | None = None
         self._splicing = False
+        self._noSplice = False
         self._pipe: tuple[int, int] | None = None
         self._pipeSize = 0
 
@@ -269,6 +274,7 @@ class FileClientProtocol(Protocol):
         """
         if (
             self._splicing
+            or self._noSplice
             or self._parser.bodyRemaining < SPLICE_MIN
             or not self._sinks
             or not self._sinks[0].canSplice()
@@ -306,15 +312,22 @@ class FileClientProtocol(Protocol):
                 return None
             except InterruptedError:
                 continue
-            except OSError:
+            except OSError as e:
+                if e.errno in _NO_SPLICE:
+                    # Read the ordinary way (the socket stays readable, so the reactor
+                    # calls Twisted's doRead next).
+                    self._noSplice = True
+                    self._stopSplice()
+                    return None
                 return main.CONNECTION_LOST
             if n == 0:
                 return main.CONNECTION_DONE
             self._touch()
             try:
-                self._sinks[0].onSpliced(pipeRead, n)
+                sink = self._sinks[0]
+                sink.onSpliced(pipeRead, n)
                 events = self._parser.bodyTaken(n)
-                if not self._parser.bodyRemaining:
+                if not self._parser.bodyRemaining or not sink.canSplice():
                     self._stopSplice()
                 self._dispatch(events)
             except Exception:
@@ -531,6 +544,8 @@ class _FetchSink(_Sink):
         #: Where the spliced bytes not yet given to the hasher start (-1: none).
         self._unhashed = -1
         self._readFd = -1
+        self._spliceRefused = False
+        self._spliced = False
 
     def onHead(self, head: ResponseHead) -> None:
         self.head = head
@@ -561,6 +576,8 @@ class _FetchSink(_Sink):
     def onData(self, data: bytes) -> None:
         if self.fd < 0:
             return
+        if self._spliced:
+            self._spliceEnded()
         view = memoryview(data)
         while view:
             n = os.write(self.fd, view)
@@ -592,30 +609,64 @@ class _FetchSink(_Sink):
             )
 
     def canSplice(self) -> bool:
-        return self.fd >= 0 and self.hasher is not None
+        return self.fd >= 0 and self.hasher is not None and not self._spliceRefused
 
     def onSpliced(self, pipe: int, length: int) -> None:
         """Move C{length} bytes from C{pipe} to the part file; hash them from there."""
         assert self.hasher is not None
         offset = self.written
         moved = 0
-        while moved < length:
-            n = os.splice(pipe, self.fd, length - moved, offset_dst=offset + moved)
-            if not n:
-                raise OSError(errno.EIO, "spliced bytes vanished from the pipe")
-            moved += n
+        try:
+            while moved < length:
+                n = os.splice(pipe, self.fd, length - moved, offset_dst=offset + moved)
+                if not n:
+                    raise OSError(errno.EIO, "spliced bytes vanished from the pipe")
+                moved += n
+        except OSError as e:
+            if e.errno not in _NO_SPLICE:
+                raise
+            # This filesystem takes no splice: copy what is in the pipe, and read the
+            # rest the ordinary way (see canSplice).
+            self._spliceRefused = True
+            os.lseek(self.fd, offset + moved, os.SEEK_SET)  # splice left it behind
+            while moved < length:
+                data = os.read(pipe, length - moved)
+                if not data:
+                    raise OSError(errno.EIO, "spliced bytes vanished from the pipe") from e
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self.fd, view) :]
+                moved += len(data)
         self.received += length
         self.written += length
+        self._spliced = True
         if self._unhashed < 0:
             self._unhashed = offset
         # Hand the hasher ranges of at least HASH_RANGE (a socket read may be small).
         if self.written - self._unhashed >= HASH_RANGE or self.written == self.total:
-            if self._readFd < 0:
-                self._readFd = os.open(self.part.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            start, self._unhashed = self._unhashed, -1
-            self.hasher.updateFromRange(os.dup(self._readFd), start, self.written - start)
+            self._hashSpliced()
         if self.progress is not None:
             self.progress(self.written, self.total)
+
+    def _hashSpliced(self) -> None:
+        """Give the hasher the spliced bytes it has not had yet (read back from the file)."""
+        assert self.hasher is not None
+        if self._unhashed < 0:
+            return
+        if self._readFd < 0:
+            self._readFd = os.open(self.part.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        start, self._unhashed = self._unhashed, -1
+        self.hasher.updateFromRange(os.dup(self._readFd), start, self.written - start)
+
+    def _spliceEnded(self) -> None:
+        """
+        Body bytes come through L{onData} again after some were spliced (a splice was
+        refused): hash the spliced ones first, and move the file position (which
+        C{splice} with an offset leaves alone) to the end of what is written.
+        """
+        self._spliced = False
+        self._hashSpliced()
+        os.lseek(self.fd, self.written, os.SEEK_SET)
 
     def onEnd(self, trailer: Trailer | None) -> None:
         self.trailer = trailer
