@@ -56,10 +56,16 @@ class StreamHasher:
 
     If the worker falls more than L{HIGH} bytes behind, C{backlog(True)} asks the caller
     to stop producing until C{backlog(False)} (under L{LOW} again): memory stays bounded.
+    File ranges (L{updateFromRange}) wait in the page cache, not in this process, so
+    they have a budget of their own, C{rangeHigh}: a larger one lets the reader run
+    ahead of the hasher through a stall of either (on a busy machine) instead of
+    stopping at once.
 
     @param reactor: provides C{callFromThread} to use a worker thread; else inline.
     @param high: the backlog (bytes) at which C{backlog(True)} is called.
     @param low: the backlog at which C{backlog(False)} is called.
+    @param rangeHigh: the backlog of file ranges at which C{backlog(True)} is called
+        (C{backlog(False)} once under a quarter of it).
     """
 
     def __init__(
@@ -68,14 +74,18 @@ class StreamHasher:
         backlog: Callable[[bool], None],
         high: int = 4 * 1024 * 1024,
         low: int = 1024 * 1024,
+        rangeHigh: int = 64 * 1024 * 1024,
     ) -> None:
         self.HIGH = high
         self.LOW = low
+        self.RANGE_HIGH = rangeHigh
+        self.RANGE_LOW = rangeHigh // 4
         self._digest = hashlib.sha256()
         self._backlog = backlog
         self._callFromThread = getattr(reactor, "callFromThread", None)
         self._finished: Deferred[str] = Deferred()
         self._pending = 0
+        self._pendingRanges = 0
         self._paused = False
         self._abandoned = False
         self._lock = threading.Lock()
@@ -91,14 +101,20 @@ class StreamHasher:
         if self._queue is None:
             self._digest.update(data)
             return
-        self._enqueue(data, len(data))
+        self._enqueue(data, len(data), 0)
 
-    def _enqueue(self, item: bytes | _FileJob, length: int) -> None:
-        """Queue C{item} (C{length} bytes); ask the caller to pause if far behind."""
+    def _enqueue(self, item: bytes | _FileJob, length: int, ranges: int) -> None:
+        """
+        Queue C{item}: C{length} bytes in memory, C{ranges} bytes of file ranges; ask
+        the caller to pause if far behind.
+        """
         assert self._queue is not None
         with self._lock:
             self._pending += length
-            pause = not self._paused and self._pending > self.HIGH
+            self._pendingRanges += ranges
+            pause = not self._paused and (
+                self._pending > self.HIGH or self._pendingRanges > self.RANGE_HIGH
+            )
             if pause:
                 self._paused = True
         self._queue.put(item)
@@ -120,14 +136,14 @@ class StreamHasher:
 
         For bytes that went to a file without passing through Python (the client's
         splice path): they are read back from the page cache.  They count in the
-        backlog like L{update}'s, so a reader far ahead of the hasher is paused.
+        range backlog, so a reader far ahead of the hasher is paused.
         """
         if self._abandoned:
             os.close(fd)
         elif self._queue is None:
             _hashFd(self._digest, fd, length, offset)
         else:
-            self._enqueue((fd, offset, length, True), length)
+            self._enqueue((fd, offset, length, True), 0, length)
 
     def _run(self) -> None:
         jobs, callFromThread = self._queue, self._callFromThread
@@ -148,16 +164,22 @@ class StreamHasher:
                     error = e
                 if not counted:
                     continue
+                memory, ranges = 0, length
             else:
-                length = len(item)
+                memory, ranges = len(item), 0
                 if error is None:
                     try:
                         self._digest.update(item)
                     except BaseException as e:
                         error = e
             with self._lock:
-                self._pending -= length
-                resume = self._paused and self._pending <= self.LOW
+                self._pending -= memory
+                self._pendingRanges -= ranges
+                resume = (
+                    self._paused
+                    and self._pending <= self.LOW
+                    and self._pendingRanges <= self.RANGE_LOW
+                )
                 if resume:
                     self._paused = False
             if resume:
