@@ -23,7 +23,7 @@ from tests.files.test_integration import _fetchUntil, addressOf, fileSha, writeB
 from twisted_udpsuite.files import client
 from twisted_udpsuite.files import server as serverModule
 from twisted_udpsuite.files.service import FileService
-from twisted_udpsuite.files.wire import Fetch, encodeRequest
+from twisted_udpsuite.files.wire import Fetch, Stat, encodeRequest
 
 pytestmark = pytest.mark.integration
 
@@ -254,3 +254,47 @@ async def test_spliceRefusedFallsBackToReading(
     result = await client.fetch(reactor, addressOf(svc), "f.bin", local).addTimeout(60, reactor)
     assert result.sha256 == digest == fileSha(local.path) and result.size == SIZE
     assert 0 < spy.spliced < SIZE // 2
+
+
+class Pipeliner(protocol.Protocol):
+    """Sends several requests in one write and parses every answer."""
+
+    def __init__(self, requests: list[Any]) -> None:
+        self.requests = requests
+        self.reader = Reader(*(isinstance(r, Fetch) for r in requests))
+        self.done: Deferred[Any] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"".join(encodeRequest(r) for r in self.requests))
+
+    def dataReceived(self, data: bytes) -> None:
+        if len(self.reader.feed(data)) == len(self.requests):
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any) -> None:
+        self.done.callback(self.reader.responses)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sendfilePipelined(
+    reactor: Any, served: tuple[FileService, str], monkeypatch: Any
+) -> None:
+    """
+    Pipelined requests on one real connection: each sendfile body starts only after
+    the answers before it, and its trailer follows it; all in order and intact.
+    """
+    svc, digest = served
+    path = os.path.join(svc.root.path, "f.bin")
+    svc.factory.rememberDigest(serverModule.fileVersion(os.stat(path)), digest)
+    spy = Spy(monkeypatch)
+    version = serverModule.fileVersion(os.stat(path))
+    requests = [Stat("f.bin"), Fetch("f.bin"), Fetch("f.bin", 12345, version), Stat("f.bin")]
+    asker = Pipeliner(requests)
+    reactor.connectTCP(*addressOf(svc), protocol.ClientFactory.forProtocol(lambda: asker))
+    responses = await asker.done.addTimeout(60, reactor)
+    data = svc.root.child("f.bin").getContent()
+    assert [head.status for head, _, _ in responses] == [200] * 4
+    assert responses[1][1] == data and responses[2][1] == data[12345:]
+    assert responses[1][2] == responses[2][2] and responses[1][2].sha256 == digest
+    assert responses[0][0].version == responses[3][0].version == version
+    assert spy.kinds() == ["sendfile", "sendfile"]
