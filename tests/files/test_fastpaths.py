@@ -77,31 +77,67 @@ async def served(reactor: Any, tmp_path: Any) -> Any:
 
 
 @pytest_twisted.ensureDeferred
-async def test_sendfileAfterFirstRead(
+async def test_sendfileColdThenCached(
     reactor: Any, served: tuple[FileService, str], tmp_path: Any, monkeypatch: Any
 ) -> None:
     """
-    The first download (digest not cached) is copied and hashed by the server; the
-    second is sent with sendfile; the client splices both; all byte-identical.
+    Both downloads go out with sendfile: the first (digest not cached) is hashed by
+    reading back what was sent, the second uses the digest that cached; the client
+    splices both; all byte-identical.
     """
     svc, digest = served
     spy = Spy(monkeypatch)
+    path = os.path.join(svc.root.path, "f.bin")
+    version = serverModule.fileVersion(os.stat(path))
     for name in ("a.bin", "b.bin"):
         local = FilePath(str(tmp_path / name))
         result = await client.fetch(reactor, addressOf(svc), "f.bin", local).addTimeout(60, reactor)
         assert result.sha256 == digest == fileSha(local.path) and result.size == SIZE
-    assert spy.kinds() == ["copy", "sendfile"]
+        assert svc.factory.digestFor(version) == digest
+    assert spy.kinds() == ["sendfile", "sendfile"]
+    assert spy.senders[0]._hasher is not None and spy.senders[1]._hasher is None
     assert spy.senders[1].sent == SIZE
     assert SIZE - (1 << 20) < spy.spliced // 2 <= SIZE
 
 
 @pytest_twisted.ensureDeferred
-async def test_sendfileResume(
+async def test_sendfileHashBacklogWaits(
     reactor: Any, served: tuple[FileService, str], tmp_path: Any, monkeypatch: Any
 ) -> None:
-    """A resume with a cached digest: sendfile from the part's size, byte-identical."""
+    """
+    With a tiny range budget the server's hasher falls behind: the sendfile sender
+    waits for it and goes on; the body and the digest are still right.
+    """
     svc, digest = served
-    await client.fetch(reactor, addressOf(svc), "f.bin", FilePath(str(tmp_path / "warm")))
+    pauses: list[bool] = []
+
+    class SmallBudget(serverModule.StreamHasher):
+        def __init__(self, reactor: Any, backlog: Any, **kwargs: Any) -> None:
+            def recorded(behind: bool) -> None:
+                pauses.append(behind)
+                backlog(behind)
+
+            super().__init__(reactor, recorded, **{**kwargs, "rangeHigh": 1 << 20})
+
+    monkeypatch.setattr(serverModule, "StreamHasher", SmallBudget)
+    local = FilePath(str(tmp_path / "f.bin"))
+    result = await client.fetch(reactor, addressOf(svc), "f.bin", local).addTimeout(60, reactor)
+    assert result.sha256 == digest == fileSha(local.path)
+    assert True in pauses and pauses[-1] is False
+
+
+@pytest.mark.parametrize("cached", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_sendfileResume(
+    reactor: Any, served: tuple[FileService, str], tmp_path: Any, monkeypatch: Any, cached: bool
+) -> None:
+    """
+    A resume, with the digest cached or not (then the server hashes the skipped
+    prefix, then what it sends): sendfile from the part's size, byte-identical.
+    """
+    svc, digest = served
+    if cached:
+        await client.fetch(reactor, addressOf(svc), "f.bin", FilePath(str(tmp_path / "warm")))
     spy = Spy(monkeypatch)
     local = FilePath(str(tmp_path / "f.bin"))
     await _fetchUntil(reactor, addressOf(svc), "f.bin", local, SIZE // 2)
@@ -112,6 +148,7 @@ async def test_sendfileResume(
     assert fileSha(local.path) == digest == result.sha256
     assert spy.kinds() == ["sendfile", "sendfile"]
     assert spy.senders[1].sent == SIZE - part
+    assert (spy.senders[1]._hasher is None) == cached
 
 
 @pytest_twisted.ensureDeferred
@@ -134,17 +171,20 @@ async def test_sendfileDisabled(reactor: Any, tmp_path: Any, monkeypatch: Any) -
         await svc.stopService()
 
 
+@pytest.mark.parametrize("cached", [True, False])
 @pytest_twisted.ensureDeferred
 async def test_sendfileRefusedFallsBackToCopying(
-    reactor: Any, served: tuple[FileService, str], tmp_path: Any, monkeypatch: Any
+    reactor: Any, served: tuple[FileService, str], tmp_path: Any, monkeypatch: Any, cached: bool
 ) -> None:
     """
     A file the kernel will not sendfile (EINVAL, as some filesystems answer) midway:
-    the body goes on through the copying sender, on the same connection, intact.
+    the body goes on through the copying sender, on the same connection, intact (and
+    without a cached digest, that sender hashes the part already sent, then the rest).
     """
     svc, digest = served
     path = os.path.join(svc.root.path, "f.bin")
-    svc.factory.rememberDigest(serverModule.fileVersion(os.stat(path)), digest)
+    if cached:
+        svc.factory.rememberDigest(serverModule.fileVersion(os.stat(path)), digest)
     spy = Spy(monkeypatch)
     realSendfile = os.sendfile
     calls = [0]

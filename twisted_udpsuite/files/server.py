@@ -9,10 +9,10 @@ sha256 trailer is computed (in a worker thread) while the bytes go out; a resume
 uses the digest cached for that file version, or else also hashes the skipped prefix
 (read once, not sent).
 
-When the digest of the file version is cached and the transport is a plain TCP
-socket, L{_SendfileSender} sends the body with C{os.sendfile} instead: the bytes go
-from the page cache to the socket without passing through Python, which is most of
-the server's cost on a fast link.
+On a plain TCP socket, L{_SendfileSender} sends the body with C{os.sendfile}
+instead: the bytes go from the page cache to the socket without passing through
+Python, which was most of the server's cost on a fast link; without a cached digest
+its hasher reads back what was just sent, from the page cache.
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ HASH_BACKLOG = 1024 * 1024
 TURN_CHUNKS = 16
 #: Bytes a sendfile body sender sends per reactor turn before yielding.
 TURN_BYTES = TURN_CHUNKS * CHUNK
+#: Bytes sent with sendfile handed to the hasher at once (read back in one job).
+HASH_RANGE = 1024 * 1024
 #: sendfile errors that mean "not for this file" (the body is then copied).
 _NO_SENDFILE = frozenset(
     {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
@@ -252,16 +254,23 @@ class _SendfileSender(_BodySender):
     """
     Streams a body with C{os.sendfile}: file pages go to the socket inside the kernel.
 
-    Used only on a plain TCP socket and only when the file version's digest is cached,
-    so nothing needs hashing and the body is never copied through Python (an uncached
-    version takes the L{_BodySender} path, which reads each byte once and hashes the
-    same bytes it sends).  It is registered as a I{pull} producer, because then the
-    transport calls L{resumeProducing} exactly when its own write buffer is empty (the
-    response head, earlier pipelined answers) and the socket is writable: only then may
-    bytes bypass that buffer without reordering the stream.  Each turn sends up to
-    L{TURN_BYTES}, until the socket would block; then C{startWriting} waits for
-    writability through the reactor, like any buffered write.
+    Used only on a plain TCP socket.  It is registered as a I{pull} producer, because
+    then the transport calls L{resumeProducing} exactly when its own write buffer is
+    empty (the response head, earlier pipelined answers) and the socket is writable:
+    only then may bytes bypass that buffer without reordering the stream.  Each turn
+    sends up to L{TURN_BYTES}, until the socket would block; then C{startWriting} waits
+    for writability through the reactor, like any buffered write.
+
+    With the version's digest cached nothing is hashed and the body never passes
+    through the process.  Without it, the hasher's thread reads back each range just
+    sent, from the page cache that sendfile has just filled (at most its range budget,
+    64 MiB, behind; the sender waits beyond that): storage is read once per request,
+    unless memory pressure evicts a page within that window, and the process copies
+    each byte once (to hash it) instead of twice.  A file modified meanwhile changes
+    its version, so the trailer says C{changed}, as on the copying path.
     """
+
+    _unhashed = -1
 
     def start(self) -> None:
         transport = self._protocol.transport
@@ -278,6 +287,8 @@ class _SendfileSender(_BodySender):
             return
         if not self._armed:
             transport.startWriting()
+            return
+        if self._hashPaused:
             return
         budget = TURN_BYTES
         while budget > 0:
@@ -308,6 +319,10 @@ class _SendfileSender(_BodySender):
             self.sent += n
             budget -= n
             self._protocol.resetTimeout()
+            if self._hasher is not None:
+                self._hashSent(n)
+                if self._hashPaused:
+                    return  # _backlog(False) resumes
         if self._position >= self._size:
             self._finish()
             return
@@ -319,6 +334,21 @@ class _SendfileSender(_BodySender):
     def pauseProducing(self) -> None:
         """Not called for a pull producer."""
 
+    def _hashSent(self, n: int) -> None:
+        """C{n} more bytes went out: queue them for hashing in ranges of L{HASH_RANGE}."""
+        assert self._hasher is not None
+        if self._unhashed < 0:
+            self._unhashed = self._position - n
+        if self._position - self._unhashed >= HASH_RANGE or self._position >= self._size:
+            start, self._unhashed = self._unhashed, -1
+            self._hasher.updateFromRange(os.dup(self._fd), start, self._position - start)
+
+    def _backlog(self, behind: bool) -> None:
+        self._hashPaused = behind
+        if not behind and not self._done:
+            # Wait for writability again; doWrite then calls resumeProducing.
+            self._protocol.transport.startWriting()
+
     def _copyInstead(self, error: OSError) -> None:
         """
         This file cannot be sendfile'd (some filesystems refuse): hand the rest of the
@@ -328,6 +358,10 @@ class _SendfileSender(_BodySender):
             "sendfile refused ({error}); copying the body instead", error=error.strerror
         )
         self._done = self._gone = True  # this sender is finished; stopProducing is a no-op
+        if self._hasher is not None:
+            # The copying sender hashes from scratch: it reads the sent part once more
+            # (only on this rare path).
+            self._hasher.abandon()
         self._protocol.transport.unregisterProducer()
         sender = _BodySender(
             self._protocol, self._fd, self._position, self._size, self._version, self._cached
@@ -546,7 +580,7 @@ class FileServerProtocol(Protocol):
             )
         )
         sender = _BodySender
-        if cached is not None and self.factory.sendfile and _canSendfile(self.transport):
+        if self.factory.sendfile and _canSendfile(self.transport):
             sender = _SendfileSender
         self._sender = sender(self, fd, start, st.st_size, version, cached)
         self._sender.start()
