@@ -20,10 +20,13 @@ class _Terminal(io.StringIO):
         return True
 
 
-def runCommand(root: Any, argv: list[str], terminal: bool = False) -> tuple[int, str, str]:
+def runCommand(
+    root: Any, argv: list[str], terminal: bool = False, errTerminal: bool | None = None
+) -> tuple[int, str, str]:
+    """Run C{udpsuite ARGV} in memory; C{terminal}: stdout (and stderr) are TTYs."""
     net = Net(root)
     out = _Terminal() if terminal else io.StringIO()
-    err = io.StringIO()
+    err = _Terminal() if (terminal if errTerminal is None else errTerminal) else io.StringIO()
     d = Deferred.fromCoroutine(cli.main(net.reactor, argv, Console(out, err)))
     for _ in range(10000):
         if d.called:
@@ -46,12 +49,22 @@ def root(tmp_path: Any) -> Any:
 
 
 def test_fetchWithProgress(root: Any, tmp_path: Any, monkeypatch: Any) -> None:
-    """On a terminal: a progress bar and a summary; the file lands under REMOTE's basename."""
+    """
+    On a terminal: a progress bar on stderr and a summary on stdout; the file lands
+    under REMOTE's basename.
+    """
     monkeypatch.chdir(tmp_path)
     status, out, err = runCommand(root, ["fetch", "127.0.0.1:8000", "a.bin"], terminal=True)
-    assert (status, err) == (0, "")
-    assert "100%" in out and "received 3145728 bytes" in out and "sha256" in out
+    assert status == 0 and "100%" in err and "100%" not in out
+    assert out.startswith("received 3145728 bytes") and "sha256" in out and out.count("\n") == 1
     assert (tmp_path / "a.bin").read_bytes() == (root / "a.bin").read_bytes()
+
+
+def test_fetchProgressOnlyOnTerminalStderr(root: Any, tmp_path: Any) -> None:
+    """stderr redirected (a log file): no bar drawn into it, the summary still shows."""
+    argv = ["fetch", "127.0.0.1:8000", "a.bin", str(tmp_path / "a")]
+    status, out, err = runCommand(root, argv, terminal=True, errTerminal=False)
+    assert status == 0 and err == "" and out.startswith("received 3145728 bytes")
 
 
 def test_fetchQuiet(root: Any, tmp_path: Any) -> None:

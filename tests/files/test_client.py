@@ -233,3 +233,86 @@ def test_limitRefusal(root: Any, local: FilePath) -> None:
     net.run(net.connect())
     assert failureResultOf(d, client.ServerError).value.status == 429
     assert os.listdir(local.dirname()) == []
+
+
+def _rewriteWhileSent(root: Any, net: Net, pump: Any) -> bytes:
+    """Let a body start, then rewrite the file in place (a new version); its new bytes."""
+    net.step(pump, 1)
+    data = os.urandom(os.path.getsize(root / "data.bin"))
+    with open(root / "data.bin", "r+b") as f:
+        f.write(data)
+    os.utime(root / "data.bin", ns=(1, 1))
+    return data
+
+
+def test_changedWhileSentRetriedOnce(root: Any, local: FilePath) -> None:
+    """A 'changed' trailer: the part is dropped and the file fetched again, whole."""
+    net = Net(root)
+    d = client.fetch(net.reactor, ADDRESS, "data.bin", local)
+    pump = net.connect()
+    data = _rewriteWhileSent(root, net, pump)
+    net.run(pump)
+    assertNoResult(d)
+    net.run(net.connect())
+    result = successResultOf(d)
+    assert result.resumedFrom == 0 and local.getContent() == data
+    assert sorted(os.listdir(local.dirname())) == ["data.bin"]
+    assert net.reactor.getDelayedCalls() == []
+
+
+def test_changedTwiceFails(root: Any, local: FilePath) -> None:
+    """Changed again during the retry (or no retry allowed): FileChanged, part removed."""
+    for retries in (0, 1):
+        net = Net(root)
+        d = client.fetch(net.reactor, ADDRESS, "data.bin", local, retryChanged=retries)
+        for _ in range(retries + 1):
+            pump = net.connect()
+            _rewriteWhileSent(root, net, pump)
+            net.run(pump)
+        failureResultOf(d, client.FileChanged)
+        assert os.listdir(local.dirname()) == []
+        assert net.reactor.getDelayedCalls() == []
+
+
+def test_insufficientSpace(root: Any, local: FilePath, monkeypatch: Any) -> None:
+    """
+    Too little room for the rest of the file: InsufficientSpace before anything is
+    written, the part of an earlier attempt kept; exactly enough room is enough.
+    """
+    size = os.path.getsize(root / "data.bin")
+    net = Net(root)
+    d = client.fetch(net.reactor, ADDRESS, "data.bin", local)
+    pump = net.connect()
+    net.step(pump, 1)
+    pump.clientIO.abortConnection()
+    pump.flush()
+    failureResultOf(d, client.TransferInterrupted)
+    part = local.path + ".part"
+    held = os.path.getsize(part)
+    with open(part, "rb") as f:
+        kept = f.read()
+    sidecar = local.siblingExtension(".part.json").getContent()
+
+    free = [size - held - 1]
+    monkeypatch.setattr(client, "freeSpace", lambda directory: free[0])
+    d = client.fetch(net.reactor, ADDRESS, "data.bin", local)
+    net.run(net.connect())
+    failure = failureResultOf(d, client.InsufficientSpace)
+    assert f"{size - held} bytes to write, {size - held - 1} free" in str(failure.value)
+    with open(part, "rb") as f:
+        assert f.read() == kept
+    assert local.siblingExtension(".part.json").getContent() == sidecar
+    assert net.factory.limits.open == {} and net.reactor.getDelayedCalls() == []
+
+    free[0] = size - held
+    d = client.fetch(net.reactor, ADDRESS, "data.bin", local)
+    net.run(net.connect())
+    assert successResultOf(d).resumedFrom == held
+    assert local.getContent() == (root / "data.bin").read_bytes()
+
+
+def test_freeSpace(tmp_path: Any) -> None:
+    """freeSpace reports the filesystem's room for an unprivileged writer, or None."""
+    free = client.freeSpace(str(tmp_path))
+    assert free is not None and free > 0
+    assert client.freeSpace(str(tmp_path / "missing")) is None

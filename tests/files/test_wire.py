@@ -195,3 +195,26 @@ def test_fuzzResponseParser(data: bytes) -> None:
         parser.feed(data)
     except MalformedFrame:
         pass
+
+
+def test_bodyTaken() -> None:
+    """
+    Body bytes taken outside feed (the client's splice) are accounted: the trailer
+    or the next head then parses as if they had been fed.
+    """
+    parser = ResponseParser()
+    parser.expect(True)
+    parser.expect(False)
+    head = encodeResponseHead(200, "OK", size=10, offset=0, version="ab")
+    assert parser.bodyRemaining == 0
+    [first, data] = parser.feed(head + b"abc")
+    assert isinstance(first, ResponseHead) and data == BodyData(b"abc")
+    assert parser.bodyRemaining == 7
+    with pytest.raises(ValueError):
+        parser.bodyTaken(8)
+    assert parser.bodyTaken(4) == [] and parser.bodyRemaining == 3
+    assert parser.bodyTaken(3) == [] and parser.bodyRemaining == 0
+    events = parser.feed(b"changed\n" + encodeResponseHead(200, "OK", size=2) + b"x")
+    assert events[0] == ResponseEnd(Trailer(None, changed=True))
+    assert parser.bodyRemaining == 1
+    assert parser.bodyTaken(1) == [ResponseEnd(None)]

@@ -33,6 +33,10 @@ def _shown(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
+def _isTerminal(stream: Any) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
 class FetchOptions(CommandOptions):
     """Options of C{udpsuite fetch}."""
 
@@ -67,8 +71,9 @@ async def runFetch(reactor: Any, options: FetchOptions, console: Console) -> int
         raise CommandError(f"{options['local']}: already exists (use --force to overwrite)")
     showProgress = console.isTerminal and not options["quiet"]
     bar: ProgressBar | None = None
-    if showProgress:
-        bar = ProgressBar(console.out, reactor.seconds, printable(local.basename().encode())[:24])
+    if showProgress and _isTerminal(console.err):
+        # On stderr, like curl and wget: stdout carries only the summary line.
+        bar = ProgressBar(console.err, reactor.seconds, printable(local.basename().encode())[:24])
 
     def progress(done: int, total: int | None) -> None:
         if bar is not None:
@@ -82,7 +87,8 @@ async def runFetch(reactor: Any, options: FetchOptions, console: Console) -> int
         if bar is not None:
             bar.clear()
         kept = ""
-        if isinstance(e, client.TransferInterrupted) and os.path.exists(local.path + ".part"):
+        resumable = (client.TransferInterrupted, client.InsufficientSpace)
+        if isinstance(e, resumable) and os.path.exists(local.path + ".part"):
             kept = f"; partial kept as {options['local']}.part, run again to resume"
         shown = printable(remote.encode())
         raise CommandError(f"fetch {shown} ({where}): {e}{kept}") from None

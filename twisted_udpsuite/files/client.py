@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import main, tcp
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IDelayedCall
@@ -35,6 +36,7 @@ from twisted_udpsuite.files.wire import (
     MalformedFrame,
     Request,
     ResponseEnd,
+    ResponseEvent,
     ResponseHead,
     ResponseParser,
     Stat,
@@ -44,6 +46,11 @@ from twisted_udpsuite.files.wire import (
 )
 from twisted_udpsuite.reactors import reactorOr
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no splice path either
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
     "DigestMismatch",
     "DirectoryEntry",
@@ -51,6 +58,7 @@ __all__ = [
     "FetchResult",
     "FileChanged",
     "FileClientProtocol",
+    "InsufficientSpace",
     "ServerError",
     "StatResult",
     "TransferInterrupted",
@@ -62,6 +70,19 @@ __all__ = [
 PART_SUFFIX = ".part"
 #: Bytes asked of the socket per read.
 RECV_SIZE = 256 * 1024
+#: Bodies with at least this many bytes left are spliced (see L{FileClientProtocol}).
+SPLICE_MIN = 1024 * 1024
+#: Pipe size asked for splicing (1 MiB: the unprivileged maximum by default).
+SPLICE_SIZE = 1024 * 1024
+#: Spliced bytes handed to the hasher at once (read back in one job).
+HASH_RANGE = 1024 * 1024
+#: Bytes spliced per reactor turn before other events get a chance.
+SPLICE_TURN = 8 * 1024 * 1024
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
+#: splice errors that mean "not between these two" (the bytes are then copied).
+_NO_SPLICE = frozenset(
+    {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
+)
 SIDECAR_SUFFIX = ".part.json"
 
 
@@ -88,6 +109,13 @@ class FileChanged(FetchError):
 
 class TransferInterrupted(FetchError):
     """The connection was lost mid-body; the partial file is kept for a resume."""
+
+
+class InsufficientSpace(FetchError):
+    """
+    The destination's filesystem has no room for the bytes still to come: found from
+    the answer's head, before anything is written (a part file is kept as it was).
+    """
 
 
 @dataclass(frozen=True)
@@ -152,6 +180,14 @@ class _Sink:
     def onLost(self, reason: Failure) -> None:
         self.deferred.errback(reason)
 
+    def canSplice(self) -> bool:
+        """Whether body bytes may bypass L{onData} (L{onSpliced}): only file sinks."""
+        return False
+
+    def onSpliced(self, pipe: int, length: int) -> None:
+        """C{length} body bytes are waiting in C{pipe}: take them all."""
+        raise NotImplementedError
+
 
 class FileClientProtocol(Protocol):
     """
@@ -170,6 +206,10 @@ class FileClientProtocol(Protocol):
         self._idleCall: IDelayedCall | None = None
         self.ready: Deferred[FileClientProtocol] = Deferred()
         self.lostReason: Failure | None = None
+        self._splicing = False
+        self._noSplice = False
+        self._pipe: tuple[int, int] | None = None
+        self._pipeSize = 0
 
     def connectionMade(self) -> None:
         if hasattr(self.transport, "bufferSize"):
@@ -199,15 +239,8 @@ class FileClientProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self._touch()
         try:
-            for event in self._parser.feed(data):
-                sink = self._sinks[0]
-                if isinstance(event, ResponseHead):
-                    sink.onHead(event)
-                elif isinstance(event, BodyData):
-                    sink.onData(event.data)
-                elif isinstance(event, ResponseEnd):
-                    self._sinks.pop(0)
-                    sink.onEnd(event.trailer)
+            self._dispatch(self._parser.feed(data))
+            self._maybeSplice()
         except MalformedFrame as e:
             self.lostReason = Failure(FetchError(f"bad answer from the server: {e}"))
             self.transport.abortConnection()
@@ -215,7 +248,102 @@ class FileClientProtocol(Protocol):
             self.lostReason = Failure()
             self.transport.abortConnection()
 
+    def _dispatch(self, events: list[ResponseEvent]) -> None:
+        for event in events:
+            sink = self._sinks[0]
+            if isinstance(event, ResponseHead):
+                sink.onHead(event)
+            elif isinstance(event, BodyData):
+                sink.onData(event.data)
+            elif isinstance(event, ResponseEnd):
+                self._sinks.pop(0)
+                sink.onEnd(event.trailer)
+
+    # The splice path: a big FETCH body goes socket -> pipe -> file in the kernel.
+
+    def _maybeSplice(self) -> None:
+        """
+        Read the rest of the current body with C{os.splice} if its sink can take it.
+
+        Twisted reads into fresh Python bytes, which the sink then writes out again:
+        two copies and a Python call per chunk, the client's main cost on a fast link.
+        Spliced bytes are copied once, socket to file, and hashed by reading them back
+        from the page cache in the hasher's thread.  Only for a plain TCP socket (not
+        in-memory transports), and only for the body: the reader is put back for the
+        trailer, so the framing stays with L{ResponseParser}.
+        """
+        if (
+            self._splicing
+            or self._noSplice
+            or self._parser.bodyRemaining < SPLICE_MIN
+            or not self._sinks
+            or not self._sinks[0].canSplice()
+            or not _canSplice(self.transport)
+        ):
+            return
+        if self._pipe is None:
+            self._pipe = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            try:
+                fcntl.fcntl(self._pipe[1], fcntl.F_SETPIPE_SZ, SPLICE_SIZE)
+            except OSError:
+                pass  # a smaller pipe (the default 64 KiB) only means more calls
+            self._pipeSize = fcntl.fcntl(self._pipe[1], fcntl.F_GETPIPE_SZ)
+        self._splicing = True
+        # The reactor calls transport.doRead when the socket is readable; Twisted's
+        # own abortConnection replaces it the same way.
+        self.transport.doRead = self._spliceRead
+
+    def _stopSplice(self) -> None:
+        self._splicing = False
+        if self.transport.__dict__.get("doRead") == self._spliceRead:
+            del self.transport.doRead
+
+    def _spliceRead(self) -> Any:
+        """The transport's C{doRead} while splicing: returns what C{doRead} would."""
+        assert self._pipe is not None
+        pipeRead, pipeWrite = self._pipe
+        socket = self.transport.fileno()
+        budget = SPLICE_TURN
+        while budget > 0 and self._splicing:
+            want = min(self._parser.bodyRemaining, self._pipeSize)
+            try:
+                n = os.splice(socket, pipeWrite, want, flags=_SPLICE_FLAGS)
+            except BlockingIOError:
+                return None
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if e.errno in _NO_SPLICE:
+                    # Read the ordinary way (the socket stays readable, so the reactor
+                    # calls Twisted's doRead next).
+                    self._noSplice = True
+                    self._stopSplice()
+                    return None
+                return main.CONNECTION_LOST
+            if n == 0:
+                return main.CONNECTION_DONE
+            self._touch()
+            try:
+                sink = self._sinks[0]
+                sink.onSpliced(pipeRead, n)
+                events = self._parser.bodyTaken(n)
+                if not self._parser.bodyRemaining or not sink.canSplice():
+                    self._stopSplice()
+                self._dispatch(events)
+            except Exception:
+                self.lostReason = Failure()
+                self._stopSplice()
+                self.transport.abortConnection()
+                return None
+            budget -= n
+        return None
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._splicing = False
+        if self._pipe is not None:
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
         if self._idleCall is not None and self._idleCall.active():
             self._idleCall.cancel()
         self._idleCall = None
@@ -225,6 +353,27 @@ class FileClientProtocol(Protocol):
         sinks, self._sinks = self._sinks, []
         for sink in sinks:
             sink.onLost(failure)
+
+
+def _canSplice(transport: Any) -> bool:
+    """Whether C{transport} is a plain TCP socket that C{os.splice} can read from."""
+    return (
+        hasattr(os, "splice")
+        and fcntl is not None
+        and hasattr(fcntl, "F_SETPIPE_SZ")
+        and isinstance(transport, tcp.Connection)
+        and not getattr(transport, "TLS", False)
+        and transport.connected
+    )
+
+
+def freeSpace(directory: str) -> int | None:
+    """Bytes an unprivileged writer may still use in C{directory}'s filesystem."""
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):  # no statvfs (Windows), or an odd filesystem
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 class _Factory(ClientFactory):
@@ -392,6 +541,11 @@ class _FetchSink(_Sink):
         self.written = 0
         self.total = 0
         self.trailer: Trailer | None = None
+        #: Where the spliced bytes not yet given to the hasher start (-1: none).
+        self._unhashed = -1
+        self._readFd = -1
+        self._spliceRefused = False
+        self._spliced = False
 
     def onHead(self, head: ResponseHead) -> None:
         self.head = head
@@ -406,6 +560,7 @@ class _FetchSink(_Sink):
             flags |= os.O_TRUNC
         elif head.offset != self.held:
             raise MalformedFrame("server resumed at an offset we did not ask for")
+        self._checkSpace(head)
         self.hasher = StreamHasher(self.reactor, self._backlog)
         if head.offset:
             self.hasher.updateFromFile(os.open(self.part.path, os.O_RDONLY), head.offset)
@@ -421,6 +576,8 @@ class _FetchSink(_Sink):
     def onData(self, data: bytes) -> None:
         if self.fd < 0:
             return
+        if self._spliced:
+            self._spliceEnded()
         view = memoryview(data)
         while view:
             n = os.write(self.fd, view)
@@ -431,6 +588,85 @@ class _FetchSink(_Sink):
         self.written += len(data)
         if self.progress is not None:
             self.progress(self.written, self.total)
+
+    def _checkSpace(self, head: ResponseHead) -> None:
+        """
+        Fail before writing if the filesystem cannot hold the rest of the file, rather
+        than with ENOSPC after a long transfer (a restart at 0 frees the old part).
+        """
+        directory = os.path.dirname(self.part.path) or "."
+        free = freeSpace(directory)
+        if free is None:
+            return
+        if head.offset == 0:
+            try:
+                free += os.path.getsize(self.part.path)
+            except OSError:
+                pass
+        if head.size > free:
+            raise InsufficientSpace(
+                f"not enough space in {directory}: {head.size} bytes to write, {free} free"
+            )
+
+    def canSplice(self) -> bool:
+        return self.fd >= 0 and self.hasher is not None and not self._spliceRefused
+
+    def onSpliced(self, pipe: int, length: int) -> None:
+        """Move C{length} bytes from C{pipe} to the part file; hash them from there."""
+        assert self.hasher is not None
+        offset = self.written
+        moved = 0
+        try:
+            while moved < length:
+                n = os.splice(pipe, self.fd, length - moved, offset_dst=offset + moved)
+                if not n:
+                    raise OSError(errno.EIO, "spliced bytes vanished from the pipe")
+                moved += n
+        except OSError as e:
+            if e.errno not in _NO_SPLICE:
+                raise
+            # This filesystem takes no splice: copy what is in the pipe, and read the
+            # rest the ordinary way (see canSplice).
+            self._spliceRefused = True
+            os.lseek(self.fd, offset + moved, os.SEEK_SET)  # splice left it behind
+            while moved < length:
+                data = os.read(pipe, length - moved)
+                if not data:
+                    raise OSError(errno.EIO, "spliced bytes vanished from the pipe") from e
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self.fd, view) :]
+                moved += len(data)
+        self.received += length
+        self.written += length
+        self._spliced = True
+        if self._unhashed < 0:
+            self._unhashed = offset
+        # Hand the hasher ranges of at least HASH_RANGE (a socket read may be small).
+        if self.written - self._unhashed >= HASH_RANGE or self.written == self.total:
+            self._hashSpliced()
+        if self.progress is not None:
+            self.progress(self.written, self.total)
+
+    def _hashSpliced(self) -> None:
+        """Give the hasher the spliced bytes it has not had yet (read back from the file)."""
+        assert self.hasher is not None
+        if self._unhashed < 0:
+            return
+        if self._readFd < 0:
+            self._readFd = os.open(self.part.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        start, self._unhashed = self._unhashed, -1
+        self.hasher.updateFromRange(os.dup(self._readFd), start, self.written - start)
+
+    def _spliceEnded(self) -> None:
+        """
+        Body bytes come through L{onData} again after some were spliced (a splice was
+        refused): hash the spliced ones first, and move the file position (which
+        C{splice} with an offset leaves alone) to the end of what is written.
+        """
+        self._spliced = False
+        self._hashSpliced()
+        os.lseek(self.fd, self.written, os.SEEK_SET)
 
     def onEnd(self, trailer: Trailer | None) -> None:
         self.trailer = trailer
@@ -446,9 +682,10 @@ class _FetchSink(_Sink):
     def close(self) -> None:
         if self.hasher is not None:
             self.hasher.abandon()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        for fd in (self.fd, self._readFd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self._readFd = -1
 
 
 def fetch(
@@ -460,6 +697,7 @@ def fetch(
     progress: Callable[[int, int | None], None] | None = None,
     timeout: float = 30.0,
     idleTimeout: float = 60.0,
+    retryChanged: int = 1,
 ) -> Deferred[FetchResult]:
     """
     Download C{remote} to C{destination} (published by rename only when verified).
@@ -468,9 +706,14 @@ def fetch(
     server restarts from 0 if the file's version changed.  Cancelling the Deferred
     closes the connection and keeps the part for a later resume.  Fails with
     L{ServerError} (part removed), L{DigestMismatch} (part removed), L{FileChanged}
-    (part removed; try again), L{TransferInterrupted} (part kept) or L{FetchError}.
+    (part removed, after C{retryChanged} fresh attempts also saw the file change),
+    L{InsufficientSpace} (part kept), L{TransferInterrupted} (part kept) or
+    L{FetchError}.
 
     @param progress: called with (bytes of the file held so far, file size).
+    @param retryChanged: how many times to fetch again, from 0, when the server says
+        the file changed while it was sent (a file being replaced is usually complete
+        a moment later; a file rewritten all the time is not worth chasing).
     """
     reactor = reactorOr(reactor)
     destination = destination.asTextMode()
@@ -479,6 +722,18 @@ def fetch(
     state: dict[str, Any] = {}
 
     async def go() -> FetchResult:
+        for attempt in range(retryChanged + 1):
+            try:
+                return await once()
+            except FileChanged:
+                if attempt == retryChanged:
+                    raise
+                FileClientProtocol.log.info(
+                    "{remote} changed while it was sent: fetching it again", remote=remote
+                )
+        raise AssertionError("not reached")
+
+    async def once() -> FetchResult:
         held, version = part.resumable()
         if version is None:
             held = 0

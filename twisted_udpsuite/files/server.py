@@ -8,10 +8,16 @@ chunks and L{HASH_BACKLOG} bytes waiting to be hashed, whatever the file size.  
 sha256 trailer is computed (in a worker thread) while the bytes go out; a resumed FETCH
 uses the digest cached for that file version, or else also hashes the skipped prefix
 (read once, not sent).
+
+On a plain TCP socket, L{_SendfileSender} sends the body with C{os.sendfile}
+instead: the bytes go from the page cache to the socket without passing through
+Python, which was most of the server's cost on a fast link; without a cached digest
+its hasher reads back what was just sent, from the page cache.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -19,10 +25,12 @@ import stat as statModule
 from collections import OrderedDict, deque
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHalfCloseableProtocol,
+    IPullProducer,
     IPushProducer,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -59,6 +67,14 @@ SEND_LIMIT = 128 * 1024
 HASH_BACKLOG = 1024 * 1024
 #: Chunks sent per reactor turn before yielding to other connections.
 TURN_CHUNKS = 16
+#: Bytes a sendfile body sender sends per reactor turn before yielding.
+TURN_BYTES = TURN_CHUNKS * CHUNK
+#: Bytes sent with sendfile handed to the hasher at once (read back in one job).
+HASH_RANGE = 1024 * 1024
+#: sendfile errors that mean "not for this file" (the body is then copied).
+_NO_SENDFILE = frozenset(
+    {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
+)
 #: Requests queued behind the current one before the server stops reading.
 MAX_PIPELINE = 32
 #: Directory entries per LIST answer (the listing is built in memory).
@@ -231,6 +247,141 @@ class _BodySender:
         if self._hasher is not None:
             self._hasher.abandon()
         self._protocol.bodyDone(self.sent, "client disconnected", aborted=True)
+
+
+@implementer(IPullProducer)
+class _SendfileSender(_BodySender):
+    """
+    Streams a body with C{os.sendfile}: file pages go to the socket inside the kernel.
+
+    Used only on a plain TCP socket.  It is registered as a I{pull} producer, because
+    then the transport calls L{resumeProducing} exactly when its own write buffer is
+    empty (the response head, earlier pipelined answers) and the socket is writable:
+    only then may bytes bypass that buffer without reordering the stream.  Each turn
+    sends up to L{TURN_BYTES}, until the socket would block; then C{startWriting} waits
+    for writability through the reactor, like any buffered write.
+
+    With the version's digest cached nothing is hashed and the body never passes
+    through the process.  Without it, the hasher's thread reads back each range just
+    sent, from the page cache that sendfile has just filled (at most its range budget,
+    64 MiB, behind; the sender waits beyond that): storage is read once per request,
+    unless memory pressure evicts a page within that window, and the process copies
+    each byte once (to hash it) instead of twice.  A file modified meanwhile changes
+    its version, so the trailer says C{changed}, as on the copying path.
+    """
+
+    _unhashed = -1
+
+    def start(self) -> None:
+        transport = self._protocol.transport
+        self._socket = transport.fileno()
+        # registerProducer calls resumeProducing at once, while the response head may
+        # still be buffered: that first call only arms the writability wait.
+        self._armed = False
+        transport.registerProducer(self, False)
+        self._armed = True
+
+    def resumeProducing(self) -> None:
+        transport = self._protocol.transport
+        if self._done:
+            return
+        if not self._armed:
+            transport.startWriting()
+            return
+        if self._hashPaused:
+            return
+        budget = TURN_BYTES
+        while budget > 0:
+            if self._position >= self._size:
+                self._finish()
+                return
+            try:
+                n = os.sendfile(
+                    self._socket, self._fd, self._position, min(budget, self._size - self._position)
+                )
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if e.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                    # The peer is gone; the transport's own read or write reports it.
+                    break
+                if e.errno in _NO_SENDFILE:
+                    self._copyInstead(e)
+                else:
+                    self._fail(f"sendfile error: {e.strerror}")
+                return
+            if n == 0:
+                self._fail("file shrank while being sent")
+                return
+            self._position += n
+            self.sent += n
+            budget -= n
+            self._protocol.resetTimeout()
+            if self._hasher is not None:
+                self._hashSent(n)
+                if self._hashPaused:
+                    return  # _backlog(False) resumes
+        if self._position >= self._size:
+            self._finish()
+            return
+        # Wait until the socket is writable (or, after a full turn, let other
+        # connections run): the transport's doWrite finds its buffer empty and calls
+        # resumeProducing again.
+        transport.startWriting()
+
+    def pauseProducing(self) -> None:
+        """Not called for a pull producer."""
+
+    def _hashSent(self, n: int) -> None:
+        """C{n} more bytes went out: queue them for hashing in ranges of L{HASH_RANGE}."""
+        assert self._hasher is not None
+        if self._unhashed < 0:
+            self._unhashed = self._position - n
+        if self._position - self._unhashed >= HASH_RANGE or self._position >= self._size:
+            start, self._unhashed = self._unhashed, -1
+            self._hasher.updateFromRange(os.dup(self._fd), start, self._position - start)
+
+    def _backlog(self, behind: bool) -> None:
+        self._hashPaused = behind
+        if not behind and not self._done:
+            # Wait for writability again; doWrite then calls resumeProducing.
+            self._protocol.transport.startWriting()
+
+    def _copyInstead(self, error: OSError) -> None:
+        """
+        This file cannot be sendfile'd (some filesystems refuse): hand the rest of the
+        body, and the file, to a copying L{_BodySender} on the same connection.
+        """
+        self._protocol.log.info(
+            "sendfile refused ({error}); copying the body instead", error=error.strerror
+        )
+        self._done = self._gone = True  # this sender is finished; stopProducing is a no-op
+        if self._hasher is not None:
+            # The copying sender hashes from scratch: it reads the sent part once more
+            # (only on this rare path).
+            self._hasher.abandon()
+        self._protocol.transport.unregisterProducer()
+        sender = _BodySender(
+            self._protocol, self._fd, self._position, self._size, self._version, self._cached
+        )
+        sender.sent = self.sent
+        self._fd = -1
+        self._protocol.replaceSender(sender)
+
+
+def _canSendfile(transport: Any) -> bool:
+    """
+    Whether C{transport} is a plain TCP socket connection that L{_SendfileSender} can
+    write to directly (not TLS, not an in-memory test transport).
+    """
+    return (
+        hasattr(os, "sendfile")
+        and isinstance(transport, tcp.Connection)
+        and not getattr(transport, "TLS", False)
+        and transport.connected
+    )
 
 
 @implementer(IHalfCloseableProtocol)
@@ -428,8 +579,16 @@ class FileServerProtocol(Protocol):
                 mtime=st.st_mtime_ns,
             )
         )
-        self._sender = _BodySender(self, fd, start, st.st_size, version, cached)
+        sender = _BodySender
+        if self.factory.sendfile and _canSendfile(self.transport):
+            sender = _SendfileSender
+        self._sender = sender(self, fd, start, st.st_size, version, cached)
         self._sender.start()
+
+    def replaceSender(self, sender: _BodySender) -> None:
+        """Continue the current body with C{sender} (the sendfile path gave up)."""
+        self._sender = sender
+        sender.start()
 
     def bodyDone(self, sent: int, outcome: str, abort: bool = False, aborted: bool = False) -> None:
         """The body sender finished (or failed, or the client went away)."""
@@ -558,6 +717,8 @@ class FileServerFactory(Factory):
     @param digestCache: file versions whose sha256 is remembered (for resumes).
     @param turnDelay: seconds between two turns of a body sender (0: the next reactor
         iteration); a test clock uses a small value to see a body arrive in steps.
+    @param sendfile: send bodies whose digest is cached with C{os.sendfile} when the
+        transport is a plain TCP socket (L{False}: always copy through Python).
     """
 
     protocol = FileServerProtocol
@@ -574,8 +735,10 @@ class FileServerFactory(Factory):
         headerTimeout: float = 10.0,
         digestCache: int = 1024,
         turnDelay: float = 0.0,
+        sendfile: bool = True,
     ) -> None:
         self.turnDelay = turnDelay
+        self.sendfile = sendfile
         self.root = root
         self.reactor = reactorOr(reactor)
         self.limits = ConnectionLimits(maxConnections, maxPerHost)

@@ -320,6 +320,29 @@ class ResponseParser:
         """One more response is due; C{isFetch}: it answers a FETCH."""
         self._expect.append(isFetch)
 
+    @property
+    def bodyRemaining(self) -> int:
+        """Body bytes of the current response still to come (0 outside a body)."""
+        return self._remaining if self._state == "body" and self._broken is None else 0
+
+    def bodyTaken(self, length: int) -> list[ResponseEvent]:
+        """
+        C{length} body bytes were read from the stream by the caller, not through
+        L{feed} (the client splices big bodies straight to the file): account for them.
+
+        @return: the events this causes (L{ResponseEnd} if the body is done and no
+            trailer follows).
+        """
+        if not 0 < length <= self.bodyRemaining:
+            raise ValueError(f"{length} body bytes taken, {self.bodyRemaining} due")
+        self._remaining -= length
+        if self._remaining or self._trailer:
+            if not self._remaining:
+                self._state = "trailer"
+            return []
+        self._state = "head"
+        return [ResponseEnd()]
+
     def feed(self, data: bytes) -> list[ResponseEvent]:
         if self._broken is not None:
             raise self._broken
