@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 
 from twisted_udpsuite.addresses import parseHostPort
+from twisted_udpsuite.progress import ProgressBar
 
 
 class CommandError(Exception):
@@ -49,6 +50,15 @@ class Console:
     @property
     def isTerminal(self) -> bool:
         return bool(getattr(self.out, "isatty", lambda: False)())
+
+    def progressBar(self, clock: Callable[[], float], label: str) -> ProgressBar | None:
+        """
+        A progress bar for a transfer, or None: drawn on stderr, like curl's and wget's, so
+        stdout carries only results; only when both outputs are terminals.
+        """
+        if self.isTerminal and getattr(self.err, "isatty", lambda: False)():
+            return ProgressBar(self.err, clock, label)
+        return None
 
 
 @dataclass(frozen=True)

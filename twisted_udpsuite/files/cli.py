@@ -33,10 +33,6 @@ def _shown(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def _isTerminal(stream: Any) -> bool:
-    return bool(getattr(stream, "isatty", lambda: False)())
-
-
 class FetchOptions(CommandOptions):
     """Options of C{udpsuite fetch}."""
 
@@ -71,9 +67,8 @@ async def runFetch(reactor: Any, options: FetchOptions, console: Console) -> int
         raise CommandError(f"{options['local']}: already exists (use --force to overwrite)")
     showProgress = console.isTerminal and not options["quiet"]
     bar: ProgressBar | None = None
-    if showProgress and _isTerminal(console.err):
-        # On stderr, like curl and wget: stdout carries only the summary line.
-        bar = ProgressBar(console.err, reactor.seconds, printable(local.basename().encode())[:24])
+    if showProgress:
+        bar = console.progressBar(reactor.seconds, printable(local.basename().encode())[:24])
 
     def progress(done: int, total: int | None) -> None:
         if bar is not None:

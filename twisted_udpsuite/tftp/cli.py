@@ -187,7 +187,7 @@ async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
     bar: ProgressBar | None = None
     if showProgress:
         label = sub["remote"] if isGet else sub["local"]
-        bar = ProgressBar(console.out, reactor.seconds, os.path.basename(label)[:24])
+        bar = console.progressBar(reactor.seconds, os.path.basename(label)[:24])
 
     def progress(done: int, total: int | None) -> None:
         if bar is not None:
