@@ -434,7 +434,8 @@ class Sender(_Engine):
             except Exception:
                 self._readFailed(Failure())
                 return
-            if isinstance(chunk, Deferred):
+            # Deferred is an ABC (Awaitable): isinstance() on each block's bytes is slow.
+            if type(chunk) is not bytes and isinstance(chunk, Deferred):
                 self._reading = True
                 chunk.addCallbacks(self._readDone, self._readFailed, callbackArgs=(b"",))
                 break
@@ -808,7 +809,7 @@ class Receiver(_Engine):
         except Exception:
             self._writeFailed(Failure())
             return
-        if isinstance(written, Deferred):
+        if written is not None and isinstance(written, Deferred):  # (an ABC: slow isinstance)
             self._busy = True
             written.addCallbacks(self._written, self._writeFailed, callbackArgs=(block, final))
             return
