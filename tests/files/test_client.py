@@ -42,6 +42,15 @@ class Net:
             self.reactor.advance(STEP)
         raise AssertionError("connection never finished")
 
+    def interruptedFetch(self, local: FilePath) -> None:
+        """A fetch of data.bin cut after one turn of body: leaves C{local}'s part file."""
+        d = client.fetch(self.reactor, ADDRESS, "data.bin", local)
+        pump = self.connect()
+        self.step(pump, 1)
+        pump.clientIO.abortConnection()
+        pump.flush()
+        failureResultOf(d, client.TransferInterrupted)
+
     def step(self, pump: IOPump, turns: int) -> None:
         """Let the server send C{turns} turns of body."""
         for _ in range(turns):
@@ -87,12 +96,7 @@ def test_fetch(root: Any, local: FilePath) -> None:
 def test_interruptedThenResumed(root: Any, local: FilePath) -> None:
     """A cut connection keeps LOCAL.part; the next fetch resumes where it stopped."""
     net = Net(root)
-    d = client.fetch(net.reactor, ADDRESS, "data.bin", local)
-    pump = net.connect()
-    net.step(pump, 1)
-    pump.clientIO.abortConnection()
-    pump.flush()
-    failureResultOf(d, client.TransferInterrupted)
+    net.interruptedFetch(local)
     part = local.path + ".part"
     held = os.path.getsize(part)
     assert 0 < held < os.path.getsize(root / "data.bin")
@@ -109,12 +113,7 @@ def test_interruptedThenResumed(root: Any, local: FilePath) -> None:
 def test_changedBetweenHalvesRestarts(root: Any, local: FilePath) -> None:
     """If the file was replaced since the part was written, the fetch restarts at 0."""
     net = Net(root)
-    d = client.fetch(net.reactor, ADDRESS, "data.bin", local)
-    pump = net.connect()
-    net.step(pump, 1)
-    pump.clientIO.abortConnection()
-    pump.flush()
-    failureResultOf(d, client.TransferInterrupted)
+    net.interruptedFetch(local)
     replacement = os.urandom(4 * 1024 * 1024)
     (root / "new").write_bytes(replacement)
     os.replace(root / "new", root / "data.bin")
@@ -128,12 +127,7 @@ def test_changedBetweenHalvesRestarts(root: Any, local: FilePath) -> None:
 def test_corruptPartDetected(root: Any, local: FilePath) -> None:
     """A part whose bytes were damaged fails the digest check and is removed."""
     net = Net(root)
-    d = client.fetch(net.reactor, ADDRESS, "data.bin", local)
-    pump = net.connect()
-    net.step(pump, 1)
-    pump.clientIO.abortConnection()
-    pump.flush()
-    failureResultOf(d, client.TransferInterrupted)
+    net.interruptedFetch(local)
     with open(local.path + ".part", "r+b") as f:
         f.write(b"\0" * 16)
     d = client.fetch(net.reactor, ADDRESS, "data.bin", local)
@@ -281,12 +275,7 @@ def test_insufficientSpace(root: Any, local: FilePath, monkeypatch: Any) -> None
     """
     size = os.path.getsize(root / "data.bin")
     net = Net(root)
-    d = client.fetch(net.reactor, ADDRESS, "data.bin", local)
-    pump = net.connect()
-    net.step(pump, 1)
-    pump.clientIO.abortConnection()
-    pump.flush()
-    failureResultOf(d, client.TransferInterrupted)
+    net.interruptedFetch(local)
     part = local.path + ".part"
     held = os.path.getsize(part)
     with open(part, "rb") as f:
