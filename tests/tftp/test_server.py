@@ -579,28 +579,121 @@ def test_dallyingUploadsDoNotCountAsTransfers(root: FilePath) -> None:
 def test_wrqWaitsForCurlsLateResendOfALostData1(root: FilePath) -> None:
     """
     After our OACK curl sends DATA 1 and, if it is lost, sends it again only after 72 s
-    (and never in answer to an OACK, which it takes for a go-ahead to the next chunk). The
-    session waits silently for it, far past its retry budget (which ran out at 48 s).
+    (and never in answer to an OACK, which it takes for a go-ahead to the next chunk). With
+    a blksize granted (so ACK 0 would not mean the same), the session waits silently for
+    it, far past its retry budget (which ran out at 48 s).
     """
     world = _World(root)
     peer = world.raw()
-    peer.send(WriteRequest(b"up.bin", "octet", {"tsize": "600", "blksize": "512", "timeout": "6"}))
+    options = {"tsize": "1500", "blksize": "1024", "timeout": "6"}
+    peer.send(WriteRequest(b"up.bin", "octet", options))
     world.net.pump()
     oack, tid = peer.received[0]
-    assert oack == OptionAck({"tsize": "600", "blksize": "512", "timeout": "6"})
-    data = os.urandom(600)
+    assert oack == OptionAck(options)
+    data = os.urandom(1500)
     world.net.dropIf(lambda r: r.data[:4] == b"\x00\x03\x00\x01" and r.time < 1)
-    peer.send(Data(1, data[:512]), tid)  # lost
+    peer.send(Data(1, data[:1024]), tid)  # lost
     world.net.advance(74)
     assert len(peer.received) == 1  # nothing sent meanwhile: no OACK, no ACK 0
     assert len(world.protocol.sessions) == 1
-    peer.send(Data(1, data[:512]), tid)  # curl's own resend
+    peer.send(Data(1, data[:1024]), tid)  # curl's own resend
     world.net.pump()
     assert peer.received[-1] == (Ack(1), tid)
-    peer.send(Data(2, data[512:]), tid)
+    peer.send(Data(2, data[1024:]), tid)
     world.net.pump()
     assert peer.received[-1] == (Ack(2), tid)
     assert root.child("up.bin").getContent() == data
+    world.settle()
+
+
+class _CurlUploader(_Raw):
+    """Uploads as curl does: DATA n again at once on an ACK it did not expect."""
+
+    def __init__(self, data: bytes, blksize: int = 512) -> None:
+        super().__init__()
+        self.blocks = [data[i : i + blksize] for i in range(0, len(data) + 1, blksize)]
+        self.sent = 0  # the block last sent
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        super().datagramReceived(datagram, addr)
+        packet = parsePacket(datagram)
+        if isinstance(packet, OptionAck) or (isinstance(packet, Ack) and self.sent == 0):
+            self.sent = 1  # a go-ahead (an OACK, or ACK 0 if the OACK was lost)
+        elif isinstance(packet, Ack) and packet.block == self.sent:
+            if self.sent == len(self.blocks):
+                return
+            self.sent += 1
+        self.send(Data(self.sent, self.blocks[self.sent - 1]), addr)
+
+
+def test_wrqNudgesCurlWithAck0WhenOnlyDefaultsAreGranted(root: FilePath) -> None:
+    """
+    curl's options (tsize, blksize 512, timeout 6) grant nothing ACK 0 would not: so a lost
+    DATA 1 is nudged with ACK 0 on our timer, and curl sends it again at once (instead of
+    72 s later). The OACK itself is never resent (curl would shift the file by a block).
+    """
+    data = os.urandom(1300)
+    world = _World(root)
+    peer = _CurlUploader(data)
+    world.clientHost.listenUDP(0, peer, maxPacketSize=65536)
+    world.net.dropIf(lambda r: r.data[:4] == b"\x00\x03\x00\x01" and r.time < 0.5)
+    peer.send(WriteRequest(b"up.bin", "octet", {"tsize": "1300", "blksize": "512", "timeout": "6"}))
+    world.net.advance(5)
+    assert root.child("up.bin").getContent() == data
+    kinds = [p for p, _ in peer.received]
+    assert sum(isinstance(p, OptionAck) for p in kinds) == 1
+    assert 1 <= kinds.count(Ack(0)) <= 3
+    world.settle()
+
+
+def test_ack0NudgesAreFewAndTheWaitStillEnds(root: FilePath) -> None:
+    """A client that never sends DATA 1 gets the OACK, at most 3 ACK 0s, and then silence."""
+    world = _World(root)
+    peer = world.raw()
+    peer.send(WriteRequest(b"up.bin", "octet", {"tsize": "10", "blksize": "512"}))
+    world.net.advance(ServerPolicy.firstDataWait + 5)
+    assert [p for p, _ in peer.received][1:] == [Ack(0)] * ServerPolicy.unansweredRetries
+    assert world.protocol.sessions == {}
+    world.settle()
+
+
+def test_lostOackThenAck0MeansDefaults(root: FilePath) -> None:
+    """A client that never got the OACK takes ACK 0 for a refusal and sends 512-byte blocks."""
+    data = os.urandom(1100)
+    world = _World(root)
+    peer = _CurlUploader(data)
+    world.clientHost.listenUDP(0, peer, maxPacketSize=65536)
+    world.net.dropIf(lambda r: r.data[:2] == b"\x00\x06")  # every OACK
+    peer.send(WriteRequest(b"up.bin", "octet", {"tsize": "1100", "blksize": "512"}))
+    world.net.advance(5)
+    assert root.child("up.bin").getContent() == data
+    world.settle()
+
+
+def test_noNudgeWhenWindowsizeGranted(root: FilePath) -> None:
+    """windowsize 4 granted: ACK 0 would make a client that missed the OACK send lock-step."""
+    world = _World(root)
+    peer = world.raw()
+    peer.send(WriteRequest(b"up.bin", "octet", {"windowsize": "4"}))
+    world.net.advance(30)
+    assert [type(p) for p, _ in peer.received] == [OptionAck]
+    world.settle()
+
+
+def test_finalAckOfAnUploadIsSentTwice(root: FilePath) -> None:
+    """
+    The final ACK goes out again once, unasked, a round trip or two later: if the first is
+    lost, curl would send its last DATA again only after 72 s.
+    """
+    world = _World(root)
+    peer = world.raw()
+    peer.send(WriteRequest(b"w", "octet"))
+    world.net.pump()
+    tid = peer.received[0][1]
+    peer.send(Data(1, b"end"), tid)
+    world.net.advance(10)
+    assert [p for p, _ in peer.received] == [Ack(0), Ack(1), Ack(1)]
+    assert root.child("w").getContent() == b"end"
     world.settle()
 
 
@@ -612,20 +705,20 @@ def test_lateData1IsNoRoundTripSample(root: FilePath) -> None:
     """
     world = _World(root, latency=0.001)
     peer = world.raw()
-    peer.send(WriteRequest(b"up.bin", "octet", {"blksize": "512", "timeout": "6"}))
+    peer.send(WriteRequest(b"up.bin", "octet", {"blksize": "1024", "timeout": "6"}))
     world.net.advance(0.01)
     tid = peer.received[0][1]
     world.net.advance(73)  # DATA 1 was lost; curl sends it again
-    peer.send(Data(1, b"a" * 512), tid)
+    peer.send(Data(1, b"a" * 1024), tid)
     world.net.advance(0.01)
-    peer.send(Data(2, b"b" * 512), tid)  # answered at once: a true round trip
+    peer.send(Data(2, b"b" * 1024), tid)  # answered at once: a true round trip
     world.net.advance(0.01)
     assert [p for p, _ in peer.received][1:] == [Ack(1), Ack(2)]
     world.net.advance(0.15)  # DATA 3 was lost: ACK 2 again, soon (not after 12 s)
     assert [p for p, _ in peer.received][3:] == [Ack(2)]
     peer.send(Data(3, b"end"), tid)
     world.net.advance(0.01)
-    assert root.child("up.bin").getContent() == b"a" * 512 + b"b" * 512 + b"end"
+    assert root.child("up.bin").getContent() == b"a" * 1024 + b"b" * 1024 + b"end"
     world.settle()
 
 
@@ -634,13 +727,13 @@ def test_wrqWaitForData1IsBoundedAndCounted(root: FilePath) -> None:
     policy = ServerPolicy(rate=None, maxTransfersPerClient=1, firstDataWait=100.0)
     world = _World(root, policy=policy)
     peer = world.raw()
-    peer.send(WriteRequest(b"up.bin", "octet", {"blksize": "512"}))
+    peer.send(WriteRequest(b"up.bin", "octet", {"blksize": "1024"}))
     world.net.advance(50)
     other = world.raw()
     other.send(WriteRequest(b"other.bin", "octet"))
     world.net.pump()
     assert isinstance(other.received[0][0], Error)  # the waiting upload still counts
-    peer.send(WriteRequest(b"up.bin", "octet", {"blksize": "512"}))  # repeated: OACK again
+    peer.send(WriteRequest(b"up.bin", "octet", {"blksize": "1024"}))  # repeated: OACK again
     world.net.advance(99)
     assert [type(p).__name__ for p, _ in peer.received] == ["OptionAck"] * 2
     assert len(world.protocol.sessions) == 1

@@ -427,13 +427,19 @@ class TFTPSession(DatagramProtocol):
                 dally=max(policy.dally, policy.timeout),
             )
             engine.unansweredRetries = policy.unansweredRetries
+            engine.repeatFinalAck = True
             self.engine = engine
             self._watch(engine)
             if self.oack:
+                # Granted only the defaults, ACK 0 means the same to a client as the OACK:
+                # it may nudge a client whose DATA 1 was lost (curl waits 72 s otherwise).
+                defaults = self.options.blksize == 512 and self.options.windowsize == 1
                 engine.start(
                     OptionAck(self.oack).toBytes(),
                     resendInitial=False,
                     patience=policy.firstDataWait,
+                    nudge=encodeAck(0) if defaults else None,
+                    nudges=policy.unansweredRetries,
                 )
             else:
                 engine.start(encodeAck(0))

@@ -685,6 +685,13 @@ class Receiver(_Engine):
         self._initialPacket: bytes | None = None
         self._resendInitial = True
         self._patience: float | None = None
+        self._waitUntil = 0.0  # with patience: when the wait for DATA 1 ends
+        self._nudge: bytes | None = None
+        self._nudgesLeft = 0
+        self._finalAgain: IDelayedCall | None = None
+        self.repeatFinalAck = False
+        """Send the final ACK once more, unasked, after a round trip or two: a lost final
+        ACK costs curl a 72 s wait (it resends the last DATA only on its own timer)."""
 
     def _wireFor(self, absolute: int, scheme: int) -> int:
         if scheme == 0 or absolute < 65536:
@@ -697,6 +704,8 @@ class Receiver(_Engine):
         *,
         resendInitial: bool = True,
         patience: float | None = None,
+        nudge: bytes | None = None,
+        nudges: int = 0,
     ) -> None:
         """
         Begin: send C{initial} (ACK 0 or an OACK), resent until DATA 1 comes; with C{None}
@@ -710,6 +719,12 @@ class Receiver(_Engine):
             after C{initial} (sent again by L{repeatInitial}) before giving up; C{None}: the
             retry budget's timeouts. After an OACK curl resends a lost DATA 1 only on its own
             per-block timer (72 s with no C{--max-time}).
+        @param nudge: with C{patience}, a packet to send instead of C{initial} on our
+            retransmission timer, at most C{nudges} times, while DATA 1 does not come: ACK 0
+            where the OACK granted nothing but the defaults (blksize 512, windowsize 1).
+            curl resends DATA 1 at once on an ACK it did not expect, and a client whose
+            OACK was lost takes ACK 0 for "options refused" and goes on with the defaults,
+            which is what was granted.
         """
         self._resendInitial = resendInitial
         if initial is not None:
@@ -717,12 +732,23 @@ class Receiver(_Engine):
             self._sendAck(initial)
             if not resendInitial and patience is not None:
                 self._patience = patience
+                self._waitUntil = self._clock.seconds() + patience
+                self._nudge, self._nudgesLeft = nudge, nudges if nudge is not None else 0
                 self._fresh = False  # DATA 1 may be the peer's own late resend: no RTT sample
-                self._arm(patience)
+                self._arm(self._nextWait())
         else:
             self._lastAck = _pack(_ACK, 0)
             self._ackedAt = self._clock.seconds()
             self._arm(self._rto.backoff(0) * 2)
+
+    def _nextWait(self) -> float:
+        """Waiting for DATA 1 with patience: until the next nudge, or the end of the wait."""
+        remaining = self._waitUntil - self._clock.seconds()
+        if self._nudgesLeft:
+            # No round trip measured yet, and the RTO starts at the peer's timeout (curl
+            # asks for 6 s): a second, doubling, is long enough for any DATA 1 to arrive.
+            return min(2 * self._rto.backoff(self._tries), 2.0**self._tries, remaining)
+        return remaining
 
     def _sendAck(self, packet: bytes) -> None:
         self._lastAck = packet
@@ -870,8 +896,23 @@ class Receiver(_Engine):
             return  # the owner stopped it at once
         if self._dally > 0:
             self._timer = self._clock.callLater(self._dally, self._close)
+            if self.repeatFinalAck:
+                again = min(2 * self._rto.rto, self._dally / 2)
+                self._finalAgain = self._clock.callLater(again, self._sendFinalAgain)
         else:
             self._close()
+
+    def _sendFinalAgain(self) -> None:
+        self._finalAgain = None
+        if not self._closed and self._finalAck is not None:
+            self.stats.retransmits += 1
+            self._send(self._finalAck)
+
+    def _close(self) -> None:
+        again, self._finalAgain = self._finalAgain, None
+        if again is not None and again.active():
+            again.cancel()
+        super()._close()
 
     def _lateDatagram(self, datagram: bytes) -> None:
         """While dallying: a repeated last DATA means our last ACK was lost; send it again."""
@@ -888,10 +929,19 @@ class Receiver(_Engine):
             self.stats.retransmits += 1
             self._send(self._lastAck)
             if self._patience is not None and self._lastAck is self._initialPacket:
-                self._arm(self._patience)
+                self._waitUntil = self._clock.seconds() + self._patience
+                self._arm(self._nextWait())
 
     def _timedOut(self) -> None:
         if self._patience is not None and self._next == 1 and self._lastAck is self._initialPacket:
+            if self._clock.seconds() < self._waitUntil - 1e-9:
+                if self._nudgesLeft and self._nudge is not None:
+                    self._nudgesLeft -= 1
+                    self._tries += 1
+                    self.stats.retransmits += 1
+                    self._send(self._nudge)
+                self._arm(self._nextWait())
+                return
             self._fail(
                 errors.TransferTimeout(f"no DATA 1 within {self._patience:g} s"),
                 sendError=False,
