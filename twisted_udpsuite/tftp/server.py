@@ -97,10 +97,12 @@ class ServerPolicy:
     @ivar maxDallying: Dallying uploads kept at once; past it the oldest stops dallying. A
         new request from a dallying upload's client port also ends that dally.
     @ivar firstDataWait: Seconds an upload whose OACK is unanswered waits for DATA 1,
-        sending nothing (a resent OACK makes curl shift the file by a block; a repeated
-        WRQ is answered and restarts the wait). curl resends a lost DATA 1 only after 72 s
-        (with no C{--max-time}), so this covers two of its resends. The upload counts as a
-        transfer meanwhile.
+        never resending the OACK (that makes curl shift the file by a block; a repeated
+        WRQ is answered and restarts the wait). Where the OACK granted only defaults
+        (blksize 512, windowsize 1) up to C{unansweredRetries} ACK 0s are sent meanwhile,
+        which curl answers by resending DATA 1 at once; otherwise it waits silently. curl
+        resends a lost DATA 1 on its own only after 72 s (with no C{--max-time}), so this
+        covers two of its resends. The upload counts as a transfer meanwhile.
     """
 
     limits: ServerOptionLimits = field(default_factory=ServerOptionLimits)
