@@ -92,8 +92,8 @@ class ServerPolicy:
     @ivar dally: Seconds an upload's port stays open after its final ACK, to ACK again a
         repeated last DATA (our ACK was lost). It must outlast the client's own resend
         interval: curl resends a block only after 72 s (with no C{--max-time}); 160 s
-        also covers a lost resend. A dallying upload no longer counts as a transfer; it
-        sends nothing unasked.
+        also covers a lost resend. A dallying upload no longer counts as a transfer;
+        unasked it sends only one more copy of the final ACK, a round trip or two later.
     @ivar maxDallying: Dallying uploads kept at once; past it the oldest stops dallying. A
         new request from a dallying upload's client port also ends that dally.
     @ivar firstDataWait: Seconds an upload whose OACK is unanswered waits for DATA 1,
