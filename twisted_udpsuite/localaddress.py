@@ -130,8 +130,12 @@ class LocalAddressPort(udp.Port):
             # Not an address we may send from (it went since, say): let the kernel choose.
             self.write(datagram, addr)
 
+    _receiver: Any = None  # the protocol as an ILocalAddressReceiver, found once
+
     def doRead(self) -> None:
-        receiver = ILocalAddressReceiver(self.protocol, None)
+        receiver = self._receiver
+        if receiver is None:
+            receiver = self._receiver = ILocalAddressReceiver(self.protocol, False)
         family = self.addressFamily
         recvmsg = self.socket.recvmsg
         read = 0
@@ -146,7 +150,7 @@ class LocalAddressPort(udp.Port):
             if family == socket.AF_INET6:
                 addr = addr[:2]
             try:
-                if receiver is None:
+                if receiver is False:
                     self.protocol.datagramReceived(data, addr)
                 else:
                     receiver.datagramReceivedAt(data, addr, localAddressFrom(ancillary, family))
