@@ -158,6 +158,11 @@ class LocalAddressPort(udp.Port):
                 self._log.failure("unhandled error in {protocol}", protocol=self.protocol)
 
 
+def _hasPacketInfo(reactor: Any) -> bool:
+    """Whether C{reactor}'s UDP sockets are real ones whose packet info we know (Linux)."""
+    return isinstance(reactor, PosixReactorBase) and sys.platform.startswith("linux")
+
+
 def listenUDP(
     reactor: Any, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
 ) -> IListeningPort:
@@ -165,11 +170,7 @@ def listenUDP(
     C{reactor.listenUDP}, with a L{LocalAddressPort} where it matters and works: a wildcard
     C{interface} on a real POSIX reactor, on Linux.
     """
-    if (
-        interface in _WILDCARDS
-        and isinstance(reactor, PosixReactorBase)
-        and sys.platform.startswith("linux")
-    ):
+    if interface in _WILDCARDS and _hasPacketInfo(reactor):
         listening = LocalAddressPort(port, protocol, interface, maxPacketSize, reactor)
         listening.startListening()
         return listening
@@ -183,7 +184,7 @@ def adoptDatagramPort(
     C{reactor.adoptDatagramPort} (a socket another process bound, e.g. a TFTP worker's),
     with a L{LocalAddressPort} on a real POSIX reactor on Linux, as L{listenUDP}.
     """
-    if isinstance(reactor, PosixReactorBase) and sys.platform.startswith("linux"):
+    if _hasPacketInfo(reactor):
         if family not in (socket.AF_INET, socket.AF_INET6):
             raise ValueError(f"not an IP address family: {family}")
         adopted = LocalAddressPort._fromListeningDescriptor(
