@@ -12,8 +12,26 @@ from __future__ import annotations
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 SCRIPT = str(Path(__file__).resolve())
+
+
+async def probe(
+    reactor: Any, namespace: list[str], server: str, port: int, client: str, payload: bytes
+) -> tuple[bytes, bytes]:
+    """
+    Run this script inside C{namespace} (a command prefix, see the C{loopbackNamespace}
+    fixture): send C{payload} from C{client} to C{server}:C{port}; return the answer's
+    source address and the answer.
+    """
+    from tests.process import runProcess
+
+    argv = [*namespace, sys.executable, SCRIPT, server, str(port), client, payload.hex()]
+    out, err, code = await runProcess(reactor, argv, timeout=30)
+    assert code == 0, err
+    source, answer = out.split()
+    return source, bytes.fromhex(answer.decode())
 
 
 def main() -> None:

@@ -5,7 +5,6 @@ wrote to: in memory, and with the real twistd in a network namespace.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ import pytest_twisted
 from twisted.internet.protocol import DatagramProtocol
 
 from tests import udpprobe
-from tests.process import BackgroundProcess, runProcess, venvScript
+from tests.process import BackgroundProcess, venvScript
 from twisted_udpsuite.chat.room import ChatRoomProtocol
 from twisted_udpsuite.testing import MemoryNetwork
 
@@ -57,11 +56,10 @@ async def test_realWildcardRoom(
     try:
         await server.waitFor(b"listening")
         client = "::1" if ":" in asked else "127.0.0.1"
-        probe = [*loopbackNamespace, sys.executable, udpprobe.SCRIPT, asked, "9999", client]
-        out, err, code = await runProcess(reactor, [*probe, b"JOIN probe\n".hex()], timeout=30)
-        assert code == 0, err
-        source, reply = out.split()
+        source, reply = await udpprobe.probe(
+            reactor, loopbackNamespace, asked, 9999, client, b"JOIN probe\n"
+        )
         assert source == asked.encode()
-        assert bytes.fromhex(reply.decode()).startswith(b"OK JOINED")
+        assert reply.startswith(b"OK JOINED")
     finally:
         await server.stop()

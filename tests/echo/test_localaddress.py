@@ -5,7 +5,6 @@ memory, and with the real twistd in a network namespace.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ import pytest_twisted
 from twisted.internet.protocol import DatagramProtocol
 
 from tests import udpprobe
-from tests.process import BackgroundProcess, runProcess, venvScript
+from tests.process import BackgroundProcess, venvScript
 from twisted_udpsuite.echo.server import UDPEchoProtocol
 from twisted_udpsuite.testing import MemoryNetwork
 
@@ -61,9 +60,7 @@ async def test_realWildcardEcho(
     server = BackgroundProcess(reactor, [*argv, "--port", "7007", "--interface", interface])
     try:
         await server.waitFor(b"echo listening|listening on")
-        probe = [*loopbackNamespace, sys.executable, udpprobe.SCRIPT, asked, "7007", client]
-        out, err, code = await runProcess(reactor, [*probe, b"hello".hex()], timeout=30)
-        assert code == 0, err
-        assert out.split() == [asked.encode(), b"hello".hex().encode()]
+        answer = await udpprobe.probe(reactor, loopbackNamespace, asked, 7007, client, b"hello")
+        assert answer == (asked.encode(), b"hello")
     finally:
         await server.stop()

@@ -6,7 +6,6 @@ twistd plugin.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.python.filepath import FilePath
 
 from tests import udpprobe
-from tests.process import BackgroundProcess, runProcess, venvScript
+from tests.process import BackgroundProcess, venvScript
 from twisted_udpsuite.testing import MemoryNetwork
 from twisted_udpsuite.tftp.backend import FilesystemBackend
 from twisted_udpsuite.tftp.server import ServerPolicy, TFTPServerProtocol
@@ -90,11 +89,10 @@ async def test_realWildcardServer(
             (b"\0\1f\0octet\0", b"00030001"),  # DATA 1, from the transfer's port
             (b"\0\1f\0mail\0", b"00050004"),  # ERROR 4, from the request port
         ]:
-            probe = [*loopbackNamespace, sys.executable, udpprobe.SCRIPT, asked, "6969", client]
-            out, err, code = await runProcess(reactor, [*probe, request.hex()], timeout=30)
-            assert code == 0, err
-            source, reply = out.split()
-            assert (source, reply[:8]) == (asked.encode(), answer)
+            source, reply = await udpprobe.probe(
+                reactor, loopbackNamespace, asked, 6969, client, request
+            )
+            assert (source, reply[:4].hex().encode()) == (asked.encode(), answer)
     finally:
         await server.stop()
 
@@ -111,12 +109,10 @@ async def test_realWildcardWorkers(
     server = BackgroundProcess(reactor, argv)
     try:
         await server.waitFor(b"tftp worker 1 serving")
-        probe = [*loopbackNamespace, sys.executable, udpprobe.SCRIPT, "127.0.0.2", "6969"]
         for _ in range(8):
-            out, err, code = await runProcess(
-                reactor, [*probe, "127.0.0.1", b"\0\1f\0octet\0".hex()], timeout=30
+            source, _ = await udpprobe.probe(
+                reactor, loopbackNamespace, "127.0.0.2", 6969, "127.0.0.1", b"\0\1f\0octet\0"
             )
-            assert code == 0, err
-            assert out.split()[0] == b"127.0.0.2"
+            assert source == b"127.0.0.2"
     finally:
         await server.stop()
