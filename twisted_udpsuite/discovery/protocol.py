@@ -80,7 +80,10 @@ class Responder(DatagramProtocol):
 
     Bind it to a wildcard address (C{""} or C{"::"}) to hear broadcasts.
     With C{announceInterval} it also announces itself to C{announceTargets}
-    every so often and says goodbye when it stops listening.
+    every so often and says goodbye when it stops listening.  Announces and
+    goodbyes go out from a socket of their own, the only one with
+    C{SO_BROADCAST}; the socket that answers probes never has it, so an
+    answer can never become a broadcast.
 
     @param name: shown to discoverers (at most 64 UTF-8 bytes are sent).
     @param services: what runs here, described in answers and announces.
@@ -122,12 +125,21 @@ class Responder(DatagramProtocol):
         self.announceInterval = announceInterval
         self.announceTargets = list(announceTargets)
         self._announcer: task.LoopingCall | None = None
+        self._announcePort: Any = None
 
     # Lifecycle
 
     def startProtocol(self) -> None:
         if self.announceInterval and self.announceTargets:
-            self.transport.setBroadcastAllowed(True)
+            host = self.transport.getHost().host
+            interface = "" if ":" in host or host == "0.0.0.0" else host
+            try:
+                self._announcePort = self._reactor.listenUDP(
+                    0, _AnnounceSocket(), interface, maxPacketSize=MAX_DATAGRAM
+                )
+            except Exception as e:
+                self.log.warn("cannot announce: no socket: {error}", error=e)
+                return
             self._announcer = task.LoopingCall(self.announce)
             self._announcer.clock = self._reactor
             self._announcer.start(self.announceInterval, now=True)
@@ -140,12 +152,15 @@ class Responder(DatagramProtocol):
         self._pending.clear()
 
     def stopAnnouncing(self) -> None:
-        """Say goodbye (while still listening): stop announcing, tell the table."""
+        """Say goodbye: stop announcing, tell the table, close the announce socket."""
         if self._announcer is not None:
             if self._announcer.running:
                 self._announcer.stop()
             self._announcer = None
             self._sendAll(Message(Kind.GOODBYE, self.instance).toBytes())
+        port, self._announcePort = self._announcePort, None
+        if port is not None:
+            port.stopListening()
 
     def announce(self) -> None:
         """Send one announce to every announce target."""
@@ -162,7 +177,7 @@ class Responder(DatagramProtocol):
     def _sendAll(self, data: bytes) -> None:
         for target in self.announceTargets:
             try:
-                self.transport.write(data, target)
+                self._announcePort.write(data, target)
             except Exception as e:
                 self.log.debug("cannot send to {target}: {error}", target=target, error=e)
 
@@ -253,6 +268,13 @@ class Responder(DatagramProtocol):
 
 def _systemRandom() -> random.Random:
     return random.SystemRandom()
+
+
+class _AnnounceSocket(DatagramProtocol):
+    """A responder's announce socket: sends broadcasts, answers nothing it hears."""
+
+    def startProtocol(self) -> None:
+        self.transport.setBroadcastAllowed(True)
 
 
 @dataclass
