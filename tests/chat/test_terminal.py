@@ -212,6 +212,6 @@ def test_lanListsHostsWithJoinHints() -> None:
         "  (/join 192.0.2.1:9999 NICK)",
         "-- 1 found on the LAN",
     ]
-    typed(terminal, "/lan x")
-    assert output(transport) == ["-- usage: /lan [PORT]"]
+    typed(terminal, "/lan 70000")
+    assert output(transport) == ["-- usage: /lan [PORT] [HOST...]"]
     assert net.clock.getDelayedCalls() == []
