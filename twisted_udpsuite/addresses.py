@@ -134,7 +134,7 @@ class LocalBroadcasts:
         self,
         read: Callable[[], Iterable[str]] | None = None,
         seconds: Callable[[], float] = time.monotonic,
-        ttl: float = 2.0,
+        ttl: float = 1.0,
     ) -> None:
         self._read = read if read is not None else readLocalBroadcasts
         self._seconds = seconds
