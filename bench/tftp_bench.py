@@ -7,7 +7,7 @@ round visits every cell once, so machine noise hits all alike); the table
 shows median MB/s and the ratio to the reference cell (tftpd-hpa's in.tftpd
 for servers; curl for clients).
 
-Server peers: in.tftpd (tftpd-hpa), atftpd (unpacked into .peers/ by
+Server peers: in.tftpd (tftpd-hpa) and atftpd (both unpacked into .peers/ by
 .ci/install-peers), and, from PyPI, tftpy, py3tftp and tftp (pytftp)
 installed into their own venv (``--peers-venv``, made on first use).
 Client peers: curl, tftp-hpa's ``tftp``, atftp.
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -105,6 +104,7 @@ def ours(p: int, root: Path, *options: str) -> list[str]:
 
 def servers(peers: Path) -> list[Server]:
     atftpd = REPO / ".peers/atftpd/usr/sbin/atftpd"
+    inTftpd = REPO / ".peers/tftpd-hpa/usr/sbin/in.tftpd"  # never /usr/sbin's: maybe atftpd's
     tftpy = textwrap.dedent(
         """
         import logging, sys, tftpy
@@ -115,8 +115,8 @@ def servers(peers: Path) -> list[Server]:
     return [
         Server(
             "in.tftpd",
-            lambda p, root: ["in.tftpd", "-L", "-a", f"127.0.0.1:{p}", "-s", str(root)],
-            lambda: shutil.which("in.tftpd", path="/usr/sbin:/usr/bin") is not None,
+            lambda p, root: [str(inTftpd), "-L", "-a", f"127.0.0.1:{p}", "-s", str(root)],
+            lambda: inTftpd.exists(),
             windowsize=False,
         ),
         Server("twisted_udpsuite", ours, lambda: (BIN / "twistd").exists()),

@@ -36,3 +36,17 @@ def assertNoResult(d: Deferred[Any]) -> None:
     results: list[Any] = []
     d.addBoth(lambda r: results.append(r) or r)
     assert not results, f"{d!r} fired with {results[0]!r}"
+
+
+def useHostBroadcasts(monkeypatch: Any, host: Any) -> None:
+    """
+    Make L{twisted_udpsuite.addresses.isUnanswerableSource} take the subnets of C{host} (a
+    L{twisted_udpsuite.testing.MemoryHost}) for this machine's, read on the network's clock.
+    """
+    from twisted_udpsuite import addresses
+
+    def read() -> list[str]:
+        v4 = [i for i in host.interfaces if i.version == 4]
+        return [a for i in v4 for a in addresses.subnetBroadcasts(i)]
+
+    monkeypatch.setattr(addresses, "localBroadcasts", addresses.LocalBroadcasts(read, host.seconds))

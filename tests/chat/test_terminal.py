@@ -184,34 +184,3 @@ def test_resolveLocalhost() -> None:
     terminal, out, peer = setUp(net)
     typed(terminal, "/to localhost:7")
     assert peer.peer == ("127.0.0.1", 7)
-
-
-def test_lanListsHostsWithJoinHints() -> None:
-    """/lan lists the suite's responders found by discovery, hinting /join for chat rooms."""
-    import random
-
-    from twisted_udpsuite.discovery.protocol import Responder
-    from twisted_udpsuite.discovery.wire import ServiceEntry
-
-    net = MemoryNetwork(seed=2)
-    server = net.addHost("192.0.2.1/24")
-    services = [ServiceEntry("chatroom", "udp", 9999), ServiceEntry("echo", "udp", 7007)]
-    server.listenUDP(9998, Responder("lab\x1b[2J", services, server, random=random.Random(1)))
-    host = net.addHost("192.0.2.100/24")
-    peer = ChatPeerProtocol(host)
-    host.listenUDP(5000, peer)
-    terminal = ChatTerminal(peer, discoverOptions={"interfaces": ["192.0.2.100/24"]})
-    transport = StringTransport()
-    terminal.makeConnection(transport)
-    output(transport)
-    typed(terminal, "/lan")
-    net.advance(5)
-    assert output(transport) == [
-        "-- looking for udpsuite hosts on the LAN (port 9998)...",
-        "-- lab\\x1b[2J at 192.0.2.1: chatroom/udp:9999, echo/udp:7007"
-        "  (/join 192.0.2.1:9999 NICK)",
-        "-- 1 found on the LAN",
-    ]
-    typed(terminal, "/lan x")
-    assert output(transport) == ["-- usage: /lan [PORT]"]
-    assert net.clock.getDelayedCalls() == []

@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.defer import CancelledError
 from twisted.internet.protocol import DatagramProtocol
 
-from tests.helpers import failureResultOf
+from tests.helpers import failureResultOf, useHostBroadcasts
 from twisted_udpsuite.discovery import wire
 from twisted_udpsuite.discovery.protocol import (
     Discoverer,
@@ -230,7 +230,7 @@ def test_limitedBroadcastUnreachableStillUsesDirected() -> None:
 
     discoverer = Discoverer(querier, PORT, interfaces=["10.0.0.1/24"], attempts=1)
     discoverer.start()
-    [sock] = discoverer._ports
+    sock = discoverer._ports[0]  # the IPv4 one; the other probes ::1
     original = sock.write
     sock.write = lambda data, addr: (
         refuse() if addr[0] == "255.255.255.255" else original(data, addr)
@@ -330,3 +330,93 @@ def test_maxDelayClamped(maxDelay: float) -> None:
     times = [record.time for record, _ in answers(net)]
     assert len(times) == 10
     assert max(times) <= min(maxDelay, wire.MAX_DELAY)
+
+
+def test_findsTheLoopbackResponderOfItsOwnHost() -> None:
+    """
+    A responder of the querier's own host bound to loopback (as C{bash .ci/serve} binds
+    it) hears no broadcast, but the default discovery probes 127.0.0.1 too and finds it,
+    beside the LAN's responders.
+    """
+    net, querier, _ = lan(2)
+    local = Responder("local", (), querier, random=random.Random(0))
+    querier.listenUDP(PORT, local, "127.0.0.1")
+    found = runDiscover(net, querier)
+    assert sorted(r.name for r in found) == ["local", "node0", "node1"]
+    [mine] = [r for r in found if r.name == "local"]
+    assert mine.address == ("127.0.0.1", PORT)
+    assert net.clock.getDelayedCalls() == []
+
+
+def test_findsTheIPv6LoopbackResponder() -> None:
+    """A responder bound to ::1 only is found through the ::1 probe."""
+    net, querier, _ = lan(0)
+    querier.listenUDP(PORT, Responder("six", (), querier, random=random.Random(0)), "::1")
+    [found] = runDiscover(net, querier)
+    assert found.name == "six" and found.address == ("::1", PORT)
+
+
+def test_unicastOnlyProbesExactlyThoseHosts() -> None:
+    """
+    With broadcast=False, probes go to the named hosts only: no datagram is a broadcast,
+    loopback is not probed, no socket may broadcast, and other responders stay unknown.
+    """
+    net, querier, _ = lan(3)
+    querier.listenUDP(PORT, Responder("local", (), querier, random=random.Random(0)))
+    discoverer = Discoverer(querier, PORT, unicastTargets=["10.0.0.3"], broadcast=False)
+    discoverer.start()
+    assert [p.getBroadcastAllowed() for p in discoverer._ports] == [False]
+    net.advance(10)
+    discoverer.stop()
+    assert [r.name for r in discoverer.found.values()] == ["node1"]
+    probes = [r for r in net.datagrams if parse(r.data).kind is Kind.PROBE]
+    assert len(probes) == 3
+    assert {r.destination for r in probes} == {("10.0.0.3", PORT)}
+    assert not any(r.broadcast for r in net.datagrams)
+    assert net.clock.getDelayedCalls() == []
+
+
+def test_announcesFromASocketOfTheirOwn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    An announcing responder sends its announces and goodbye from a socket of their own,
+    the only one allowed to broadcast; the socket that answers probes never may, and
+    a probe forged from the subnet's directed broadcast is not answered.
+    """
+    net, querier, _ = lan(0)
+    host = net.addHost("10.0.0.2/24")
+    useHostBroadcasts(monkeypatch, host)
+    service = ResponderService(
+        "loud", reactor=host, announceInterval=5, announceTargets=[("10.0.0.255", PORT)]
+    )
+    service.startService()
+    responder = service.responder
+    assert service.udpPort.getBroadcastAllowed() is False
+    [announcePort] = [p for p in host.sockets if p is not service.udpPort]
+    assert announcePort.getBroadcastAllowed() is True
+    probe = Message(Kind.PROBE, newInstance(), 1, maxDelay=0.0, padTo=256).toBytes()
+    responder.datagramReceived(probe, ("10.0.0.255", 40001))
+    responder.datagramReceived(probe, ("10.0.0.0", 40001))
+    net.advance(12)
+    service.stopService()
+    net.advance(1)
+    kinds = Counter((parse(r.data).kind, r.source[1]) for r in net.datagrams)
+    source = announcePort.port
+    assert kinds == {(Kind.ANNOUNCE, source): 3, (Kind.GOODBYE, source): 1}
+    assert responder.stats.dropped == {"source": 2}
+    assert host.sockets == []
+    assert net.clock.getDelayedCalls() == []
+
+
+def test_forgedLocalBroadcastSourceNotAnswered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A probe whose source is forged to the directed broadcast (or network address) of the
+    responder's subnet gets no answer: the answer would go to the whole LAN.
+    """
+    net, _, [responder] = lan(1)
+    useHostBroadcasts(monkeypatch, net.addHost("10.0.0.99/24"))
+    probe = Message(Kind.PROBE, newInstance(), 1, maxDelay=0.0, padTo=256).toBytes()
+    for source in ("10.0.0.255", "10.0.0.0", "::ffff:10.0.0.255"):
+        responder.datagramReceived(probe, (source, 5000))
+    net.advance(1)
+    assert responder.stats.dropped == {"source": 3}
+    assert answers(net) == []

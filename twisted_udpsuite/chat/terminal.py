@@ -18,7 +18,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -39,7 +39,8 @@ commands:
   /leave                 leave the room
   /who                   who is in the room
   /nick NEW              change your nick in the room
-  /lan [PORT]            list udpsuite hosts on the LAN (discovery, port 9998)
+  /lan [PORT] [HOST...]  list udpsuite hosts on the LAN and this one (discovery, port
+                         9998); with HOSTs, ask only those, broadcasting nothing
   /help                  this text
   /quit                  leave and exit (Ctrl-D too)
   //text                 say a line that starts with '/'"""
@@ -229,12 +230,18 @@ class ChatTerminal(LineReceiver):
         self._address(args[0], ports.CHATROOM, join)
 
     def _lan(self, args: list[str]) -> None:
-        """List the suite's responders on the LAN, with a /join hint for chat rooms."""
-        if len(args) > 1 or (args and not args[0].isdigit()):
-            self.showNotice("usage: /lan [PORT]")
+        """
+        List the suite's responders on the LAN and this host (or only on the hosts
+        named, with no broadcast, as C{udpsuite discover --to}), hinting /join for rooms.
+        """
+        port, hosts = ports.RESPONDER, args
+        if args and args[0].isdigit():
+            port, hosts = int(args[0]), args[1:]
+        if not 0 < port < 65536:
+            self.showNotice("usage: /lan [PORT] [HOST...]")
             return
-        port = int(args[0]) if args else ports.RESPONDER
-        self.showNotice(f"looking for udpsuite hosts on the LAN (port {port})...")
+        where = " ".join(hosts) or "the LAN"
+        self.showNotice(f"looking for udpsuite hosts on {where} (port {port})...")
 
         def found(responder: DiscoveredResponder) -> None:
             host = responder.address[0]
@@ -245,10 +252,21 @@ class ChatTerminal(LineReceiver):
             name = printable(responder.name.encode("utf-8"))
             self.showNotice(f"{name} at {shown}: {services}{hint}")
 
-        d = discover(self.peer._reactor, port, timeout=2.0, onFound=found, **self.discoverOptions)
+        def search(addresses: list[str]) -> Deferred[list[DiscoveredResponder]]:
+            return discover(self.peer._reactor, port, timeout=2.0, onFound=found,
+                            unicastTargets=addresses, broadcast=not addresses,
+                            **self.discoverOptions)  # fmt: skip
+
+        def failed(failure: Failure) -> None:
+            if failure.check(FirstError):
+                failure = failure.value.subFailure
+            self.showNotice(f"discovery failed: {failure.getErrorMessage()}")
+
+        reactor = self.peer._reactor
+        d = gatherResults([reactor.resolve(h) for h in hosts], consumeErrors=True)
+        d.addCallback(search)
         d.addCallbacks(
-            lambda everyone: self.showNotice(f"{len(everyone)} found on the LAN"),
-            lambda failure: self.showNotice(f"discovery failed: {failure.getErrorMessage()}"),
+            lambda everyone: self.showNotice(f"{len(everyone)} found on {where}"), failed
         )
 
     def _nick(self, args: list[str]) -> None:

@@ -19,11 +19,12 @@ __all__ = ["COMMAND", "Options", "formatResponder"]
 class Options(CommandOptions):
     """Options of C{udpsuite discover}."""
 
-    synopsis = "[--port P] [--timeout S] [--ipv6]"
+    synopsis = "[--port P] [--timeout S] [--ipv6] [--to HOST ...]"
     longdesc = (
         "Broadcast discovery probes (255.255.255.255 and each interface's directed "
-        f"broadcast; ff02::1 with --ipv6) to port {ports.RESPONDER} and print each "
-        "responder once: address, name, services."
+        "broadcast; ff02::1 with --ipv6) and probe this host's loopback (127.0.0.1, ::1) "
+        f"on port {ports.RESPONDER}, then print each responder once: address, name, "
+        "services. With --to, probe exactly the hosts named and broadcast nothing."
     )
     optParameters = [
         ["timeout", "t", 3.0, "Seconds to listen for answers.", numberOption("timeout", low=0.1)],
@@ -52,7 +53,7 @@ class Options(CommandOptions):
     opt_p = opt_port
 
     def opt_to(self, value: str) -> None:
-        """Also probe this address by unicast (repeatable; e.g. 127.0.0.1)."""
+        """Probe only this host, by unicast, with no broadcast (repeatable)."""
         self["to"].append(value)
 
     def postOptions(self) -> None:
@@ -83,6 +84,7 @@ async def runDiscover(reactor: Any, options: Options, console: Console) -> int:
         maxDelay=options["max-delay"],
         attempts=options["attempts"],
         unicastTargets=unicast,
+        broadcast=not unicast,
         onFound=lambda r: console.say(formatResponder(r)),
     )
     count = len(result)

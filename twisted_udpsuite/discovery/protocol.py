@@ -54,6 +54,9 @@ Address = tuple[str, int]
 #: How big a discovery datagram may be; bigger ones are not ours anyway.
 MAX_DATAGRAM = 2048
 IPV6_ALL_NODES = "ff02::1"
+#: Where a discoverer also probes, for the responders of its own host bound to loopback.
+LOOPBACK = "127.0.0.1"
+LOOPBACK6 = "::1"
 
 
 def newInstance() -> bytes:
@@ -80,7 +83,10 @@ class Responder(DatagramProtocol):
 
     Bind it to a wildcard address (C{""} or C{"::"}) to hear broadcasts.
     With C{announceInterval} it also announces itself to C{announceTargets}
-    every so often and says goodbye when it stops listening.
+    every so often and says goodbye when it stops listening.  Announces and
+    goodbyes go out from a socket of their own, the only one with
+    C{SO_BROADCAST}; the socket that answers probes never has it, so an
+    answer can never become a broadcast.
 
     @param name: shown to discoverers (at most 64 UTF-8 bytes are sent).
     @param services: what runs here, described in answers and announces.
@@ -122,12 +128,21 @@ class Responder(DatagramProtocol):
         self.announceInterval = announceInterval
         self.announceTargets = list(announceTargets)
         self._announcer: task.LoopingCall | None = None
+        self._announcePort: Any = None
 
     # Lifecycle
 
     def startProtocol(self) -> None:
         if self.announceInterval and self.announceTargets:
-            self.transport.setBroadcastAllowed(True)
+            host = self.transport.getHost().host
+            interface = "" if ":" in host or host == "0.0.0.0" else host
+            try:
+                self._announcePort = self._reactor.listenUDP(
+                    0, _AnnounceSocket(), interface, maxPacketSize=MAX_DATAGRAM
+                )
+            except Exception as e:
+                self.log.warn("cannot announce: no socket: {error}", error=e)
+                return
             self._announcer = task.LoopingCall(self.announce)
             self._announcer.clock = self._reactor
             self._announcer.start(self.announceInterval, now=True)
@@ -140,12 +155,15 @@ class Responder(DatagramProtocol):
         self._pending.clear()
 
     def stopAnnouncing(self) -> None:
-        """Say goodbye (while still listening): stop announcing, tell the table."""
+        """Say goodbye: stop announcing, tell the table, close the announce socket."""
         if self._announcer is not None:
             if self._announcer.running:
                 self._announcer.stop()
             self._announcer = None
             self._sendAll(Message(Kind.GOODBYE, self.instance).toBytes())
+        port, self._announcePort = self._announcePort, None
+        if port is not None:
+            port.stopListening()
 
     def announce(self) -> None:
         """Send one announce to every announce target."""
@@ -162,7 +180,7 @@ class Responder(DatagramProtocol):
     def _sendAll(self, data: bytes) -> None:
         for target in self.announceTargets:
             try:
-                self.transport.write(data, target)
+                self._announcePort.write(data, target)
             except Exception as e:
                 self.log.debug("cannot send to {target}: {error}", target=target, error=e)
 
@@ -255,6 +273,13 @@ def _systemRandom() -> random.Random:
     return random.SystemRandom()
 
 
+class _AnnounceSocket(DatagramProtocol):
+    """A responder's announce socket: sends broadcasts, answers nothing it hears."""
+
+    def startProtocol(self) -> None:
+        self.transport.setBroadcastAllowed(True)
+
+
 @dataclass
 class DiscoveredResponder:
     """
@@ -280,7 +305,7 @@ class _Socket(DatagramProtocol):
         self.owner = owner
 
     def startProtocol(self) -> None:
-        self.transport.setBroadcastAllowed(True)
+        self.transport.setBroadcastAllowed(self.owner.broadcast)
 
     def datagramReceived(self, data: bytes, addr: Address) -> None:
         try:
@@ -294,9 +319,12 @@ class Discoverer:
     Probes for responders and collects their answers.
 
     Probes go to 255.255.255.255 and to the directed broadcast of each
-    interface (and to ff02::1 with C{ipv6}), C{attempts} times with growing
-    gaps (C{interval}, then twice that, ...); each later probe lists the
-    responders already heard so that they stay quiet.
+    interface (and to ff02::1 with C{ipv6}), and to this host's loopback
+    (127.0.0.1 and ::1, where a responder bound to loopback hears them),
+    C{attempts} times with growing gaps (C{interval}, then twice that, ...);
+    each later probe lists the responders already heard so that they stay
+    quiet.  With C{broadcast=False} only C{unicastTargets} are probed, and
+    no socket may broadcast at all.
 
     @param interfaces: IPv4 interfaces (C{"192.0.2.1/24"}) whose directed
         broadcasts to probe; L{None} asks the operating system.
@@ -305,6 +333,9 @@ class Discoverer:
     @param onFound: called with each new L{DiscoveredResponder}.
     @param unicastTargets: addresses also probed directly (a responder
         bound to a unicast address, or one beyond a router).
+    @param broadcast: probe the broadcast, multicast and loopback targets
+        (the default); L{False} probes exactly C{unicastTargets}.
+    @param loopback: with C{broadcast}, also probe 127.0.0.1 and ::1.
     """
 
     log = Logger(namespace="twisted_udpsuite.discovery")
@@ -325,23 +356,23 @@ class Discoverer:
         onFound: Callable[[DiscoveredResponder], None] | None = None,
         probeSize: int = wire.PROBE_MIN_SIZE,
         unicastTargets: Sequence[str] = (),
+        broadcast: bool = True,
+        loopback: bool = True,
     ) -> None:
         self._reactor = reactorOr(reactor)
         self.port = port
-        if interfaces is None:
-            found = [i for _, i in broadcastInterfaces()]
-        else:
-            found = [ipaddress.IPv4Interface(i) for i in interfaces]
-        self.targets: list[str] = (["255.255.255.255"] if limitedBroadcast else []) + [
-            t for t in directedBroadcasts(found) if t != "255.255.255.255"
-        ]
-        if ipv6Interfaces is None:
-            ipv6Interfaces = multicastInterfaceNames() if ipv6 else ()
-        self.ipv6Targets = (
-            [f"{IPV6_ALL_NODES}%{n}" for n in ipv6Interfaces] or [IPV6_ALL_NODES] if ipv6 else []
-        )
+        self.broadcast = broadcast
+        self.targets: list[str] = []
+        self.ipv6Targets: list[str] = []
+        if broadcast:
+            self._addBroadcastTargets(interfaces, limitedBroadcast, ipv6, ipv6Interfaces)
+            if loopback:
+                self.targets.append(LOOPBACK)
+                self.ipv6Targets.append(LOOPBACK6)
         for host in unicastTargets:
-            (self.ipv6Targets if ":" in host else self.targets).append(host)
+            targets = self.ipv6Targets if ":" in host else self.targets
+            if host not in targets:
+                targets.append(host)
         self.maxDelay = min(maxDelay, wire.MAX_DELAY)
         self.attempts = attempts
         self.interval = interval
@@ -355,6 +386,27 @@ class Discoverer:
         self._ports: list[Any] = []
         self._timers: list[Any] = []
         self._nextRequestId = int.from_bytes(os.urandom(4), "big")
+
+    def _addBroadcastTargets(
+        self,
+        interfaces: Iterable[str | ipaddress.IPv4Interface] | None,
+        limitedBroadcast: bool,
+        ipv6: bool,
+        ipv6Interfaces: Sequence[str] | None,
+    ) -> None:
+        if interfaces is None:
+            found = [i for _, i in broadcastInterfaces()]
+        else:
+            found = [ipaddress.IPv4Interface(i) for i in interfaces]
+        if limitedBroadcast:
+            self.targets.append("255.255.255.255")
+        self.targets += [t for t in directedBroadcasts(found) if t != "255.255.255.255"]
+        if ipv6:
+            if ipv6Interfaces is None:
+                ipv6Interfaces = multicastInterfaceNames()
+            self.ipv6Targets += [f"{IPV6_ALL_NODES}%{n}" for n in ipv6Interfaces] or [
+                IPV6_ALL_NODES
+            ]
 
     def start(self) -> None:
         """Bind the sockets and send the first probe (later ones are timed)."""

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
-from twisted_udpsuite.addresses import hostOf
+from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
 from twisted_udpsuite.paths import AtomicFileWriter
 from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.tftp import errors
@@ -313,6 +313,8 @@ class _ClientTransfer(DatagramProtocol):
     def _answerStray(self, addr: tuple[str, int]) -> None:
         """RFC 1350: a packet from another TID gets ERROR 5, and the transfer goes on."""
         self.log.debug("packet from unknown transfer ID {source}", source=addr)
+        if isUnanswerableSource(addr[0]):
+            return  # forged: ERROR 5 to a broadcast source would reach a whole LAN
         self._write(Error(ErrorCode.UNKNOWN_TRANSFER_ID, "Unknown transfer ID").toBytes(), addr)
 
     def _answerReceived(self, packet: Any, addr: tuple[str, int]) -> None:
