@@ -18,6 +18,7 @@ from twisted_udpsuite.command import (
     CommandSpec,
     Console,
     resolveHost,
+    stopPort,
     targetOption,
 )
 from twisted_udpsuite.terminal import printable
@@ -58,6 +59,8 @@ class _Listener(DatagramProtocol):
         self.peer = peer
         self.console = console
         self.replies = 0
+        #: Fires with True when ICMP port unreachable comes back (on a connected socket).
+        self.ended: Deferred[bool] = Deferred()
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         source = (hostOf(addr[0]), addr[1])
@@ -67,8 +70,17 @@ class _Listener(DatagramProtocol):
         shown = f"[{source[0]}]:{source[1]}" if ":" in source[0] else f"{source[0]}:{source[1]}"
         self.console.say(f"{shown}: {printable(data, self.options['encoding'])}")
 
+    def connectionRefused(self) -> None:
+        if not self.ended.called:
+            self.ended.callback(True)
+
 
 async def runSend(reactor: Any, options: Options, console: Console) -> int:
+    """
+    Send the datagram; with C{--wait}, print the replies until the time is up.  The
+    socket is connected to HOST:PORT (unless C{--any-source}), so that an ICMP port
+    unreachable comes back as "connection refused", exit status 1.
+    """
     host, port = options["target"]
     address = await resolveHost(reactor, host)
     listener = _Listener(options, (hostOf(address), port), console)
@@ -77,15 +89,24 @@ async def runSend(reactor: Any, options: Options, console: Console) -> int:
     )
     try:
         try:
-            udp.write(options["payload"], (address, port))
+            if options["any-source"]:
+                udp.write(options["payload"], (address, port))
+            else:
+                udp.connect(address, port)
+                udp.write(options["payload"])
         except Exception as e:
             raise CommandError(f"cannot send to {host}:{port}: {e}") from None
         if options["wait"]:
-            waited: Deferred[None] = Deferred()
-            reactor.callLater(options["wait"], waited.callback, None)
-            await waited
+            timer = reactor.callLater(options["wait"], listener.ended.callback, False)
+            try:
+                refused = await listener.ended
+            finally:
+                if timer.active():
+                    timer.cancel()
+            if refused:
+                raise CommandError(f"{host}:{port}: connection refused (nothing listening)")
     finally:
-        await udp.stopListening()
+        await stopPort(udp)
     return 0
 
 

@@ -14,7 +14,13 @@ from twisted_udpsuite.command import (
     resolveHost,
     targetOption,
 )
-from twisted_udpsuite.echo.client import PROBE_HEADER_SIZE, PingReply, ping
+from twisted_udpsuite.echo.client import (
+    PROBE_HEADER_SIZE,
+    PingCancelled,
+    PingReply,
+    PingResult,
+    ping,
+)
 from twisted_udpsuite.service import numberOption
 
 
@@ -64,16 +70,25 @@ async def runEcho(reactor: Any, options: Options, console: Console) -> int:
         if not options["quiet"]:
             console.say(f"no reply from {shown}: seq={sequence}")
 
-    result = await ping(
-        reactor,
-        (address, port),
-        count=options["count"],
-        interval=options["interval"],
-        size=options["size"],
-        timeout=options["timeout"],
-        onReply=onReply,
-        onTimeout=onTimeout,
-    )
+    try:
+        result = await ping(
+            reactor,
+            (address, port),
+            count=options["count"],
+            interval=options["interval"],
+            size=options["size"],
+            timeout=options["timeout"],
+            onReply=onReply,
+            onTimeout=onTimeout,
+        )
+    except PingCancelled as e:
+        _summary(console, shown, e.result)  # as ping does on Ctrl-C
+        raise
+    _summary(console, shown, result)
+    return 0 if result.received else 1
+
+
+def _summary(console: Console, shown: str, result: PingResult) -> None:
     console.say(f"--- {shown} echo statistics ---")
     extra = f", {result.duplicates} duplicates" if result.duplicates else ""
     console.say(
@@ -83,7 +98,6 @@ async def runEcho(reactor: Any, options: Options, console: Console) -> int:
     rtts = result.rtts()
     if rtts is not None:
         console.say("rtt min/avg/max/mdev = " + "/".join(f"{t * 1000:.3f}" for t in rtts) + " ms")
-    return 0 if result.received else 1
 
 
 COMMAND = CommandSpec("echo", "Ping a UDP echo server: loss and latency", Options, runEcho)

@@ -10,16 +10,18 @@ import posixpath
 import sys
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from twisted_udpsuite import ports
 from twisted_udpsuite.command import (
+    INTERRUPTED,
     CommandError,
     CommandOptions,
     CommandSpec,
     Console,
+    SuiteOptions,
     downloadPath,
     resolveHost,
     targetOption,
@@ -128,7 +130,7 @@ class PutOptions(_TransferOptions):
         self["remote"] = remote
 
 
-class Options(usage.Options):
+class Options(SuiteOptions):
     """Options of C{udpsuite tftp}."""
 
     synopsis = "get|put ..."
@@ -207,10 +209,11 @@ async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
         common["tsize"] = False
     remote = sub["remote"]
     local = sub["local"]
+    verb = "get" if isGet else "put"
     try:
         if isGet:
             if local == "-":
-                destination: Any = sys.stdout.buffer
+                destination: Any = console.binaryOutput()
             else:
                 destination = FilePath(os.path.abspath(local))
             try:
@@ -230,19 +233,28 @@ async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
         result = await d
     except CommandError:
         raise
+    except CancelledError:
+        if bar is not None:
+            bar.clear()
+        if isGet:
+            left = "output incomplete" if toStdout else f"nothing saved to {local}"
+        else:
+            left = "upload not stored"
+        raise CommandError(
+            f"{verb} {remote} ({where}): interrupted; transfer cancelled, {left}", INTERRUPTED
+        ) from None
     except Exception as e:
         if bar is not None:
             bar.clear()
-        verb = "get" if isGet else "put"
         raise CommandError(f"{verb} {remote} ({where}): {describeError(e)}") from None
     if bar is not None:
         bar.finish()
     if showProgress:
         rate = result.bytes / result.duration if result.duration > 0 else 0.0
-        verb = "received" if isGet else "sent"
+        moved = "received" if isGet else "sent"
         extra = f", {result.retransmits} retransmits" if result.retransmits else ""
         console.say(
-            f"{verb} {result.bytes} bytes in {result.duration:.2f} s "
+            f"{moved} {result.bytes} bytes in {result.duration:.2f} s "
             f"({formatBytes(rate)}/s, blksize {result.options.blksize}, "
             f"windowsize {result.options.windowsize}{extra})"
         )
