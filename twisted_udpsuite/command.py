@@ -246,7 +246,9 @@ def downloadPath(remote: str, local: str | None, name: str) -> str:
         in a separator and is not an existing directory.
     """
     if local is not None and local.endswith(("/", os.sep)) and not os.path.isdir(local):
-        what = "not a directory" if os.path.exists(local) else "no such directory"
+        what = (
+            "not a directory" if os.path.exists(local.rstrip("/" + os.sep)) else "no such directory"
+        )
         raise usage.UsageError(f"LOCAL {local!r}: {what} (a trailing / names a directory)")
     if local is not None and not os.path.isdir(local):
         return local

@@ -5,6 +5,8 @@ the replies, for poking any UDP service (echo, the chat room, a responder).
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -73,6 +75,20 @@ class _Listener(DatagramProtocol):
     def connectionRefused(self) -> None:
         if not self.ended.called:
             self.ended.callback(True)
+
+    def startProtocol(self) -> None:
+        self._port = self.transport
+
+    def stopProtocol(self) -> None:
+        # Twisted's epoll and poll reactors take the socket's error event for a closed
+        # descriptor and stop the port without calling connectionRefused(): the error
+        # is still there to read, until the port closes the socket after this call.
+        try:
+            error = self._port.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except (AttributeError, OSError):
+            return
+        if error == errno.ECONNREFUSED:
+            self.connectionRefused()
 
 
 async def runSend(reactor: Any, options: Options, console: Console) -> int:
