@@ -311,10 +311,12 @@ class _OutputClosed(ProcessProtocol):
         self.done.callback((bytes(self.err), code))
 
 
-async def withOutputClosed(reactor: Any, argv: list[str], stdin: bytes = b"") -> bytes:
-    """Run C{argv} with no reader on its stdout; check it ends quietly, exit 141."""
+async def withOutputClosed(
+    reactor: Any, argv: list[str], stdin: bytes = b"", path: str | None = None
+) -> bytes:
+    """Run C{argv} (in C{path}) with no reader on its stdout; check it ends quietly, exit 141."""
     proto = _OutputClosed()
-    reactor.spawnProcess(proto, argv[0], argv, env=dict(os.environ))
+    reactor.spawnProcess(proto, argv[0], argv, env=dict(os.environ), path=path)
     if stdin:
         proto.transport.write(stdin)
     try:
@@ -377,11 +379,14 @@ async def fileService(reactor: Any, tmp_path: Any) -> Any:
 
 
 @pytest_twisted.ensureDeferred
-async def test_fetchAndLsToClosedOutput(reactor: Any, fileService: Any) -> None:
-    """fetch - and ls with no reader on stdout: quiet, exit 141."""
+async def test_fetchAndLsToClosedOutput(reactor: Any, fileService: Any, tmp_path: Any) -> None:
+    """fetch - and ls with no reader on stdout: quiet, exit 141 (and no file named '-')."""
     _, target = fileService
-    await withOutputClosed(reactor, udpsuite("fetch", target, "big.bin", "-"))
-    await withOutputClosed(reactor, udpsuite("ls", target))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    await withOutputClosed(reactor, udpsuite("fetch", target, "big.bin", "-"), path=str(cwd))
+    await withOutputClosed(reactor, udpsuite("ls", target), path=str(cwd))
+    assert os.listdir(cwd) == []
 
 
 @pytest_twisted.ensureDeferred
