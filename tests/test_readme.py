@@ -74,3 +74,25 @@ async def test_example(
     )
     assert code == 0 and b"Traceback" not in err, (name, out, err)
     assert out.strip(), name
+
+
+@pytest_twisted.ensureDeferred
+async def test_theReadmePutsUdpsuiteOnThePath(reactor: Any) -> None:
+    """
+    After the two commands, the README's own line makes C{udpsuite} a command of a fresh
+    shell (one whose PATH knows nothing of the virtualenv).
+    """
+    venv = README.parent / ".venv"
+    if Path(sys.executable).parent.parent.resolve() != venv.resolve():
+        pytest.skip("the tests do not run from the checkout's .venv")
+    activate = re.search(r"^(\. \.venv/bin/activate)\b", README.read_text(), re.MULTILINE)
+    assert activate is not None, "the README does not say how to activate .venv"
+    command = f"{activate.group(1)} && udpsuite --version && command -v udpsuite"
+    out, err, code = await runProcess(
+        reactor,
+        ["/bin/bash", "--noprofile", "--norc", "-c", command],
+        env={"PATH": "/usr/bin:/bin", "VIRTUAL_ENV": "", "PYTHONPATH": ""},
+        path=str(README.parent),
+    )
+    assert code == 0, err
+    assert out.decode().splitlines()[1] == str(venv / "bin" / "udpsuite")
