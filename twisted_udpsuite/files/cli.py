@@ -41,7 +41,8 @@ class FetchOptions(CommandOptions):
     synopsis = "HOST[:PORT] REMOTE [LOCAL]"
     longdesc = (
         f"Download REMOTE from a udpsuite file server (default port {ports.FILES}) to LOCAL "
-        "(default: REMOTE's last path segment; a directory; '-' for standard output). "
+        "(default: REMOTE's last path segment; a directory, which must exist if LOCAL ends "
+        "in '/'; '-' for standard output). "
         "An interrupted download is kept as LOCAL.part and resumed by the next run "
         "(not with '-')."
     )

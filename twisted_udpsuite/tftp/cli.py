@@ -92,7 +92,8 @@ class GetOptions(_TransferOptions):
     synopsis = "HOST[:PORT] REMOTE [LOCAL]"
     longdesc = (
         f"Download REMOTE from a TFTP server (default port {ports.TFTP}) to LOCAL "
-        "(default: REMOTE's last path segment; '-' for standard output)."
+        "(default: REMOTE's last path segment; a directory, which must exist if LOCAL ends "
+        "in '/'; '-' for standard output)."
     )
 
     def parseArgs(
