@@ -257,6 +257,11 @@ def downloadPath(remote: str, local: str | None, name: str) -> str:
     return name if local is None else os.path.join(local, name)
 
 
+def showAddress(host: str, port: int) -> str:
+    """C{host:port}, with an IPv6 address in brackets (C{[::1]:69})."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def targetOption(text: str, defaultPort: int | None = None) -> tuple[str, int]:
     """Parse a C{HOST[:PORT]} argument, as a L{usage.UsageError} when it is bad."""
     try:

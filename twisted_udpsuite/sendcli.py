@@ -20,6 +20,7 @@ from twisted_udpsuite.command import (
     CommandSpec,
     Console,
     resolveHost,
+    showAddress,
     stopPort,
     targetOption,
 )
@@ -69,8 +70,7 @@ class _Listener(DatagramProtocol):
         if source != self.peer and not self.options["any-source"]:
             return
         self.replies += 1
-        shown = f"[{source[0]}]:{source[1]}" if ":" in source[0] else f"{source[0]}:{source[1]}"
-        self.console.say(f"{shown}: {printable(data, self.options['encoding'])}")
+        self.console.say(f"{showAddress(*source)}: {printable(data, self.options['encoding'])}")
 
     def connectionRefused(self) -> None:
         if not self.ended.called:

@@ -12,6 +12,7 @@ from twisted_udpsuite.command import (
     CommandSpec,
     Console,
     resolveHost,
+    showAddress,
     targetOption,
 )
 from twisted_udpsuite.echo.client import (
@@ -56,7 +57,7 @@ class Options(CommandOptions):
 async def runEcho(reactor: Any, options: Options, console: Console) -> int:
     host, port = options["target"]
     address = await resolveHost(reactor, host)
-    shown = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    shown = showAddress(address, port)
     console.say(f"ECHO {shown}: {options['size']} bytes per probe")
 
     def onReply(reply: PingReply) -> None:

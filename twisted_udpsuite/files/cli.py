@@ -22,6 +22,7 @@ from twisted_udpsuite.command import (
     Console,
     downloadPath,
     resolveHost,
+    showAddress,
     targetOption,
 )
 from twisted_udpsuite.files import client
@@ -29,10 +30,6 @@ from twisted_udpsuite.progress import ProgressBar, formatBytes
 from twisted_udpsuite.terminal import printable
 
 __all__ = ["FETCH", "LS"]
-
-
-def _shown(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 class FetchOptions(CommandOptions):
@@ -67,7 +64,7 @@ async def _fetchToStandardOutput(
     reactor: Any, address: tuple[str, int], options: FetchOptions, console: Console
 ) -> int:
     """C{fetch HOST REMOTE -}: the bytes go to standard output as they come."""
-    shown = f"fetch {printable(options['remote'].encode())} ({_shown(*address)})"
+    shown = f"fetch {printable(options['remote'].encode())} ({showAddress(*address)})"
     try:
         await client.fetchTo(reactor, address, options["remote"], console.binaryOutput())
     except CancelledError:
@@ -83,7 +80,7 @@ async def runFetch(reactor: Any, options: FetchOptions, console: Console) -> int
     address = await resolveHost(reactor, host)
     if options["local"] == "-":
         return await _fetchToStandardOutput(reactor, (address, port), options, console)
-    where = _shown(address, port)
+    where = showAddress(address, port)
     remote: str = options["remote"]
     local = FilePath(os.path.abspath(options["local"]))
     if local.exists() and not options["force"]:
@@ -153,7 +150,7 @@ async def runLs(reactor: Any, options: LsOptions, console: Console) -> int:
         raise
     except Exception as e:
         shown = printable(options["directory"].encode())
-        raise CommandError(f"ls {shown!r} ({_shown(address, port)}): {e}") from None
+        raise CommandError(f"ls {shown!r} ({showAddress(address, port)}): {e}") from None
     for entry in entries:
         when = datetime.datetime.fromtimestamp(entry.mtime / 1e9, datetime.UTC)
         suffix = "/" if entry.kind == "dir" else ""

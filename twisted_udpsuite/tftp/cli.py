@@ -24,6 +24,7 @@ from twisted_udpsuite.command import (
     SuiteOptions,
     downloadPath,
     resolveHost,
+    showAddress,
     targetOption,
 )
 from twisted_udpsuite.progress import ProgressBar, formatBytes
@@ -174,17 +175,13 @@ def describeError(error: BaseException) -> str:
     return str(error) or error.__class__.__name__
 
 
-def _shown(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
 async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
     """Run C{tftp get} or C{tftp put}; 0 on success, failures are L{CommandError}s."""
     sub = options.subOptions
     isGet = options.subCommand == "get"
     host, port = sub["target"]
     address = await resolveHost(reactor, host)
-    where = _shown(address, port)
+    where = showAddress(address, port)
     toStdout = isGet and sub["local"] == "-"
     showProgress = console.isTerminal and not sub["quiet"] and not toStdout
     bar: ProgressBar | None = None
