@@ -103,3 +103,22 @@ def test_printableNeverEmitsControls(data: bytes, encoding: str) -> None:
     assert all(
         ch == "\t" or unicodedata.category(ch) not in ("Cc", "Cf") or ch == "\u200d" for ch in text
     )
+
+
+def test_waitToAPortWithNothingListening() -> None:
+    """
+    send --wait to a port nobody listens on: the ICMP port unreachable is reported as
+    "connection refused" at once, exit 1 (the socket is connected, so it hears it).
+    """
+    status, out, err, _, net = run(["send", "192.0.2.1:9", "hi", "--wait", "5"])
+    assert (status, out) == (1, "")
+    assert err == "udpsuite send: 192.0.2.1:9: connection refused (nothing listening)\n"
+    assert net.clock.seconds() < 1
+    assert net.clock.getDelayedCalls() == []
+
+
+def test_anySourceStillWaits() -> None:
+    """--any-source leaves the socket unconnected (replies may come from anywhere)."""
+    status, out, _, _, net = run(["send", "192.0.2.1:9999", "hi", "-w", "1", "--any-source"])
+    assert status == 0 and out.startswith("192.0.2.1:9999: ")
+    assert net.clock.seconds() == 1

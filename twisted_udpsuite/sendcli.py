@@ -5,6 +5,8 @@ the replies, for poking any UDP service (echo, the chat room, a responder).
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -18,6 +20,8 @@ from twisted_udpsuite.command import (
     CommandSpec,
     Console,
     resolveHost,
+    showAddress,
+    stopPort,
     targetOption,
 )
 from twisted_udpsuite.terminal import printable
@@ -58,17 +62,41 @@ class _Listener(DatagramProtocol):
         self.peer = peer
         self.console = console
         self.replies = 0
+        #: Fires with True when ICMP port unreachable comes back (on a connected socket).
+        self.ended: Deferred[bool] = Deferred()
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         source = (hostOf(addr[0]), addr[1])
         if source != self.peer and not self.options["any-source"]:
             return
         self.replies += 1
-        shown = f"[{source[0]}]:{source[1]}" if ":" in source[0] else f"{source[0]}:{source[1]}"
-        self.console.say(f"{shown}: {printable(data, self.options['encoding'])}")
+        self.console.say(f"{showAddress(*source)}: {printable(data, self.options['encoding'])}")
+
+    def connectionRefused(self) -> None:
+        if not self.ended.called:
+            self.ended.callback(True)
+
+    def startProtocol(self) -> None:
+        self._port = self.transport
+
+    def stopProtocol(self) -> None:
+        # Twisted's epoll and poll reactors take the socket's error event for a closed
+        # descriptor and stop the port without calling connectionRefused(): the error
+        # is still there to read, until the port closes the socket after this call.
+        try:
+            error = self._port.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except (AttributeError, OSError):
+            return
+        if error == errno.ECONNREFUSED:
+            self.connectionRefused()
 
 
 async def runSend(reactor: Any, options: Options, console: Console) -> int:
+    """
+    Send the datagram; with C{--wait}, print the replies until the time is up.  The
+    socket is connected to HOST:PORT (unless C{--any-source}), so that an ICMP port
+    unreachable comes back as "connection refused", exit status 1.
+    """
     host, port = options["target"]
     address = await resolveHost(reactor, host)
     listener = _Listener(options, (hostOf(address), port), console)
@@ -77,15 +105,24 @@ async def runSend(reactor: Any, options: Options, console: Console) -> int:
     )
     try:
         try:
-            udp.write(options["payload"], (address, port))
+            if options["any-source"]:
+                udp.write(options["payload"], (address, port))
+            else:
+                udp.connect(address, port)
+                udp.write(options["payload"])
         except Exception as e:
             raise CommandError(f"cannot send to {host}:{port}: {e}") from None
         if options["wait"]:
-            waited: Deferred[None] = Deferred()
-            reactor.callLater(options["wait"], waited.callback, None)
-            await waited
+            timer = reactor.callLater(options["wait"], listener.ended.callback, False)
+            try:
+                refused = await listener.ended
+            finally:
+                if timer.active():
+                    timer.cancel()
+            if refused:
+                raise CommandError(f"{host}:{port}: connection refused (nothing listening)")
     finally:
-        await udp.stopListening()
+        await stopPort(udp)
     return 0
 
 

@@ -305,3 +305,46 @@ def test_freeSpace(tmp_path: Any) -> None:
     free = client.freeSpace(str(tmp_path))
     assert free is not None and free > 0
     assert client.freeSpace(str(tmp_path / "missing")) is None
+
+
+@pytest.mark.parametrize("answer", [[b"LIST \n"], [b"L", b"IST \n"], [b"20", b"0OK\n"]])
+def test_answerThatIsNotTheFileProtocol(answer: list[bytes]) -> None:
+    """
+    An answer that does not start with a status (an echo server sends the request back)
+    fails the request at once, naming it, instead of waiting for the idle timeout.
+    """
+    from twisted.internet.testing import StringTransport
+
+    from twisted_udpsuite.files.wire import ListDir
+
+    reactor = MemoryReactorClock()
+    protocol = client.FileClientProtocol(reactor)
+    transport = StringTransport()
+    transport.abortConnection = lambda: protocol.connectionLost()  # type: ignore[method-assign]
+    protocol.makeConnection(transport)
+    d = protocol.request(ListDir(""), client._Sink())
+    for data in answer:
+        if not d.called:  # an aborted connection delivers nothing more
+            protocol.dataReceived(data)
+    error = failureResultOf(d, client.FetchError).value
+    assert str(error).startswith("not a udpsuite file server: it answered b'")
+    assert reactor.getDelayedCalls() == []
+
+
+def test_fetchToAWriter() -> None:
+    """fetchTo streams the file to any writer and checks its sha256; no part file."""
+    import io
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as served:
+        data = os.urandom(200_000)
+        with open(os.path.join(served, "data.bin"), "wb") as f:
+            f.write(data)
+        net = Net(served)
+        output = io.BytesIO()
+        d = client.fetchTo(net.reactor, ADDRESS, "data.bin", output)
+        net.run(net.connect())
+        result = successResultOf(d)
+        assert output.getvalue() == data and result.path is None
+        assert result.size == result.received == len(data)
+        assert sorted(os.listdir(served)) == ["data.bin"]

@@ -25,6 +25,7 @@ from twisted_udpsuite.command import (
     CommandSpec,
     Console,
     resolveHost,
+    stopPort,
     targetOption,
 )
 from twisted_udpsuite.service import checkInterface, checkPort
@@ -124,11 +125,13 @@ async def runChat(reactor: Any, options: Options, console: Console) -> int:
             host, port = options["room"]
             peer.join((await resolveHost(reactor, host), port), options["nick"])
         await terminal.done
+        if terminal.outputLost:
+            console.outputWasClosed()
     finally:
         if restore is not None:
             restore()
         peer.leave()
-        await udp.stopListening()
+        await stopPort(udp)
     return 0
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, FirstError, gatherResults
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -46,7 +47,7 @@ commands:
   //text                 say a line that starts with '/'"""
 
 
-@implementer(IChatDisplay)
+@implementer(IChatDisplay, IHalfCloseableProtocol)
 class ChatTerminal(LineReceiver):
     """
     The user's side of a L{ChatPeerProtocol}.
@@ -56,7 +57,9 @@ class ChatTerminal(LineReceiver):
     @param encoding: of the user's typing and of the output.
     @param discoverOptions: keyword arguments for L{discover} behind C{/lan}
         (tests name the interfaces to probe).
-    @ivar done: fires once the user quits (C{/quit}, Ctrl-D, stdin closed).
+    @ivar done: fires once the user quits (C{/quit}, Ctrl-D, stdin closed) or the
+        output is closed.
+    @ivar outputLost: whether it ended because its output was closed (C{| head}).
     """
 
     delimiter = b"\n"
@@ -80,6 +83,7 @@ class ChatTerminal(LineReceiver):
         self._decoder = codecs.getincrementaldecoder(encoding)("replace")
         self._escape = ""
         self.done: Deferred[None] = Deferred()
+        self.outputLost = False
         peer.display = self
         self._commands: dict[str, Callable[[list[str]], None]] = {
             "to": self._to,
@@ -190,6 +194,15 @@ class ChatTerminal(LineReceiver):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._finish()
+
+    def readConnectionLost(self) -> None:
+        """Standard input ended (Ctrl-D on a terminal): quit."""
+        self._quit()
+
+    def writeConnectionLost(self) -> None:
+        """Standard output was closed (its reader went away): nothing more can be shown."""
+        self.outputLost = True
+        self._quit()
 
     # Commands
 

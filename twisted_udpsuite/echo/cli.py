@@ -12,9 +12,16 @@ from twisted_udpsuite.command import (
     CommandSpec,
     Console,
     resolveHost,
+    showAddress,
     targetOption,
 )
-from twisted_udpsuite.echo.client import PROBE_HEADER_SIZE, PingReply, ping
+from twisted_udpsuite.echo.client import (
+    PROBE_HEADER_SIZE,
+    PingCancelled,
+    PingReply,
+    PingResult,
+    ping,
+)
 from twisted_udpsuite.service import numberOption
 
 
@@ -50,7 +57,7 @@ class Options(CommandOptions):
 async def runEcho(reactor: Any, options: Options, console: Console) -> int:
     host, port = options["target"]
     address = await resolveHost(reactor, host)
-    shown = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    shown = showAddress(address, port)
     console.say(f"ECHO {shown}: {options['size']} bytes per probe")
 
     def onReply(reply: PingReply) -> None:
@@ -64,16 +71,25 @@ async def runEcho(reactor: Any, options: Options, console: Console) -> int:
         if not options["quiet"]:
             console.say(f"no reply from {shown}: seq={sequence}")
 
-    result = await ping(
-        reactor,
-        (address, port),
-        count=options["count"],
-        interval=options["interval"],
-        size=options["size"],
-        timeout=options["timeout"],
-        onReply=onReply,
-        onTimeout=onTimeout,
-    )
+    try:
+        result = await ping(
+            reactor,
+            (address, port),
+            count=options["count"],
+            interval=options["interval"],
+            size=options["size"],
+            timeout=options["timeout"],
+            onReply=onReply,
+            onTimeout=onTimeout,
+        )
+    except PingCancelled as e:
+        _summary(console, shown, e.result)  # as ping does on Ctrl-C
+        raise
+    _summary(console, shown, result)
+    return 0 if result.received else 1
+
+
+def _summary(console: Console, shown: str, result: PingResult) -> None:
     console.say(f"--- {shown} echo statistics ---")
     extra = f", {result.duplicates} duplicates" if result.duplicates else ""
     console.say(
@@ -83,7 +99,6 @@ async def runEcho(reactor: Any, options: Options, console: Console) -> int:
     rtts = result.rtts()
     if rtts is not None:
         console.say("rtt min/avg/max/mdev = " + "/".join(f"{t * 1000:.3f}" for t in rtts) + " ms")
-    return 0 if result.received else 1
 
 
 COMMAND = CommandSpec("echo", "Ping a UDP echo server: loss and latency", Options, runEcho)

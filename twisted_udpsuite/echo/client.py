@@ -15,14 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from twisted_udpsuite.addresses import hostOf
 
-__all__ = ["PROBE_HEADER_SIZE", "PingReply", "PingResult", "ping"]
+__all__ = ["PROBE_HEADER_SIZE", "PingCancelled", "PingReply", "PingResult", "ping"]
 
 _PROBE = struct.Struct("!4s8sI")
 _MAGIC = b"UEP1"
@@ -73,6 +73,14 @@ class PingResult:
         if not times:
             return None
         return min(times), statistics.fmean(times), max(times), statistics.pstdev(times)
+
+
+class PingCancelled(CancelledError):
+    """L{ping} was cancelled; C{result} holds what it measured until then."""
+
+    def __init__(self, result: PingResult) -> None:
+        super().__init__("ping cancelled")
+        self.result = result
 
 
 class _Pinger(DatagramProtocol):
@@ -168,7 +176,9 @@ class _Pinger(DatagramProtocol):
         self._nextSend = None
         self.result.elapsed = self._reactor.seconds() - self._start
         self.transport.stopListening()
-        if not cancelled:
+        if cancelled:
+            self.done.errback(PingCancelled(self.result))
+        else:
             self.done.callback(self.result)
 
 
@@ -194,7 +204,8 @@ def ping(
     @param onTimeout: called with the sequence number of each probe that got
         no reply in time.
     @return: fires with a L{PingResult} once every probe is answered or
-        timed out.  Cancelling it closes the port and stops the timers.
+        timed out.  Cancelling it closes the port and stops the timers; it then
+        fails with L{PingCancelled}, which carries the statistics so far.
     """
     if count < 1:
         raise ValueError("count must be at least 1")

@@ -9,17 +9,20 @@ import os
 import posixpath
 from typing import Any
 
+from twisted.internet.defer import CancelledError
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from twisted_udpsuite import ports
 from twisted_udpsuite.command import (
+    INTERRUPTED,
     CommandError,
     CommandOptions,
     CommandSpec,
     Console,
     downloadPath,
     resolveHost,
+    showAddress,
     targetOption,
 )
 from twisted_udpsuite.files import client
@@ -29,17 +32,16 @@ from twisted_udpsuite.terminal import printable
 __all__ = ["FETCH", "LS"]
 
 
-def _shown(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
 class FetchOptions(CommandOptions):
     """Options of C{udpsuite fetch}."""
 
     synopsis = "HOST[:PORT] REMOTE [LOCAL]"
     longdesc = (
-        f"Download REMOTE from a udpsuite file server (default port {ports.FILES}). "
-        "An interrupted download is kept as LOCAL.part and resumed by the next run."
+        f"Download REMOTE from a udpsuite file server (default port {ports.FILES}) to LOCAL "
+        "(default: REMOTE's last path segment; a directory, which must exist if LOCAL ends "
+        "in '/'; '-' for standard output). "
+        "An interrupted download is kept as LOCAL.part and resumed by the next run "
+        "(not with '-')."
     )
     optFlags = [
         ["quiet", "q", "No progress bar and no summary."],
@@ -53,14 +55,32 @@ class FetchOptions(CommandOptions):
             raise usage.UsageError("fetch: missing HOST[:PORT] REMOTE")
         self["target"] = targetOption(target, ports.FILES)
         self["remote"] = remote
-        self["local"] = downloadPath(remote, local, posixpath.basename(remote.rstrip("/")))
+        if local != "-":
+            local = downloadPath(remote, local, posixpath.basename(remote.rstrip("/")))
+        self["local"] = local
+
+
+async def _fetchToStandardOutput(
+    reactor: Any, address: tuple[str, int], options: FetchOptions, console: Console
+) -> int:
+    """C{fetch HOST REMOTE -}: the bytes go to standard output as they come."""
+    shown = f"fetch {printable(options['remote'].encode())} ({showAddress(*address)})"
+    try:
+        await client.fetchTo(reactor, address, options["remote"], console.binaryOutput())
+    except CancelledError:
+        raise CommandError(f"{shown}: interrupted; output incomplete", INTERRUPTED) from None
+    except Exception as e:
+        raise CommandError(f"{shown}: {e}") from None
+    return 0
 
 
 async def runFetch(reactor: Any, options: FetchOptions, console: Console) -> int:
     """Download one file; 0 on success, failures are L{CommandError}s."""
     host, port = options["target"]
     address = await resolveHost(reactor, host)
-    where = _shown(address, port)
+    if options["local"] == "-":
+        return await _fetchToStandardOutput(reactor, (address, port), options, console)
+    where = showAddress(address, port)
     remote: str = options["remote"]
     local = FilePath(os.path.abspath(options["local"]))
     if local.exists() and not options["force"]:
@@ -78,6 +98,14 @@ async def runFetch(reactor: Any, options: FetchOptions, console: Console) -> int
 
     try:
         result = await client.fetch(reactor, (address, port), remote, local, progress=progress)
+    except CancelledError:
+        if bar is not None:
+            bar.clear()
+        kept = "nothing kept"
+        if os.path.exists(local.path + ".part"):
+            kept = f"partial kept as {options['local']}.part, run again to resume"
+        shown = printable(remote.encode())
+        raise CommandError(f"fetch {shown} ({where}): interrupted; {kept}", INTERRUPTED) from None
     except Exception as e:
         if bar is not None:
             bar.clear()
@@ -118,9 +146,11 @@ async def runLs(reactor: Any, options: LsOptions, console: Console) -> int:
     address = await resolveHost(reactor, host)
     try:
         entries = await client.listDirectory(reactor, (address, port), options["directory"])
+    except CancelledError:
+        raise
     except Exception as e:
         shown = printable(options["directory"].encode())
-        raise CommandError(f"ls {shown!r} ({_shown(address, port)}): {e}") from None
+        raise CommandError(f"ls {shown!r} ({showAddress(address, port)}): {e}") from None
     for entry in entries:
         when = datetime.datetime.fromtimestamp(entry.mtime / 1e9, datetime.UTC)
         suffix = "/" if entry.kind == "dir" else ""

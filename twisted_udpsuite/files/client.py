@@ -13,8 +13,10 @@ mismatch or a refused request removes them.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +65,7 @@ __all__ = [
     "StatResult",
     "TransferInterrupted",
     "fetch",
+    "fetchTo",
     "listDirectory",
     "stat",
 ]
@@ -84,6 +87,8 @@ _NO_SPLICE = frozenset(
     {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
 )
 SIDECAR_SUFFIX = ".part.json"
+#: How every answer starts, as far as its first 4 bytes go (C{200 }).
+_STATUS_START = re.compile(rb"[0-9]{0,3}|[0-9]{3} ")
 
 
 class FetchError(Exception):
@@ -124,10 +129,11 @@ class FetchResult:
     A finished download.
 
     @ivar size: the file's size; @ivar received: bytes that came over the wire
-    (less than C{size} after a resume); @ivar resumedFrom: the offset it resumed at.
+    (less than C{size} after a resume); @ivar resumedFrom: the offset it resumed at;
+    @ivar path: where it was saved (None for L{fetchTo}).
     """
 
-    path: FilePath
+    path: FilePath | None
     size: int
     received: int
     resumedFrom: int
@@ -210,6 +216,7 @@ class FileClientProtocol(Protocol):
         self._noSplice = False
         self._pipe: tuple[int, int] | None = None
         self._pipeSize = 0
+        self._opening: bytes | None = b""
 
     def connectionMade(self) -> None:
         if hasattr(self.transport, "bufferSize"):
@@ -238,6 +245,8 @@ class FileClientProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._touch()
+        if self._opening is not None and not self._checkOpening(data):
+            return
         try:
             self._dispatch(self._parser.feed(data))
             self._maybeSplice()
@@ -247,6 +256,26 @@ class FileClientProtocol(Protocol):
         except Exception:
             self.lostReason = Failure()
             self.transport.abortConnection()
+
+    def _checkOpening(self, data: bytes) -> bool:
+        """
+        Every answer starts with a status (C{200 }): anything else is another service
+        (an echo server sends our own request back), refused at once, not after the
+        idle timeout.
+        """
+        assert self._opening is not None
+        self._opening += data[: 4 - len(self._opening)]
+        if _STATUS_START.fullmatch(self._opening) is None:
+            shown = (self._opening + data[4 - len(self._opening) :])[:24]
+            self.lostReason = Failure(
+                FetchError(f"not a udpsuite file server: it answered {shown!r}")
+            )
+            self._opening = None
+            self.transport.abortConnection()
+            return False
+        if len(self._opening) == 4:
+            self._opening = None
+        return True
 
     def _dispatch(self, events: list[ResponseEvent]) -> None:
         for event in events:
@@ -806,3 +835,87 @@ def fetch(
 
     inner.addBoth(translate).chainDeferred(outer)
     return outer
+
+
+class _StreamSink(_Sink):
+    """Passes a FETCH body on to a writer as it arrives, hashing it (no part file)."""
+
+    def __init__(self, output: Any, progress: Callable[[int, int | None], None] | None) -> None:
+        super().__init__()
+        self.output = output
+        self.progress = progress
+        self.hasher = hashlib.sha256()
+        self.received = 0
+        self.total = 0
+        self.trailer: Trailer | None = None
+
+    def onHead(self, head: ResponseHead) -> None:
+        self.head = head
+        if head.ok:
+            self.total = head.size
+            if self.progress is not None:
+                self.progress(0, self.total)
+
+    def onData(self, data: bytes) -> None:
+        if self.head is None or not self.head.ok:
+            return
+        self.output.write(data)
+        self.hasher.update(data)
+        self.received += len(data)
+        if self.progress is not None:
+            self.progress(self.received, self.total)
+
+    def onEnd(self, trailer: Trailer | None) -> None:
+        self.trailer = trailer
+        self.deferred.callback(self.head)
+
+
+def fetchTo(
+    reactor: Any,
+    address: tuple[str, int],
+    remote: str,
+    output: Any,
+    *,
+    progress: Callable[[int, int | None], None] | None = None,
+    timeout: float = 30.0,
+    idleTimeout: float = 60.0,
+) -> Deferred[FetchResult]:
+    """
+    Stream C{remote} into C{output} (anything with C{write(bytes)}, e.g. standard
+    output) as it arrives: no part file and no resume.  The sha256 is checked at the
+    end, so a L{DigestMismatch} or L{FileChanged} says the bytes already written are
+    not the file.  Cancelling the Deferred closes the connection.
+    """
+    reactor = reactorOr(reactor)
+    started = reactor.seconds()
+
+    async def go() -> FetchResult:
+        protocol = await _connect(reactor, address, timeout, idleTimeout)
+        sink = _StreamSink(output, progress)
+        try:
+            head = await protocol.request(Fetch(remote, 0, None), sink)
+        except BaseException:
+            protocol.transport.abortConnection()
+            raise
+        protocol.transport.loseConnection()
+        _check(head)
+        trailer = sink.trailer
+        assert trailer is not None
+        if trailer.changed:
+            raise FileChanged(f"{remote} changed on the server while it was sent")
+        if sink.received != sink.total:
+            raise FetchError("size mismatch")
+        digest = sink.hasher.hexdigest()
+        if digest != trailer.sha256:
+            raise DigestMismatch(f"sha256 mismatch: got {digest}, server says {trailer.sha256}")
+        return FetchResult(
+            None,
+            sink.total,
+            sink.received,
+            0,
+            digest,
+            head.version or "",
+            reactor.seconds() - started,
+        )
+
+    return Deferred.fromCoroutine(go())

@@ -10,18 +10,21 @@ import posixpath
 import sys
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from twisted_udpsuite import ports
 from twisted_udpsuite.command import (
+    INTERRUPTED,
     CommandError,
     CommandOptions,
     CommandSpec,
     Console,
+    SuiteOptions,
     downloadPath,
     resolveHost,
+    showAddress,
     targetOption,
 )
 from twisted_udpsuite.progress import ProgressBar, formatBytes
@@ -90,7 +93,8 @@ class GetOptions(_TransferOptions):
     synopsis = "HOST[:PORT] REMOTE [LOCAL]"
     longdesc = (
         f"Download REMOTE from a TFTP server (default port {ports.TFTP}) to LOCAL "
-        "(default: REMOTE's last path segment; '-' for standard output)."
+        "(default: REMOTE's last path segment; a directory, which must exist if LOCAL ends "
+        "in '/'; '-' for standard output)."
     )
 
     def parseArgs(
@@ -128,7 +132,7 @@ class PutOptions(_TransferOptions):
         self["remote"] = remote
 
 
-class Options(usage.Options):
+class Options(SuiteOptions):
     """Options of C{udpsuite tftp}."""
 
     synopsis = "get|put ..."
@@ -171,17 +175,13 @@ def describeError(error: BaseException) -> str:
     return str(error) or error.__class__.__name__
 
 
-def _shown(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
 async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
     """Run C{tftp get} or C{tftp put}; 0 on success, failures are L{CommandError}s."""
     sub = options.subOptions
     isGet = options.subCommand == "get"
     host, port = sub["target"]
     address = await resolveHost(reactor, host)
-    where = _shown(address, port)
+    where = showAddress(address, port)
     toStdout = isGet and sub["local"] == "-"
     showProgress = console.isTerminal and not sub["quiet"] and not toStdout
     bar: ProgressBar | None = None
@@ -207,10 +207,11 @@ async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
         common["tsize"] = False
     remote = sub["remote"]
     local = sub["local"]
+    verb = "get" if isGet else "put"
     try:
         if isGet:
             if local == "-":
-                destination: Any = sys.stdout.buffer
+                destination: Any = console.binaryOutput()
             else:
                 destination = FilePath(os.path.abspath(local))
             try:
@@ -230,19 +231,28 @@ async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
         result = await d
     except CommandError:
         raise
+    except CancelledError:
+        if bar is not None:
+            bar.clear()
+        if isGet:
+            left = "output incomplete" if toStdout else f"nothing saved to {local}"
+        else:
+            left = "upload not stored"
+        raise CommandError(
+            f"{verb} {remote} ({where}): interrupted; transfer cancelled, {left}", INTERRUPTED
+        ) from None
     except Exception as e:
         if bar is not None:
             bar.clear()
-        verb = "get" if isGet else "put"
         raise CommandError(f"{verb} {remote} ({where}): {describeError(e)}") from None
     if bar is not None:
         bar.finish()
     if showProgress:
         rate = result.bytes / result.duration if result.duration > 0 else 0.0
-        verb = "received" if isGet else "sent"
+        moved = "received" if isGet else "sent"
         extra = f", {result.retransmits} retransmits" if result.retransmits else ""
         console.say(
-            f"{verb} {result.bytes} bytes in {result.duration:.2f} s "
+            f"{moved} {result.bytes} bytes in {result.duration:.2f} s "
             f"({formatBytes(rate)}/s, blksize {result.options.blksize}, "
             f"windowsize {result.options.windowsize}{extra})"
         )
