@@ -13,15 +13,18 @@ import os
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import maybeDeferred
-from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from twisted_udpsuite import ports
-from twisted_udpsuite.localaddress import listenUDP
 from twisted_udpsuite.reactors import reactorOr
-from twisted_udpsuite.service import ServiceOptions, ServiceSpec, numberOption
+from twisted_udpsuite.service import (
+    Listener,
+    ListeningService,
+    ServiceOptions,
+    ServiceSpec,
+    numberOption,
+)
 from twisted_udpsuite.tftp.backend import FilesystemBackend, IBackend
 from twisted_udpsuite.tftp.options import (
     MAX_BLKSIZE,
@@ -37,13 +40,11 @@ MAX_WORKERS = 64
 """Largest C{--workers}: far above any useful count, low enough to catch a typo."""
 
 
-class TFTPService(Service):
+class TFTPService(ListeningService):
     """
-    A TFTP server on one port. L{startService} raises
+    A TFTP server on one port. Starting raises
     L{twisted.internet.error.CannotListenError} if the port cannot be bound.
     """
-
-    log = Logger(namespace="twisted_udpsuite.tftp")
 
     def __init__(
         self,
@@ -54,33 +55,21 @@ class TFTPService(Service):
         interface: str = "",
         reactor: Any = None,
     ) -> None:
-        self._reactor = reactorOr(reactor)
+        reactor = reactorOr(reactor)
         self.port = port
         self.interface = interface
-        self.protocol = TFTPServerProtocol(
-            backend, policy, reactor=self._reactor, interface=interface
-        )
-        self.listeningPort: Any = None
-
-    def startService(self) -> None:
-        self.listeningPort = listenUDP(
-            self._reactor, self.port, self.protocol, self.interface, MAX_PACKET
-        )
-        super().startService()
+        self.protocol = TFTPServerProtocol(backend, policy, reactor=reactor, interface=interface)
         root = getattr(self.protocol.backend, "root", None)
-        self.log.info(
-            "tftp listening on {interface}:{port}{root}",
-            interface=self.interface or "*",
-            port=self.listeningPort.getHost().port,
-            root=f", serving {root.path}" if root is not None else "",
+        serving = f", serving {root.path}" if root is not None else ""
+        super().__init__(
+            [Listener("tftp", "udp", port, self.protocol, interface, MAX_PACKET, detail=serving)],
+            reactor,
         )
 
-    def stopService(self) -> Any:
-        super().stopService()
-        port, self.listeningPort = self.listeningPort, None
-        if port is None:
-            return None
-        return maybeDeferred(port.stopListening)
+    @property
+    def listeningPort(self) -> Any:
+        """The bound request port, once started."""
+        return self.listeners[0].listening
 
 
 class Options(ServiceOptions):

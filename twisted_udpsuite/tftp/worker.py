@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from typing import IO, Any
@@ -34,6 +33,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from twisted_udpsuite.localaddress import adoptDatagramPort
+from twisted_udpsuite.service import socketFamily
 from twisted_udpsuite.tftp.server import MAX_PACKET, TFTPServerProtocol
 from twisted_udpsuite.tftp.service import Options
 from twisted_udpsuite.tftp.workers import TEXT_FIELD, processPolicy
@@ -101,15 +101,6 @@ class JSONLineObserver:
             self._out.flush()
         except (OSError, ValueError):
             pass  # the parent is gone; the pipe watch ends us
-
-
-def socketFamily(fd: int) -> int:
-    """The address family of the socket C{fd} (the parent may listen on IPv4 or IPv6)."""
-    probe = socket.socket(fileno=os.dup(fd))
-    try:
-        return int(probe.family)
-    finally:
-        probe.close()
 
 
 def serve(options: WorkerOptions, reactor: Any) -> Any:

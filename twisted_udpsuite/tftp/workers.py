@@ -336,8 +336,10 @@ class MultiProcessTFTPService(Service):
     processes (C{python -m twisted_udpsuite.tftp.worker}) serving the same socket, with the
     same options; see the module docstring for how the limits are split.
 
-    L{startService} raises L{twisted.internet.error.CannotListenError} if the port cannot be
-    bound, before any worker is started.
+    The port is bound as L{TFTPService} binds it (in L{privilegedStartService} under twistd,
+    so the workers, started in L{startService}, run without the privileges); starting raises
+    L{twisted.internet.error.CannotListenError} if it cannot be bound, before any worker is
+    started.
 
     @param options: Parsed L{Options}; C{options["workers"]} is N.
     @param python: The interpreter that runs the workers (this one by default).
@@ -379,8 +381,12 @@ class MultiProcessTFTPService(Service):
             observer=observer,
         )
 
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self.server.privilegedStartService()
+
     def startService(self) -> None:
-        self.server.startService()
+        self.server.startService()  # binds, unless privilegedStartService did
         port = self.server.listeningPort
         # One request per reactor turn in every process (see the module docstring).
         port.maxThroughput = 1
