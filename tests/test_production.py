@@ -189,9 +189,12 @@ async def test_portInUseUnderTwistd(reactor: Any, tmp_path: Path) -> None:
             path=str(tmp_path),
         )  # fmt: skip
     assert code == 1
-    assert err == (
-        f"twistd udpsuite: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
-    ).encode()
+    assert (
+        err
+        == (
+            f"twistd udpsuite: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+        ).encode()
+    )
     assert not pidfile.exists()
 
 
