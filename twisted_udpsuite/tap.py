@@ -22,6 +22,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger, LoggingFile
 from twisted.python import usage
 
+from twisted_udpsuite import activation
 from twisted_udpsuite.chat import service as chatroom
 from twisted_udpsuite.discovery import service as responder
 from twisted_udpsuite.echo import service as echo
@@ -153,6 +154,10 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     """
     Build every selected service under one parent.
 
+    Sockets passed by systemd (L{twisted_udpsuite.activation}) are given to the services'
+    listeners here, before twistd forks or starts logging, so that a socket no service
+    takes is one line on stderr and exit status 1.
+
     @param reactor: where the services listen (the global reactor if L{None};
         tests pass a L{twisted_udpsuite.testing.MemoryHost}).
     """
@@ -161,8 +166,14 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         top = _ExitOnStartupError()
     else:
         top = _ExitOnStartupError(not twistd.get("nodaemon"), twistd.get("pidfile"))
-    for spec, sub in options.selected:
-        child: IService = spec.makeService(sub, reactor)
-        child.setName(spec.name)
-        child.setServiceParent(top)
+    try:
+        for spec, sub in options.selected:
+            child: IService = spec.makeService(sub, reactor)
+            child.setName(spec.name)
+            child.setServiceParent(top)
+        listeners = [listener for child in top for listener in getattr(child, "listeners", ())]
+        activation.assign(activation.fromEnvironment(), listeners)
+    except activation.ActivationError as e:
+        _realStderr().write(f"{_PROGRAM}: error: {e}\n")
+        raise SystemExit(1) from None
     return top

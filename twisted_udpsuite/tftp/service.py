@@ -10,6 +10,7 @@ L{twisted_udpsuite.tftp.workers} instead; library users keep L{TFTPService}.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -17,6 +18,7 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from twisted_udpsuite import ports
+from twisted_udpsuite.activation import inetdSocket
 from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.service import (
     Listener,
@@ -34,10 +36,21 @@ from twisted_udpsuite.tftp.options import (
 )
 from twisted_udpsuite.tftp.server import MAX_PACKET, ServerPolicy, TFTPServerProtocol
 
-__all__ = ["MAX_WORKERS", "SPEC", "Options", "TFTPService", "makeService"]
+__all__ = [
+    "INETD_TIMEOUT",
+    "MAX_WORKERS",
+    "SPEC",
+    "InetdTFTPService",
+    "Options",
+    "TFTPService",
+    "makeService",
+]
 
 MAX_WORKERS = 64
 """Largest C{--workers}: far above any useful count, low enough to catch a typo."""
+
+INETD_TIMEOUT = 900.0
+"""C{--inetd-timeout}'s default: idle seconds before exiting, C{in.tftpd --timeout}'s default."""
 
 
 class TFTPService(ListeningService):
@@ -45,6 +58,8 @@ class TFTPService(ListeningService):
     A TFTP server on one port. Starting raises
     L{twisted.internet.error.CannotListenError} if the port cannot be bound.
     """
+
+    protocolClass: type[TFTPServerProtocol] = TFTPServerProtocol
 
     def __init__(
         self,
@@ -58,7 +73,7 @@ class TFTPService(ListeningService):
         reactor = reactorOr(reactor)
         self.port = port
         self.interface = interface
-        self.protocol = TFTPServerProtocol(backend, policy, reactor=reactor, interface=interface)
+        self.protocol = self.protocolClass(backend, policy, reactor=reactor, interface=interface)
         root = getattr(self.protocol.backend, "root", None)
         serving = f", serving {root.path}" if root is not None else ""
         super().__init__(
@@ -72,6 +87,73 @@ class TFTPService(ListeningService):
         return self.listeners[0].listening
 
 
+class _RequestTimingProtocol(TFTPServerProtocol):
+    """Notes when the last datagram arrived on the request port (for L{InetdTFTPService})."""
+
+    lastRequest = 0.0
+
+    def datagramReceivedAt(self, datagram: bytes, addr: Any, local: str | None) -> None:
+        self.lastRequest = self._reactor.seconds()
+        super().datagramReceivedAt(datagram, addr, local)
+
+
+class InetdTFTPService(TFTPService):
+    """
+    C{twistd -n udpsuite tftp --inetd}: serve the socket inetd handed over, and stop the
+    reactor (so the process exits, and inetd watches the socket again) once no request has
+    come and no transfer has run for C{idleTimeout} seconds, as C{in.tftpd --timeout} does.
+
+    @param fd: the socket (see L{twisted_udpsuite.activation.inetdSocket}).
+    @param stop: called to exit (the reactor's C{stop} by default).
+    """
+
+    protocolClass = _RequestTimingProtocol
+
+    #: How often the idle time is looked at while transfers run.
+    busyCheck = 1.0
+
+    def __init__(
+        self,
+        backend: IBackend,
+        policy: ServerPolicy | None = None,
+        *,
+        fd: int,
+        idleTimeout: float = INETD_TIMEOUT,
+        reactor: Any = None,
+        stop: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(backend, policy, port=0, reactor=reactor)
+        self.listeners[0].inherited = fd
+        self.idleTimeout = idleTimeout
+        self._stop = stop if stop is not None else self._reactor.stop
+        self._check: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.protocol.lastRequest = self._reactor.seconds()
+        self._check = self._reactor.callLater(self.idleTimeout, self._lookAtIdleTime)
+
+    def _lookAtIdleTime(self) -> None:
+        now = self._reactor.seconds()
+        if self.protocol.sessions:
+            self.protocol.lastRequest = now  # busy: idle time counts from the end
+            self._check = self._reactor.callLater(self.busyCheck, self._lookAtIdleTime)
+            return
+        idle = now - self.protocol.lastRequest
+        if idle < self.idleTimeout:
+            self._check = self._reactor.callLater(self.idleTimeout - idle, self._lookAtIdleTime)
+            return
+        self._check = None
+        self.log.info("tftp idle for {idle:.0f} s: exiting (inetd wait mode)", idle=idle)
+        self._stop()
+
+    def stopService(self) -> Any:
+        if self._check is not None and self._check.active():
+            self._check.cancel()
+        self._check = None
+        return super().stopService()
+
+
 class Options(ServiceOptions):
     """C{twistd -n udpsuite tftp}: a TFTP server (RFC 1350, 2347-2349, 7440)."""
 
@@ -80,6 +162,12 @@ class Options(ServiceOptions):
         ["writable", "w", "Accept uploads (off by default)."],
         ["allow-overwrite", None, "Uploads may replace existing files (atomically)."],
         ["no-create", None, "Uploads may not create new files (only with --allow-overwrite)."],
+        [
+            "inetd",
+            None,
+            "Serve the UDP socket on fd 0, as inetd hands it ('dgram udp wait'); exit after "
+            "--inetd-timeout idle seconds. Log with twistd --syslog or --logfile.",
+        ],
     ]
     optParameters = [
         [
@@ -154,6 +242,13 @@ class Options(ServiceOptions):
             "sharing its socket).",
             numberOption("workers", int, low=1, high=MAX_WORKERS),
         ],
+        [
+            "inetd-timeout",
+            None,
+            INETD_TIMEOUT,
+            "With --inetd: seconds without requests or transfers before exiting.",
+            numberOption("inetd-timeout", above=0),
+        ],
     ]
 
     def __init__(self) -> None:
@@ -172,6 +267,8 @@ class Options(ServiceOptions):
     def postOptions(self) -> None:
         if self["no-create"] and not self["allow-overwrite"]:
             raise usage.UsageError("--no-create without --allow-overwrite allows no upload")
+        if self["inetd"] and self["workers"] > 1:
+            raise usage.UsageError("--inetd serves in one process: no --workers")
         if self["max-transfers"] < self["workers"]:
             # Each process gets a share of the total; a share of 0 would refuse everything.
             raise usage.UsageError("--max-transfers must be at least --workers")
@@ -232,6 +329,14 @@ def makeService(options: Options, reactor: Any = None) -> Service:
         from twisted_udpsuite.tftp.workers import MultiProcessTFTPService
 
         return MultiProcessTFTPService(options, reactor=reactor)
+    if options["inetd"]:
+        return InetdTFTPService(
+            options.backend(),
+            options.policy(),
+            fd=inetdSocket(0),
+            idleTimeout=options["inetd-timeout"],
+            reactor=reactor,
+        )
     return TFTPService(
         options.backend(),
         options.policy(),

@@ -50,6 +50,7 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 
 from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.service import Listener
 from twisted_udpsuite.tftp.server import ServerPolicy
 from twisted_udpsuite.tftp.service import Options, TFTPService
 
@@ -380,6 +381,11 @@ class MultiProcessTFTPService(Service):
             reactor=self._reactor,
             observer=observer,
         )
+
+    @property
+    def listeners(self) -> list[Listener]:
+        """The request port's listener (the one the workers share)."""
+        return self.server.listeners
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
