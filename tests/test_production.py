@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
 from tests import udpprobe
+from tests.conftest import requirePeer
 from tests.process import BackgroundProcess, runProcess, venvScript
 
 pytestmark = pytest.mark.integration
@@ -217,3 +219,103 @@ async def test_daemonPortInUse(reactor: Any, tmp_path: Path) -> None:
     assert code == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use".encode() in err
     assert not pidfile.exists()
+
+
+# Sockets handed over: systemd socket activation and inetd
+
+
+def _activate(namespace: list[str], fdname: str, address: str, *more: str) -> list[str]:
+    """C{systemd-socket-activate} listening on C{address}, inside the namespace."""
+    activate = requirePeer("systemd-socket-activate")
+    return [*namespace, activate, *more, "-l", address, f"--fdname={fdname}"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_socketActivatedEcho(reactor: Any, loopbackNamespace: list[str]) -> None:
+    """
+    systemd-socket-activate hands echo a TCP and a UDP socket on 0.0.0.0:7, both named
+    "echo": twistd (configured for port 7007) adopts them; UDP keeps packet info (asked
+    at 127.0.0.2, the answer comes from 127.0.0.2).
+    """
+    argv = [
+        *_activate(loopbackNamespace, "echo", "0.0.0.0:7"),
+        *_activate([], "echo", "0.0.0.0:7", "--datagram"),
+        venvScript("twistd"), "-n", "--pidfile=", "udpsuite", "echo",
+    ]  # fmt: skip
+    server = BackgroundProcess(reactor, argv)
+    try:
+        await server.waitFor(rb"Listening on 0\.0\.0\.0:7 as 3")
+        tcp = Deferred.fromCoroutine(
+            runProcess(reactor, [*loopbackNamespace, sys.executable, "-c", TCP_ECHO,
+                                 "127.0.0.1", "7"])
+        )  # fmt: skip
+        await server.waitFor(rb"Listening on 0\.0\.0\.0:7 as 4")
+        # The datagram that wakes the activator up was queued before we asked for packet
+        # info (a systemd unit says PassPacketInfo=yes for it); the next ones carry it.
+        await udpprobe.probe(reactor, loopbackNamespace, "127.0.0.1", 7, "127.0.0.1", b"wake")
+        answer = await udpprobe.probe(
+            reactor, loopbackNamespace, "127.0.0.2", 7, "127.0.0.1", b"activated"
+        )
+        assert answer == (b"127.0.0.2", b"activated"), server.output
+        out, err, code = await tcp
+        assert (out, code) == (b"over tcp", 0), err
+        for transport in (b"TCP", b"UDP"):
+            assert b"echo listening on *:7 (" + transport + b", inherited)" in server.output
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_socketActivatedTftpWorkers(
+    reactor: Any, loopbackNamespace: list[str], sharedRoot: Path, tmp_path: Path
+) -> None:
+    """
+    A socket on 127.0.0.1:69 named "tftp" serves downloads, shared with --workers
+    processes as a bound one is.
+    """
+    argv = [
+        *_activate(loopbackNamespace, "tftp", "127.0.0.1:69", "--datagram"),
+        venvScript("twistd"), "-n", "--pidfile=", "udpsuite", "tftp", "--root", str(sharedRoot),
+        "--workers", "2",
+    ]  # fmt: skip
+    server = BackgroundProcess(reactor, argv)
+    try:
+        await server.waitFor(rb"Listening on 127\.0\.0\.1:69 as 3")
+        for name in ("first", "second"):
+            local = tmp_path / name
+            out, err, code = await runProcess(
+                reactor,
+                [*loopbackNamespace, sys.executable, "-m", "twisted_udpsuite", "tftp", "get",
+                 "127.0.0.1:69", "boot.bin", str(local)],
+                timeout=30,
+            )  # fmt: skip
+            assert code == 0, err
+            assert local.read_bytes() == (sharedRoot / "boot.bin").read_bytes()
+        assert b"tftp listening on 127.0.0.1:69 (UDP, inherited)" in server.output
+        assert b"tftp serving in 2 processes" in server.output
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_socketForNoService(reactor: Any, loopbackNamespace: list[str]) -> None:
+    """A passed socket no service takes is one line on stderr and exit status 1."""
+    argv = [
+        *_activate(loopbackNamespace, "tftpd", "127.0.0.1:69", "--datagram"),
+        venvScript("twistd"), "-n", "--pidfile=", "udpsuite", "tftp",
+    ]  # fmt: skip
+    server = BackgroundProcess(reactor, argv)
+    await server.waitFor(rb"Listening on 127\.0\.0\.1:69 as 3")
+    poke = (
+        "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', "
+        "('127.0.0.1', 69))"
+    )
+    out, err, code = await runProcess(reactor, [*loopbackNamespace, sys.executable, "-c", poke])
+    assert code == 0, err
+    out, err, code = await server.ended(timeout=30)
+    assert code == 1
+    line = (
+        b"twistd udpsuite: error: socket 'tftpd' (fd 3, UDP 127.0.0.1:69): "
+        b"no service here listens on UDP port 69\n"
+    )
+    assert err.count(b"twistd udpsuite: error:") == 1 and line in err

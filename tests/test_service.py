@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
@@ -255,3 +256,13 @@ def test_adoptsInheritedSockets(family: int) -> None:
     finally:
         udp.close()
         tcp.close()
+
+
+def test_adoptedSocketsMadeNonBlocking() -> None:
+    """systemd and inetd hand sockets over blocking; a reactor needs them non-blocking."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as inherited:
+        fd = inherited.fileno()
+        assert os.get_blocking(fd) is True
+        listener = Listener("t", "udp", 69, DatagramProtocol(), inherited=fd)
+        ListeningService([listener], _Reactor()).startService()
+        assert os.get_blocking(fd) is False

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from twisted.application.service import IService, Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.fdesc import setNonBlocking
 from twisted.logger import Logger
 from twisted.python import usage
 from zope.interface import Interface
@@ -231,6 +232,8 @@ class ListeningService(Service):
 
     def _listenOne(self, listener: Listener, port: int) -> Any:
         reactor, fd = self._reactor, listener.inherited
+        if fd is not None:
+            setNonBlocking(fd)  # the reactor's to adopt (systemd and inetd hand them blocking)
         if listener.transport == "udp":
             if fd is not None:
                 family = socketFamily(fd)
