@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
 
 from tests import udpprobe
 from tests.conftest import requirePeer
@@ -319,3 +321,90 @@ async def test_socketForNoService(reactor: Any, loopbackNamespace: list[str]) ->
         b"no service here listens on UDP port 69\n"
     )
     assert err.count(b"twistd udpsuite: error:") == 1 and line in err
+
+
+class _Ended(ProcessProtocol):
+    """Fires C{ended} with the exit status (a process whose descriptors are not pipes)."""
+
+    def __init__(self) -> None:
+        self.ended: Deferred[int] = Deferred()
+
+    def processEnded(self, reason: Failure) -> None:
+        code = getattr(reason.value, "exitCode", None)
+        self.ended.callback(-1 if code is None else code)
+
+
+async def _download(reactor: Any, prefix: list[str], port: int, local: Path) -> None:
+    out, err, code = await runProcess(
+        reactor,
+        [*prefix, sys.executable, "-m", "twisted_udpsuite", "tftp", "get", f"127.0.0.1:{port}",
+         "boot.bin", str(local)],
+        timeout=30,
+    )  # fmt: skip
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("logged", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_inetdHandsTheSocketAsStdio(reactor: Any, tmp_path: Path, logged: bool) -> None:
+    """
+    As inetd does it ("dgram udp wait"): the bound UDP socket is the process's fds 0, 1
+    and 2. twistd -n udpsuite tftp --inetd serves a download from it, and exits with
+    status 0 once idle for --inetd-timeout seconds; without --logfile (twistd -n logs to
+    fd 1, the socket) too.
+    """
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "boot.bin").write_bytes(os.urandom(40000))
+    log = tmp_path / "tftp.log"
+    with _boundUDP() as handed:
+        port = handed.getsockname()[1]
+        process = _Ended()
+        fd = handed.fileno()
+        reactor.spawnProcess(
+            process,
+            venvScript("twistd"),
+            [venvScript("twistd"), "-n", "--pidfile=", *([f"--logfile={log}"] if logged else []),
+             "udpsuite", "tftp", "--inetd", "--inetd-timeout", "1", "--root", str(root)],
+            env=dict(os.environ),
+            path=str(tmp_path),
+            childFDs={0: fd, 1: fd, 2: fd},
+        )  # fmt: skip
+    await _download(reactor, [], port, tmp_path / "got")
+    assert (tmp_path / "got").read_bytes() == (root / "boot.bin").read_bytes()
+    assert await process.ended.addTimeout(30, reactor) == 0
+    if not logged:
+        return
+    text = log.read_text()
+    assert f"tftp listening on 127.0.0.1:{port} (UDP, inherited)" in text
+    assert "RRQ 'boot.bin'" in text and "exiting (inetd wait mode)" in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_openbsdInetd(
+    reactor: Any, loopbackNamespace: list[str], sharedRoot: Path, tmp_path: Path
+) -> None:
+    """
+    Debian's openbsd-inetd with the README's inetd.conf line (a log file instead of
+    syslog, to look at): it starts the server for a request, the server exits when idle,
+    and inetd starts it again for the next one.
+    """
+    inetd = requirePeer("inetd")
+    log = tmp_path / "tftp.log"
+    conf = tmp_path / "inetd.conf"
+    conf.write_text(
+        f"tftp dgram udp wait root {venvScript('twistd')} twistd -n --pidfile= "
+        f"--logfile={log} udpsuite tftp --inetd --inetd-timeout 1 --root {sharedRoot}\n"
+    )
+    server = BackgroundProcess(reactor, [*loopbackNamespace, inetd, "-d", str(conf)])
+    try:
+        await server.waitFor(rb"ADD: tftp proto=udp,")
+        await _download(reactor, loopbackNamespace, 69, tmp_path / "first")
+        await _waitUntil(reactor, lambda: "exiting (inetd wait mode)" in log.read_text(), "idle")
+        await _download(reactor, loopbackNamespace, 69, tmp_path / "second")
+        await _waitUntil(reactor, lambda: log.read_text().count("exiting") == 2, "idle again")
+    finally:
+        await server.stop()
+    for name in ("first", "second"):
+        assert (tmp_path / name).read_bytes() == (sharedRoot / "boot.bin").read_bytes()
+    assert log.read_text().count("tftp listening on *:69 (UDP, inherited)") == 2
