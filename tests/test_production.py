@@ -78,6 +78,17 @@ def _ids(pid: int) -> tuple[int, int]:
     return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
 
 
+async def _download(reactor: Any, prefix: list[str], port: int, local: Path) -> None:
+    """Download boot.bin from 127.0.0.1:C{port} with udpsuite tftp get, run after C{prefix}."""
+    out, err, code = await runProcess(
+        reactor,
+        [*prefix, sys.executable, "-m", "twisted_udpsuite", "tftp", "get", f"127.0.0.1:{port}",
+         "boot.bin", str(local)],
+        timeout=30,
+    )  # fmt: skip
+    assert code == 0, err
+
+
 def _twistdAsNobody(namespace: list[str], *service: str) -> list[str]:
     return [*namespace, venvScript("twistd"), "-n", "--pidfile=", "--uid", UNPRIVILEGED,
             "--gid", "nogroup", "udpsuite", *service, "--interface", "127.0.0.1"]  # fmt: skip
@@ -107,13 +118,7 @@ async def test_privilegedPortsServedUnprivileged(
             assert _ids(process.pid) == (user.pw_uid, user.pw_gid)
 
         local = tmp_path / "boot.bin"
-        out, err, code = await runProcess(
-            reactor,
-            [*loopbackNamespace, sys.executable, "-m", "twisted_udpsuite", "tftp", "get",
-             "127.0.0.1:69", "boot.bin", str(local)],
-            timeout=30,
-        )  # fmt: skip
-        assert code == 0, err
+        await _download(reactor, loopbackNamespace, 69, local)
         assert local.read_bytes() == (sharedRoot / "boot.bin").read_bytes()
 
         source, answer = await udpprobe.probe(
@@ -285,13 +290,7 @@ async def test_socketActivatedTftpWorkers(
         await server.waitFor(rb"Listening on 127\.0\.0\.1:69 as 3")
         for name in ("first", "second"):
             local = tmp_path / name
-            out, err, code = await runProcess(
-                reactor,
-                [*loopbackNamespace, sys.executable, "-m", "twisted_udpsuite", "tftp", "get",
-                 "127.0.0.1:69", "boot.bin", str(local)],
-                timeout=30,
-            )  # fmt: skip
-            assert code == 0, err
+            await _download(reactor, loopbackNamespace, 69, local)
             assert local.read_bytes() == (sharedRoot / "boot.bin").read_bytes()
         assert b"tftp listening on 127.0.0.1:69 (UDP, inherited)" in server.output
         assert b"tftp serving in 2 processes" in server.output
@@ -332,16 +331,6 @@ class _Ended(ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:
         code = getattr(reason.value, "exitCode", None)
         self.ended.callback(-1 if code is None else code)
-
-
-async def _download(reactor: Any, prefix: list[str], port: int, local: Path) -> None:
-    out, err, code = await runProcess(
-        reactor,
-        [*prefix, sys.executable, "-m", "twisted_udpsuite", "tftp", "get", f"127.0.0.1:{port}",
-         "boot.bin", str(local)],
-        timeout=30,
-    )  # fmt: skip
-    assert code == 0, err
 
 
 @pytest.mark.parametrize("logged", [True, False])

@@ -191,6 +191,10 @@ class ListeningService(Service):
         self.listeners = list(listeners)
         self._reactor = reactor
 
+    def portOf(self, index: int) -> Any:
+        """The port of listener C{index} while bound, else (or if there is none) L{None}."""
+        return self.listeners[index].listening if index < len(self.listeners) else None
+
     @property
     def bound(self) -> bool:
         """Whether the ports are bound."""

@@ -48,7 +48,7 @@ class ChatRoomService(ListeningService):
     @property
     def udpPort(self) -> IUDPTransport | None:
         """The bound port, once started."""
-        return self.listeners[0].listening
+        return self.portOf(0)
 
 
 _DEFAULT = RoomPolicy()

@@ -94,7 +94,7 @@ class ResponderService(ListeningService):
     @property
     def udpPort(self) -> Any:
         """The bound port, once started."""
-        return self.listeners[0].listening
+        return self.portOf(0)
 
     def listen(self) -> None:
         responder = self.responder

@@ -64,12 +64,12 @@ class EchoService(ListeningService):
     @property
     def udpPort(self) -> IUDPTransport | None:
         """The bound UDP port, once started."""
-        return self.listeners[0].listening
+        return self.portOf(0)
 
     @property
     def tcpPort(self) -> IListeningPort | None:
         """The bound TCP port, once started (L{None} with C{tcp=False})."""
-        return self.listeners[1].listening if len(self.listeners) > 1 else None
+        return self.portOf(1)
 
 
 class Options(ServiceOptions):

@@ -65,12 +65,12 @@ class FileService(ListeningService):
     @property
     def listening(self) -> IListeningPort | None:
         """The file protocol's port, once started."""
-        return self.listeners[0].listening
+        return self.portOf(0)
 
     @property
     def httpListening(self) -> IListeningPort | None:
         """The HTTP port, once started (L{None} without C{httpPort})."""
-        return self.listeners[1].listening if len(self.listeners) > 1 else None
+        return self.portOf(1)
 
 
 class Options(ServiceOptions):

@@ -84,7 +84,7 @@ class TFTPService(ListeningService):
     @property
     def listeningPort(self) -> Any:
         """The bound request port, once started."""
-        return self.listeners[0].listening
+        return self.portOf(0)
 
 
 class _RequestTimingProtocol(TFTPServerProtocol):
