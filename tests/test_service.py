@@ -266,3 +266,21 @@ def test_adoptedSocketsMadeNonBlocking() -> None:
         listener = Listener("t", "udp", 69, DatagramProtocol(), inherited=fd)
         ListeningService([listener], _Reactor()).startService()
         assert os.get_blocking(fd) is False
+
+
+def test_failedDrainStillCloses() -> None:
+    """A drain that fails is logged, and the ports close all the same."""
+    reactor = _Reactor()
+    protocol = _Draining()
+    service = ListeningService([Listener("t", "udp", 69, protocol)], reactor)
+    service.startService()
+    stopped: list[object] = []
+    with capturedLogs() as events:
+        service.stopService().addBoth(stopped.append)
+        assert protocol.drained is not None
+        protocol.drained.errback(RuntimeError("drain broke"))
+    [port] = reactor.ports
+    assert port.stopping is not None
+    port.stopping.callback(None)
+    assert len(stopped) == 1 and not service.bound
+    assert [e["log_failure"].value.args for e in events if "log_failure" in e] == [("drain broke",)]

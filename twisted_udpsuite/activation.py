@@ -34,8 +34,10 @@ import os
 import socket
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from twisted_udpsuite.service import Listener
+if TYPE_CHECKING:
+    from twisted_udpsuite.service import Listener
 
 __all__ = [
     "ActivationError",

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import os
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from twisted.application.service import IService, Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, FirstError, gatherResults, maybeDeferred
 from twisted.internet.fdesc import setNonBlocking
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 from zope.interface import Interface
 
+from twisted_udpsuite.activation import describe
 from twisted_udpsuite.localaddress import adoptDatagramPort, listenUDP
 
 
@@ -240,7 +240,7 @@ class ListeningService(Service):
             setNonBlocking(fd)  # the reactor's to adopt (systemd and inetd hand them blocking)
         if listener.transport == "udp":
             if fd is not None:
-                family = socketFamily(fd)
+                family = describe(fd).family
                 return adoptDatagramPort(
                     reactor, fd, family, listener.protocol, listener.maxPacketSize
                 )
@@ -248,7 +248,7 @@ class ListeningService(Service):
                 reactor, port, listener.protocol, listener.interface, listener.maxPacketSize
             )
         if fd is not None:
-            return reactor.adoptStreamPort(fd, socketFamily(fd), listener.protocol)
+            return reactor.adoptStreamPort(fd, describe(fd).family, listener.protocol)
         return reactor.listenTCP(port, listener.protocol, interface=listener.interface)
 
     def startedListening(self) -> None:
@@ -270,22 +270,22 @@ class ListeningService(Service):
                 maybeDeferred(IDrainable(listener.protocol).drain)
                 for listener in self.listeners
                 if IDrainable.providedBy(listener.protocol)
-            ]
+            ],
+            consumeErrors=True,
         )
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
-        return self.drain().addBoth(lambda _: self.unbind())
+
+        def drained(result: object) -> Deferred[Any]:
+            if isinstance(result, Failure):
+                if result.check(FirstError):
+                    result = result.value.subFailure
+                self.log.failure("while draining", result)
+            return self.unbind()
+
+        return self.drain().addBoth(drained)
 
 
 def _hostText(host: str) -> str:
     return host if host not in ("0.0.0.0", "") else "*"
-
-
-def socketFamily(fd: int) -> int:
-    """The address family of the socket C{fd} (IPv4 or IPv6 as it was bound)."""
-    probe = socket.socket(fileno=os.dup(fd))
-    try:
-        return int(probe.family)
-    finally:
-        probe.close()

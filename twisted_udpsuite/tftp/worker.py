@@ -32,8 +32,8 @@ from twisted.logger import Logger, eventAsJSON, formatEvent, globalLogBeginner
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from twisted_udpsuite.activation import describe
 from twisted_udpsuite.localaddress import adoptDatagramPort
-from twisted_udpsuite.service import socketFamily
 from twisted_udpsuite.tftp.server import MAX_PACKET, TFTPServerProtocol
 from twisted_udpsuite.tftp.service import Options
 from twisted_udpsuite.tftp.workers import TEXT_FIELD, processPolicy
@@ -113,7 +113,7 @@ def serve(options: WorkerOptions, reactor: Any) -> Any:
         interface=options["interface"],
     )
     fd = options["fd"]
-    port = adoptDatagramPort(reactor, fd, socketFamily(fd), protocol, MAX_PACKET)
+    port = adoptDatagramPort(reactor, fd, describe(fd).family, protocol, MAX_PACKET)
     os.close(fd)  # the port holds its own duplicate
     port.maxThroughput = 1  # one request per reactor turn, as in the parent
     log.info(
