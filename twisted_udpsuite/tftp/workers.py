@@ -387,6 +387,11 @@ class MultiProcessTFTPService(Service):
         """The request port's listener (the one the workers share)."""
         return self.server.listeners
 
+    @property
+    def bound(self) -> bool:
+        """Whether the request port is bound."""
+        return self.server.bound
+
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
         self.server.privilegedStartService()
