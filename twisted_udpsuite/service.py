@@ -152,6 +152,7 @@ class Listener:
     @ivar protocol: the datagram protocol (UDP) or the protocol factory (TCP).
     @ivar followsPrevious: with C{port} 0, take the number the previous
         listener was given (echo's TCP port shares its UDP port's number).
+    @ivar label: what the "listening" log line calls it (the name by default).
     @ivar detail: added to the "listening" log line (C{", serving /srv/tftp"}).
     @ivar inherited: a descriptor of a socket bound by someone else (systemd,
         inetd) to adopt instead of binding; left open, so a restart adopts it again.
@@ -165,6 +166,7 @@ class Listener:
     interface: str = ""
     maxPacketSize: int = 8192
     followsPrevious: bool = False
+    label: str = ""
     detail: str = ""
     inherited: int | None = None
     listening: Any = field(default=None, compare=False)
@@ -225,7 +227,7 @@ class ListeningService(Service):
         for listener in self.listeners:
             self.log.info(
                 "{name} listening on {interface}:{port} ({transport}{how}){detail}",
-                name=listener.name,
+                name=listener.label or listener.name,
                 interface=_hostText(listener.listening.getHost().host),
                 port=listener.listening.getHost().port,
                 transport=listener.transport.upper(),

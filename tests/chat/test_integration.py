@@ -112,7 +112,7 @@ async def test_twistdChatroomWithNetcat(reactor: Any) -> None:
         + ["--port", "0", "--interface", "127.0.0.1"],
     )
     try:
-        match = await server.waitFor(rb"chatroom listening on 127\.0\.0\.1:(\d+)")
+        match = await server.waitFor(rb"chat room listening on 127\.0\.0\.1:(\d+)")
         port = match.group(1).decode()
         out, err, code = await runProcess(
             reactor, [nc, "-u", "-w", "1", "127.0.0.1", port], stdin=b"JOIN dave\n", timeout=20

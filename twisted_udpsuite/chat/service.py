@@ -42,7 +42,12 @@ class ChatRoomService(ListeningService):
         self.interface = interface
         self.room = ChatRoomProtocol(reactor, policy)
         super().__init__(
-            [Listener("chatroom", "udp", port, self.room, interface, MAX_DATAGRAM)], reactor
+            [
+                Listener(
+                    "chatroom", "udp", port, self.room, interface, MAX_DATAGRAM, label="chat room"
+                )
+            ],
+            reactor,
         )
 
     @property

@@ -87,7 +87,8 @@ class ResponderService(ListeningService):
             self.responder,
             interface,
             MAX_DATAGRAM,
-            detail=f", {self.responder.name!r} offering {offering}",
+            label=f"responder {self.responder.name!r}",
+            detail=f", offering {offering}",
         )
         super().__init__([listener], reactor)
 
