@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import socket
 import sys
@@ -161,7 +162,7 @@ async def test_daemon(reactor: Any, loopbackNamespace: list[str], tmp_path: Path
     await _waitUntil(reactor, pidfile.exists, "started")
     pid = int(pidfile.read_text())
     try:
-        await _waitUntil(reactor, lambda: b"responder listening" in logfile.read_bytes(), "up")
+        await _waitUntil(reactor, lambda: b"offering" in logfile.read_bytes(), "up")
         source, answer = await udpprobe.probe(
             reactor, loopbackNamespace, "127.0.0.1", 7007, "127.0.0.1", b"to the daemon"
         )
@@ -171,8 +172,9 @@ async def test_daemon(reactor: Any, loopbackNamespace: list[str], tmp_path: Path
     await _waitUntil(reactor, lambda: not Path(f"/proc/{pid}").exists(), "stopped")
     assert not pidfile.exists()
     log = logfile.read_text()
-    for name in ("echo", "files", "tftp", "chatroom", "responder"):
-        assert f"{name} listening on 127.0.0.1:" in log
+    for port in ("7007 (UDP)", "7007 (TCP)", "8000 (TCP)", "6969 (UDP)", "9999 (UDP)"):
+        assert f" listening on 127.0.0.1:{port}" in log
+    assert re.search(r"responder '.+' listening on 127\.0\.0\.1:9998 \(UDP\), offering", log)
     assert "Server Shut Down." in log
 
 
