@@ -134,6 +134,11 @@ class BackgroundProcess:
     def output(self) -> bytes:
         return bytes(self._proto.out) + bytes(self._proto.err)
 
+    @property
+    def pid(self) -> int:
+        """The program's process id."""
+        return int(self._proto.transport.pid)
+
     def write(self, data: bytes) -> None:
         """Type C{data} on the program's standard input (or terminal)."""
         self._proto.transport.write(data)

@@ -1,11 +1,30 @@
-"""Tests for the shared option helpers in L{twisted_udpsuite.service}."""
+"""Tests for L{twisted_udpsuite.service}: the option helpers and the listening service."""
 
 from __future__ import annotations
 
-import pytest
-from twisted.python import usage
+import os
+import socket
+from typing import Any
 
-from twisted_udpsuite.service import checkInterface, checkPort, numberOption
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import DatagramProtocol, ServerFactory
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python import usage
+from zope.interface import implementer
+
+from tests.helpers import successResultOf
+from twisted_udpsuite.service import (
+    IDrainable,
+    Listener,
+    ListeningService,
+    checkInterface,
+    checkPort,
+    numberOption,
+)
+from twisted_udpsuite.testing import MemoryNetwork
 
 
 @pytest.mark.parametrize(
@@ -54,3 +73,214 @@ def test_portAndInterface() -> None:
     assert checkInterface("127.0.0.1") == "127.0.0.1"
     with pytest.raises(usage.UsageError):
         checkInterface("localhost")
+
+
+class _Port:
+    """A bound port whose C{stopListening} fires when the test says."""
+
+    def __init__(self, kind: str, number: int, protocol: Any, fd: int | None = None) -> None:
+        self.kind, self.number, self.protocol, self.fd = kind, number, protocol, fd
+        self.stopping: Deferred[None] | None = None
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("TCP" if self.kind == "tcp" else "UDP", "0.0.0.0", self.number)
+
+    def stopListening(self) -> Deferred[None]:
+        self.stopping = Deferred()
+        return self.stopping
+
+
+class _Reactor:
+    """Records binds and adoptions; C{failOn} makes listening on that port number fail."""
+
+    def __init__(self, failOn: int | None = None) -> None:
+        self.failOn = failOn
+        self.ports: list[_Port] = []
+
+    def _port(self, kind: str, number: int, protocol: Any, fd: int | None = None) -> _Port:
+        if number == self.failOn:
+            raise CannotListenError("", number, OSError(13, "Permission denied"))
+        port = _Port(kind, number, protocol, fd)
+        self.ports.append(port)
+        return port
+
+    def listenUDP(self, port: int, protocol: Any, interface: str = "", **kw: Any) -> _Port:
+        return self._port("udp", port, protocol)
+
+    def listenTCP(self, port: int, factory: Any, interface: str = "") -> _Port:
+        return self._port("tcp", port, factory)
+
+    def adoptDatagramPort(self, fd: int, family: int, protocol: Any, **kw: Any) -> _Port:
+        return self._port("udp", 69, protocol, fd)
+
+    def adoptStreamPort(self, fd: int, family: int, factory: Any) -> _Port:
+        return self._port("tcp", 7, factory, fd)
+
+
+def _listeners() -> list[Listener]:
+    return [
+        Listener("a", "udp", 1069, DatagramProtocol()),
+        Listener("a", "tcp", 1069, ServerFactory()),
+        Listener("b", "tcp", 1070, ServerFactory()),
+    ]
+
+
+def test_bindsWhilePrivileged() -> None:
+    """
+    L{ListeningService.privilegedStartService} binds every port (twistd calls it before
+    dropping root); the C{startService} that follows binds nothing again.
+    """
+    net = MemoryNetwork()
+    host = net.addHost("192.0.2.1/24")
+    service = ListeningService(_listeners(), host)
+    service.privilegedStartService()
+    assert service.bound and not service.running
+    assert ("", 1069) in host.udpPorts
+    assert [t[0] for t in host.tcpServers] == [1069, 1070]
+    service.startService()
+    assert service.running
+    assert len(host.udpPorts) == 1 and len(host.tcpServers) == 2
+    successResultOf(service.stopService())
+    assert host.udpPorts == {} and not service.bound
+
+
+def test_startServiceBindsWhenNothingDid() -> None:
+    """Without the privileged step (a library user), L{startService} binds."""
+    net = MemoryNetwork()
+    host = net.addHost("192.0.2.1/24")
+    service = ListeningService(_listeners()[:1], host)
+    service.startService()
+    assert ("", 1069) in host.udpPorts
+    successResultOf(service.stopService())
+
+
+def test_partialBindUndone() -> None:
+    """A port that cannot be bound closes those bound before it, and the error is raised."""
+    reactor = _Reactor(failOn=1070)
+    service = ListeningService(_listeners(), reactor)
+    with pytest.raises(CannotListenError):
+        service.privilegedStartService()
+    assert [p.kind for p in reactor.ports] == ["udp", "tcp"]
+    assert all(p.stopping is not None for p in reactor.ports)
+    assert not service.bound
+
+
+def test_oneListeningLinePerPort() -> None:
+    """Each bound port is one "listening" log line with its name, address and transport."""
+    net = MemoryNetwork()
+    host = net.addHost("192.0.2.1/24")
+    listeners = _listeners()
+    listeners[0].detail = ", serving /srv"
+    service = ListeningService(listeners, host)
+    with capturedLogs() as events:
+        service.startService()
+    lines = [e for e in events if "listening on" in e.get("log_format", "")]
+    assert [formatEvent(e) for e in lines] == [
+        "a listening on *:1069 (UDP), serving /srv",
+        "a listening on *:1069 (TCP)",
+        "b listening on *:1070 (TCP)",
+    ]
+    successResultOf(service.stopService())
+
+
+def test_stopWaitsForEveryPort() -> None:
+    """L{stopService} fires only when every port has closed."""
+    reactor = _Reactor()
+    service = ListeningService(_listeners(), reactor)
+    service.startService()
+    stopped: list[object] = []
+    service.stopService().addBoth(stopped.append)
+    assert not service.running
+    assert all(p.stopping is not None for p in reactor.ports)
+    for port in reactor.ports[:-1]:
+        assert port.stopping is not None
+        port.stopping.callback(None)
+        assert stopped == []
+    last = reactor.ports[-1].stopping
+    assert last is not None
+    last.callback(None)
+    assert len(stopped) == 1
+
+
+@implementer(IDrainable)
+class _Draining(DatagramProtocol):
+    def __init__(self) -> None:
+        self.drained: Deferred[None] | None = None
+
+    def drain(self) -> Deferred[None]:
+        self.drained = Deferred()
+        return self.drained
+
+
+def test_drainBeforeClosing() -> None:
+    """An L{IDrainable} protocol drains first; the ports close once it has finished."""
+    reactor = _Reactor()
+    protocol = _Draining()
+    service = ListeningService([Listener("t", "udp", 69, protocol)], reactor)
+    service.startService()
+    stopped: list[object] = []
+    service.stopService().addBoth(stopped.append)
+    [port] = reactor.ports
+    assert protocol.drained is not None and port.stopping is None
+    protocol.drained.callback(None)
+    assert port.stopping is not None and stopped == []
+    port.stopping.callback(None)
+    assert len(stopped) == 1
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_adoptsInheritedSockets(family: int) -> None:
+    """
+    A listener with an inherited descriptor adopts it (UDP with
+    C{adoptDatagramPort}, TCP with C{adoptStreamPort}) instead of binding, keeps
+    the descriptor open for a restart, and logs that it was inherited.
+    """
+    udp = socket.socket(family, socket.SOCK_DGRAM)
+    tcp = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        reactor = _Reactor()
+        listeners = _listeners()[:2]
+        listeners[0].inherited, listeners[1].inherited = udp.fileno(), tcp.fileno()
+        service = ListeningService(listeners, reactor)
+        with capturedLogs() as events:
+            service.privilegedStartService()
+        assert [(p.kind, p.fd) for p in reactor.ports] == [
+            ("udp", udp.fileno()),
+            ("tcp", tcp.fileno()),
+        ]
+        assert sum("inherited" in e.get("how", "") for e in events) == 2
+        for port in reactor.ports:
+            port.stopListening = lambda: succeed(None)  # type: ignore[method-assign]
+        successResultOf(service.stopService())
+        assert udp.fileno() != -1 and tcp.fileno() != -1
+    finally:
+        udp.close()
+        tcp.close()
+
+
+def test_adoptedSocketsMadeNonBlocking() -> None:
+    """systemd and inetd hand sockets over blocking; a reactor needs them non-blocking."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as inherited:
+        fd = inherited.fileno()
+        assert os.get_blocking(fd) is True
+        listener = Listener("t", "udp", 69, DatagramProtocol(), inherited=fd)
+        ListeningService([listener], _Reactor()).startService()
+        assert os.get_blocking(fd) is False
+
+
+def test_failedDrainStillCloses() -> None:
+    """A drain that fails is logged, and the ports close all the same."""
+    reactor = _Reactor()
+    protocol = _Draining()
+    service = ListeningService([Listener("t", "udp", 69, protocol)], reactor)
+    service.startService()
+    stopped: list[object] = []
+    with capturedLogs() as events:
+        service.stopService().addBoth(stopped.append)
+        assert protocol.drained is not None
+        protocol.drained.errback(RuntimeError("drain broke"))
+    [port] = reactor.ports
+    assert port.stopping is not None
+    port.stopping.callback(None)
+    assert len(stopped) == 1 and not service.bound
+    assert [e["log_failure"].value.args for e in events if "log_failure" in e] == [("drain broke",)]

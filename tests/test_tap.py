@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from twisted.application.service import IServiceMaker
 from twisted.internet.protocol import DatagramProtocol
@@ -111,3 +113,49 @@ def test_libraryServiceRaises() -> None:
     with pytest.raises(CannotListenError):
         service.startService()
     assert host.udpPorts == {}
+
+
+def test_privilegedPortInUseIsOneLine(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    twistd binds in privilegedStartService: a port in use there is one line, status 1,
+    the ports already bound closed again, and twistd's pid file removed.
+    """
+    net = MemoryNetwork()
+    host = net.addHost("192.0.2.1/24")
+    host.listenUDP(6969, DatagramProtocol())
+    pidfile = tmp_path / "twistd.pid"
+    pidfile.write_text("1234")
+    top = tap.makeService(_underTwistd(["-n", f"--pidfile={pidfile}"]), host)
+    with pytest.raises(SystemExit) as e:
+        top.privilegedStartService()
+    assert e.value.code == 1
+    assert capsys.readouterr().err == (
+        "twistd udpsuite: error: cannot listen on *:6969: Address already in use\n"
+    )
+    assert list(host.udpPorts) == [("", 6969)]  # only the test's own: echo's were closed
+    assert host.tcpServers and not pidfile.exists()
+
+
+def test_daemonStartupErrorGoesToTwistd() -> None:
+    """
+    A daemon has no terminal: the error is an ordinary exception, which twistd hands to
+    the process that started it (that one prints it and exits with status 1).
+    """
+    net = MemoryNetwork()
+    host = net.addHost("192.0.2.1/24")
+    host.listenUDP(7007, DatagramProtocol())
+    top = tap.makeService(_underTwistd(["--pidfile=", "udpsuite", "echo"]), host)
+    with pytest.raises(OSError, match="^cannot listen on \\*:7007: Address already in use$"):
+        top.privilegedStartService()
+    assert list(host.udpPorts) == [("", 7007)]
+
+
+def _underTwistd(argv: list[str]) -> Any:
+    """twistd's own options parsed from C{argv}; udpsuite's are its C{subOptions}."""
+    from twisted.scripts.twistd import ServerOptions
+
+    if "udpsuite" not in argv:
+        argv = [*argv, "udpsuite"]
+    config = ServerOptions()
+    config.parseOptions(argv)
+    return config.subOptions

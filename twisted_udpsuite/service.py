@@ -1,19 +1,28 @@
 """
-What every suite service shares: the C{--port}/C{--interface} options and
-the L{ServiceSpec} through which a protocol adds itself to C{twistd -n
-udpsuite} (see L{twisted_udpsuite.tap}).
+What every suite service shares: the C{--port}/C{--interface} options, the
+L{ServiceSpec} through which a protocol adds itself to C{twistd -n udpsuite}
+(see L{twisted_udpsuite.tap}), and L{ListeningService}, which binds its ports
+while twistd still has the privileges to (port 69 with C{--uid}).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from twisted.application.service import IService
+from twisted.application.service import IService, Service
+from twisted.internet.defer import Deferred, FirstError, gatherResults, maybeDeferred
+from twisted.internet.fdesc import setNonBlocking
+from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
+from zope.interface import Interface
+
+from twisted_udpsuite.activation import describe
+from twisted_udpsuite.localaddress import adoptDatagramPort, listenUDP
 
 
 def checkInterface(value: str) -> str:
@@ -117,3 +126,168 @@ class ServiceSpec:
     description: str
     options: type[ServiceOptions]
     makeService: Callable[[Any, Any], IService]
+
+
+class IDrainable(Interface):
+    """
+    A protocol or factory that can finish its running work before its port closes.
+
+    L{ListeningService.stopService} calls L{drain} on every listener's protocol
+    that provides this, and closes the ports once all have fired.
+    """
+
+    def drain() -> Deferred[None]:
+        """Refuse new work; fire when the work in hand has ended (or been cut)."""
+
+
+@dataclass
+class Listener:
+    """
+    One socket a L{ListeningService} listens on.
+
+    @ivar name: what the socket is for, in logs and for socket activation
+        (L{twisted_udpsuite.activation}): C{"echo"}, C{"tftp"}, C{"files-http"}.
+    @ivar transport: C{"udp"} or C{"tcp"}.
+    @ivar port: the port number to bind (0: any free port).
+    @ivar protocol: the datagram protocol (UDP) or the protocol factory (TCP).
+    @ivar followsPrevious: with C{port} 0, take the number the previous
+        listener was given (echo's TCP port shares its UDP port's number).
+    @ivar label: what the "listening" log line calls it (the name by default).
+    @ivar detail: added to the "listening" log line (C{", serving /srv/tftp"}).
+    @ivar inherited: a descriptor of a socket bound by someone else (systemd,
+        inetd) to adopt instead of binding; left open, so a restart adopts it again.
+    @ivar listening: the port, while bound.
+    """
+
+    name: str
+    transport: str
+    port: int
+    protocol: Any
+    interface: str = ""
+    maxPacketSize: int = 8192
+    followsPrevious: bool = False
+    label: str = ""
+    detail: str = ""
+    inherited: int | None = None
+    listening: Any = field(default=None, compare=False)
+
+
+class ListeningService(Service):
+    """
+    A service that listens on its L{Listener}s: the suite's one way to bind.
+
+    The ports are bound in L{privilegedStartService}, which twistd calls before
+    it gives up root for C{--uid}/C{--gid} (so port 69 works), or in
+    L{startService} when nothing called that first (a library user).  If one
+    cannot be bound, those already bound are closed again before the error
+    (L{twisted.internet.error.CannotListenError}) is raised.  Each bound port
+    is logged in one "listening" line.  L{stopService} drains (L{IDrainable})
+    and then closes every port, and its Deferred fires when all are closed.
+
+    @ivar listeners: the sockets, bound in this order.
+    """
+
+    log = Logger(namespace="twisted_udpsuite")
+
+    def __init__(self, listeners: Sequence[Listener], reactor: Any) -> None:
+        self.listeners = list(listeners)
+        self._reactor = reactor
+
+    def portOf(self, index: int) -> Any:
+        """The port of listener C{index} while bound, else (or if there is none) L{None}."""
+        return self.listeners[index].listening if index < len(self.listeners) else None
+
+    @property
+    def bound(self) -> bool:
+        """Whether the ports are bound."""
+        return any(listener.listening is not None for listener in self.listeners)
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self.listen()
+
+    def startService(self) -> None:
+        if not self.bound:
+            self.listen()
+        super().startService()
+
+    def listen(self) -> None:
+        """Bind (or adopt) every listener's socket, all or none."""
+        previous: int | None = None
+        try:
+            for listener in self.listeners:
+                port = listener.port
+                if port == 0 and listener.followsPrevious and previous is not None:
+                    port = previous
+                listener.listening = self._listenOne(listener, port)
+                previous = listener.listening.getHost().port
+        except BaseException:
+            self.unbind()
+            raise
+        for listener in self.listeners:
+            self.log.info(
+                "{name} listening on {interface}:{port} ({transport}{how}){detail}",
+                name=listener.label or listener.name,
+                interface=_hostText(listener.listening.getHost().host),
+                port=listener.listening.getHost().port,
+                transport=listener.transport.upper(),
+                how=", inherited" if listener.inherited is not None else "",
+                detail=listener.detail,
+            )
+        self.startedListening()
+
+    def _listenOne(self, listener: Listener, port: int) -> Any:
+        reactor, fd = self._reactor, listener.inherited
+        if fd is not None:
+            setNonBlocking(fd)  # the reactor's to adopt (systemd and inetd hand them blocking)
+        if listener.transport == "udp":
+            if fd is not None:
+                family = describe(fd).family
+                return adoptDatagramPort(
+                    reactor, fd, family, listener.protocol, listener.maxPacketSize
+                )
+            return listenUDP(
+                reactor, port, listener.protocol, listener.interface, listener.maxPacketSize
+            )
+        if fd is not None:
+            return reactor.adoptStreamPort(fd, describe(fd).family, listener.protocol)
+        return reactor.listenTCP(port, listener.protocol, interface=listener.interface)
+
+    def startedListening(self) -> None:
+        """Called once every port is bound; subclasses may log more or start work."""
+
+    def unbind(self) -> Deferred[Any]:
+        """Close every bound port; fires when all are closed."""
+        waits = []
+        for listener in self.listeners:
+            port, listener.listening = listener.listening, None
+            if port is not None:
+                waits.append(maybeDeferred(port.stopListening))
+        return gatherResults(waits)
+
+    def drain(self) -> Deferred[Any]:
+        """Let each listener's L{IDrainable} protocol finish its work (before the ports close)."""
+        return gatherResults(
+            [
+                maybeDeferred(IDrainable(listener.protocol).drain)
+                for listener in self.listeners
+                if IDrainable.providedBy(listener.protocol)
+            ],
+            consumeErrors=True,
+        )
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+
+        def drained(result: object) -> Deferred[Any]:
+            if isinstance(result, Failure):
+                if result.check(FirstError):
+                    result = result.value.subFailure
+                self.log.failure("while draining", result)
+            return self.unbind()
+
+        return self.drain().addBoth(drained)
+
+
+def _hostText(host: str) -> str:
+    return host if host not in ("0.0.0.0", "") else "*"

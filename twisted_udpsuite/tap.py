@@ -11,14 +11,18 @@ app that embeds them sees those instead.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.error import CannotListenError
-from twisted.logger import Logger
+from twisted.logger import Logger, LoggingFile
 from twisted.python import usage
 
+from twisted_udpsuite import activation
 from twisted_udpsuite.chat import service as chatroom
 from twisted_udpsuite.discovery import service as responder
 from twisted_udpsuite.echo import service as echo
@@ -86,15 +90,36 @@ class _ExitOnStartupError(MultiService):
     """
     Under twistd, a service that cannot start ends the process with one line.
 
-    twistd prints a traceback for an exception raised while the services
-    start; C{SystemExit} it passes on quietly.
+    The ports are bound in C{privilegedStartService} (before twistd drops
+    privileges), or in C{startService} when nothing called that.  twistd prints
+    a traceback for an exception raised while the services start; C{SystemExit}
+    it passes on quietly, and that is how C{twistd -n} ends: one line on the
+    real standard error (twistd has redirected C{sys.stderr} into its log by
+    then) and status 1, its pid file removed.  A daemon (no C{-n}) has no terminal left, and its
+    first process waits for a word from the daemon: an ordinary exception is
+    the one twistd sends it (the first process prints it and exits with 1,
+    and twistd removes the pid file).
+
+    @ivar daemon: whether twistd runs the services as a daemon.
+    @ivar pidfile: twistd's pid file (C{--pidfile}), if any.
     """
 
     log = Logger(namespace="twisted_udpsuite")
 
+    def __init__(self, daemon: bool = False, pidfile: str | None = None) -> None:
+        super().__init__()
+        self.daemon = daemon
+        self.pidfile = pidfile
+
+    def privilegedStartService(self) -> None:
+        self._failingInOneLine(super().privilegedStartService)
+
     def startService(self) -> None:
+        self._failingInOneLine(super().startService)
+
+    def _failingInOneLine(self, start: Callable[[], None]) -> None:
         try:
-            super().startService()
+            start()
         except CannotListenError as e:
             self._fail(f"cannot listen on {e.interface or '*'}:{e.port}: {_reason(e.socketError)}")
         except (OSError, ValueError) as e:
@@ -102,10 +127,23 @@ class _ExitOnStartupError(MultiService):
 
     def _fail(self, message: str) -> None:
         for child in list(self):
-            if child.running:
+            if child.running or getattr(child, "bound", False):
                 child.stopService()
-        sys.stderr.write(f"{_PROGRAM}: error: {message}\n")
+        self.log.error("{message}", message=message)
+        if self.daemon:
+            raise OSError(message)
+        if self.pidfile:
+            with contextlib.suppress(OSError):
+                os.remove(self.pidfile)
+        _realStderr().write(f"{_PROGRAM}: error: {message}\n")
         raise SystemExit(1)
+
+
+def _realStderr() -> TextIO:
+    """Standard error, even when twistd has pointed C{sys.stderr} into its log."""
+    if isinstance(sys.stderr, LoggingFile) and sys.__stderr__ is not None:
+        return sys.__stderr__
+    return sys.stderr
 
 
 def _reason(error: Any) -> str:
@@ -116,12 +154,26 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     """
     Build every selected service under one parent.
 
+    Sockets passed by systemd (L{twisted_udpsuite.activation}) are given to the services'
+    listeners here, before twistd forks or starts logging, so that a socket no service
+    takes is one line on stderr and exit status 1.
+
     @param reactor: where the services listen (the global reactor if L{None};
         tests pass a L{twisted_udpsuite.testing.MemoryHost}).
     """
-    top = _ExitOnStartupError()
-    for spec, sub in options.selected:
-        child: IService = spec.makeService(sub, reactor)
-        child.setName(spec.name)
-        child.setServiceParent(top)
+    twistd = getattr(options, "parent", None)  # twistd's own options, when run by it
+    if twistd is None:
+        top = _ExitOnStartupError()
+    else:
+        top = _ExitOnStartupError(not twistd.get("nodaemon"), twistd.get("pidfile"))
+    try:
+        for spec, sub in options.selected:
+            child: IService = spec.makeService(sub, reactor)
+            child.setName(spec.name)
+            child.setServiceParent(top)
+        listeners = [listener for child in top for listener in getattr(child, "listeners", ())]
+        activation.assign(activation.fromEnvironment(), listeners)
+    except activation.ActivationError as e:
+        _realStderr().write(f"{_PROGRAM}: error: {e}\n")
+        raise SystemExit(1) from None
     return top

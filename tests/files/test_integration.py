@@ -248,7 +248,7 @@ async def test_twistdServesFiles(reactor: Any, tmp_path: Any) -> None:
         path=str(tmp_path),
     )  # fmt: skip
     try:
-        match = await server.waitFor(rb"files: serving .* on 127\.0\.0\.1:(\d+)")
+        match = await server.waitFor(rb"files listening on 127\.0\.0\.1:(\d+)")
         port = int(match.group(1))
         local = tmp_path / "t.txt"
         out, err, code = await runProcess(

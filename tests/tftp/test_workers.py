@@ -554,3 +554,55 @@ async def test_portInUse(reactor: Any, tmp_path: Path) -> None:
     assert b"Traceback" not in out + err
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use".encode() in out + err
     assert b"tftp worker" not in out + err
+
+
+class _FakeRequestPort:
+    maxThroughput = 256
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.closed = False
+
+    def getHost(self) -> Any:
+        from twisted.internet.address import IPv4Address
+
+        return IPv4Address("UDP", "0.0.0.0", self.number)
+
+    def fileno(self) -> int:
+        return 42
+
+    def stopListening(self) -> None:
+        self.closed = True
+
+
+class _BindingProcessReactor(FakeProcessReactor):
+    """Also binds UDP ports (fakes), to see when the parent binds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bound: list[_FakeRequestPort] = []
+
+    def listenUDP(self, port: int, protocol: Any, **kw: Any) -> _FakeRequestPort:
+        self.bound.append(_FakeRequestPort(port))
+        return self.bound[-1]
+
+
+def test_parentBindsWhilePrivilegedAndSpawnsAfter(tmp_path: Path) -> None:
+    """
+    The --workers parent binds in privilegedStartService (as root under twistd --uid) and
+    starts its workers only in startService, after twistd has dropped privileges.
+    """
+    reactor = _BindingProcessReactor()
+    options = _parse("--root", str(tmp_path), "--workers", "2", "--port", "69")
+    service = MultiProcessTFTPService(options, reactor=reactor)
+    service.privilegedStartService()
+    assert [p.number for p in reactor.bound] == [69] and service.bound
+    assert reactor.spawned == []
+    service.startService()
+    assert len(reactor.bound) == 1 and reactor.bound[0].maxThroughput == 1
+    assert [childFDs[3] for _, _, childFDs in reactor.spawned] == [42]
+    stopped = service.stopService()
+    for worker in list(service.pool.workers.values()):
+        _end(worker, crashed=False)
+    successResultOf(stopped)
+    assert reactor.bound[0].closed and reactor.getDelayedCalls() == []

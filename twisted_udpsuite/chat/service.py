@@ -6,30 +6,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IUDPTransport
-from twisted.logger import Logger
 
 from twisted_udpsuite import ports
 from twisted_udpsuite.chat.room import MAX_DATAGRAM, ChatRoomProtocol, RoomPolicy
-from twisted_udpsuite.localaddress import listenUDP
 from twisted_udpsuite.reactors import reactorOr
-from twisted_udpsuite.service import ServiceOptions, ServiceSpec, numberOption
+from twisted_udpsuite.service import (
+    Listener,
+    ListeningService,
+    ServiceOptions,
+    ServiceSpec,
+    numberOption,
+)
 
 __all__ = ["ChatRoomService", "Options", "makeService", "SPEC"]
 
 
-class ChatRoomService(Service):
+class ChatRoomService(ListeningService):
     """
-    A L{ChatRoomProtocol} on one UDP port.  L{startService} raises
+    A L{ChatRoomProtocol} on one UDP port.  Starting raises
     L{twisted.internet.error.CannotListenError} if the port cannot be bound.
 
     @ivar room: the protocol (add observers to it).
-    @ivar udpPort: the bound port, once started.
     """
-
-    log = Logger(namespace="twisted_udpsuite.chat")
 
     def __init__(
         self,
@@ -38,27 +37,23 @@ class ChatRoomService(Service):
         policy: RoomPolicy | None = None,
         reactor: Any = None,
     ) -> None:
-        self._reactor = reactorOr(reactor)
+        reactor = reactorOr(reactor)
         self.port = port
         self.interface = interface
-        self.room = ChatRoomProtocol(self._reactor, policy)
-        self.udpPort: IUDPTransport | None = None
-
-    def startService(self) -> None:
-        self.udpPort = listenUDP(self._reactor, self.port, self.room, self.interface, MAX_DATAGRAM)
-        super().startService()
-        self.log.info(
-            "chat room listening on {interface}:{port}",
-            interface=self.interface or "*",
-            port=self.udpPort.getHost().port,
+        self.room = ChatRoomProtocol(reactor, policy)
+        super().__init__(
+            [
+                Listener(
+                    "chatroom", "udp", port, self.room, interface, MAX_DATAGRAM, label="chat room"
+                )
+            ],
+            reactor,
         )
 
-    def stopService(self) -> Any:
-        super().stopService()
-        port, self.udpPort = self.udpPort, None
-        if port is not None:
-            return maybeDeferred(port.stopListening)
-        return None
+    @property
+    def udpPort(self) -> IUDPTransport | None:
+        """The bound port, once started."""
+        return self.portOf(0)
 
 
 _DEFAULT = RoomPolicy()

@@ -13,17 +13,21 @@ import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.logger import Logger
+from twisted.internet.defer import Deferred
 from twisted.python import usage
 
 from twisted_udpsuite import ports
 from twisted_udpsuite.discovery.interfaces import broadcastInterfaces, directedBroadcasts
 from twisted_udpsuite.discovery.protocol import MAX_DATAGRAM, Responder
 from twisted_udpsuite.discovery.wire import MAX_NAME, ServiceEntry
-from twisted_udpsuite.localaddress import listenUDP
 from twisted_udpsuite.reactors import reactorOr
-from twisted_udpsuite.service import ServiceOptions, ServiceSpec, numberOption
+from twisted_udpsuite.service import (
+    Listener,
+    ListeningService,
+    ServiceOptions,
+    ServiceSpec,
+    numberOption,
+)
 
 __all__ = ["Options", "ResponderService", "SPEC", "makeService", "parseServiceEntry"]
 
@@ -36,7 +40,7 @@ SERVICE_PROTOCOLS: dict[str, tuple[str, ...]] = {
 }
 
 
-class ResponderService(Service):
+class ResponderService(ListeningService):
     """
     A L{Responder} on one UDP port.
 
@@ -48,8 +52,6 @@ class ResponderService(Service):
     @param announceTargets: where announces go; by default the limited
         broadcast and every interface's directed broadcast, on C{port}.
     """
-
-    log = Logger(namespace="twisted_udpsuite.discovery")
 
     def __init__(
         self,
@@ -65,21 +67,37 @@ class ResponderService(Service):
         announceTargets: Sequence[tuple[str, int]] | None = None,
         responder: Responder | None = None,
     ) -> None:
-        self._reactor = reactorOr(reactor)
+        reactor = reactorOr(reactor)
         self.port = port
         self.interface = interface
         self._announceTargets = announceTargets
         self.responder = responder or Responder(
             name,
             services,
-            self._reactor,
+            reactor,
             rate=rate,
             burst=burst,
             announceInterval=announceInterval,
         )
-        self.udpPort: Any = None
+        offering = " ".join(map(str, self.responder.services)) or "nothing"
+        listener = Listener(
+            "responder",
+            "udp",
+            port,
+            self.responder,
+            interface,
+            MAX_DATAGRAM,
+            label=f"responder {self.responder.name!r}",
+            detail=f", offering {offering}",
+        )
+        super().__init__([listener], reactor)
 
-    def startService(self) -> None:
+    @property
+    def udpPort(self) -> Any:
+        """The bound port, once started."""
+        return self.portOf(0)
+
+    def listen(self) -> None:
         responder = self.responder
         if responder.announceInterval and not responder.announceTargets:
             if self._announceTargets is not None:
@@ -90,16 +108,9 @@ class ResponderService(Service):
                 )
                 targets = [(a, self.port) for a in addresses]
             responder.announceTargets = targets
-        self.udpPort = listenUDP(self._reactor, self.port, responder, self.interface, MAX_DATAGRAM)
-        super().startService()
-        bound = self.udpPort.getHost().port
-        self.log.info(
-            "responder {name!r} listening on {interface}:{port}, offering {services}",
-            name=responder.name,
-            interface=self.interface or "*",
-            port=bound,
-            services=" ".join(map(str, responder.services)) or "nothing",
-        )
+        super().listen()
+
+    def startedListening(self) -> None:
         if self.interface not in ("", "::"):
             self.log.warn(
                 "bound to {interface}: only probes sent to that address are heard, "
@@ -107,13 +118,10 @@ class ResponderService(Service):
                 interface=self.interface,
             )
 
-    def stopService(self) -> Any:
-        super().stopService()
-        port, self.udpPort = self.udpPort, None
-        if port is None:
-            return None
-        self.responder.stopAnnouncing()  # goodbye while the socket still works
-        return port.stopListening()
+    def unbind(self) -> Deferred[Any]:
+        if self.udpPort is not None:
+            self.responder.stopAnnouncing()  # goodbye while the socket still works
+        return super().unbind()
 
 
 _SERVICE = re.compile(r"^([^/\s]{1,32})/(udp|tcp):(\d{1,5})$")

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet.defer import gatherResults, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IUDPTransport
-from twisted.logger import Logger
 
 from twisted_udpsuite import ports
 from twisted_udpsuite.echo.server import (
@@ -19,27 +16,29 @@ from twisted_udpsuite.echo.server import (
     TCPEchoFactory,
     UDPEchoProtocol,
 )
-from twisted_udpsuite.localaddress import listenUDP
 from twisted_udpsuite.reactors import reactorOr
-from twisted_udpsuite.service import ServiceOptions, ServiceSpec, checkPort, numberOption
+from twisted_udpsuite.service import (
+    Listener,
+    ListeningService,
+    ServiceOptions,
+    ServiceSpec,
+    checkPort,
+    numberOption,
+)
 
 __all__ = ["EchoService", "Options", "makeService", "SPEC"]
 
 
-class EchoService(Service):
+class EchoService(ListeningService):
     """
     RFC 862 echo on UDP and TCP, bound to the same port number.
 
     With C{port=0} the UDP port is chosen first and TCP takes the same
-    number.  L{startService} raises L{twisted.internet.error.CannotListenError}
+    number.  Starting raises L{twisted.internet.error.CannotListenError}
     if either port cannot be bound (and leaves neither bound).
 
     @ivar stats: the L{EchoStats} both sides update.
-    @ivar udpPort: the bound UDP port, once started.
-    @ivar tcpPort: the bound TCP port, once started (L{None} with C{tcp=False}).
     """
-
-    log = Logger(namespace="twisted_udpsuite.echo")
 
     def __init__(
         self,
@@ -50,42 +49,27 @@ class EchoService(Service):
         reactor: Any = None,
     ) -> None:
         reactor = reactorOr(reactor)
-        self._reactor = reactor
         self.port = port
         self.interface = interface
         self.stats = EchoStats()
         self.udpProtocol = UDPEchoProtocol(reactor, policy, self.stats)
         self.tcpFactory = TCPEchoFactory(reactor, self.stats) if tcp else None
-        self.udpPort: IUDPTransport | None = None
-        self.tcpPort: IListeningPort | None = None
-
-    def startService(self) -> None:
-        udp = listenUDP(self._reactor, self.port, self.udpProtocol, self.interface, MAX_DATAGRAM)
-        bound = udp.getHost().port
+        listeners = [Listener("echo", "udp", port, self.udpProtocol, interface, MAX_DATAGRAM)]
         if self.tcpFactory is not None:
-            try:
-                self.tcpPort = self._reactor.listenTCP(
-                    bound, self.tcpFactory, interface=self.interface
-                )
-            except Exception:
-                udp.stopListening()
-                raise
-        self.udpPort = udp
-        super().startService()
-        self.log.info(
-            "echo listening on {interface}:{port} (UDP{tcp})",
-            interface=self.interface or "*",
-            port=bound,
-            tcp="+TCP" if self.tcpPort is not None else "",
-        )
+            listeners.append(
+                Listener("echo", "tcp", port, self.tcpFactory, interface, followsPrevious=True)
+            )
+        super().__init__(listeners, reactor)
 
-    def stopService(self) -> Any:
-        super().stopService()
-        waits = [
-            maybeDeferred(p.stopListening) for p in (self.udpPort, self.tcpPort) if p is not None
-        ]
-        self.udpPort = self.tcpPort = None
-        return gatherResults(waits)
+    @property
+    def udpPort(self) -> IUDPTransport | None:
+        """The bound UDP port, once started."""
+        return self.portOf(0)
+
+    @property
+    def tcpPort(self) -> IListeningPort | None:
+        """The bound TCP port, once started (L{None} with C{tcp=False})."""
+        return self.portOf(1)
 
 
 class Options(ServiceOptions):

@@ -11,30 +11,32 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet.defer import gatherResults, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from twisted_udpsuite import ports
 from twisted_udpsuite.files.server import FileServerFactory
 from twisted_udpsuite.reactors import reactorOr
-from twisted_udpsuite.service import ServiceOptions, ServiceSpec, checkPort, numberOption
+from twisted_udpsuite.service import (
+    Listener,
+    ListeningService,
+    ServiceOptions,
+    ServiceSpec,
+    checkPort,
+    numberOption,
+)
 
 __all__ = ["FileService", "Options", "SPEC", "makeService"]
 
 
-class FileService(Service):
+class FileService(ListeningService):
     """
     Listens with a L{FileServerFactory}, and with an HTTP site if C{httpPort} is set.
 
-    L{startService} raises L{twisted.internet.error.CannotListenError} if a port cannot
+    Starting raises L{twisted.internet.error.CannotListenError} if a port cannot
     be bound (and leaves none bound).
     """
-
-    log = Logger(namespace="twisted_udpsuite.files")
 
     def __init__(
         self,
@@ -45,51 +47,30 @@ class FileService(Service):
         reactor: Any = None,
         **limits: Any,
     ) -> None:
-        self._reactor = reactorOr(reactor)
+        reactor = reactorOr(reactor)
         self.root = root
         self.port = port
         self.interface = interface
         self.httpPort = httpPort
-        self.factory = FileServerFactory(root, self._reactor, **limits)
-        self.listening: IListeningPort | None = None
-        self.httpListening: IListeningPort | None = None
+        self.factory = FileServerFactory(root, reactor, **limits)
+        serving = f", serving {root.path}"
+        listeners = [Listener("files", "tcp", port, self.factory, interface, detail=serving)]
+        if httpPort is not None:
+            from twisted_udpsuite.files.http import httpSite  # twisted.web only if asked
 
-    def startService(self) -> None:
-        self.listening = self._reactor.listenTCP(self.port, self.factory, interface=self.interface)
-        if self.httpPort is not None:
-            try:
-                from twisted_udpsuite.files.http import httpSite  # twisted.web only if asked
+            site = httpSite(root)
+            listeners.append(Listener("files-http", "tcp", httpPort, site, interface))
+        super().__init__(listeners, reactor)
 
-                site = httpSite(self.root)
-                self.httpListening = self._reactor.listenTCP(
-                    self.httpPort, site, interface=self.interface
-                )
-            except Exception:
-                self.listening.stopListening()
-                self.listening = None
-                raise
-        super().startService()
-        self.log.info(
-            "files: serving {root} on {interface}:{port}{http}",
-            root=self.root.path,
-            interface=self.interface or "*",
-            port=self.listening.getHost().port,
-            http=(
-                f" (HTTP on port {self.httpListening.getHost().port})"
-                if self.httpListening is not None
-                else ""
-            ),
-        )
+    @property
+    def listening(self) -> IListeningPort | None:
+        """The file protocol's port, once started."""
+        return self.portOf(0)
 
-    def stopService(self) -> Any:
-        super().stopService()
-        waits = [
-            maybeDeferred(p.stopListening)
-            for p in (self.listening, self.httpListening)
-            if p is not None
-        ]
-        self.listening = self.httpListening = None
-        return gatherResults(waits)
+    @property
+    def httpListening(self) -> IListeningPort | None:
+        """The HTTP port, once started (L{None} without C{httpPort})."""
+        return self.portOf(1)
 
 
 class Options(ServiceOptions):

@@ -10,18 +10,23 @@ L{twisted_udpsuite.tftp.workers} instead; library users keep L{TFTPService}.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import maybeDeferred
-from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from twisted_udpsuite import ports
-from twisted_udpsuite.localaddress import listenUDP
+from twisted_udpsuite.activation import inetdSocket
 from twisted_udpsuite.reactors import reactorOr
-from twisted_udpsuite.service import ServiceOptions, ServiceSpec, numberOption
+from twisted_udpsuite.service import (
+    Listener,
+    ListeningService,
+    ServiceOptions,
+    ServiceSpec,
+    numberOption,
+)
 from twisted_udpsuite.tftp.backend import FilesystemBackend, IBackend
 from twisted_udpsuite.tftp.options import (
     MAX_BLKSIZE,
@@ -31,19 +36,30 @@ from twisted_udpsuite.tftp.options import (
 )
 from twisted_udpsuite.tftp.server import MAX_PACKET, ServerPolicy, TFTPServerProtocol
 
-__all__ = ["MAX_WORKERS", "SPEC", "Options", "TFTPService", "makeService"]
+__all__ = [
+    "INETD_TIMEOUT",
+    "MAX_WORKERS",
+    "SPEC",
+    "InetdTFTPService",
+    "Options",
+    "TFTPService",
+    "makeService",
+]
 
 MAX_WORKERS = 64
 """Largest C{--workers}: far above any useful count, low enough to catch a typo."""
 
+INETD_TIMEOUT = 900.0
+"""C{--inetd-timeout}'s default: idle seconds before exiting, C{in.tftpd --timeout}'s default."""
 
-class TFTPService(Service):
+
+class TFTPService(ListeningService):
     """
-    A TFTP server on one port. L{startService} raises
+    A TFTP server on one port. Starting raises
     L{twisted.internet.error.CannotListenError} if the port cannot be bound.
     """
 
-    log = Logger(namespace="twisted_udpsuite.tftp")
+    protocolClass: type[TFTPServerProtocol] = TFTPServerProtocol
 
     def __init__(
         self,
@@ -54,33 +70,88 @@ class TFTPService(Service):
         interface: str = "",
         reactor: Any = None,
     ) -> None:
-        self._reactor = reactorOr(reactor)
+        reactor = reactorOr(reactor)
         self.port = port
         self.interface = interface
-        self.protocol = TFTPServerProtocol(
-            backend, policy, reactor=self._reactor, interface=interface
+        self.protocol = self.protocolClass(backend, policy, reactor=reactor, interface=interface)
+        root = getattr(self.protocol.backend, "root", None)
+        serving = f", serving {root.path}" if root is not None else ""
+        super().__init__(
+            [Listener("tftp", "udp", port, self.protocol, interface, MAX_PACKET, detail=serving)],
+            reactor,
         )
-        self.listeningPort: Any = None
+
+    @property
+    def listeningPort(self) -> Any:
+        """The bound request port, once started."""
+        return self.portOf(0)
+
+
+class _RequestTimingProtocol(TFTPServerProtocol):
+    """Notes when the last datagram arrived on the request port (for L{InetdTFTPService})."""
+
+    lastRequest = 0.0
+
+    def datagramReceivedAt(self, datagram: bytes, addr: Any, local: str | None) -> None:
+        self.lastRequest = self._reactor.seconds()
+        super().datagramReceivedAt(datagram, addr, local)
+
+
+class InetdTFTPService(TFTPService):
+    """
+    C{twistd -n udpsuite tftp --inetd}: serve the socket inetd handed over, and stop the
+    reactor (so the process exits, and inetd watches the socket again) once no request has
+    come and no transfer has run for C{idleTimeout} seconds, as C{in.tftpd --timeout} does.
+
+    @param fd: the socket (see L{twisted_udpsuite.activation.inetdSocket}).
+    @param stop: called to exit (the reactor's C{stop} by default).
+    """
+
+    protocolClass = _RequestTimingProtocol
+
+    #: How often the idle time is looked at while transfers run.
+    busyCheck = 1.0
+
+    def __init__(
+        self,
+        backend: IBackend,
+        policy: ServerPolicy | None = None,
+        *,
+        fd: int,
+        idleTimeout: float = INETD_TIMEOUT,
+        reactor: Any = None,
+        stop: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(backend, policy, port=0, reactor=reactor)
+        self.listeners[0].inherited = fd
+        self.idleTimeout = idleTimeout
+        self._stop = stop if stop is not None else self._reactor.stop
+        self._check: Any = None
 
     def startService(self) -> None:
-        self.listeningPort = listenUDP(
-            self._reactor, self.port, self.protocol, self.interface, MAX_PACKET
-        )
         super().startService()
-        root = getattr(self.protocol.backend, "root", None)
-        self.log.info(
-            "tftp listening on {interface}:{port}{root}",
-            interface=self.interface or "*",
-            port=self.listeningPort.getHost().port,
-            root=f", serving {root.path}" if root is not None else "",
-        )
+        self.protocol.lastRequest = self._reactor.seconds()
+        self._check = self._reactor.callLater(self.idleTimeout, self._lookAtIdleTime)
+
+    def _lookAtIdleTime(self) -> None:
+        now = self._reactor.seconds()
+        if self.protocol.sessions:
+            self.protocol.lastRequest = now  # busy: idle time counts from the end
+            self._check = self._reactor.callLater(self.busyCheck, self._lookAtIdleTime)
+            return
+        idle = now - self.protocol.lastRequest
+        if idle < self.idleTimeout:
+            self._check = self._reactor.callLater(self.idleTimeout - idle, self._lookAtIdleTime)
+            return
+        self._check = None
+        self.log.info("tftp idle for {idle:.0f} s: exiting (inetd wait mode)", idle=idle)
+        self._stop()
 
     def stopService(self) -> Any:
-        super().stopService()
-        port, self.listeningPort = self.listeningPort, None
-        if port is None:
-            return None
-        return maybeDeferred(port.stopListening)
+        if self._check is not None and self._check.active():
+            self._check.cancel()
+        self._check = None
+        return super().stopService()
 
 
 class Options(ServiceOptions):
@@ -91,6 +162,12 @@ class Options(ServiceOptions):
         ["writable", "w", "Accept uploads (off by default)."],
         ["allow-overwrite", None, "Uploads may replace existing files (atomically)."],
         ["no-create", None, "Uploads may not create new files (only with --allow-overwrite)."],
+        [
+            "inetd",
+            None,
+            "Serve the UDP socket on fd 0, as inetd hands it ('dgram udp wait'); exit after "
+            "--inetd-timeout idle seconds. Log with twistd --syslog or --logfile.",
+        ],
     ]
     optParameters = [
         [
@@ -165,6 +242,13 @@ class Options(ServiceOptions):
             "sharing its socket).",
             numberOption("workers", int, low=1, high=MAX_WORKERS),
         ],
+        [
+            "inetd-timeout",
+            None,
+            INETD_TIMEOUT,
+            "With --inetd: seconds without requests or transfers before exiting.",
+            numberOption("inetd-timeout", above=0),
+        ],
     ]
 
     def __init__(self) -> None:
@@ -183,6 +267,8 @@ class Options(ServiceOptions):
     def postOptions(self) -> None:
         if self["no-create"] and not self["allow-overwrite"]:
             raise usage.UsageError("--no-create without --allow-overwrite allows no upload")
+        if self["inetd"] and self["workers"] > 1:
+            raise usage.UsageError("--inetd serves in one process: no --workers")
         if self["max-transfers"] < self["workers"]:
             # Each process gets a share of the total; a share of 0 would refuse everything.
             raise usage.UsageError("--max-transfers must be at least --workers")
@@ -243,6 +329,14 @@ def makeService(options: Options, reactor: Any = None) -> Service:
         from twisted_udpsuite.tftp.workers import MultiProcessTFTPService
 
         return MultiProcessTFTPService(options, reactor=reactor)
+    if options["inetd"]:
+        return InetdTFTPService(
+            options.backend(),
+            options.policy(),
+            fd=inetdSocket(0),
+            idleTimeout=options["inetd-timeout"],
+            reactor=reactor,
+        )
     return TFTPService(
         options.backend(),
         options.policy(),

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from typing import IO, Any
@@ -33,6 +32,7 @@ from twisted.logger import Logger, eventAsJSON, formatEvent, globalLogBeginner
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from twisted_udpsuite.activation import describe
 from twisted_udpsuite.localaddress import adoptDatagramPort
 from twisted_udpsuite.tftp.server import MAX_PACKET, TFTPServerProtocol
 from twisted_udpsuite.tftp.service import Options
@@ -103,15 +103,6 @@ class JSONLineObserver:
             pass  # the parent is gone; the pipe watch ends us
 
 
-def socketFamily(fd: int) -> int:
-    """The address family of the socket C{fd} (the parent may listen on IPv4 or IPv6)."""
-    probe = socket.socket(fileno=os.dup(fd))
-    try:
-        return int(probe.family)
-    finally:
-        probe.close()
-
-
 def serve(options: WorkerOptions, reactor: Any) -> Any:
     """Adopt the inherited socket and serve on it; return the port."""
     processes, index = options["workers"], options["index"]
@@ -122,7 +113,7 @@ def serve(options: WorkerOptions, reactor: Any) -> Any:
         interface=options["interface"],
     )
     fd = options["fd"]
-    port = adoptDatagramPort(reactor, fd, socketFamily(fd), protocol, MAX_PACKET)
+    port = adoptDatagramPort(reactor, fd, describe(fd).family, protocol, MAX_PACKET)
     os.close(fd)  # the port holds its own duplicate
     port.maxThroughput = 1  # one request per reactor turn, as in the parent
     log.info(

@@ -50,6 +50,7 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 
 from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.service import Listener
 from twisted_udpsuite.tftp.server import ServerPolicy
 from twisted_udpsuite.tftp.service import Options, TFTPService
 
@@ -336,8 +337,10 @@ class MultiProcessTFTPService(Service):
     processes (C{python -m twisted_udpsuite.tftp.worker}) serving the same socket, with the
     same options; see the module docstring for how the limits are split.
 
-    L{startService} raises L{twisted.internet.error.CannotListenError} if the port cannot be
-    bound, before any worker is started.
+    The port is bound as L{TFTPService} binds it (in L{privilegedStartService} under twistd,
+    so the workers, started in L{startService}, run without the privileges); starting raises
+    L{twisted.internet.error.CannotListenError} if it cannot be bound, before any worker is
+    started.
 
     @param options: Parsed L{Options}; C{options["workers"]} is N.
     @param python: The interpreter that runs the workers (this one by default).
@@ -379,8 +382,22 @@ class MultiProcessTFTPService(Service):
             observer=observer,
         )
 
+    @property
+    def listeners(self) -> list[Listener]:
+        """The request port's listener (the one the workers share)."""
+        return self.server.listeners
+
+    @property
+    def bound(self) -> bool:
+        """Whether the request port is bound."""
+        return self.server.bound
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self.server.privilegedStartService()
+
     def startService(self) -> None:
-        self.server.startService()
+        self.server.startService()  # binds, unless privilegedStartService did
         port = self.server.listeningPort
         # One request per reactor turn in every process (see the module docstring).
         port.maxThroughput = 1
