@@ -122,6 +122,7 @@ class ChatRoomProtocol(DatagramProtocol):
     @ivar members: the members by address.
     @ivar lastSeq: the newest sequence number (0: nothing relayed yet).
     @ivar history: the last relayed lines, oldest first.
+    @ivar resendRequests: C{RESEND} requests answered; C{linesResent}: lines sent for them.
     """
 
     log = Logger(namespace="twisted_udpsuite.chat")
@@ -140,6 +141,8 @@ class ChatRoomProtocol(DatagramProtocol):
         self._strangerLimiter = PerSourceLimiter(self._clock, self.policy.rate, self.policy.burst)
         self._expiry: IDelayedCall | None = None
         self._local: str | None = None  # where the datagram being handled was sent
+        self.resendRequests = 0  # RESENDs answered (metrics)
+        self.linesResent = 0  # lines sent again for them
 
     # Observers and the embedding app
 
@@ -340,6 +343,7 @@ class ChatRoomProtocol(DatagramProtocol):
         self._send(member.address, Reply(True, "LEFT").toBytes())
 
     def _doResend(self, member: Member, command: Command) -> None:
+        self.resendRequests += 1
         last = min(command.last if command.last is not None else self.lastSeq, self.lastSeq)
         last = min(last, command.first + self.policy.resendBatch - 1)
         if command.first > last:
@@ -352,6 +356,7 @@ class ChatRoomProtocol(DatagramProtocol):
         for relay in self.history:
             if command.first <= relay.seq <= last:
                 self._send(member.address, relay.toBytes())
+                self.linesResent += 1
 
     # Membership and expiry
 

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
-from twisted.web import pages, server, static
+from twisted.web import http, pages, server, static
 
+from twisted_udpsuite.files.server import RequestCounts
 from twisted_udpsuite.paths import isTemporaryName, isWithin
+from twisted_udpsuite.reactors import reactorOr
 
-__all__ = ["ConfinedFile", "confinedFile", "httpSite"]
+__all__ = ["ConfinedFile", "FileSite", "confinedFile", "httpSite"]
+
+_log = Logger(namespace="twisted_udpsuite.files")
 
 
 class ConfinedFile(static.File):
@@ -42,8 +50,100 @@ def confinedFile(root: FilePath) -> ConfinedFile:
     return f
 
 
-def httpSite(root: FilePath) -> server.Site:
+class _Channel(http.HTTPChannel):
+    """An HTTP connection its L{FileSite} knows of, so that it can be drained."""
+
+    factory: FileSite
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.factory.channels.add(self)
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        self.factory.channelClosed(self)
+
+
+class FileSite(server.Site):
+    """
+    A quiet C{Site} that counts its answers (L{RequestCounts}) and can be drained.
+
+    @ivar channels: the open HTTP connections.
+    """
+
+    protocol = _Channel
+
+    def __init__(self, resource: Any, reactor: Any = None) -> None:
+        super().__init__(resource)
+        self.noisy = False
+        self._clock = reactorOr(reactor)
+        self.channels: set[_Channel] = set()
+        self.counts = RequestCounts(lambda: len(self.channels))
+        self.stopping = False
+        self._drained: list[Deferred[None]] = []
+        self._drainCall: IDelayedCall | None = None
+
+    def log(self, request: Any) -> None:  # type: ignore[override]
+        """Count each finished request (C{twisted.web}'s access-log hook)."""
+        code = int(request.code)
+        self.counts.answered(code, "ok" if code < 400 else "error", request.sentLength)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if self.stopping:
+            self.counts.refused["stopping"] += 1
+            return None  # the connection is closed at once
+        return super().buildProtocol(addr)
+
+    def channelClosed(self, channel: _Channel) -> None:
+        self.channels.discard(channel)
+        if self.stopping and not self.channels:
+            if self._drainCall is not None:
+                self._drainCall.cancel()
+                self._drainCall = None
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                d.callback(None)
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """
+        Like L{twisted_udpsuite.files.server.FileServerFactory.drain}: idle connections
+        close now, a response being sent closes when done, and after C{timeout} seconds
+        the connections left are dropped (their requests are logged as C{cut}).
+        """
+        self.stopping = True
+        for channel in list(self.channels):
+            if channel.requests:
+                channel.persistent = False  # close once this response is sent
+            else:
+                channel.loseConnection()
+        if not self.channels:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        if self._drainCall is None:
+            self._drainCall = self._clock.callLater(timeout, self._cutRemaining)
+        return d
+
+    def _cutRemaining(self) -> None:
+        self._drainCall = None
+        for channel in list(self.channels):
+            for request in channel.requests:
+                self.counts.answered(int(request.code), "cut", request.sentLength)
+                _log.warn(
+                    "{method} {uri!r} from {peer}: cut, {bytes} bytes",
+                    method=request.method.decode("ascii", "replace"),
+                    uri=request.uri.decode("ascii", "replace"),
+                    peer=request.getClientAddress().host,
+                    bytes=request.sentLength,
+                    service="files",
+                    file=request.path.decode("utf-8", "replace"),
+                    outcome="cut",
+                    status=int(request.code),
+                    filesRequest=True,
+                )
+            channel.transport.abortConnection()
+
+
+def httpSite(root: FilePath, reactor: Any = None) -> FileSite:
     """A quiet C{Site} serving C{root} (Range requests, listings, no escapes)."""
-    site = server.Site(confinedFile(root))
-    site.noisy = False
-    return site
+    return FileSite(confinedFile(root), reactor)

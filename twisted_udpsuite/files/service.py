@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
@@ -53,6 +53,7 @@ class FileService(Service):
         self.factory = FileServerFactory(root, self._reactor, **limits)
         self.listening: IListeningPort | None = None
         self.httpListening: IListeningPort | None = None
+        self.httpSite: Any = None  # the HTTP FileSite, once started with httpPort
 
     def startService(self) -> None:
         self.listening = self._reactor.listenTCP(self.port, self.factory, interface=self.interface)
@@ -60,7 +61,7 @@ class FileService(Service):
             try:
                 from twisted_udpsuite.files.http import httpSite  # twisted.web only if asked
 
-                site = httpSite(self.root)
+                site = self.httpSite = httpSite(self.root, self._reactor)
                 self.httpListening = self._reactor.listenTCP(
                     self.httpPort, site, interface=self.interface
                 )
@@ -80,6 +81,16 @@ class FileService(Service):
                 else ""
             ),
         )
+
+    @property
+    def httpCounts(self) -> Any:
+        """The HTTP side's L{RequestCounts} (L{None} without HTTP), for metrics."""
+        return None if self.httpSite is None else self.httpSite.counts
+
+    def drain(self, timeout: float) -> Deferred[Any]:
+        """Stop without cutting transfers (L{FileServerFactory.drain}), HTTP too."""
+        sides = [self.factory] + ([self.httpSite] if self.httpSite is not None else [])
+        return gatherResults([side.drain(timeout) for side in sides])
 
     def stopService(self) -> Any:
         super().stopService()

@@ -151,6 +151,8 @@ class TFTPServerProtocol(DatagramProtocol):
             if self.policy.rate
             else None
         )
+        self._draining: Deferred[None] | None = None  # set by drain()
+        self._drainCall: Any = None
 
     def startProtocol(self) -> None:
         if self._interface is None:
@@ -191,7 +193,7 @@ class TFTPServerProtocol(DatagramProtocol):
             session.abort(errors.TFTPError("New request from the same port"))
         client = hostOf(addr[0])
         if self._limiter is not None and not self._limiter.allow(client):
-            self.log.debug("request rate limit hit by {client}", client=client)
+            self.log.debug("request rate limit hit by {client}", client=client, tftpRefused="rate")
             return
         try:
             packet = parsePacket(datagram)
@@ -215,9 +217,18 @@ class TFTPServerProtocol(DatagramProtocol):
             )
             self._reply(errorPacket(ErrorCode.ILLEGAL_OPERATION, message), addr, local)
             return
+        if self._draining is not None:
+            self.log.info(
+                "refusing {peer}: the server is stopping", peer=addr, tftpRefused="stopping"
+            )
+            self._reply(errorPacket(ErrorCode.NOT_DEFINED, "Server is stopping"), addr, local)
+            return
         if self._active >= self.policy.maxTransfers:
             self.log.warn(
-                "refusing {peer}: {count} transfers running", peer=addr, count=self._active
+                "refusing {peer}: {count} transfers running",
+                peer=addr,
+                count=self._active,
+                tftpRefused="max-transfers",
             )
             self._reply(
                 errorPacket(ErrorCode.NOT_DEFINED, "Server busy, try again later"), addr, local
@@ -225,7 +236,10 @@ class TFTPServerProtocol(DatagramProtocol):
             return
         if self._perClient.get(client, 0) >= self.policy.maxTransfersPerClient:
             self.log.warn(
-                "refusing {peer}: too many transfers from {client}", peer=addr, client=client
+                "refusing {peer}: too many transfers from {client}",
+                peer=addr,
+                client=client,
+                tftpRefused="max-transfers-per-client",
             )
             self._reply(
                 errorPacket(ErrorCode.NOT_DEFINED, "Too many transfers from your address"),
@@ -248,6 +262,13 @@ class TFTPServerProtocol(DatagramProtocol):
         self._perClient[client] = self._perClient.get(client, 0) + 1
         self._active += 1
         session.counted = True
+        # No text: a signal for structured observers (metrics), not a human log line.
+        self.log.debug(
+            tftpTransferStarted=True,
+            direction="RRQ" if session.isRead else "WRQ",
+            peer=addr,
+            file=session.filename,
+        )
         session.begin()
 
     def _transferEnded(self, session: TFTPSession) -> None:
@@ -262,6 +283,45 @@ class TFTPServerProtocol(DatagramProtocol):
             self._perClient[client] = left
         else:
             self._perClient.pop(client, None)
+        self._checkDrained()
+
+    # Stopping without cutting transfers (#11 §4)
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """
+        Stop taking requests (a new one gets ERROR "Server is stopping"; the running
+        sessions still answer their own repeats) and let the running transfers finish for
+        up to C{timeout} seconds; then abort the rest, which log the outcome C{cut}.
+
+        Finished uploads that only dally do not hold it up: the request port's
+        C{stopListening} ends them as before.
+
+        @return: fires once no transfer is running.
+        """
+        if self._draining is None:
+            self._draining = Deferred()
+            if self._active:
+                self._drainCall = self._reactor.callLater(timeout, self._cutRunning)
+        waiter: Deferred[None] = Deferred()
+        self._draining.addBoth(lambda result: waiter.callback(None) or result)
+        self._checkDrained()
+        return waiter
+
+    def _cutRunning(self) -> None:
+        self._drainCall = None
+        for session in list(self.sessions.values()):
+            if session.counted:
+                session.cut = True
+                session.abort(errors.TFTPError("Server is stopping"))
+
+    def _checkDrained(self) -> None:
+        draining = self._draining
+        if draining is None or draining.called or self._active:
+            return
+        if self._drainCall is not None:
+            self._drainCall.cancel()
+            self._drainCall = None
+        draining.callback(None)
 
     def _startedDallying(self, session: TFTPSession) -> None:
         """A finished upload keeps its port a while; the oldest go past L{maxDallying}."""
@@ -287,6 +347,7 @@ class TFTPSession(DatagramProtocol):
 
     log = Logger(namespace="twisted_udpsuite.tftp.transfer")
     noisy = False  # one log event per transfer is ours; no "starting/stopping" lines
+    cut = False  # set when the server's drain time ran out (the outcome is then "cut")
 
     def __init__(
         self,
@@ -582,6 +643,8 @@ class TFTPSession(DatagramProtocol):
     def _logEnd(self, outcome: str, error: BaseException | None, quiet: bool = False) -> None:
         stats = self.stats
         duration = self._reactor.seconds() - self._started
+        if self.cut:
+            outcome, quiet = "cut", False
         emit = self.log.debug if quiet else (self.log.info if error is None else self.log.warn)
         emit(
             "{direction} {file!r} {peer}: {outcome} ({bytes} bytes, {duration:.3f} s, "
@@ -598,4 +661,5 @@ class TFTPSession(DatagramProtocol):
             outcome=outcome,
             error="" if error is None else f": {error}",
             tftpTransfer=True,
+            service="tftp",
         )

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
@@ -74,6 +74,10 @@ class TFTPService(Service):
             port=self.listeningPort.getHost().port,
             root=f", serving {root.path}" if root is not None else "",
         )
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """Stop without cutting transfers: L{TFTPServerProtocol.drain}."""
+        return self.protocol.drain(timeout)
 
     def stopService(self) -> Any:
         super().stopService()
