@@ -63,7 +63,7 @@ class Options(usage.Options):
             None,
             "127.0.0.1",
             "The address the metrics port binds (default: loopback only).",
-            checkInterface,
+            lambda value: _renamed(checkInterface, value, "--interface", "--metrics-interface"),
         ],
         [
             "drain",
@@ -100,6 +100,14 @@ class Options(usage.Options):
             describe = getattr(sub, "describeSiblings", None)
             if describe is not None:
                 describe(self.selected)
+
+
+def _renamed(check: Any, value: str, option: str, name: str) -> Any:
+    """C{check(value)}, its error naming the option C{name} instead of C{option}."""
+    try:
+        return check(value)
+    except usage.UsageError as e:
+        raise usage.UsageError(str(e).replace(option, name, 1)) from None
 
 
 def _spec(name: str) -> ServiceSpec:

@@ -88,6 +88,10 @@ class Member:
     joined: float
     lastSeen: float
     recent: dict[str, tuple[float, int]] = field(default_factory=dict)
+    lines: int = 0
+    """Messages it had relayed (for the log line when it leaves)."""
+    bytes: int = 0
+    """Their UTF-8 size."""
     local: str | None = None
     """Our address it last wrote to, which it expects to hear from (None: unknown)."""
 
@@ -311,6 +315,8 @@ class ChatRoomProtocol(DatagramProtocol):
             self._send(member.address, Reply(True, "SENT", (str(seq),)).toBytes())
             return
         relay = self._relay(member, printable(command.text.encode("utf-8")))
+        member.lines += 1
+        member.bytes += len(relay.text.encode("utf-8"))
         recent[command.text] = (now, relay.seq)
         if len(recent) > 16:
             del recent[next(iter(recent))]
@@ -363,6 +369,17 @@ class ChatRoomProtocol(DatagramProtocol):
     def _remove(self, member: Member, reason: str) -> None:
         if self.members.pop(member.address, None) is None:
             return
+        self.log.info(
+            "member {nick} ({peer}) {outcome} after {duration:.1f} s, {lines} lines",
+            nick=member.nick,
+            peer=member.address,
+            outcome=reason,
+            duration=self._clock.seconds() - member.joined,
+            lines=member.lines,
+            bytes=member.bytes,
+            file=None,
+            service="chatroom",
+        )
         self._relay(None, f"{member.nick} {reason}")
         self._notify("memberLeft", member, reason)
         if not self.members:
