@@ -6,8 +6,9 @@ Every event becomes one line of JSON (Twisted's own L{eventAsJSON}, so
 L{twisted.logger.eventsFromJSONLogFile} or C{jq} read it back). The events of an ended
 transfer or session carry stable fields whatever the service: C{service}, C{peer},
 C{file}, C{bytes}, C{duration} and C{outcome} (TFTP adds C{tftpTransfer}, C{direction},
-C{retransmits}, C{reason}; the file server C{status} and C{filesRequest}). The human text
-stays in C{log_format}/C{log_flattened}, as the text log shows it.
+C{retransmits}, C{reason}; the file server C{status} and C{filesRequest}). Each record
+also has C{text}, what the text log shows for it (with the traceback of an error), and
+Twisted's own C{log_format} and C{log_flattened}, to rebuild it.
 
 twistd's C{--logger} takes precedence over C{--logfile} (its own rule), so this logger
 honours C{--logfile PATH} itself: it writes there (a L{LogFile}, rotated like twistd's),
@@ -22,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
-from twisted.logger import FileLogObserver, ILogObserver, eventAsJSON
+from twisted.logger import FileLogObserver, ILogObserver, eventAsJSON, eventAsText
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
@@ -60,7 +61,8 @@ class JSONLogObserver:
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("log_format") is None and "log_failure" not in event:
             return
-        self._file(event)
+        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+        self._file({**event, "text": text})
 
 
 def jsonLogger(argv: Sequence[str] | None = None) -> JSONLogObserver:
