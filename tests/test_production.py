@@ -348,7 +348,8 @@ async def test_drainHttp(reactor: Any, tmp_path: Path) -> None:
     log = process.output.decode(errors="replace")
     assert status in (0, -signal.SIGTERM), log  # twistd ends by the signal it was sent
     assert 3 <= took < 12, log
-    assert re.search(r"GET '/big' from 127\.0\.0\.1: cut", log), log
+    assert re.search(r"GET '/small' from 127\.0\.0\.1: 200 ok, 300000 bytes", log), log
+    assert re.search(r"GET '/big' from 127\.0\.0\.1: 200 cut, \d+ bytes", log), log
 
 
 # JSON logs

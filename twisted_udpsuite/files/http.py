@@ -64,14 +64,23 @@ class _Channel(http.HTTPChannel):
         self.factory.channelClosed(self)
 
 
+class _Request(server.Request):
+    """A request that knows when it arrived (for its log line's duration)."""
+
+    def __init__(self, channel: Any, *args: Any, **kw: Any) -> None:
+        super().__init__(channel, *args, **kw)
+        self.arrived = channel.factory._clock.seconds()
+
+
 class FileSite(server.Site):
     """
-    A quiet C{Site} that counts its answers (L{RequestCounts}) and can be drained.
+    A quiet C{Site} that logs and counts its answers (L{RequestCounts}) and can be drained.
 
     @ivar channels: the open HTTP connections.
     """
 
     protocol = _Channel
+    requestFactory = _Request
 
     def __init__(self, resource: Any, reactor: Any = None) -> None:
         super().__init__(resource)
@@ -84,9 +93,26 @@ class FileSite(server.Site):
         self._drainCall: IDelayedCall | None = None
 
     def log(self, request: Any) -> None:  # type: ignore[override]
-        """Count each finished request (C{twisted.web}'s access-log hook)."""
+        """Log and count each finished request (C{twisted.web}'s access-log hook)."""
         code = int(request.code)
-        self.counts.answered(code, "ok" if code < 400 else "error", request.sentLength)
+        outcome = "ok" if code < 400 else "error"
+        self.counts.answered(code, outcome, request.sentLength)
+        self._logRequest(request, outcome)
+
+    def _logRequest(self, request: Any, outcome: str) -> None:
+        _log.info(
+            "{method} {file!r} from {peer}: {status} {outcome}, {bytes} bytes in {duration:.3f}s",
+            method=request.method.decode("ascii", "replace"),
+            file=request.path.decode("utf-8", "replace"),
+            peer=request.getClientAddress().host,
+            status=int(request.code),
+            outcome=outcome,
+            bytes=request.sentLength,
+            duration=self._clock.seconds() - getattr(request, "arrived", self._clock.seconds()),
+            service="files",
+            protocol="http",
+            filesRequest=True,
+        )
 
     def buildProtocol(self, addr: Any) -> Any:
         if self.stopping:
@@ -129,18 +155,7 @@ class FileSite(server.Site):
         for channel in list(self.channels):
             for request in channel.requests:
                 self.counts.answered(int(request.code), "cut", request.sentLength)
-                _log.warn(
-                    "{method} {uri!r} from {peer}: cut, {bytes} bytes",
-                    method=request.method.decode("ascii", "replace"),
-                    uri=request.uri.decode("ascii", "replace"),
-                    peer=request.getClientAddress().host,
-                    bytes=request.sentLength,
-                    service="files",
-                    file=request.path.decode("utf-8", "replace"),
-                    outcome="cut",
-                    status=int(request.code),
-                    filesRequest=True,
-                )
+                self._logRequest(request, "cut")
             channel.transport.abortConnection()
 
 
