@@ -306,6 +306,68 @@ async def test_drainTftp(reactor: Any, tmp_path: Path) -> None:
 
 @pytest.mark.integration
 @pytest_twisted.ensureDeferred
+async def test_drainTftpWorkers(reactor: Any, tmp_path: Path) -> None:
+    """
+    With C{--workers 2} every process drains: six paused downloads (the kernel spreads
+    them over the processes), three resumed during the drain complete, the three left
+    paused are cut and logged so, whichever process ran them; the workers end too.
+    """
+    root = tmp_path / "root"
+    root.mkdir()
+    data = os.urandom(4_000_000)
+    (root / "big").write_bytes(data)
+    process, port, workerPid = await start(
+        reactor,
+        tmp_path,
+        twistd(
+            "--drain", "4",
+            "tftp", "--port", "0", "--interface", "127.0.0.1", "--root", str(root),
+            "--rate", "0", "--workers", "2",
+        ),
+        TFTP_LISTENING,
+        rb"tftp worker 1 started \(pid (\d+)\)",
+    )  # fmt: skip
+    await process.waitFor(rb"worker 1 \(pid \d+\): tftp worker 1 serving")
+    url = f"tftp://127.0.0.1:{port}/big"
+    downloads = [
+        Curl(reactor, tmp_path, tmp_path / f"got{i}", "--tftp-blksize", "512", url)
+        for i in range(6)
+    ]
+    try:
+        for download in downloads:
+            await waitUntil(reactor, download.started)
+            download.signal("STOP")
+        process.signal("TERM")
+        await process.waitFor(rb"running transfers get up to 4")
+        for download in downloads[:3]:
+            download.signal("CONT")
+        for download in downloads[:3]:
+            out, err, code = await download.process.ended(timeout=30)
+            assert code == 0, err
+            assert download.target.read_bytes() == data
+        out, err, status = await process.ended(timeout=20)
+    finally:
+        for download in downloads:
+            download.signal("CONT")
+        await process.stop()
+        for download in downloads:
+            await download.process.stop()
+    log = process.output.decode(errors="replace")
+    assert len(re.findall(r"RRQ 'big' .*: (?:ok|completed) ", log)) == 3, log
+    assert len(re.findall(r"RRQ 'big' .*: cut ", log)) == 3, log
+    assert not re.search(r"RRQ 'big' .*: (?:aborted|failed)", log), log
+    assert not Path(f"/proc/{workerPid}").exists() or "Z" in _state(workerPid)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
 async def test_drainHttp(reactor: Any, tmp_path: Path) -> None:
     """
     The file service's HTTP side under SIGTERM: a slow curl download that needs less
