@@ -12,37 +12,20 @@ import pytest
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.filepath import FilePath
 
 from tests.helpers import assertNoResult, successResultOf
+from tests.tftp.test_server import SERVER
+from tests.tftp.test_server import _Raw as Peer  # a scripted client
 from twisted_udpsuite.drain import DrainingMultiService
 from twisted_udpsuite.files.server import FileServerFactory
 from twisted_udpsuite.testing import MemoryNetwork
 from twisted_udpsuite.tftp.backend import FilesystemBackend
 from twisted_udpsuite.tftp.server import ServerPolicy, TFTPServerProtocol
-from twisted_udpsuite.tftp.wire import Ack, Data, Error, ReadRequest, parsePacket
-
-SERVER = ("192.0.2.1", 69)
-
-
-class Peer(DatagramProtocol):
-    """A scripted TFTP client: records every packet and where it came from."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[Any, tuple[str, int]]] = []
-
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.received.append((parsePacket(datagram), addr))
-
-    def send(self, packet: Any, addr: tuple[str, int] = SERVER) -> None:
-        self.transport.write(packet.toBytes(), addr)
-
-    def last(self) -> Any:
-        return self.received[-1][0]
+from twisted_udpsuite.tftp.wire import Ack, Data, Error, ReadRequest
 
 
 class World:
@@ -67,7 +50,7 @@ class World:
         peer = self.peer()
         peer.send(ReadRequest(b"f", "octet"))
         self.net.advance(0.001)
-        assert peer.last() == Data(1, self.data[:512])
+        assert peer.received[-1][0] == Data(1, self.data[:512])
         return peer
 
     def stall(self) -> Peer:
@@ -75,7 +58,7 @@ class World:
         peer = self.startDownload()
         peer.send(Ack(1), peer.received[-1][1])
         self.net.advance(0.001)
-        assert peer.last() == Data(2, self.data[512:1024])
+        assert peer.received[-1][0] == Data(2, self.data[512:1024])
         return peer
 
     def finish(self, peer: Peer) -> None:
@@ -134,7 +117,7 @@ def test_tftpDrainCutsAtDeadline(tmp_path: Any) -> None:
         assertNoResult(drained)
         world.net.advance(0.2)
         successResultOf(drained)
-    assert stalled.last() == Error(0, "Server is stopping")
+    assert stalled.received[-1][0] == Error(0, "Server is stopping")
     [cut] = transferEvents(events)
     assert cut["outcome"] == "cut"
     assert "Server is stopping" in cut["error"]

@@ -19,12 +19,12 @@ import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.task import deferLater
 from twisted.logger import eventFromJSON, formatEvent
 from twisted.web.client import Agent, readBody
 
 from tests.conftest import requirePeer
 from tests.process import BackgroundProcess, runProcess, venvScript
+from tests.tftp.test_workers import waitUntil
 
 TFTP_LISTENING = rb"tftp listening on \S*:(\d+)"
 METRICS_LISTENING = rb"metrics on http://127\.0\.0\.1:(\d+)/metrics"
@@ -34,6 +34,11 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 def twistd(*argv: str, before: tuple[str, ...] = ()) -> list[str]:
     return [venvScript("twistd"), "-n", "--pidfile=", *before, "udpsuite", *argv]
+
+
+def tftp(root: Path, *options: str) -> list[str]:
+    """The tftp subcommand on a free port of 127.0.0.1, serving C{root}."""
+    return ["tftp", "--port", "0", "--interface", "127.0.0.1", "--root", str(root), *options]
 
 
 async def scrape(reactor: Any, port: int) -> Samples:
@@ -74,6 +79,15 @@ def completed(samples: Samples, outcome: str = "completed", direction: str = "do
     return samples.get(key, 0)
 
 
+def served(tmp_path: Path, name: str, size: int) -> tuple[Path, bytes]:
+    """A served root (tmp_path/root) holding one file of C{size} random bytes."""
+    root = tmp_path / "root"
+    root.mkdir()
+    data = os.urandom(size)
+    (root / name).write_bytes(data)
+    return root, data
+
+
 # Metrics
 
 
@@ -84,19 +98,12 @@ async def test_metricsAfterRealTransfers(reactor: Any, tmp_path: Path) -> None:
     curl downloads (two good, one missing file) and an upload, then a scrape: the counts,
     bytes and gauge say exactly that; the metrics port is on loopback only by default.
     """
-    root = tmp_path / "root"
-    root.mkdir()
-    data = os.urandom(100_000)
-    (root / "f").write_bytes(data)
+    root, data = served(tmp_path, "f", 100_000)
     (tmp_path / "up").write_bytes(b"u" * 3000)
     process, port, metricsPort = await start(
         reactor,
         tmp_path,
-        twistd(
-            "--metrics-port", "0",
-            "tftp", "--port", "0", "--interface", "127.0.0.1", "--root", str(root),
-            "--writable", "--rate", "0",
-        ),
+        twistd("--metrics-port", "0", *tftp(root, "--writable", "--rate", "0")),
         TFTP_LISTENING,
         METRICS_LISTENING,
     )  # fmt: skip
@@ -179,18 +186,11 @@ async def test_metricsWithWorkers(reactor: Any, tmp_path: Path) -> None:
     simultaneous downloads (the kernel spreads them over both processes, as each
     transfer's log line shows) are 12 completed downloads in the one scrape.
     """
-    root = tmp_path / "root"
-    root.mkdir()
-    data = os.urandom(200_000)
-    (root / "f").write_bytes(data)
+    root, data = served(tmp_path, "f", 200_000)
     process, port, metricsPort, _ = await start(
         reactor,
         tmp_path,
-        twistd(
-            "--metrics-port", "0",
-            "tftp", "--port", "0", "--interface", "127.0.0.1", "--root", str(root),
-            "--rate", "0", "--workers", "2",
-        ),
+        twistd("--metrics-port", "0", *tftp(root, "--rate", "0", "--workers", "2")),
         TFTP_LISTENING,
         METRICS_LISTENING,
         rb"worker 1 \(pid (\d+)\): tftp worker 1 serving",
@@ -223,14 +223,6 @@ async def test_metricsWithWorkers(reactor: Any, tmp_path: Path) -> None:
 # Drain
 
 
-async def waitUntil(reactor: Any, predicate: Any, timeout: float = 15) -> None:
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"still false after {timeout} s: {predicate}")
-        await deferLater(reactor, 0.01, lambda: None)
-
-
 class Curl:
     """A curl download in the background, which the test can pause (SIGSTOP) and resume."""
 
@@ -260,18 +252,11 @@ async def test_drainTftp(reactor: Any, tmp_path: Path) -> None:
     refused; the one still paused when the drain time (5 s) is over is cut, logged
     C{cut}; the server then exits, well before the client would have given up.
     """
-    root = tmp_path / "root"
-    root.mkdir()
-    data = os.urandom(10_000_000)  # about 0.5 s here, unpaused
-    (root / "big").write_bytes(data)
+    root, data = served(tmp_path, "big", 10_000_000)
     process, port = await start(
         reactor,
         tmp_path,
-        twistd(
-            "--drain", "5",
-            "tftp", "--port", "0", "--interface", "127.0.0.1", "--root", str(root),
-            "--rate", "0",
-        ),
+        twistd("--drain", "5", *tftp(root, "--rate", "0")),
         TFTP_LISTENING,
     )  # fmt: skip
     url = f"tftp://127.0.0.1:{port}/big"
@@ -312,18 +297,11 @@ async def test_drainTftpWorkers(reactor: Any, tmp_path: Path) -> None:
     them over the processes), three resumed during the drain complete, the three left
     paused are cut and logged so, whichever process ran them; the workers end too.
     """
-    root = tmp_path / "root"
-    root.mkdir()
-    data = os.urandom(4_000_000)
-    (root / "big").write_bytes(data)
+    root, data = served(tmp_path, "big", 10_000_000)
     process, port, workerPid = await start(
         reactor,
         tmp_path,
-        twistd(
-            "--drain", "4",
-            "tftp", "--port", "0", "--interface", "127.0.0.1", "--root", str(root),
-            "--rate", "0", "--workers", "2",
-        ),
+        twistd("--drain", "4", *tftp(root, "--rate", "0", "--workers", "2")),
         TFTP_LISTENING,
         rb"tftp worker 1 started \(pid (\d+)\)",
     )  # fmt: skip
@@ -374,10 +352,7 @@ async def test_drainHttp(reactor: Any, tmp_path: Path) -> None:
     than the drain time completes, one that needs far more is cut (curl reports a short
     transfer), and the server exits after the drain time.
     """
-    root = tmp_path / "root"
-    root.mkdir()
-    small = os.urandom(300_000)
-    (root / "small").write_bytes(small)
+    root, small = served(tmp_path, "small", 300_000)
     (root / "big").write_bytes(os.urandom(40_000_000))
     process, port = await start(
         reactor,
@@ -425,15 +400,12 @@ async def test_jsonLogger(reactor: Any, tmp_path: Path) -> None:
     object (nothing on stdout), and a TFTP download gives one record with the stable
     fields (service, peer, file, bytes, duration, outcome).
     """
-    root = tmp_path / "root"
-    root.mkdir()
-    data = os.urandom(5000)
-    (root / "f").write_bytes(data)
+    root, data = served(tmp_path, "f", 5000)
     logfile = tmp_path / "log.json"
     argv = twistd(
-        "tftp", "--port", "0", "--interface", "127.0.0.1", "--root", str(root),
+        *tftp(root),
         before=("--logger", "twisted_udpsuite.logs.jsonLogger", "--logfile", str(logfile)),
-    )  # fmt: skip
+    )
     process = BackgroundProcess(reactor, argv, path=str(tmp_path))
     try:
         await waitUntil(reactor, lambda: b"tftp listening" in _read(logfile))

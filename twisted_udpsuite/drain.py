@@ -13,14 +13,15 @@ silence.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-__all__ = ["DEFAULT_DRAIN", "DrainingMultiService"]
+__all__ = ["DEFAULT_DRAIN", "Drain", "DrainingMultiService"]
 
 DEFAULT_DRAIN = 10.0
 """Seconds a stop waits for running transfers by default."""
@@ -59,3 +60,46 @@ class DrainingMultiService(MultiService):
         d.addErrback(failed)
         d.addCallback(lambda _: MultiService.stopService(self))
         return d
+
+
+class Drain:
+    """
+    The bookkeeping of one server's drain: who waits for it, and the deadline after which
+    the transfers left are cut. The server says when it has nothing left running
+    (L{check}) and how to cut what is (C{cut}).
+
+    @ivar stopping: whether a drain has begun (new requests are then refused).
+    """
+
+    def __init__(self, clock: Any, cut: Callable[[], None]) -> None:
+        self._clock = clock
+        self._cut = cut
+        self.stopping = False
+        self._waiting: list[Deferred[None]] = []
+        self._deadline: Any = None
+
+    def begin(self, timeout: float, idle: bool) -> Deferred[None]:
+        """Start (or join) the drain; fires once the server is L{idle}."""
+        self.stopping = True
+        if idle:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiting.append(d)
+        if self._deadline is None:
+            self._deadline = self._clock.callLater(timeout, self._over)
+        return d
+
+    def _over(self) -> None:
+        self._deadline = None
+        self._cut()
+
+    def check(self, idle: bool) -> None:
+        """The server's running transfers changed: fire the waiters once none is left."""
+        if not (self.stopping and idle):
+            return
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)

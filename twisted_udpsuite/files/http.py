@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.web import http, pages, server, static
 
+from twisted_udpsuite.drain import Drain
 from twisted_udpsuite.files.server import RequestCounts
 from twisted_udpsuite.paths import isTemporaryName, isWithin
 from twisted_udpsuite.reactors import reactorOr
@@ -88,9 +88,7 @@ class FileSite(server.Site):
         self._clock = reactorOr(reactor)
         self.channels: set[_Channel] = set()
         self.counts = RequestCounts(lambda: len(self.channels))
-        self.stopping = False
-        self._drained: list[Deferred[None]] = []
-        self._drainCall: IDelayedCall | None = None
+        self._drain = Drain(self._clock, self._cutRemaining)
 
     def log(self, request: Any) -> None:  # type: ignore[override]
         """Log and count each finished request (C{twisted.web}'s access-log hook)."""
@@ -115,20 +113,14 @@ class FileSite(server.Site):
         )
 
     def buildProtocol(self, addr: Any) -> Any:
-        if self.stopping:
+        if self._drain.stopping:
             self.counts.refused["stopping"] += 1
             return None  # the connection is closed at once
         return super().buildProtocol(addr)
 
     def channelClosed(self, channel: _Channel) -> None:
         self.channels.discard(channel)
-        if self.stopping and not self.channels:
-            if self._drainCall is not None:
-                self._drainCall.cancel()
-                self._drainCall = None
-            waiting, self._drained = self._drained, []
-            for d in waiting:
-                d.callback(None)
+        self._drain.check(not self.channels)
 
     def drain(self, timeout: float) -> Deferred[None]:
         """
@@ -136,22 +128,15 @@ class FileSite(server.Site):
         close now, a response being sent closes when done, and after C{timeout} seconds
         the connections left are dropped (their requests are logged as C{cut}).
         """
-        self.stopping = True
+        d = self._drain.begin(timeout, not self.channels)
         for channel in list(self.channels):
             if channel.requests:
                 channel.persistent = False  # close once this response is sent
             else:
                 channel.loseConnection()
-        if not self.channels:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._drained.append(d)
-        if self._drainCall is None:
-            self._drainCall = self._clock.callLater(timeout, self._cutRemaining)
         return d
 
     def _cutRemaining(self) -> None:
-        self._drainCall = None
         for channel in list(self.channels):
             for request in channel.requests:
                 self.counts.answered(int(request.code), "cut", request.sentLength)

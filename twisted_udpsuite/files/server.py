@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import tcp
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -44,6 +44,7 @@ from zope.interface import implementer
 
 from twisted_udpsuite.addresses import hostOf
 from twisted_udpsuite.connections import ConnectionLimits
+from twisted_udpsuite.drain import Drain
 from twisted_udpsuite.files.hashing import StreamHasher
 from twisted_udpsuite.files.wire import (
     Fetch,
@@ -810,13 +811,11 @@ class FileServerFactory(Factory):
         self.bytesSent = 0
         self.counts = RequestCounts(self.limits.open.total)
         self.protocols: set[FileServerProtocol] = set()
-        self.stopping = False
-        self._drained: list[Deferred[None]] = []
-        self._drainCall: IDelayedCall | None = None
+        self._drain = Drain(self.reactor, self._cutRemaining)
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:
         host = hostOf(getattr(addr, "host", str(addr)))
-        refusal = "stopping" if self.stopping else self.limits.refusal(host)
+        refusal = "stopping" if self._drain.stopping else self.limits.refusal(host)
         if refusal is not None:
             self.counts.refused[refusal] += 1
         if refusal == "stopping":
@@ -837,8 +836,12 @@ class FileServerFactory(Factory):
     def connectionClosed(self, proto: FileServerProtocol) -> None:
         self.limits.closed(proto.peerHost)  # type: ignore[attr-defined]
         self.protocols.discard(proto)
-        if self.stopping and not self.protocols:
-            self._drainDone()
+        self._drain.check(not self.protocols)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether L{drain} has begun: new connections and requests are refused."""
+        return self._drain.stopping
 
     def drain(self, timeout: float) -> Deferred[None]:
         """
@@ -848,30 +851,15 @@ class FileServerFactory(Factory):
 
         @return: fires once no connection is left.
         """
-        self.stopping = True
+        d = self._drain.begin(timeout, not self.protocols)
         for proto in list(self.protocols):
             proto.drain()
-        if not self.protocols:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._drained.append(d)
-        if self._drainCall is None:
-            self._drainCall = self.reactor.callLater(timeout, self._cutRemaining)
         return d
 
     def _cutRemaining(self) -> None:
-        self._drainCall = None
         for proto in list(self.protocols):
             self.log.warn("drain time over: cutting the connection from {peer}", peer=proto.peer)
             proto.cut()
-
-    def _drainDone(self) -> None:
-        if self._drainCall is not None:
-            self._drainCall.cancel()
-            self._drainCall = None
-        waiting, self._drained = self._drained, []
-        for d in waiting:
-            d.callback(None)
 
     def digestFor(self, version: str) -> str | None:
         """The cached sha256 of a file version, if it was read whole before."""

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
+from twisted_udpsuite.drain import Drain
 from twisted_udpsuite.localaddress import ILocalAddressReceiver, writeFrom
 from twisted_udpsuite.ratelimit import PerSourceLimiter
 from twisted_udpsuite.reactors import reactorOr
@@ -151,8 +152,7 @@ class TFTPServerProtocol(DatagramProtocol):
             if self.policy.rate
             else None
         )
-        self._draining: Deferred[None] | None = None  # set by drain()
-        self._drainCall: Any = None
+        self._drain = Drain(self._reactor, self._cutRunning)
 
     def startProtocol(self) -> None:
         if self._interface is None:
@@ -217,7 +217,7 @@ class TFTPServerProtocol(DatagramProtocol):
             )
             self._reply(errorPacket(ErrorCode.ILLEGAL_OPERATION, message), addr, local)
             return
-        if self._draining is not None:
+        if self._drain.stopping:
             self.log.info(
                 "refusing {peer}: the server is stopping", peer=addr, tftpRefused="stopping"
             )
@@ -283,7 +283,7 @@ class TFTPServerProtocol(DatagramProtocol):
             self._perClient[client] = left
         else:
             self._perClient.pop(client, None)
-        self._checkDrained()
+        self._drain.check(not self._active)
 
     # Stopping without cutting transfers (#11 §4)
 
@@ -298,30 +298,13 @@ class TFTPServerProtocol(DatagramProtocol):
 
         @return: fires once no transfer is running.
         """
-        if self._draining is None:
-            self._draining = Deferred()
-            if self._active:
-                self._drainCall = self._reactor.callLater(timeout, self._cutRunning)
-        waiter: Deferred[None] = Deferred()
-        self._draining.addBoth(lambda result: waiter.callback(None) or result)
-        self._checkDrained()
-        return waiter
+        return self._drain.begin(timeout, not self._active)
 
     def _cutRunning(self) -> None:
-        self._drainCall = None
         for session in list(self.sessions.values()):
             if session.counted:
                 session.cut = True
                 session.abort(errors.TFTPError("Server is stopping"))
-
-    def _checkDrained(self) -> None:
-        draining = self._draining
-        if draining is None or draining.called or self._active:
-            return
-        if self._drainCall is not None:
-            self._drainCall.cancel()
-            self._drainCall = None
-        draining.callback(None)
 
     def _startedDallying(self, session: TFTPSession) -> None:
         """A finished upload keeps its port a while; the oldest go past L{maxDallying}."""
