@@ -106,7 +106,7 @@ async def test_metricsAfterRealTransfers(reactor: Any, tmp_path: Path) -> None:
         twistd("--metrics-port", "0", *tftp(root, "--writable", "--rate", "0")),
         TFTP_LISTENING,
         METRICS_LISTENING,
-    )  # fmt: skip
+    )
     try:
         for name in ("a", "b"):
             err, code = await curl(reactor, tmp_path, "-o", name, f"tftp://127.0.0.1:{port}/f")
@@ -194,7 +194,7 @@ async def test_metricsWithWorkers(reactor: Any, tmp_path: Path) -> None:
         TFTP_LISTENING,
         METRICS_LISTENING,
         rb"worker 1 \(pid (\d+)\): tftp worker 1 serving",
-    )  # fmt: skip
+    )
     try:
         total = 0
         for _ in range(4):
@@ -258,7 +258,7 @@ async def test_drainTftp(reactor: Any, tmp_path: Path) -> None:
         tmp_path,
         twistd("--drain", "5", *tftp(root, "--rate", "0")),
         TFTP_LISTENING,
-    )  # fmt: skip
+    )
     url = f"tftp://127.0.0.1:{port}/big"
     finishing = Curl(reactor, tmp_path, tmp_path / "finishing", "--tftp-blksize", "512", url)
     cut = Curl(reactor, tmp_path, tmp_path / "cut", "--tftp-blksize", "512", url)
@@ -304,7 +304,7 @@ async def test_drainTftpWorkers(reactor: Any, tmp_path: Path) -> None:
         twistd("--drain", "4", *tftp(root, "--rate", "0", "--workers", "2")),
         TFTP_LISTENING,
         rb"tftp worker 1 started \(pid (\d+)\)",
-    )  # fmt: skip
+    )
     await process.waitFor(rb"worker 1 \(pid \d+\): tftp worker 1 serving")
     url = f"tftp://127.0.0.1:{port}/big"
     downloads = [
