@@ -39,7 +39,7 @@ _PROGRAM = "twistd udpsuite"
 class Options(usage.Options):
     """Options of C{twistd udpsuite}; each service is a subcommand."""
 
-    synopsis = "[--interface ADDR] [SUBCOMMAND [OPTIONS]]"
+    synopsis = "[--interface ADDR] [--metrics-port P] [--drain SECONDS] [SUBCOMMAND [OPTIONS]]"
     longdesc = "With no subcommand, every service starts on its default port."
     optParameters = [
         [
@@ -62,7 +62,7 @@ class Options(usage.Options):
             "metrics-interface",
             None,
             "127.0.0.1",
-            "The address the metrics port binds (default: loopback only).",
+            "The address the metrics port binds (loopback only by default).",
             lambda value: _renamed(checkInterface, value, "--interface", "--metrics-interface"),
         ],
         [
