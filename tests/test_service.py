@@ -16,8 +16,8 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from tests.helpers import successResultOf
+from twisted_udpsuite.drain import IDrainable
 from twisted_udpsuite.service import (
-    IDrainable,
     Listener,
     ListeningService,
     checkInterface,
@@ -206,8 +206,10 @@ def test_stopWaitsForEveryPort() -> None:
 class _Draining(DatagramProtocol):
     def __init__(self) -> None:
         self.drained: Deferred[None] | None = None
+        self.timeout: float | None = None
 
-    def drain(self) -> Deferred[None]:
+    def drain(self, timeout: float) -> Deferred[None]:
+        self.timeout = timeout
         self.drained = Deferred()
         return self.drained
 
@@ -217,11 +219,13 @@ def test_drainBeforeClosing() -> None:
     reactor = _Reactor()
     protocol = _Draining()
     service = ListeningService([Listener("t", "udp", 69, protocol)], reactor)
+    service.drainTimeout = 7.5
     service.startService()
     stopped: list[object] = []
     service.stopService().addBoth(stopped.append)
     [port] = reactor.ports
     assert protocol.drained is not None and port.stopping is None
+    assert protocol.timeout == 7.5
     protocol.drained.callback(None)
     assert port.stopping is not None and stopped == []
     port.stopping.callback(None)

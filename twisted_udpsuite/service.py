@@ -19,9 +19,9 @@ from twisted.internet.fdesc import setNonBlocking
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
-from zope.interface import Interface
 
 from twisted_udpsuite.activation import describe
+from twisted_udpsuite.drain import DEFAULT_DRAIN, IDrainable
 from twisted_udpsuite.localaddress import adoptDatagramPort, listenUDP
 
 
@@ -128,18 +128,6 @@ class ServiceSpec:
     makeService: Callable[[Any, Any], IService]
 
 
-class IDrainable(Interface):
-    """
-    A protocol or factory that can finish its running work before its port closes.
-
-    L{ListeningService.stopService} calls L{drain} on every listener's protocol
-    that provides this, and closes the ports once all have fired.
-    """
-
-    def drain() -> Deferred[None]:
-        """Refuse new work; fire when the work in hand has ended (or been cut)."""
-
-
 @dataclass
 class Listener:
     """
@@ -182,12 +170,16 @@ class ListeningService(Service):
     cannot be bound, those already bound are closed again before the error
     (L{twisted.internet.error.CannotListenError}) is raised.  Each bound port
     is logged in one "listening" line.  L{stopService} drains (L{IDrainable})
-    and then closes every port, and its Deferred fires when all are closed.
+    for up to L{drainTimeout} and then closes every port, and its Deferred fires
+    when all are closed.
 
     @ivar listeners: the sockets, bound in this order.
     """
 
     log = Logger(namespace="twisted_udpsuite")
+
+    #: Seconds L{stopService} lets running work finish (L{IDrainable}) before cutting it.
+    drainTimeout: float = DEFAULT_DRAIN
 
     def __init__(self, listeners: Sequence[Listener], reactor: Any) -> None:
         self.listeners = list(listeners)
@@ -265,11 +257,11 @@ class ListeningService(Service):
                 waits.append(maybeDeferred(port.stopListening))
         return gatherResults(waits)
 
-    def drain(self) -> Deferred[Any]:
+    def drain(self, timeout: float) -> Deferred[Any]:
         """Let each listener's L{IDrainable} protocol finish its work (before the ports close)."""
         return gatherResults(
             [
-                maybeDeferred(IDrainable(listener.protocol).drain)
+                maybeDeferred(IDrainable(listener.protocol).drain, timeout)
                 for listener in self.listeners
                 if IDrainable.providedBy(listener.protocol)
             ],
@@ -286,7 +278,7 @@ class ListeningService(Service):
                 self.log.failure("while draining", result)
             return self.unbind()
 
-        return self.drain().addBoth(drained)
+        return self.drain(self.drainTimeout).addBoth(drained)
 
 
 def _hostText(host: str) -> str:

@@ -25,9 +25,11 @@ from twisted.python import usage
 from twisted_udpsuite import activation
 from twisted_udpsuite.chat import service as chatroom
 from twisted_udpsuite.discovery import service as responder
+from twisted_udpsuite.drain import DEFAULT_DRAIN, DrainingMultiService
 from twisted_udpsuite.echo import service as echo
 from twisted_udpsuite.files import service as files
-from twisted_udpsuite.service import ServiceSpec, checkInterface
+from twisted_udpsuite.metrics import MetricsService, SuiteMetrics
+from twisted_udpsuite.service import ServiceSpec, checkInterface, checkPort, numberOption
 from twisted_udpsuite.tftp import service as tftp
 
 __all__ = ["SERVICES", "Options", "makeService"]
@@ -41,7 +43,7 @@ _PROGRAM = "twistd udpsuite"
 class Options(usage.Options):
     """Options of C{twistd udpsuite}; each service is a subcommand."""
 
-    synopsis = "[--interface ADDR] [SUBCOMMAND [OPTIONS]]"
+    synopsis = "[--interface ADDR] [--metrics-port P] [--drain SECONDS] [SUBCOMMAND [OPTIONS]]"
     longdesc = "With no subcommand, every service starts on its default port."
     optParameters = [
         [
@@ -51,7 +53,29 @@ class Options(usage.Options):
             "With no subcommand: the address every service binds "
             "('' all IPv4 (default), '::' IPv4+IPv6, or one address).",
             checkInterface,
-        ]
+        ],
+        # Operations (#11 §3, §4): metrics and drain apply to every service started.
+        [
+            "metrics-port",
+            None,
+            None,
+            "Serve Prometheus metrics over HTTP on this TCP port (off when absent).",
+            lambda value: checkPort(value, "--metrics-port"),
+        ],
+        [
+            "metrics-interface",
+            None,
+            "127.0.0.1",
+            "The address the metrics port binds (loopback only by default).",
+            lambda value: _renamed(checkInterface, value, "--interface", "--metrics-interface"),
+        ],
+        [
+            "drain",
+            None,
+            DEFAULT_DRAIN,
+            "Seconds a stop (SIGTERM) lets running transfers finish before cutting them.",
+            numberOption("drain", low=0),
+        ],
     ]
     subCommands = [(spec.name, None, spec.options, spec.description) for spec in SERVICES]
 
@@ -82,11 +106,19 @@ class Options(usage.Options):
                 describe(self.selected)
 
 
+def _renamed(check: Any, value: str, option: str, name: str) -> Any:
+    """C{check(value)}, its error naming the option C{name} instead of C{option}."""
+    try:
+        return check(value)
+    except usage.UsageError as e:
+        raise usage.UsageError(str(e).replace(option, name, 1)) from None
+
+
 def _spec(name: str) -> ServiceSpec:
     return next(spec for spec in SERVICES if spec.name == name)
 
 
-class _ExitOnStartupError(MultiService):
+class _ExitOnStartupError(DrainingMultiService):
     """
     Under twistd, a service that cannot start ends the process with one line.
 
@@ -166,11 +198,20 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         top = _ExitOnStartupError()
     else:
         top = _ExitOnStartupError(not twistd.get("nodaemon"), twistd.get("pidfile"))
+    top.drainTimeout = options["drain"]
+    metrics = SuiteMetrics() if options["metrics-port"] is not None else None
     try:
         for spec, sub in options.selected:
+            sub["drain"] = options["drain"]  # for TFTP's worker processes
             child: IService = spec.makeService(sub, reactor)
             child.setName(spec.name)
             child.setServiceParent(top)
+            if metrics is not None:
+                metrics.watch(spec.name, child)
+        if metrics is not None:
+            MetricsService(
+                metrics, options["metrics-port"], options["metrics-interface"], reactor
+            ).setServiceParent(top)
         listeners = [listener for child in top for listener in getattr(child, "listeners", ())]
         activation.assign(activation.fromEnvironment(), listeners)
     except activation.ActivationError as e:

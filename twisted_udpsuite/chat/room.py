@@ -88,6 +88,10 @@ class Member:
     joined: float
     lastSeen: float
     recent: dict[str, tuple[float, int]] = field(default_factory=dict)
+    lines: int = 0
+    """Messages it had relayed (for the log line when it leaves)."""
+    bytes: int = 0
+    """Their UTF-8 size."""
     local: str | None = None
     """Our address it last wrote to, which it expects to hear from (None: unknown)."""
 
@@ -122,6 +126,7 @@ class ChatRoomProtocol(DatagramProtocol):
     @ivar members: the members by address.
     @ivar lastSeq: the newest sequence number (0: nothing relayed yet).
     @ivar history: the last relayed lines, oldest first.
+    @ivar resendRequests: C{RESEND} requests answered; C{linesResent}: lines sent for them.
     """
 
     log = Logger(namespace="twisted_udpsuite.chat")
@@ -140,6 +145,8 @@ class ChatRoomProtocol(DatagramProtocol):
         self._strangerLimiter = PerSourceLimiter(self._clock, self.policy.rate, self.policy.burst)
         self._expiry: IDelayedCall | None = None
         self._local: str | None = None  # where the datagram being handled was sent
+        self.resendRequests = 0  # RESENDs answered (metrics)
+        self.linesResent = 0  # lines sent again for them
 
     # Observers and the embedding app
 
@@ -308,6 +315,8 @@ class ChatRoomProtocol(DatagramProtocol):
             self._send(member.address, Reply(True, "SENT", (str(seq),)).toBytes())
             return
         relay = self._relay(member, printable(command.text.encode("utf-8")))
+        member.lines += 1
+        member.bytes += len(relay.text.encode("utf-8"))
         recent[command.text] = (now, relay.seq)
         if len(recent) > 16:
             del recent[next(iter(recent))]
@@ -340,6 +349,7 @@ class ChatRoomProtocol(DatagramProtocol):
         self._send(member.address, Reply(True, "LEFT").toBytes())
 
     def _doResend(self, member: Member, command: Command) -> None:
+        self.resendRequests += 1
         last = min(command.last if command.last is not None else self.lastSeq, self.lastSeq)
         last = min(last, command.first + self.policy.resendBatch - 1)
         if command.first > last:
@@ -352,12 +362,24 @@ class ChatRoomProtocol(DatagramProtocol):
         for relay in self.history:
             if command.first <= relay.seq <= last:
                 self._send(member.address, relay.toBytes())
+                self.linesResent += 1
 
     # Membership and expiry
 
     def _remove(self, member: Member, reason: str) -> None:
         if self.members.pop(member.address, None) is None:
             return
+        self.log.info(
+            "member {nick} ({peer}) {outcome} after {duration:.1f} s, {lines} lines",
+            nick=member.nick,
+            peer=member.address,
+            outcome=reason,
+            duration=self._clock.seconds() - member.joined,
+            lines=member.lines,
+            bytes=member.bytes,
+            file=None,
+            service="chatroom",
+        )
         self._relay(None, f"{member.nick} {reason}")
         self._notify("memberLeft", member, reason)
         if not self.members:

@@ -209,7 +209,14 @@ class Responder(DatagramProtocol):
         reason = self._refusal(message, data, addr)
         if reason is not None:
             self.stats.drop(reason)
-            self.log.debug("probe from {source} not answered: {reason}", source=addr, reason=reason)
+            self.log.debug(
+                "probe from {source} not answered: {reason}",
+                source=addr,
+                reason=reason,
+                service="responder",
+                peer=addr,
+                outcome=reason,
+            )
             return
         key = (hostOf(addr[0]), addr[1], message.instance, message.requestId)
         self._remember(key)
@@ -267,6 +274,13 @@ class Responder(DatagramProtocol):
             self.log.debug("cannot answer {source}: {error}", source=addr, error=e)
             return
         self.stats.answered += 1
+        self.log.debug(
+            "answered probe from {peer}: {bytes} bytes",
+            peer=addr,
+            bytes=len(data),
+            service="responder",
+            outcome="answered",
+        )
 
 
 def _systemRandom() -> random.Random:

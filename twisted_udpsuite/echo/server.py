@@ -244,6 +244,8 @@ class TCPEchoProtocol(Protocol, TimeoutMixin):
     factory: TCPEchoFactory
     log = Logger(namespace="twisted_udpsuite.echo")
 
+    timedOut = False
+
     def connectionMade(self) -> None:
         self._started = self.factory.clock.seconds()
         self.bytesEchoed = 0
@@ -274,6 +276,7 @@ class TCPEchoProtocol(Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         self.log.info("closing idle echo connection from {peer}", peer=_peerText(self.transport))
+        self.timedOut = True
         self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -340,4 +343,7 @@ class TCPEchoFactory(Factory):
             peer=host,
             bytes=proto.bytesEchoed,
             duration=self.clock.seconds() - proto._started,
+            service="echo",
+            file=None,
+            outcome="timed out" if proto.timedOut else "closed",
         )

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
-from twisted.web import pages, server, static
+from twisted.web import http, pages, server, static
+from zope.interface import implementer
 
+from twisted_udpsuite.drain import Drain, IDrainable
+from twisted_udpsuite.files.server import RequestCounts
 from twisted_udpsuite.paths import isTemporaryName, isWithin
+from twisted_udpsuite.reactors import reactorOr
 
-__all__ = ["ConfinedFile", "confinedFile", "httpSite"]
+__all__ = ["ConfinedFile", "FileSite", "confinedFile", "httpSite"]
+
+_log = Logger(namespace="twisted_udpsuite.files")
 
 
 class ConfinedFile(static.File):
@@ -42,8 +51,101 @@ def confinedFile(root: FilePath) -> ConfinedFile:
     return f
 
 
-def httpSite(root: FilePath) -> server.Site:
+class _Channel(http.HTTPChannel):
+    """An HTTP connection its L{FileSite} knows of, so that it can be drained."""
+
+    factory: FileSite
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.factory.channels.add(self)
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        self.factory.channelClosed(self)
+
+
+class _Request(server.Request):
+    """A request that knows when it arrived (for its log line's duration)."""
+
+    def __init__(self, channel: Any, *args: Any, **kw: Any) -> None:
+        super().__init__(channel, *args, **kw)
+        self.arrived = channel.factory._clock.seconds()
+
+
+@implementer(IDrainable)
+class FileSite(server.Site):
+    """
+    A quiet C{Site} that logs and counts its answers (L{RequestCounts}) and can be drained.
+
+    @ivar channels: the open HTTP connections.
+    """
+
+    protocol = _Channel
+    requestFactory = _Request
+
+    def __init__(self, resource: Any, reactor: Any = None) -> None:
+        super().__init__(resource)
+        self.noisy = False
+        self._clock = reactorOr(reactor)
+        self.channels: set[_Channel] = set()
+        self.counts = RequestCounts(lambda: len(self.channels))
+        self._drain = Drain(self._clock, self._cutRemaining)
+
+    def log(self, request: Any) -> None:  # type: ignore[override]
+        """Log and count each finished request (C{twisted.web}'s access-log hook)."""
+        code = int(request.code)
+        outcome = "ok" if code < 400 else "error"
+        self.counts.answered(code, outcome, request.sentLength)
+        self._logRequest(request, outcome)
+
+    def _logRequest(self, request: Any, outcome: str) -> None:
+        _log.info(
+            "{method} {file!r} from {peer}: {status} {outcome}, {bytes} bytes in {duration:.3f}s",
+            method=request.method.decode("ascii", "replace"),
+            file=request.path.decode("utf-8", "replace"),
+            peer=request.getClientAddress().host,
+            status=int(request.code),
+            outcome=outcome,
+            bytes=request.sentLength,
+            duration=self._clock.seconds() - getattr(request, "arrived", self._clock.seconds()),
+            service="files",
+            protocol="http",
+            filesRequest=True,
+        )
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if self._drain.stopping:
+            self.counts.refused["stopping"] += 1
+            return None  # the connection is closed at once
+        return super().buildProtocol(addr)
+
+    def channelClosed(self, channel: _Channel) -> None:
+        self.channels.discard(channel)
+        self._drain.check(not self.channels)
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """
+        Like L{twisted_udpsuite.files.server.FileServerFactory.drain}: idle connections
+        close now, a response being sent closes when done, and after C{timeout} seconds
+        the connections left are dropped (their requests are logged as C{cut}).
+        """
+        d = self._drain.begin(timeout, not self.channels)
+        for channel in list(self.channels):
+            if channel.requests:
+                channel.persistent = False  # close once this response is sent
+            else:
+                channel.loseConnection()
+        return d
+
+    def _cutRemaining(self) -> None:
+        for channel in list(self.channels):
+            for request in channel.requests:
+                self.counts.answered(int(request.code), "cut", request.sentLength)
+                self._logRequest(request, "cut")
+            channel.transport.abortConnection()
+
+
+def httpSite(root: FilePath, reactor: Any = None) -> FileSite:
     """A quiet C{Site} serving C{root} (Range requests, listings, no escapes)."""
-    site = server.Site(confinedFile(root))
-    site.noisy = False
-    return site
+    return FileSite(confinedFile(root), reactor)

@@ -22,10 +22,13 @@ import hashlib
 import json
 import os
 import stat as statModule
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -41,6 +44,7 @@ from zope.interface import implementer
 
 from twisted_udpsuite.addresses import hostOf
 from twisted_udpsuite.connections import ConnectionLimits
+from twisted_udpsuite.drain import Drain, IDrainable
 from twisted_udpsuite.files.hashing import StreamHasher
 from twisted_udpsuite.files.wire import (
     Fetch,
@@ -55,7 +59,7 @@ from twisted_udpsuite.files.wire import (
 from twisted_udpsuite.paths import UnsafePath, isTemporaryName, relativeName, safeDescendant
 from twisted_udpsuite.reactors import reactorOr
 
-__all__ = ["FileServerFactory", "FileServerProtocol", "fileVersion"]
+__all__ = ["FileServerFactory", "FileServerProtocol", "RequestCounts", "fileVersion"]
 
 #: Bytes read and written per chunk.  Measured on loopback: bigger chunks (256 KiB,
 #: 1 MiB) are slower, as each read and each join in the transport then allocates
@@ -90,6 +94,41 @@ def fileVersion(st: os.stat_result) -> str:
     """
     key = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
     return hashlib.blake2b(key.encode("ascii"), digest_size=8).hexdigest()
+
+
+@dataclass
+class RequestCounts:
+    """
+    What a file server answered, for its metrics (L{twisted_udpsuite.metrics}).
+
+    @ivar requests: answered requests by (status code, outcome); the outcome is C{ok},
+        C{error} (a status other than 200), C{changed} (the file changed while sent),
+        C{disconnected} (the client went away mid-body), C{failed} (a read error) or
+        C{cut} (the server stopped before the body was sent).
+    @ivar bytesSent: body bytes sent.
+    @ivar refused: connections refused, by limit (C{total}, C{per-host}, C{stopping}).
+    @ivar openConnections: how many connections are open now.
+    """
+
+    openConnections: Callable[[], int]
+    requests: Counter[tuple[int, str]] = field(default_factory=Counter)
+    bytesSent: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+
+    def answered(self, status: int, outcome: str, sent: int) -> None:
+        self.requests[status, outcome] += 1
+        self.bytesSent += sent
+
+
+def outcomeLabel(status: int, outcome: str) -> str:
+    """The bounded outcome label of a request's free-text C{outcome} (see L{RequestCounts})."""
+    if status != Status.OK:
+        return "error"
+    if outcome in ("ok", "cut"):
+        return outcome
+    return {"changed while sent": "changed", "client disconnected": "disconnected"}.get(
+        outcome, "failed"
+    )
 
 
 def _kind(mode: int) -> str:
@@ -411,6 +450,7 @@ class FileServerProtocol(Protocol):
         self._readPaused = False
         self._idleCall: IDelayedCall | None = None
         self._headerCall: IDelayedCall | None = None
+        self._cut = False
         _tuneTransport(self.transport)
         peer = self.transport.getPeer()
         host = hostOf(getattr(peer, "host", str(peer)))
@@ -476,6 +516,9 @@ class FileServerProtocol(Protocol):
         self._updateHeaderTimer()
 
     def _next(self) -> None:
+        if self.factory.stopping and self._current is None and not self._closing:
+            self._fatal(Status.BUSY, "server stopping")
+            return
         while self._current is None and self._queue and not self._closing:
             request = self._queue.popleft()
             if isinstance(request, MalformedFrame):
@@ -541,7 +584,7 @@ class FileServerProtocol(Protocol):
 
     def _error(self, status: int, message: str) -> None:
         self.transport.write(encodeResponseHead(status, message))
-        self._requestDone(0, f"{status} {message}")
+        self._requestDone(0, f"{status} {message}", status)
 
     def _fetch(self, request: Fetch, path: FilePath) -> None:
         flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -647,10 +690,12 @@ class FileServerProtocol(Protocol):
         self.transport.write(encodeResponseHead(Status.OK, "OK", **fields))
         self._requestDone(0, "ok")
 
-    def _requestDone(self, sent: int, outcome: str) -> None:
+    def _requestDone(self, sent: int, outcome: str, status: int = Status.OK) -> None:
         assert self._current is not None
         request, started = self._current
         self._current = None
+        if self._cut:
+            outcome = "cut"
         verb = type(request).__name__.upper().replace("LISTDIR", "LIST")
         self.log.info(
             "{verb} {path!r} from {peer}: {outcome}, {bytes} bytes in {duration:.3f}s",
@@ -661,9 +706,25 @@ class FileServerProtocol(Protocol):
             bytes=sent,
             duration=self.factory.reactor.seconds() - started,
             offset=getattr(request, "offset", 0),
+            service="files",
+            file=request.path,
+            status=status,
+            filesRequest=True,
         )
         self.factory.requestsServed += 1
         self.factory.bytesSent += sent
+        self.factory.counts.answered(status, outcomeLabel(status, outcome), sent)
+
+    # Stopping (see FileServerFactory.drain)
+
+    def drain(self) -> None:
+        """The server is stopping: close now if idle, else once the current answer is sent."""
+        self._next()
+
+    def cut(self) -> None:
+        """The drain time is over: drop the connection, logging its body as C{cut}."""
+        self._cut = True
+        self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
@@ -703,6 +764,7 @@ class _Refuser(Protocol):
         self.transport.loseConnection()
 
 
+@implementer(IDrainable)
 class FileServerFactory(Factory):
     """
     Serves the files below C{root} to L{FileServerProtocol}s, within limits.
@@ -748,10 +810,17 @@ class FileServerFactory(Factory):
         self._digestCache = digestCache
         self.requestsServed = 0
         self.bytesSent = 0
+        self.counts = RequestCounts(self.limits.open.total)
+        self.protocols: set[FileServerProtocol] = set()
+        self._drain = Drain(self.reactor, self._cutRemaining)
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:
         host = hostOf(getattr(addr, "host", str(addr)))
-        refusal = self.limits.refusal(host)
+        refusal = "stopping" if self._drain.stopping else self.limits.refusal(host)
+        if refusal is not None:
+            self.counts.refused[refusal] += 1
+        if refusal == "stopping":
+            return _Refuser(Status.BUSY, "server stopping")
         if refusal == "total":
             self.log.warn("refused connection from {peer}: server full", peer=host)
             return _Refuser(Status.BUSY, "server busy")
@@ -762,10 +831,36 @@ class FileServerFactory(Factory):
         proto = super().buildProtocol(addr)
         assert proto is not None
         proto.peerHost = host  # type: ignore[attr-defined]
+        self.protocols.add(proto)  # type: ignore[arg-type]
         return proto
 
     def connectionClosed(self, proto: FileServerProtocol) -> None:
         self.limits.closed(proto.peerHost)  # type: ignore[attr-defined]
+        self.protocols.discard(proto)
+        self._drain.check(not self.protocols)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether L{drain} has begun: new connections and requests are refused."""
+        return self._drain.stopping
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """
+        Stop without cutting transfers: refuse new connections (503 "server stopping")
+        and new requests on open ones, let the answers being sent finish for up to
+        C{timeout} seconds, then drop the connections left (their bodies log C{cut}).
+
+        @return: fires once no connection is left.
+        """
+        d = self._drain.begin(timeout, not self.protocols)
+        for proto in list(self.protocols):
+            proto.drain()
+        return d
+
+    def _cutRemaining(self) -> None:
+        for proto in list(self.protocols):
+            self.log.warn("drain time over: cutting the connection from {peer}", peer=proto.peer)
+            proto.cut()
 
     def digestFor(self, version: str) -> str | None:
         """The cached sha256 of a file version, if it was read whole before."""

@@ -53,12 +53,13 @@ class FileService(ListeningService):
         self.interface = interface
         self.httpPort = httpPort
         self.factory = FileServerFactory(root, reactor, **limits)
+        self.httpSite: Any = None  # the HTTP FileSite, with httpPort
         serving = f", serving {root.path}"
         listeners = [Listener("files", "tcp", port, self.factory, interface, detail=serving)]
         if httpPort is not None:
             from twisted_udpsuite.files.http import httpSite  # twisted.web only if asked
 
-            site = httpSite(root)
+            site = self.httpSite = httpSite(root, reactor)
             listeners.append(Listener("files-http", "tcp", httpPort, site, interface))
         super().__init__(listeners, reactor)
 
@@ -71,6 +72,11 @@ class FileService(ListeningService):
     def httpListening(self) -> IListeningPort | None:
         """The HTTP port, once started (L{None} without C{httpPort})."""
         return self.portOf(1)
+
+    @property
+    def httpCounts(self) -> Any:
+        """The HTTP side's L{RequestCounts} (L{None} without HTTP), for metrics."""
+        return None if self.httpSite is None else self.httpSite.counts
 
 
 class Options(ServiceOptions):

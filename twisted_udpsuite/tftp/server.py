@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
+from twisted_udpsuite.drain import Drain, IDrainable
 from twisted_udpsuite.localaddress import ILocalAddressReceiver, writeFrom
 from twisted_udpsuite.ratelimit import PerSourceLimiter
 from twisted_udpsuite.reactors import reactorOr
@@ -120,7 +121,7 @@ class ServerPolicy:
     firstDataWait: float = 160.0
 
 
-@implementer(ILocalAddressReceiver)
+@implementer(ILocalAddressReceiver, IDrainable)
 class TFTPServerProtocol(DatagramProtocol):
     """
     The well-known port: parses requests and starts sessions; never transfers blocks itself.
@@ -151,6 +152,7 @@ class TFTPServerProtocol(DatagramProtocol):
             if self.policy.rate
             else None
         )
+        self._drain = Drain(self._reactor, self._cutRunning)
 
     def startProtocol(self) -> None:
         if self._interface is None:
@@ -191,7 +193,7 @@ class TFTPServerProtocol(DatagramProtocol):
             session.abort(errors.TFTPError("New request from the same port"))
         client = hostOf(addr[0])
         if self._limiter is not None and not self._limiter.allow(client):
-            self.log.debug("request rate limit hit by {client}", client=client)
+            self.log.debug("request rate limit hit by {client}", client=client, tftpRefused="rate")
             return
         try:
             packet = parsePacket(datagram)
@@ -215,9 +217,18 @@ class TFTPServerProtocol(DatagramProtocol):
             )
             self._reply(errorPacket(ErrorCode.ILLEGAL_OPERATION, message), addr, local)
             return
+        if self._drain.stopping:
+            self.log.info(
+                "refusing {peer}: the server is stopping", peer=addr, tftpRefused="stopping"
+            )
+            self._reply(errorPacket(ErrorCode.NOT_DEFINED, "Server is stopping"), addr, local)
+            return
         if self._active >= self.policy.maxTransfers:
             self.log.warn(
-                "refusing {peer}: {count} transfers running", peer=addr, count=self._active
+                "refusing {peer}: {count} transfers running",
+                peer=addr,
+                count=self._active,
+                tftpRefused="max-transfers",
             )
             self._reply(
                 errorPacket(ErrorCode.NOT_DEFINED, "Server busy, try again later"), addr, local
@@ -225,7 +236,10 @@ class TFTPServerProtocol(DatagramProtocol):
             return
         if self._perClient.get(client, 0) >= self.policy.maxTransfersPerClient:
             self.log.warn(
-                "refusing {peer}: too many transfers from {client}", peer=addr, client=client
+                "refusing {peer}: too many transfers from {client}",
+                peer=addr,
+                client=client,
+                tftpRefused="max-transfers-per-client",
             )
             self._reply(
                 errorPacket(ErrorCode.NOT_DEFINED, "Too many transfers from your address"),
@@ -248,6 +262,13 @@ class TFTPServerProtocol(DatagramProtocol):
         self._perClient[client] = self._perClient.get(client, 0) + 1
         self._active += 1
         session.counted = True
+        # No text: a signal for structured observers (metrics), not a human log line.
+        self.log.debug(
+            tftpTransferStarted=True,
+            direction="RRQ" if session.isRead else "WRQ",
+            peer=addr,
+            file=session.filename,
+        )
         session.begin()
 
     def _transferEnded(self, session: TFTPSession) -> None:
@@ -262,6 +283,28 @@ class TFTPServerProtocol(DatagramProtocol):
             self._perClient[client] = left
         else:
             self._perClient.pop(client, None)
+        self._drain.check(not self._active)
+
+    # Stopping without cutting transfers (#11 §4)
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """
+        Stop taking requests (a new one gets ERROR "Server is stopping"; the running
+        sessions still answer their own repeats) and let the running transfers finish for
+        up to C{timeout} seconds; then abort the rest, which log the outcome C{cut}.
+
+        Finished uploads that only dally do not hold it up: the request port's
+        C{stopListening} ends them as before.
+
+        @return: fires once no transfer is running.
+        """
+        return self._drain.begin(timeout, not self._active)
+
+    def _cutRunning(self) -> None:
+        for session in list(self.sessions.values()):
+            if session.counted:
+                session.cut = True
+                session.abort(errors.TFTPError("Server is stopping"))
 
     def _startedDallying(self, session: TFTPSession) -> None:
         """A finished upload keeps its port a while; the oldest go past L{maxDallying}."""
@@ -287,6 +330,7 @@ class TFTPSession(DatagramProtocol):
 
     log = Logger(namespace="twisted_udpsuite.tftp.transfer")
     noisy = False  # one log event per transfer is ours; no "starting/stopping" lines
+    cut = False  # set when the server's drain time ran out (the outcome is then "cut")
 
     def __init__(
         self,
@@ -582,6 +626,8 @@ class TFTPSession(DatagramProtocol):
     def _logEnd(self, outcome: str, error: BaseException | None, quiet: bool = False) -> None:
         stats = self.stats
         duration = self._reactor.seconds() - self._started
+        if self.cut:
+            outcome, quiet = "cut", False
         emit = self.log.debug if quiet else (self.log.info if error is None else self.log.warn)
         emit(
             "{direction} {file!r} {peer}: {outcome} ({bytes} bytes, {duration:.3f} s, "
@@ -598,4 +644,5 @@ class TFTPSession(DatagramProtocol):
             outcome=outcome,
             error="" if error is None else f": {error}",
             tftpTransfer=True,
+            service="tftp",
         )

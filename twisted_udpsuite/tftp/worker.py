@@ -27,12 +27,14 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from twisted.internet import abstract, fdesc
+from twisted.internet.defer import succeed
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger, eventAsJSON, formatEvent, globalLogBeginner
 from twisted.python import usage
 from twisted.python.failure import Failure
 
 from twisted_udpsuite.activation import describe
+from twisted_udpsuite.drain import DEFAULT_DRAIN
 from twisted_udpsuite.localaddress import adoptDatagramPort
 from twisted_udpsuite.tftp.server import MAX_PACKET, TFTPServerProtocol
 from twisted_udpsuite.tftp.service import Options
@@ -50,6 +52,7 @@ class WorkerOptions(Options):
         *Options.optParameters,
         ["fd", None, 3, "Descriptor of the inherited request socket.", int],
         ["index", None, 1, "This worker's number (1 to --workers minus 1).", int],
+        ["drain", None, DEFAULT_DRAIN, "Seconds SIGTERM lets running transfers finish.", float],
     ]
 
     def postOptions(self) -> None:
@@ -140,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     globalLogBeginner.beginLoggingTo([JSONLineObserver(out)], redirectStandardIO=True)
 
     stopping: list[str] = []
+    served: list[Any] = []  # the request port, once serving
 
     def stop(why: str) -> None:
         # The parent both closes the pipe and sends TERM: the second one finds us stopping.
@@ -147,6 +151,11 @@ def main(argv: list[str] | None = None) -> None:
             return
         stopping.append(why)
         log.info("tftp worker {index}: {why}, stopping", index=options["index"], why=why)
+        # Running transfers finish first, for up to --drain seconds (#11 §4).
+        drained = served[0].protocol.drain(options["drain"]) if served else succeed(None)
+        drained.addBoth(lambda _: stopReactor())
+
+    def stopReactor() -> None:
         try:
             reactor.stop()
         except ReactorNotRunning:
@@ -158,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(stop, "SIGTERM received"))
     ParentWatch(reactor, 0, lambda: stop("parent gone")).startReading()
     try:
-        serve(options, reactor)
+        served.append(serve(options, reactor))
     except Exception:
         log.failure("tftp worker {index} cannot serve", index=options["index"])
         raise SystemExit(1) from None

@@ -49,6 +49,7 @@ from twisted.logger import (
 )
 from twisted.python.failure import Failure
 
+from twisted_udpsuite.drain import DEFAULT_DRAIN
 from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.service import Listener
 from twisted_udpsuite.tftp.server import ServerPolicy
@@ -247,6 +248,8 @@ class WorkerPool:
             pid=worker.pid,
             reason=reason.getErrorMessage(),
             delay=delay,
+            tftpWorkerEnded=True,
+            tftpWorkerPid=worker.pid,  # metrics: its running transfers are over
         )
 
     def _scheduleRestart(self, index: int) -> float:
@@ -366,6 +369,10 @@ class MultiProcessTFTPService(Service):
             reactor=self._reactor,
         )
         argv = options.toArgv()
+        # Drain (#11 §4): each worker drains its own transfers on SIGTERM, for the
+        # top-level --drain (put in these options by the tap); TERM to KILL outlasts it.
+        drain = float(options.get("drain", DEFAULT_DRAIN))
+        argv += ["--drain", str(drain)]
         self.pool = WorkerPool(
             lambda index: [
                 python,
@@ -380,6 +387,7 @@ class MultiProcessTFTPService(Service):
             self.processes - 1,
             reactor=self._reactor,
             observer=observer,
+            stopTimeout=drain + 5.0,
         )
 
     @property
@@ -395,6 +403,13 @@ class MultiProcessTFTPService(Service):
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
         self.server.privilegedStartService()
+
+    def drain(self, timeout: float) -> Deferred[Any]:
+        """
+        Stop without cutting transfers: this process drains its own, and the workers,
+        sent SIGTERM now, drain theirs (for C{--drain}) and exit.
+        """
+        return DeferredList([self.server.drain(timeout), self.pool.stop()])
 
     def startService(self) -> None:
         self.server.startService()  # binds, unless privilegedStartService did
