@@ -667,11 +667,17 @@ class Receiver(_Engine):
         dally: float | None = None,
     ) -> None:
         super().__init__(send, clock, options, retries, timeout)
+        # The negotiated timeout is how long the *peer* waits before it resends (curl asks
+        # for 5 or 6 s), not a round trip: our re-ACK timer starts from our own timeout and
+        # follows measured round trips. Only its backoff may grow to the peer's interval, so
+        # a peer that is silent that long (a slow source) is not given up on sooner.
+        self._rto = _Rto(max(float(timeout), MIN_RTO))
+        self._rto.ceiling = max(self._rto.maximum, float(options.timeout or 0))
         self._writer = writer
         self._commit = commit
         self._blksize = options.blksize
         self._windowsize = options.windowsize
-        self._dally = self._rto.maximum if dally is None else dally
+        self._dally = self._rto.ceiling if dally is None else dally
         self._next = 1  # absolute number of the block expected next
         self._scheme: int | None = None  # rollover seen from the peer: 0, 1 or unknown
         self._wrapGap = False
@@ -812,12 +818,12 @@ class Receiver(_Engine):
         kind = self._classify(block)
         if kind:
             if self._windowsize == 1 and kind < 0:
-                self.stats.retransmits += 1
-                self._send(self._lastAck)  # lock-step: our ACK was lost
+                self._duplicate()
             elif not self._gapAcked:
                 self._gapAcked = True
                 self.stats.retransmits += 1
                 self._sendAck(_pack(_ACK, self._wireFor(self._next - 1, self._scheme or 0)))
+                self._fresh = False  # what answers it is the peer's resend (Karn)
             return
         if self._fresh:
             self._rto.sample(self._clock.seconds() - self._ackedAt)
@@ -840,6 +846,22 @@ class Receiver(_Engine):
             written.addCallbacks(self._written, self._writeFailed, callbackArgs=(block, final))
             return
         self._afterWrite(block, final)
+
+    def _duplicate(self) -> None:
+        """
+        Lock-step, a block we have ACKed came again: our ACK was lost, so send it again,
+        unless this copy left the peer before our ACK could have reached it. curl resends
+        DATA on every out-of-date ACK (a Sorcerer's Apprentice sender): answering such a
+        copy as well would double every packet from then on.
+        """
+        srtt = self._rto.srtt
+        now = self._clock.seconds()
+        if srtt is not None and now - self._ackedAt < srtt:
+            return
+        self._fresh = False  # the next DATA may answer either copy (Karn)
+        self._ackedAt = now
+        self.stats.retransmits += 1
+        self._send(self._lastAck)
 
     def _written(self, _: object, block: int, final: bool) -> None:
         self._busy = False
@@ -927,6 +949,7 @@ class Receiver(_Engine):
         """The peer repeated its request: answer again if nothing has moved yet."""
         if not self._over and self._next == 1 and self._lastAck:
             self.stats.retransmits += 1
+            self._fresh = False
             self._send(self._lastAck)
             if self._patience is not None and self._lastAck is self._initialPacket:
                 self._waitUntil = self._clock.seconds() + self._patience
@@ -953,6 +976,7 @@ class Receiver(_Engine):
         if self._next == 1 and not self._resendInitial and self._lastAck is self._initialPacket:
             self._arm(2 * self._rto.backoff(self._tries))
             return
+        self._ackedAt = self._clock.seconds()
         self._send(self._lastAck)
         self._inWindow = 0
         self._arm(2 * self._rto.backoff(self._tries))
