@@ -107,12 +107,16 @@ class TransferStats:
     """
     What a transfer moved. C{bytes} counts wire payload (netascii-encoded in that mode);
     C{retransmits} counts packets sent again (DATA, ACK or the initial OACK/ACK 0).
+    A L{Sender} that ended without its final ACK (L{Sender.finalResends},
+    L{Sender.peerMovedOn}, L{_Engine.peerUnreachable}) counts the unconfirmed blocks too.
     """
 
     bytes: int = 0
     blocks: int = 0
     retransmits: int = 0
     duration: float = 0.0
+    unconfirmed: str = ""
+    """Why the final ACK never came though every block was sent ("": it came)."""
 
 
 class _Reader(Protocol):
@@ -295,6 +299,19 @@ class _Engine:
 
     # Endings
 
+    def peerUnreachable(self) -> None:
+        """
+        ICMP port unreachable came back from the peer: its port is closed, no packet of
+        ours can reach it any more. Fail now, without an ERROR (nobody would read it).
+        """
+        if self._over:
+            self._close()
+            return
+        self._fail(
+            errors.TransferTimeout("the peer's port is closed (ICMP port unreachable)"),
+            sendError=False,
+        )
+
     def abort(self, error: errors.TFTPError, sendError: bool = True) -> None:
         """
         Stop the transfer from outside (cancel, shutdown): fails C{done} with C{error}, or, if
@@ -385,6 +402,15 @@ class Sender(_Engine):
         self._initial: bytes | None = None
         self._sentAt = 0.0
         self._clean = True  # nothing resent since _sentAt: the next ACK is a valid RTT sample
+        self._stillWaiting = False  # the peer asked again for a block before the last window
+        self._probing = False  # peerMovedOn: one last resend, then the end
+        self.finalResends: int | None = None
+        """Resends of the last window, with no word from the peer, after which the transfer
+        ends as done but unconfirmed (L{TransferStats.unconfirmed}); C{None}: the retry
+        budget, then a failure. A server sets it: iPXE, pxelinux and curl close their port
+        as soon as they have sent the final ACK, so a lost final ACK is never resent and
+        the last block's resends go nowhere. A peer that has not got the last window says
+        so (it repeats its ACK of the block before it) and gets the whole budget."""
 
     def _wire(self, absolute: int) -> int:
         if self._rollover == 0 or absolute < 65536:
@@ -400,9 +426,20 @@ class Sender(_Engine):
             self._base = 1
             self._sentAt = self._clock.seconds()
             self._send(initial)
-            self._arm(self._rto.rto)
+            self._arm(self._oackWait())
             return
         self._fill()
+
+    def _oackWait(self) -> float:
+        """
+        How long an unanswered OACK waits before we send it again: past the peers' own
+        resend intervals. atftp (0.8) aborts a download on a second OACK ("unexpected
+        OACK"), so while its ACK 0 is lost we must stay quiet until it resends that ACK
+        itself (after 5 s of silence); a peer whose OACK was lost repeats its request,
+        which L{repeatInitial} answers at once. curl resends a lost ACK 0 only after 72 s:
+        for it the resend comes after L{QUIET_GAP}.
+        """
+        return max(self._rto.backoff(self._tries), QUIET_GAP)
 
     # Reading blocks
 
@@ -576,7 +613,14 @@ class Sender(_Engine):
         else:
             offset = ((block - 1) % 65535 - (self._ackedWire - 1) % 65535) % 65535
         if offset == 0 or offset > self._sent:
-            return  # a duplicate (Sorcerer's Apprentice) or nonsense: the timer decides
+            # A duplicate (Sorcerer's Apprentice) or nonsense: the timer decides. A repeated
+            # ACK of the block before the window is the peer saying it still waits for it.
+            if offset == 0 and self._eof:
+                self._stillWaiting = True
+                if self._probing:  # it did not move on after all: resend as usual
+                    self._probing = False
+                    self._arm(self._rto.backoff(self._tries))
+            return
         if self._clean:
             self._rto.sample(self._clock.seconds() - self._sentAt)
         window = self._window
@@ -591,6 +635,7 @@ class Sender(_Engine):
         self._sent -= offset
         self._base += offset
         self._tries = 0
+        self._stillWaiting = self._probing = False
         self._heard = True
         stats.blocks += offset
         if self._eof and not window:
@@ -611,9 +656,70 @@ class Sender(_Engine):
         """The peer repeated its request: resend the OACK if it is still unanswered."""
         if not self._over and self._initial is not None:
             self.stats.retransmits += 1
+            self._clean = False
             self._send(self._initial)
+            self._arm(self._oackWait())  # (a later deadline: the timer moves lazily)
+
+    # The last window
+
+    def _lastWindowOut(self) -> bool:
+        """Every block has been sent; only the final ACK is missing."""
+        return self._eof and self._initial is None and self._sent == len(self._window) > 0
+
+    def peerMovedOn(self) -> None:
+        """
+        The peer's host sent us a request for another file: a boot loader that got our
+        last block and whose final ACK was lost has moved on. Resend the last window once
+        and end, done but unconfirmed, unless an answer comes within a round trip (two
+        RTOs): a client of the same host that really lost our last block (several clients
+        behind one address) gets it again instead of a closed port.
+        """
+        if self._over or not self._heard or not self._lastWindowOut() or self._probing:
+            return
+        self._probing = True
+        self._clean = False
+        self._resendWindow()
+        self._disarm()
+        self._arm(2 * self._rto.rto)
+
+    def peerUnreachable(self) -> None:
+        """The peer's port is closed: with every block sent, it got them and left."""
+        if not self._over and self._heard and self._lastWindowOut():
+            self._endUnconfirmed("the client's port closed (ICMP port unreachable)")
+            return
+        super().peerUnreachable()
+
+    def _endUnconfirmed(self, why: str) -> None:
+        stats = self.stats
+        count = len(self._window)
+        stats.blocks += count
+        stats.bytes += (count - 1) * self._blksize + self._lastLength
+        stats.unconfirmed = why
+        del self._window[:]
+        self._sent = 0
+        self._succeed()
+        self._close()
+
+    def _resendWindow(self) -> None:
+        window = self._window
+        send = self._send
+        for index in range(self._sent):
+            send(window[index])
+        self.stats.retransmits += self._sent
 
     def _timedOut(self) -> None:
+        if self._probing:
+            self._endUnconfirmed("the client moved on to another file")
+            return
+        if (
+            self.finalResends is not None
+            and self._heard
+            and not self._stillWaiting
+            and self._lastWindowOut()
+            and self._tries >= self.finalResends
+        ):
+            self._endUnconfirmed(f"no final ACK after {self._tries} resends")
+            return
         if not self._retry():
             return
         if self._heard:
@@ -622,7 +728,7 @@ class Sender(_Engine):
         if self._initial is not None:
             self._clean = False
             self._send(self._initial)
-            self._arm(self._rto.backoff(self._tries))
+            self._arm(self._oackWait())
             return
         if not self._sent:
             # Waiting for a slow reader, not for the peer: no retry is spent.
@@ -632,11 +738,8 @@ class Sender(_Engine):
             return
         # Resend the whole outstanding window from its first block.
         self._clean = False
-        window = self._window
-        send = self._send
-        for index in range(self._sent):
-            send(window[index])
-        self.stats.retransmits += max(self._sent - 1, 0)
+        self._resendWindow()
+        self.stats.retransmits -= min(self._sent, 1)  # _retry() counted one already
         self._arm(self._rto.backoff(self._tries))
 
 
