@@ -20,6 +20,8 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.filepath import FilePath
 
 from tests.conftest import requirePeer
+from tests.process import runProcess
+from tests.tftp import lossnet
 from twisted_udpsuite.tftp.backend import FilesystemBackend
 from twisted_udpsuite.tftp.server import ServerPolicy
 from twisted_udpsuite.tftp.service import TFTPService
@@ -326,3 +328,66 @@ async def test_lossyNamespaceAtftp(lossyNamespace: str, reactor: Any, tmp_path: 
         assert (root / "upw.bin").read_bytes() == big
     finally:
         await server.stop()
+
+
+# atftp 0.8 aborts a download on a second OACK ("tftp: unexpected OACK", and ERROR 0 to
+# us). Our OACK is therefore resent on our timer only after QUIET_GAP (8 s): past atftp's
+# own 5 s resend of a lost ACK 0 (#19 §4).
+_LOSE_FIRST_ACK_0 = """
+table inet udpsuite_end {
+    chain input {
+        type filter hook input priority 0;
+        udp dport != 6969 @th,64,32 0x00040000 counter quota until 40 bytes drop
+    }
+}
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_atftpWindowedSurvivesALostAck0(reactor: Any, tmp_path: Path) -> None:
+    """
+    atftp's ACK of our OACK is lost: we stay quiet, atftp resends it after its 5 s, and the
+    download completes (a resend of the OACK at 1 s made atftp abort).
+    """
+    atftp = requirePeer("atftp")
+    root = tmp_path / "root"
+    root.mkdir()
+    data = os.urandom(300_000)
+    (root / "f").write_bytes(data)
+    window = ["--option", "blksize 1428", "--option", "windowsize 8", "--option", "tsize"]
+    async with lossnet.namespace(reactor, _LOSE_FIRST_ACK_0) as inNs:
+        async with lossnet.server(reactor, inNs, root):
+            started = reactor.seconds()
+            argv = [*inNs, atftp, *window, "-g", "-r", "f", "-l", str(tmp_path / "got")]
+            out, err, code = await runProcess(reactor, [*argv, "127.0.0.1", "6969"], timeout=30)
+            elapsed = reactor.seconds() - started
+            nft = [*inNs, requirePeer("nft"), "list", "ruleset"]
+            ruleset, _, _ = await runProcess(reactor, nft)
+    assert code == 0, (out, err)
+    assert b"unexpected OACK" not in err
+    assert (tmp_path / "got").read_bytes() == data
+    assert b"counter packets 2 " in ruleset, ruleset  # one ACK 0 dropped, one passed
+    assert 4 < elapsed < 10, f"{elapsed:.1f} s"
+
+
+@pytest_twisted.ensureDeferred
+async def test_atftpWindowedThroughTenPercentLoss(reactor: Any, tmp_path: Path) -> None:
+    """#19 §4: twenty atftp downloads (windowsize 8) at once through 10% loss: none aborts."""
+    atftp = requirePeer("atftp")
+    root = tmp_path / "root"
+    root.mkdir()
+    data = os.urandom(200_000)
+    (root / "f").write_bytes(data)
+    window = ["--option", "blksize 1428", "--option", "windowsize 8", "--option", "tsize"]
+    async with lossnet.namespace(reactor, lossnet.RANDOM_LOSS.format(every=10)) as inNs:
+        async with lossnet.server(reactor, inNs, root, "--max-transfers-per-client", "32"):
+            runs = {
+                f"get {n}": (
+                    [*inNs, atftp, *window, "-g", "-r", "f", "-l", f"got{n}", "127.0.0.1", "6969"],
+                    90.0,
+                )
+                for n in range(20)
+            }
+            await _allOk(reactor, runs, tmp_path)
+    for n in range(20):
+        assert (tmp_path / f"got{n}").read_bytes() == data, n
