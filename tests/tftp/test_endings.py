@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ import pytest
 import pytest_twisted
 
 from tests.conftest import requirePeer
-from tests.process import runProcess
+from tests.process import BackgroundProcess, runProcess
 from tests.tftp import lossnet
+from twisted_udpsuite.paths import isTemporaryName
 
 pytestmark = pytest.mark.interop
 
@@ -127,3 +129,62 @@ async def test_lostFinalAckOfCurl(reactor: Any, tmp_path: Path) -> None:
     assert int(ended.group("bytes")) == len(data)
     assert float(ended.group("s")) < 0.5, server.output
     assert b"ICMP port unreachable" in server.output
+
+
+# Ten uploads, each stopped after its tenth block with its port kept open: the server is
+# SIGKILLed while they are all in progress.
+_UPLOADER = r"""
+import socket, sys
+uploads = []
+for n in range(10):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(10)
+    s.sendto(b"\0\2up%d.bin\0octet\0" % n, ("127.0.0.1", 6969))
+    packet, peer = s.recvfrom(100)
+    assert packet == b"\0\4\0\0", packet
+    for block in range(1, 11):
+        s.sendto(b"\0\3" + block.to_bytes(2, "big") + b"u" * 512, peer)
+        packet, _ = s.recvfrom(100)
+        assert packet == b"\0\4" + block.to_bytes(2, "big"), packet
+    uploads.append(s)
+print("uploading", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_uploadsOfAKilledServerAreCleanedAtRestart(reactor: Any, tmp_path: Path) -> None:
+    """
+    #19 §3: twistd is SIGKILLed during ten uploads. No upload appears under its name; the
+    ten temporary files stay. Once they are an hour old, a restart with
+    --keep-stale-uploads reports them, and a plain restart removes them; a fresh one (a
+    live upload of another process) and files that only look alike stay.
+    """
+    root = tmp_path / "root"
+    root.mkdir()
+    async with lossnet.namespace(reactor) as inNs:
+        async with lossnet.server(reactor, inNs, root, "--writable") as server:
+            uploader = BackgroundProcess(reactor, [*inNs, sys.executable, "-c", _UPLOADER])
+            try:
+                await uploader.waitFor(b"uploading", timeout=30)
+                server.signal("KILL")
+                out, err, code = await server.ended()
+                assert code == -9
+            finally:
+                await uploader.stop()
+        left = sorted(p for p in root.iterdir())
+        assert len(left) == 10 and all(isTemporaryName(p.name) for p in left), left
+        hourAgo = time.time() - 3700
+        for path in left:
+            os.utime(path, (hourAgo, hourAgo))
+        fresh = root / ".up0.bin.0123456789ab.part"
+        fresh.write_bytes(b"written just now")
+        lookalike = root / ".notes.part"
+        lookalike.write_bytes(b"an operator's")
+        os.utime(lookalike, (hourAgo, hourAgo))
+        async with lossnet.server(reactor, inNs, root, "-w", "--keep-stale-uploads") as server:
+            await server.waitFor(rb"kept \(--keep-stale-uploads\) 10 unfinished uploads")
+        assert all(p.exists() for p in left)
+        async with lossnet.server(reactor, inNs, root, "-w") as server:
+            await server.waitFor(rb"removed 10 unfinished uploads \(\d+ bytes\)")
+    assert sorted(p.name for p in root.iterdir()) == sorted([fresh.name, lookalike.name])

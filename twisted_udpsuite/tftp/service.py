@@ -63,6 +63,9 @@ class TFTPService(Service):
         self.listeningPort: Any = None
 
     def startService(self) -> None:
+        cleanStaleUploads = getattr(self.protocol.backend, "cleanStaleUploads", None)
+        if cleanStaleUploads is not None:  # a crash's unfinished uploads (#19 §3)
+            cleanStaleUploads()
         self.listeningPort = listenUDP(
             self._reactor, self.port, self.protocol, self.interface, MAX_PACKET
         )
@@ -91,6 +94,7 @@ class Options(ServiceOptions):
         ["writable", "w", "Accept uploads (off by default)."],
         ["allow-overwrite", None, "Uploads may replace existing files (atomically)."],
         ["no-create", None, "Uploads may not create new files (only with --allow-overwrite)."],
+        ["keep-stale-uploads", None, "At start, only report unfinished uploads of a crash."],
     ]
     optParameters = [
         [
@@ -230,6 +234,7 @@ class Options(ServiceOptions):
             allowCreate=not self["no-create"],
             allowOverwrite=bool(self["allow-overwrite"]),
             maxUploadSize=self["max-upload-size"],
+            keepStaleUploads=bool(self["keep-stale-uploads"]),
         )
 
 
