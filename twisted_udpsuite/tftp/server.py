@@ -125,8 +125,9 @@ class ServerPolicy:
         after which it ends as L{COMPLETED_UNCONFIRMED} instead of failing after all
         C{retries}: iPXE, pxelinux and curl close their port right after the final ACK, so
         when that ACK is lost nothing answers any more (with the adaptive timeout, three
-        resends take well under a second on a LAN, 15 s at most). Sooner still when the
-        client's port answers ICMP port unreachable, or its host asks for another file.
+        resends take well under a second on a LAN, 15 s at most with a 1 s timeout).
+        Sooner when the client's port answers ICMP port unreachable, or its host asks for
+        another file.
     @ivar firstDataWait: Seconds an upload whose OACK is unanswered waits for DATA 1,
         never resending the OACK (that makes curl shift the file by a block; a repeated
         WRQ is answered and restarts the wait). Where the OACK granted only defaults
