@@ -438,12 +438,15 @@ def test_stopAbortsSessions(root: FilePath) -> None:
     d = client.get(world.clientHost, SERVER, "f", io.BytesIO())
     world.net.advance(0.01)
     assert world.protocol.sessions
-    world.port.stopListening()
+    with capturedLogs() as events:
+        world.port.stopListening()
     with pytest.raises(errors.TFTPError):
         world.net.runUntil(d)
     world.net.advance(60)
     assert world.protocol.sessions == {}
     assert world.net.clock.getDelayedCalls() == []
+    (event,) = [e for e in events if e.get("tftpTransfer")]
+    assert (event["outcome"], event["reason"]) == ("cut", "Server shutting down")
 
 
 @implementer(IReader)
@@ -1063,4 +1066,25 @@ def test_downloadOackWaitsForTheClientsOwnResend(root: FilePath) -> None:
     assert len(other.received) == 2
     world.net.advance(0.2)
     assert [type(p).__name__ for p, _ in other.received] == ["OptionAck"] * 3
+    world.settle()
+
+
+def test_uploadStopsDallyingWhenTheClientsPortCloses(root: FilePath) -> None:
+    """
+    A finished upload keeps its port to ACK a repeated last DATA; once the client's port
+    answers ICMP port unreachable (to the unasked copy of the final ACK), it stops at once.
+    """
+    world = _World(root)
+    peer = world.raw()
+    peer.send(WriteRequest(b"w", "octet"))
+    world.net.pump()
+    tid = peer.received[0][1]
+    peer.send(Data(1, b"end"), tid)
+    world.net.pump()
+    assert world.protocol.sessions
+    peer.transport.stopListening()
+    world.net.advance(1)
+    assert world.protocol.sessions == {}
+    assert [r.fate for r in world.net.datagrams][-1] == "unreachable"
+    assert root.child("w").getContent() == b"end"
     world.settle()
