@@ -80,6 +80,15 @@ async def server(
         await process.stop()
 
 
+def servedFile(tmp_path: Path, name: str, size: int) -> tuple[Path, bytes]:
+    """A root (C{tmp_path/root}) holding C{name}: C{size} random bytes; returns both."""
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+    data = os.urandom(size)
+    (root / name).write_bytes(data)
+    return root, data
+
+
 def url(name: str) -> str:
     """The URL of C{name} on the namespace's server."""
     return f"tftp://127.0.0.1:{PORT}/{name}"

@@ -89,10 +89,7 @@ async def _ending(server: Any, name: str) -> re.Match[bytes]:
 async def test_lostFinalAckOfAScriptedClient(
     reactor: Any, tmp_path: Path, mode: str, reason: bytes, within: float
 ) -> None:
-    root = tmp_path / "root"
-    root.mkdir()
-    data = os.urandom(512 * 2 + 100)
-    (root / "f").write_bytes(data)
+    root, data = lossnet.servedFile(tmp_path, "f", 512 * 2 + 100)
     (root / "next").write_bytes(b"n" * 10)
     async with lossnet.namespace(reactor, _LOSE_FINAL_ACK_3) as inNs:
         async with lossnet.server(reactor, inNs, root) as server:
@@ -111,10 +108,7 @@ async def test_lostFinalAckOfAScriptedClient(
 async def test_lostFinalAckOfCurl(reactor: Any, tmp_path: Path) -> None:
     """curl closes its port after the final ACK: ICMP ends the download at once."""
     curl = requirePeer("curl")
-    root = tmp_path / "root"
-    root.mkdir()
-    data = os.urandom(512 * 2 + 100)
-    (root / "f").write_bytes(data)
+    root, data = lossnet.servedFile(tmp_path, "f", 512 * 2 + 100)
     async with lossnet.namespace(reactor, _LOSE_FINAL_ACK_3) as inNs:
         async with lossnet.server(reactor, inNs, root) as server:
             get = [*inNs, curl, "-sS", "-o", str(tmp_path / "got"), lossnet.url("f")]

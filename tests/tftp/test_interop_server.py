@@ -29,6 +29,7 @@ from twisted_udpsuite.tftp.service import TFTPService
 pytestmark = pytest.mark.interop
 
 TIMEOUT = 60
+_ATFTP_WINDOW = ["--option", "blksize 1428", "--option", "windowsize 8", "--option", "tsize"]
 
 
 class Server:
@@ -130,7 +131,7 @@ async def test_tftpHpaNetascii(server: Server, reactor: Any, tmp_path: Path) -> 
 async def test_atftpWindowed(server: Server, reactor: Any, tmp_path: Path, size: int) -> None:
     atftp = requirePeer("atftp")
     data = server.file("f.bin", size)
-    options = ["--option", "blksize 1428", "--option", "tsize", "--option", "windowsize 8"]
+    options = _ATFTP_WINDOW
     argv = [atftp, *options, "-g", "-r", "f.bin", "-l", "got", "127.0.0.1", str(server.port)]
     out, err, code = await run(reactor, argv, tmp_path)
     assert code == 0, (out, err)
@@ -305,7 +306,7 @@ async def test_lossyNamespaceAtftp(lossyNamespace: str, reactor: Any, tmp_path: 
     (tmp_path / "big").write_bytes(big)
     server, inNs, _ = await _lossyServer(reactor, lossyNamespace, root)
     host = ["127.0.0.1", "6969"]
-    window = ["--option", "blksize 1428", "--option", "windowsize 8", "--option", "tsize"]
+    window = _ATFTP_WINDOW
     try:
         runs = {
             "get": ([*inNs, atftp, "-g", "-r", "small", "-l", "got", *host], 120.0),
@@ -350,11 +351,8 @@ async def test_atftpWindowedSurvivesALostAck0(reactor: Any, tmp_path: Path) -> N
     download completes (a resend of the OACK at 1 s made atftp abort).
     """
     atftp = requirePeer("atftp")
-    root = tmp_path / "root"
-    root.mkdir()
-    data = os.urandom(300_000)
-    (root / "f").write_bytes(data)
-    window = ["--option", "blksize 1428", "--option", "windowsize 8", "--option", "tsize"]
+    root, data = lossnet.servedFile(tmp_path, "f", 300_000)
+    window = _ATFTP_WINDOW
     async with lossnet.namespace(reactor, _LOSE_FIRST_ACK_0) as inNs:
         async with lossnet.server(reactor, inNs, root):
             started = reactor.seconds()
@@ -374,11 +372,8 @@ async def test_atftpWindowedSurvivesALostAck0(reactor: Any, tmp_path: Path) -> N
 async def test_atftpWindowedThroughTenPercentLoss(reactor: Any, tmp_path: Path) -> None:
     """#19 §4: twenty atftp downloads (windowsize 8) at once through 10% loss: none aborts."""
     atftp = requirePeer("atftp")
-    root = tmp_path / "root"
-    root.mkdir()
-    data = os.urandom(200_000)
-    (root / "f").write_bytes(data)
-    window = ["--option", "blksize 1428", "--option", "windowsize 8", "--option", "tsize"]
+    root, data = lossnet.servedFile(tmp_path, "f", 200_000)
+    window = _ATFTP_WINDOW
     async with lossnet.namespace(reactor, lossnet.RANDOM_LOSS.format(every=10)) as inNs:
         async with lossnet.server(reactor, inNs, root, "--max-transfers-per-client", "32"):
             runs = {

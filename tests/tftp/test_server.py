@@ -408,13 +408,19 @@ def test_wrqTsizeEchoed(root: FilePath) -> None:
     assert root.child("w").getContent() == b"abc"
 
 
-def test_lostFinalAckOfUploadIsResent(root: FilePath) -> None:
-    world = _World(root)
+def _oneBlockUpload(world: _World) -> tuple[_Raw, tuple[str, int]]:
+    """A client that uploads C{w} in one block (b"end"): sent, not yet delivered."""
     peer = world.raw()
     peer.send(WriteRequest(b"w", "octet"))
     world.net.pump()
     tid = peer.received[0][1]
     peer.send(Data(1, b"end"), tid)
+    return peer, tid
+
+
+def test_lostFinalAckOfUploadIsResent(root: FilePath) -> None:
+    world = _World(root)
+    peer, tid = _oneBlockUpload(world)
     world.net.pump()
     peer.send(Data(1, b"end"), tid)
     world.net.pump()
@@ -692,11 +698,7 @@ def test_finalAckOfAnUploadIsSentTwice(root: FilePath) -> None:
     lost, curl would send its last DATA again only after 72 s.
     """
     world = _World(root)
-    peer = world.raw()
-    peer.send(WriteRequest(b"w", "octet"))
-    world.net.pump()
-    tid = peer.received[0][1]
-    peer.send(Data(1, b"end"), tid)
+    peer, tid = _oneBlockUpload(world)
     world.net.advance(10)
     assert [p for p, _ in peer.received] == [Ack(0), Ack(1), Ack(1)]
     assert root.child("w").getContent() == b"end"
@@ -1075,11 +1077,7 @@ def test_uploadStopsDallyingWhenTheClientsPortCloses(root: FilePath) -> None:
     answers ICMP port unreachable (to the unasked copy of the final ACK), it stops at once.
     """
     world = _World(root)
-    peer = world.raw()
-    peer.send(WriteRequest(b"w", "octet"))
-    world.net.pump()
-    tid = peer.received[0][1]
-    peer.send(Data(1, b"end"), tid)
+    peer, _ = _oneBlockUpload(world)
     world.net.pump()
     assert world.protocol.sessions
     peer.transport.stopListening()
