@@ -18,6 +18,9 @@ API (stable; the client and the server both build on it):
     engine.abort(error, sendError=True)  # stop now (sends ERROR error.code unless told not to)
     engine.repeatInitial()          # the peer repeated its request: resend the OACK / ACK 0
     engine.unansweredRetries = 3    # retry budget until the peer first answers (servers)
+    engine.peerUnreachable()        # ICMP port unreachable from the peer: it is gone
+    sender.finalResends = 3         # then done, unconfirmed, without the final ACK (servers)
+    sender.peerMovedOn()            # the peer's host asked for another file: end soon
     receiver.start(oack, resendInitial=False, patience=160.0)  # only repeatInitial() resends
 
 C{send(packet)} writes one datagram to the peer: bytes-like, or, for a L{Sender} with
@@ -35,7 +38,9 @@ retransmission timeout follows the measured round trip (SRTT + 4 RTTVAR, as TCP)
 [L{MIN_RTO}, the negotiated or given timeout], doubling on each retry (a sender's up to
 L{QUIET_GAP}). Block numbers wrap after 65535 to C{rollover} (0 or 1) when sending; the
 receiver accepts either. Sending ERRORs for timeouts is left out (the peer is gone); every
-other failure sends one.
+other failure sends one. A receiver's re-ACK timer starts from its own C{timeout}, not the
+negotiated one (that is the peer's resend interval), and no round trip is sampled from an
+exchange in which either side resent (Karn's rule).
 """
 
 from __future__ import annotations
