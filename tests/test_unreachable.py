@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
@@ -39,37 +40,40 @@ class _Recorder(DatagramProtocol):
         await self.waiting.addTimeout(5, reactor)
 
 
-def _closedPort() -> tuple[str, int]:
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.bind(("127.0.0.1", 0))
-    address = probe.getsockname()
+def _closedPort(host: str) -> tuple[str, int]:
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind((host, 0))
+    address = probe.getsockname()[:2]
     probe.close()
     return address
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 @pytest_twisted.ensureDeferred
-async def test_closedPortIsReportedAndThePortGoesOn(reactor: Any) -> None:
+async def test_closedPortIsReportedAndThePortGoesOn(reactor: Any, host: str) -> None:
     """
     A datagram to a closed port comes back as ICMP port unreachable: reported with its
     destination, and the port keeps working (Twisted's epoll reactor would have stopped
     a plain udp.Port on that error).
     """
+    if not socket.has_ipv6 and ":" in host:
+        pytest.skip("no IPv6")
     recorder = _Recorder()
-    port = listenUDP(reactor, 0, recorder, "127.0.0.1")
+    port = listenUDP(reactor, 0, recorder, host)
     assert isinstance(port, UnreachableReportingPort)
-    live = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    live.bind(("127.0.0.1", 0))
+    live = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    live.bind((host, 0))
     try:
         for _ in range(2):
-            dead = _closedPort()
+            dead = _closedPort(host)
             port.write(b"hello", dead)
             await recorder.next(reactor)
             assert recorder.unreachable[-1] == dead
         assert port.connected
-        live.sendto(b"still here", ("127.0.0.1", port.getHost().port))
+        live.sendto(b"still here", (host, port.getHost().port))
         await recorder.next(reactor)
         assert recorder.received == [b"still here"]
-        port.write(b"to a live port", live.getsockname())
+        port.write(b"to a live port", live.getsockname()[:2])
         assert live.recv(100) == b"to a live port"
         assert len(recorder.unreachable) == 2
     finally:
