@@ -332,28 +332,29 @@ async def test_lossyNamespaceAtftp(lossyNamespace: str, reactor: Any, tmp_path: 
 
 
 # atftp 0.8 aborts a download on a second OACK ("tftp: unexpected OACK", and ERROR 0 to
-# us). Our OACK is therefore resent on our timer only after QUIET_GAP (8 s): past atftp's
-# own 5 s resend of a lost ACK 0 (#19 §4).
-_LOSE_FIRST_ACK_0 = """
+# us). Our OACK is therefore resent on our timer only after OACK_QUIET (12 s): past two of
+# atftp's own resends of a lost ACK 0, 5 s apart (#19 §4). Here the first two ACK 0s are
+# dropped ("quota until 72 bytes": two 32-byte datagrams).
+_LOSE_TWO_ACK_0 = """
 table inet udpsuite_end {
     chain input {
         type filter hook input priority 0;
-        udp dport != 6969 @th,64,32 0x00040000 counter quota until 40 bytes drop
+        udp dport != 6969 @th,64,32 0x00040000 counter quota until 72 bytes drop
     }
 }
 """
 
 
 @pytest_twisted.ensureDeferred
-async def test_atftpWindowedSurvivesALostAck0(reactor: Any, tmp_path: Path) -> None:
+async def test_atftpWindowedSurvivesLostAck0s(reactor: Any, tmp_path: Path) -> None:
     """
-    atftp's ACK of our OACK is lost: we stay quiet, atftp resends it after its 5 s, and the
-    download completes (a resend of the OACK at 1 s made atftp abort).
+    atftp's ACK of our OACK is lost twice: we stay quiet, atftp resends it after 5 and 10 s,
+    and the download completes (a resend of the OACK at 1 s, or at 8 s, made atftp abort).
     """
     atftp = requirePeer("atftp")
     root, data = lossnet.servedFile(tmp_path, "f", 300_000)
     window = _ATFTP_WINDOW
-    async with lossnet.namespace(reactor, _LOSE_FIRST_ACK_0) as inNs:
+    async with lossnet.namespace(reactor, _LOSE_TWO_ACK_0) as inNs:
         async with lossnet.server(reactor, inNs, root):
             started = reactor.seconds()
             argv = [*inNs, atftp, *window, "-g", "-r", "f", "-l", str(tmp_path / "got")]
@@ -364,13 +365,16 @@ async def test_atftpWindowedSurvivesALostAck0(reactor: Any, tmp_path: Path) -> N
     assert code == 0, (out, err)
     assert b"unexpected OACK" not in err
     assert (tmp_path / "got").read_bytes() == data
-    assert b"counter packets 2 " in ruleset, ruleset  # one ACK 0 dropped, one passed
-    assert 4 < elapsed < 10, f"{elapsed:.1f} s"
+    assert b"counter packets 3 " in ruleset, ruleset  # two ACK 0s dropped, one passed
+    assert 9 < elapsed < 15, f"{elapsed:.1f} s"
 
 
 @pytest_twisted.ensureDeferred
 async def test_atftpWindowedThroughTenPercentLoss(reactor: Any, tmp_path: Path) -> None:
-    """#19 §4: twenty atftp downloads (windowsize 8) at once through 10% loss: none aborts."""
+    """
+    #19 §4: ten atftp downloads (windowsize 8) at once through 10% loss: none aborts. (Each
+    still would if three ACK 0s in a row were lost: 0.1%, see OACK_QUIET.)
+    """
     atftp = requirePeer("atftp")
     root, data = lossnet.servedFile(tmp_path, "f", 200_000)
     window = _ATFTP_WINDOW
@@ -381,8 +385,8 @@ async def test_atftpWindowedThroughTenPercentLoss(reactor: Any, tmp_path: Path) 
                     [*inNs, atftp, *window, "-g", "-r", "f", "-l", f"got{n}", "127.0.0.1", "6969"],
                     90.0,
                 )
-                for n in range(20)
+                for n in range(10)
             }
             await _allOk(reactor, runs, tmp_path)
-    for n in range(20):
+    for n in range(10):
         assert (tmp_path / f"got{n}").read_bytes() == data, n

@@ -1033,8 +1033,9 @@ def test_missingFileOnAReadIsInfoOtherRefusalsWarn(root: FilePath) -> None:
 def test_downloadOackWaitsForTheClientsOwnResend(root: FilePath) -> None:
     """
     #19 §4: atftp aborts on a second OACK ("unexpected OACK"). When its ACK 0 is lost it
-    resends that ACK itself after 5 s of silence, so our timer stays quiet past that
-    (QUIET_GAP); a client whose OACK was lost repeats its request and is answered at once.
+    resends that ACK itself after each 5 s of silence, so our timer stays quiet past two
+    of those (OACK_QUIET); a client whose OACK was lost repeats its request and is
+    answered at once.
     """
     data = _file(root, "f", 1428 * 8 * 2)
     world = _World(root)
@@ -1044,7 +1045,7 @@ def test_downloadOackWaitsForTheClientsOwnResend(root: FilePath) -> None:
     world.net.pump()
     oack, tid = peer.received[0]
     assert isinstance(oack, OptionAck)
-    world.net.advance(5)  # ACK 0 was lost; atftp waits 5 s, and we must not speak
+    world.net.advance(10)  # two ACK 0s lost; atftp resends after 5 s, 10 s: we stay quiet
     assert len(peer.received) == 1
     peer.send(Ack(0), tid)
     world.net.pump()
@@ -1059,12 +1060,12 @@ def test_downloadOackWaitsForTheClientsOwnResend(root: FilePath) -> None:
     other = world.raw()
     other.send(request)
     world.net.pump()
-    world.net.advance(7.9)
+    world.net.advance(11.9)
     assert len(other.received) == 1
     other.send(request)  # a repeated request is answered at once
     world.net.pump()
     assert len(other.received) == 2
-    world.net.advance(7.9)
+    world.net.advance(11.9)
     assert len(other.received) == 2
     world.net.advance(0.2)
     assert [type(p).__name__ for p, _ in other.received] == ["OptionAck"] * 3

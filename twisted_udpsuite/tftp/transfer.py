@@ -71,6 +71,7 @@ from twisted_udpsuite.tftp.wire import (
 __all__ = [
     "DEFAULT_TIMEOUT",
     "MIN_RTO",
+    "OACK_QUIET",
     "NetasciiReader",
     "NetasciiWriter",
     "Receiver",
@@ -89,6 +90,17 @@ at least this many seconds, past the negotiated or given timeout (a peer that ne
 keeps that cap: a spoofed request holds a session no longer). Some receivers answer a
 repeated DATA only once and then only on their own timer, which every packet they ignore
 restarts (Debian's atftp 0.8: 5 s): resends capped at 1 s would keep it from ever firing."""
+
+OACK_QUIET = 12.0
+"""Seconds an unanswered OACK of a download waits before we send it again ourselves.
+atftp (0.8) aborts a download on any second OACK ("unexpected OACK"), and while its ACK 0
+is lost it resends that ACK after each 5 s of silence: an OACK of ours before its second
+resend (10 s) kills the download when two ACK 0s in a row are lost (1% at 10% loss; after
+12 s, three: 0.1%). A client whose OACK was lost repeats its request, which
+L{Sender.repeatInitial} answers at once; so only a client that waits long to resend a lost
+ACK 0 needs our resend: curl, after 72 s (with no --max-time). No other packet is safe
+instead: DATA 1 without a received OACK is taken for "options refused" and read into a
+512-byte buffer (atftp truncates every block of a larger blksize)."""
 
 _HEADER = struct.Struct("!HH")
 _pack = _HEADER.pack
@@ -437,14 +449,9 @@ class Sender(_Engine):
 
     def _oackWait(self) -> float:
         """
-        How long an unanswered OACK waits before we send it again: past the peers' own
-        resend intervals. atftp (0.8) aborts a download on a second OACK ("unexpected
-        OACK"), so while its ACK 0 is lost we must stay quiet until it resends that ACK
-        itself (after 5 s of silence); a peer whose OACK was lost repeats its request,
-        which L{repeatInitial} answers at once. curl resends a lost ACK 0 only after 72 s:
-        for it the resend comes after L{QUIET_GAP}.
+        How long an unanswered OACK waits before we send it again (L{OACK_QUIET}).
         """
-        return max(self._rto.backoff(self._tries), QUIET_GAP)
+        return max(self._rto.backoff(self._tries), OACK_QUIET)
 
     # Reading blocks
 
