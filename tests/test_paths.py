@@ -17,6 +17,7 @@ from twisted_udpsuite.paths import (
     AtomicFileWriter,
     UnsafePath,
     checkWritable,
+    findStaleTemporaryFiles,
     isTemporaryName,
     isWithin,
     relativeName,
@@ -581,3 +582,33 @@ def test_uploadThroughSafeDescendant(tree: Path) -> None:
         writer.write(b"img")
         writer.commit()
     assert (tree / "sub" / "upload.img").read_bytes() == b"img"
+
+
+def test_staleTemporaryFilesAreFoundByExactNameAndAge(tmp_path: Path) -> None:
+    """
+    #19 §3: only AtomicFileWriter's own names, only regular files, only below the root
+    (no directory symlink followed), only when unwritten for the given age.
+    """
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    left = root / "sub" / ".nbp.0.0123456789ab.part"  # as a killed upload leaves it
+    left.write_bytes(b"half")
+    writer = AtomicFileWriter(FilePath(str(root / "live")), overwrite=False)
+    live = Path(writer.tempPath.path)  # the writer's own name: found once old enough
+    lookalikes = [".notes.part", ".x.0123456789AB.part", ".x.0123456789ab.part.old", "x.part"]
+    for name in lookalikes:
+        (root / name).write_bytes(b"not ours")
+    outside = tmp_path / "outside" / ".y.0123456789ab.part"
+    outside.write_bytes(b"outside")
+    (root / "link").symlink_to(tmp_path / "outside")
+    (root / ".z.0123456789ab.part").symlink_to(outside)
+    old = os.stat(left).st_mtime - 7200
+    for path in (left, live, outside, *(root / name for name in lookalikes)):
+        os.utime(path, (old, old))
+    os.utime(live, None)  # a live upload of another process: written just now
+    assert findStaleTemporaryFiles(FilePath(str(root))) == [FilePath(str(left))]
+    assert findStaleTemporaryFiles(FilePath(str(root)), minimumAge=0) == sorted(
+        [FilePath(str(left)), FilePath(str(live))], key=lambda p: p.path
+    )
+    writer.abort()

@@ -32,6 +32,7 @@ import os
 import re
 import secrets
 import stat
+import time
 from types import TracebackType
 
 from twisted.python.filepath import FilePath, InsecurePath
@@ -39,7 +40,9 @@ from twisted.python.filepath import FilePath, InsecurePath
 __all__ = [
     "AtomicFileWriter",
     "UnsafePath",
+    "STALE_TEMPORARY_AGE",
     "checkWritable",
+    "findStaleTemporaryFiles",
     "isTemporaryName",
     "isWithin",
     "relativeName",
@@ -180,6 +183,37 @@ def isTemporaryName(name: str) -> bool:
     file yet, and listing it would let a peer read it under its unguessable name.
     """
     return _TEMP_NAME.fullmatch(name) is not None
+
+
+STALE_TEMPORARY_AGE = 3600.0
+"""Seconds without a write after which a temporary upload file counts as left behind: far
+longer than any live upload goes without writing (a TFTP upload waits 160 s at most for its
+first block), so another process's upload in progress is never taken for litter."""
+
+
+def findStaleTemporaryFiles(
+    root: FilePath, minimumAge: float = STALE_TEMPORARY_AGE, now: float | None = None
+) -> list[FilePath[str]]:
+    """
+    The temporary files of L{AtomicFileWriter} that interrupted runs (a crash, a SIGKILL)
+    left below C{root}: regular files whose name is exactly its pattern (L{isTemporaryName})
+    and that nobody has written for C{minimumAge} seconds. Nothing else: no other name, no
+    symlink, nothing outside C{root} (directory symlinks are not followed).
+    """
+    now = time.time() if now is None else now
+    found = []
+    for directory, _, names in os.walk(os.fsdecode(root.path), followlinks=False):
+        for name in names:
+            if not isTemporaryName(name):
+                continue
+            path = os.path.join(directory, name)
+            try:
+                st = os.lstat(path)
+            except OSError:  # gone meanwhile
+                continue
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= minimumAge:
+                found.append(FilePath(path))
+    return sorted(found, key=lambda p: p.path)
 
 
 def checkWritable(target: FilePath, overwrite: bool) -> None:

@@ -64,6 +64,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_udpsuite.localaddress import ILocalAddressReceiver
+from twisted_udpsuite.unreachable import IUnreachableReceiver
 
 __all__ = [
     "DatagramRecord",
@@ -182,6 +183,9 @@ class MemoryUDPPort:
         self.connected: Address | None = None
         self.listening = True
         self.reuse = False
+        self.reportsUnreachable = False
+        """As Linux's C{IP_RECVERR}: an unreachable destination is reported, unconnected too
+        (L{twisted_udpsuite.unreachable.IUnreachableReceiver})."""
         self._broadcastAllowed = False
         self._source: str | None = None  # writeFrom's address, for the datagram being sent
 
@@ -690,6 +694,10 @@ class MemoryNetwork:
             record.fate = "unreachable"
             if sender.connected is not None and sender.listening:
                 sender.protocol.connectionRefused()
+            elif sender.reportsUnreachable and sender.listening:
+                receiver = IUnreachableReceiver(sender.protocol, None)
+                if receiver is not None:
+                    receiver.destinationUnreachable(record.destination)
             return
         record.receivers = len(receivers)
         sourceHost, sourcePort = record.source

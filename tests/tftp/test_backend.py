@@ -7,9 +7,11 @@ import os
 from typing import Any
 
 import pytest
+from twisted.logger import capturedLogs
 from twisted.python.filepath import FilePath
 from zope.interface.verify import verifyObject
 
+from twisted_udpsuite.paths import AtomicFileWriter
 from twisted_udpsuite.tftp.backend import (
     AccessViolation,
     DiskFull,
@@ -154,3 +156,44 @@ def test_diskFull() -> None:
     writer.write(b"x")
     with pytest.raises(DiskFull):
         writer.finish()
+
+
+def _leftover(directory: FilePath, name: str, age: float) -> FilePath:
+    """A temporary upload file as a killed run leaves it, last written C{age} s ago."""
+    writer = AtomicFileWriter(directory.child(name), overwrite=False)
+    writer.write(b"x" * 100)
+    left = FilePath(writer.tempPath.path + ".keep")
+    os.link(writer.tempPath.path, left.path)
+    temp = writer.tempPath
+    writer.abort()
+    os.rename(left.path, temp.path)
+    when = os.stat(temp.path).st_mtime - age
+    os.utime(temp.path, (when, when))
+    return temp
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_cleanStaleUploads(root: FilePath, keep: bool) -> None:
+    """
+    #19 §3: at start, a writable root's uploads left by a killed run (an hour unwritten)
+    are removed, or with keepStaleUploads only reported; a live one is left alone.
+    """
+    stale = [_leftover(root, "a.bin", 7200), _leftover(root.child("sub"), "b.bin", 3601)]
+    live = _leftover(root, "c.bin", 10)
+    backend = FilesystemBackend(root, writable=True, keepStaleUploads=keep)
+    with capturedLogs() as events:
+        assert backend.cleanStaleUploads() == sorted(stale, key=lambda p: p.path)
+    assert [p.exists() for p in stale] == [keep, keep]
+    assert live.exists()
+    (event,) = [e for e in events if "staleUploads" in e]
+    assert event["count"] == 2 and event["bytes"] == 200
+    assert sorted(event["staleUploads"]) == sorted(
+        [stale[0].basename(), "sub/" + stale[1].basename()]
+    )
+    assert event["action"].startswith("kept" if keep else "removed")
+
+
+def test_readOnlyRootIsNotCleaned(root: FilePath) -> None:
+    stale = _leftover(root, "a.bin", 7200)
+    assert FilesystemBackend(root).cleanStaleUploads() == []
+    assert stale.exists()

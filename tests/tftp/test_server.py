@@ -369,7 +369,7 @@ def test_pxeAbortAfterOackIsQuiet(root: FilePath) -> None:
         world.net.pump()
         assert world.protocol.sessions == {}
     (event,) = [e for e in events if e.get("tftpTransfer")]
-    assert event["outcome"] == "aborted after OACK"
+    assert event["outcome"] == "aborted-after-oack"
     assert event["log_level"].name == "debug"
     assert len(peer.received) == 1
     world.settle()
@@ -384,7 +384,10 @@ def test_oneLogEventPerTransfer(root: FilePath) -> None:
             world.get("nope")
         world.settle()
     transfers = [e for e in events if e.get("tftpTransfer")]
-    assert [(e["file"], e["outcome"]) for e in transfers] == [("f", "ok"), ("nope", "refused")]
+    assert [(e["file"], e["outcome"]) for e in transfers] == [
+        ("f", "completed"),
+        ("nope", "failed"),
+    ]
     ok = transfers[0]
     assert ok["bytes"] == 5000 and ok["direction"] == "RRQ"
     assert ok["options"] == {"blksize": "1024", "tsize": "5000"}
@@ -405,13 +408,19 @@ def test_wrqTsizeEchoed(root: FilePath) -> None:
     assert root.child("w").getContent() == b"abc"
 
 
-def test_lostFinalAckOfUploadIsResent(root: FilePath) -> None:
-    world = _World(root)
+def _oneBlockUpload(world: _World) -> tuple[_Raw, tuple[str, int]]:
+    """A client that uploads C{w} in one block (b"end"): sent, not yet delivered."""
     peer = world.raw()
     peer.send(WriteRequest(b"w", "octet"))
     world.net.pump()
     tid = peer.received[0][1]
     peer.send(Data(1, b"end"), tid)
+    return peer, tid
+
+
+def test_lostFinalAckOfUploadIsResent(root: FilePath) -> None:
+    world = _World(root)
+    peer, tid = _oneBlockUpload(world)
     world.net.pump()
     peer.send(Data(1, b"end"), tid)
     world.net.pump()
@@ -435,12 +444,15 @@ def test_stopAbortsSessions(root: FilePath) -> None:
     d = client.get(world.clientHost, SERVER, "f", io.BytesIO())
     world.net.advance(0.01)
     assert world.protocol.sessions
-    world.port.stopListening()
+    with capturedLogs() as events:
+        world.port.stopListening()
     with pytest.raises(errors.TFTPError):
         world.net.runUntil(d)
     world.net.advance(60)
     assert world.protocol.sessions == {}
     assert world.net.clock.getDelayedCalls() == []
+    (event,) = [e for e in events if e.get("tftpTransfer")]
+    assert (event["outcome"], event["reason"]) == ("cut", "Server shutting down")
 
 
 @implementer(IReader)
@@ -686,11 +698,7 @@ def test_finalAckOfAnUploadIsSentTwice(root: FilePath) -> None:
     lost, curl would send its last DATA again only after 72 s.
     """
     world = _World(root)
-    peer = world.raw()
-    peer.send(WriteRequest(b"w", "octet"))
-    world.net.pump()
-    tid = peer.received[0][1]
-    peer.send(Data(1, b"end"), tid)
+    peer, tid = _oneBlockUpload(world)
     world.net.advance(10)
     assert [p for p, _ in peer.received] == [Ack(0), Ack(1), Ack(1)]
     assert root.child("w").getContent() == b"end"
@@ -842,4 +850,240 @@ def test_dallyingUploadsAreCapped(root: FilePath) -> None:
         world.put(b"x" * 10, f"up{i}.bin")
     assert len(world.protocol.sessions) == 2
     assert sorted(root.listdir()) == ["up0.bin", "up1.bin", "up2.bin", "up3.bin"]
+    world.settle()
+
+
+# How transfers end (#19): a lost final ACK, routine misses, and the OACK that atftp
+# takes only once.
+
+
+def _downloadAllButTheFinalAck(
+    world: _World, name: bytes, blocks: int, port: int = 0
+) -> tuple[_Raw, tuple[str, int]]:
+    """A client that gets every block of C{name} and ACKs all but the last one."""
+    peer = world.raw(port=port)
+    peer.send(ReadRequest(name, "octet", {"blksize": "512"}))
+    world.net.pump()
+    oack, tid = peer.received[0]
+    assert isinstance(oack, OptionAck)
+    peer.send(Ack(0), tid)
+    world.net.pump()
+    for block in range(1, blocks):
+        world.net.advance(0.002)
+        assert peer.received[-1][0].block == block
+        peer.send(Ack(block), tid)
+        world.net.pump()
+    assert peer.received[-1][0].block == blocks
+    return peer, tid
+
+
+def _ending(events: list[Any]) -> Any:
+    (event,) = [e for e in events if e.get("tftpTransfer")]
+    return event
+
+
+def test_lostFinalAckAndClosedPortIsCompletedUnconfirmedAtOnce(root: FilePath) -> None:
+    """
+    #19 §1: the final ACK is lost and the client closed its port (as iPXE, pxelinux, curl
+    do): the first resend of the last block meets ICMP port unreachable, and the download
+    ends there, done but unconfirmed, counting the last block.
+    """
+    _file(root, "nbp.0", 512 * 4 + 100)
+    world = _World(root)
+    with capturedLogs() as events:
+        peer, tid = _downloadAllButTheFinalAck(world, b"nbp.0", 5)
+        clientPort = peer.transport.getHost().port
+        peer.transport.stopListening()
+        started = world.net.clock.seconds()
+        world.net.advance(1)
+        assert world.protocol.sessions == {}
+    event = _ending(events)
+    assert event["outcome"] == "completed-unconfirmed"
+    assert event["reason"] == "the client's port closed (ICMP port unreachable)"
+    assert (event["bytes"], event["blocks"]) == (512 * 4 + 100, 5)
+    assert event["log_level"].name == "info"
+    assert event["duration"] - started < 0.2
+    unreachable = [r for r in world.net.datagrams if r.fate == "unreachable"]
+    assert [r.destination for r in unreachable] == [("192.0.2.2", clientPort)]
+    world.settle()
+
+
+def test_lostFinalAckWithoutAnySignalEndsAfterAFewResends(root: FilePath) -> None:
+    """
+    #19 §1: the client is silent (its host answers no ICMP): a few resends of the last
+    block (ServerPolicy.finalResends), then completed-unconfirmed, never "failed".
+    """
+    _file(root, "f", 512 * 3 + 1)
+    world = _World(root, policy=ServerPolicy(rate=None, finalResends=3))
+    with capturedLogs() as events:
+        peer, tid = _downloadAllButTheFinalAck(world, b"f", 4)
+        world.net.advance(30)
+        assert world.protocol.sessions == {}
+    event = _ending(events)
+    assert event["outcome"] == "completed-unconfirmed"
+    assert event["reason"] == "no final ACK after 3 resends"
+    assert event["bytes"] == 512 * 3 + 1
+    finals = [p for p, _ in peer.received if isinstance(p, Data) and p.block == 4]
+    assert len(finals) == 4  # sent, then resent three times
+    assert event["duration"] < 2  # round trips of 2 ms: resends after 0.05, 0.1, 0.2 s
+    world.settle()
+
+
+def test_clientStillWaitingForTheLastBlockGetsTheWholeBudget(root: FilePath) -> None:
+    """
+    A client that repeats its ACK of the block before the last one has not got the last
+    block: it is alive, so the last block is resent up to the retry budget, and a transfer
+    that still fails is logged as failed.
+    """
+    _file(root, "f", 512 * 3 + 1)
+    world = _World(root, policy=ServerPolicy(rate=None, retries=6, finalResends=2))
+    world.net.dropIf(lambda r: r.data[:4] == b"\x00\x03\x00\x04")  # DATA 4 never arrives
+    with capturedLogs() as events:
+        peer = world.raw()
+        peer.send(ReadRequest(b"f", "octet", {"blksize": "512"}))
+        world.net.pump()
+        tid = peer.received[0][1]
+        for block in range(4):
+            peer.send(Ack(block), tid)
+            world.net.advance(0.002)
+        peer.send(Ack(3), tid)  # "I still need block 4"
+        world.net.advance(200)
+    event = _ending(events)
+    assert event["outcome"] == "failed" and "no answer after 7 tries" in event["reason"]
+    world.settle()
+
+
+def test_requestForAnotherFileEndsTheDownloadWaitingForItsFinalAck(root: FilePath) -> None:
+    """
+    #19 §1: pxelinux's final ACK for its first file is lost and it asks for the next file
+    from a new port: the first download gets one last resend of its last block and, with
+    no answer within two round trips, ends as completed-unconfirmed.
+    """
+    _file(root, "pxelinux.0", 512 * 2 + 10)
+    _file(root, "ldlinux.c32", 100)
+    world = _World(root, policy=ServerPolicy(rate=None, finalResends=10))
+    with capturedLogs() as events:
+        peer, tid = _downloadAllButTheFinalAck(world, b"pxelinux.0", 3)
+        before = len(peer.received)
+        following = world.raw()
+        following.send(ReadRequest(b"ldlinux.c32", "octet"))
+        world.net.pump()
+        assert len(peer.received) == before + 1  # the one last resend
+        world.net.advance(0.2)
+        assert list(world.protocol.sessions) == [("192.0.2.2", following.transport.getHost().port)]
+        first = [e for e in events if e.get("tftpTransfer")]
+        assert [(e["file"], e["outcome"]) for e in first] == [
+            ("pxelinux.0", "completed-unconfirmed")
+        ]
+        assert first[0]["reason"] == "the client moved on to another file"
+        assert first[0]["bytes"] == 512 * 2 + 10
+        following.send(Ack(1), following.received[0][1])
+        world.settle()
+
+
+def test_sameHostClientThatLostTheLastBlockStillGetsIt(root: FilePath) -> None:
+    """
+    Two clients behind one address: the first lost our last block, and the second asks for
+    another file. The last block is sent once more at once, the first client ACKs it, and
+    its download is completed, not cut short.
+    """
+    _file(root, "a", 512 * 2 + 10)
+    _file(root, "b", 100)
+    world = _World(root, policy=ServerPolicy(rate=None, finalResends=10))
+    with capturedLogs() as events:
+        peer, tid = _downloadAllButTheFinalAck(world, b"a", 3)
+        other = world.raw()
+        other.send(ReadRequest(b"b", "octet"))
+        world.net.pump()
+        assert peer.received[-1][0] == Data(3, (root.child("a").getContent())[1024:])
+        peer.send(Ack(3), tid)
+        other.send(Ack(1), other.received[0][1])
+        world.net.pump()
+        world.settle()
+    outcomes = {e["file"]: e["outcome"] for e in events if e.get("tftpTransfer")}
+    assert outcomes == {"a": "completed", "b": "completed"}
+
+
+def test_missingFileOnAReadIsInfoOtherRefusalsWarn(root: FilePath) -> None:
+    """
+    #19 §2: a boot loader's probes for missing files are routine (info); an access
+    violation, and a refused upload, are still warnings.
+    """
+    world = _World(root, backend=FilesystemBackend(root, writable=False))
+    with capturedLogs() as events:
+        for name in ("pxelinux.cfg/01-52-54-00-12-34-56", "pxelinux.cfg/C000025B", "../etc"):
+            with pytest.raises(errors.TFTPError):
+                world.get(name)
+        with pytest.raises(errors.AccessViolation):
+            world.put(b"x", "up")
+        world.settle()
+    levels = [
+        (e["direction"], e["outcome"], e["reason"], e["log_level"].name)
+        for e in events
+        if e.get("tftpTransfer")
+    ]
+    assert levels == [
+        ("RRQ", "failed", "File not found", "info"),
+        ("RRQ", "failed", "File not found", "info"),
+        ("RRQ", "failed", "Access violation", "warn"),
+        ("WRQ", "failed", "Uploads are disabled", "warn"),
+    ]
+
+
+def test_downloadOackWaitsForTheClientsOwnResend(root: FilePath) -> None:
+    """
+    #19 §4: atftp aborts on a second OACK ("unexpected OACK"). When its ACK 0 is lost it
+    resends that ACK itself after each 5 s of silence, so our timer stays quiet past two
+    of those (OACK_QUIET); a client whose OACK was lost repeats its request and is
+    answered at once.
+    """
+    data = _file(root, "f", 1428 * 8 * 2)
+    world = _World(root)
+    peer = world.raw()
+    request = ReadRequest(b"f", "octet", {"blksize": "1428", "windowsize": "8"})
+    peer.send(request)
+    world.net.pump()
+    oack, tid = peer.received[0]
+    assert isinstance(oack, OptionAck)
+    world.net.advance(10)  # two ACK 0s lost; atftp resends after 5 s, 10 s: we stay quiet
+    assert len(peer.received) == 1
+    peer.send(Ack(0), tid)
+    world.net.pump()
+    assert [p.block for p, _ in peer.received[1:]] == list(range(1, 9))
+    peer.send(Ack(8), tid)
+    world.net.pump()
+    peer.send(Ack(16), tid)
+    world.net.pump()
+    received = b"".join(p.data for p, _ in peer.received if isinstance(p, Data))
+    assert received[: len(data)] == data
+    # Nobody answers: the OACK comes again only after the quiet gap.
+    other = world.raw()
+    other.send(request)
+    world.net.pump()
+    world.net.advance(11.9)
+    assert len(other.received) == 1
+    other.send(request)  # a repeated request is answered at once
+    world.net.pump()
+    assert len(other.received) == 2
+    world.net.advance(11.9)
+    assert len(other.received) == 2
+    world.net.advance(0.2)
+    assert [type(p).__name__ for p, _ in other.received] == ["OptionAck"] * 3
+    world.settle()
+
+
+def test_uploadStopsDallyingWhenTheClientsPortCloses(root: FilePath) -> None:
+    """
+    A finished upload keeps its port to ACK a repeated last DATA; once the client's port
+    answers ICMP port unreachable (to the unasked copy of the final ACK), it stops at once.
+    """
+    world = _World(root)
+    peer, _ = _oneBlockUpload(world)
+    world.net.pump()
+    assert world.protocol.sessions
+    peer.transport.stopListening()
+    world.net.advance(1)
+    assert world.protocol.sessions == {}
+    assert [r.fate for r in world.net.datagrams][-1] == "unreachable"
+    assert root.child("w").getContent() == b"end"
     world.settle()

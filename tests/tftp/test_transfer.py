@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
 
-from twisted_udpsuite.testing import MemoryNetwork
+from twisted_udpsuite.testing import EventClock, MemoryNetwork
 from twisted_udpsuite.tftp import errors
 from twisted_udpsuite.tftp.options import TransferOptions
 from twisted_udpsuite.tftp.transfer import (
@@ -332,3 +332,119 @@ def test_garbageIgnored() -> None:
         sender.datagramReceived(junk)
     sender.datagramReceived(encodeAck(1))
     assert sender.done.called
+
+
+class _Timed:
+    """Records what an engine sends, with the clock's time."""
+
+    def __init__(self) -> None:
+        self.clock = EventClock()  # timers run at their own time within an advance()
+        self.sent: list[tuple[float, bytes]] = []
+
+    def send(self, packet: bytes) -> None:
+        self.sent.append((round(self.clock.seconds(), 6), bytes(packet)))
+
+    def since(self, t: float) -> list[tuple[float, bytes]]:
+        return [(when, packet) for when, packet in self.sent if when >= t]
+
+
+def _curlLikeReceiver(wire: _Timed) -> Receiver:
+    """An upload's receiver after curl asked for timeout 5 (its own resend interval)."""
+    receiver = Receiver(
+        wire.send, wire.clock, TransferOptions(timeout=5), _Sink(), retries=12, timeout=1.0
+    )
+    receiver.start(encodeAck(0))
+    return receiver
+
+
+def _feed(wire: _Timed, receiver: Receiver, after: float, block: int) -> None:
+    wire.clock.advance(after)
+    receiver.datagramReceived(encodeData(block, b"d" * 512))
+
+
+def test_receiverReAckStartsFromOurTimeoutNotThePeers() -> None:
+    """Before any round trip: the first re-ACK comes after 2 x our 1 s, not 2 x curl's 5 s."""
+    wire = _Timed()
+    receiver = _curlLikeReceiver(wire)
+    wire.clock.advance(1.999)
+    assert wire.sent == [(0, encodeAck(0))]
+    wire.clock.advance(0.001)
+    assert wire.sent[1:] == [(2.0, encodeAck(0))]
+    receiver.abort(errors.TFTPError("stop"), sendError=False)
+    assert wire.clock.getDelayedCalls() == []
+
+
+def test_receiverReAcksALostDataAfterMeasuredRoundTrips() -> None:
+    """Fast round trips bring the re-ACK of a lost DATA down to about 2 x MIN_RTO."""
+    wire = _Timed()
+    receiver = _curlLikeReceiver(wire)
+    for block in range(1, 10):
+        _feed(wire, receiver, 0.002, block)
+    lastAck = wire.clock.seconds()
+    wire.clock.advance(0.2)  # DATA 10 is lost
+    assert [p for _, p in wire.since(lastAck + 0.001)] == [encodeAck(9)]
+    assert wire.since(lastAck + 0.001)[0][0] == pytest.approx(lastAck + 0.1, abs=0.002)
+    receiver.abort(errors.TFTPError("stop"), sendError=False)
+    assert wire.clock.getDelayedCalls() == []
+
+
+def test_receiverTakesNoSampleFromAResentAck() -> None:
+    """
+    Karn's rule: on a 0.3 s path DATA 8 comes again 0.4 s after our ACK 8 and we ACK it
+    again. The DATA 9 that follows may answer either ACK: here it comes 1 ms after the
+    copy, so it answered the first (delayed) one. Neither reading is a sample: measured from
+    the copy (1 ms) or from the first ACK (0.4 s, as before: then curl's 6 s resend), it
+    would throw the re-ACK timer off; without it the timer stays at 2 x (0.3 s + a little).
+    """
+    wire = _Timed()
+    receiver = _curlLikeReceiver(wire)
+    for block in range(1, 9):
+        _feed(wire, receiver, 0.3, block)
+    _feed(wire, receiver, 0.4, 8)
+    assert wire.sent[-1] == (wire.clock.seconds(), encodeAck(8))
+    _feed(wire, receiver, 0.001, 9)
+    ack9 = wire.clock.seconds()
+    wire.clock.advance(1.5)  # DATA 10 lost
+    reAcks = wire.since(ack9 + 0.0001)
+    assert [p for _, p in reAcks][:1] == [encodeAck(9)]
+    assert ack9 + 0.7 < reAcks[0][0] < ack9 + 0.8
+    receiver.abort(errors.TFTPError("stop"), sendError=False)
+    assert wire.clock.getDelayedCalls() == []
+
+
+def test_receiverTakesNoSampleFromTheDataAfterItsReAck() -> None:
+    """
+    Karn's rule on our side: DATA 4 was lost, our timer re-ACKed 3, and curl's resent DATA 4
+    came late (its first copy was only slow). That exchange is no sample either.
+    """
+    wire = _Timed()
+    receiver = _curlLikeReceiver(wire)
+    for block in range(1, 4):
+        _feed(wire, receiver, 0.002, block)
+    wire.clock.advance(0.1)  # our re-ACK of 3
+    _feed(wire, receiver, 4.9, 4)
+    ack4 = wire.clock.seconds()
+    wire.clock.advance(0.5)
+    assert wire.since(ack4 + 0.001)[0][0] < ack4 + 0.2
+    receiver.abort(errors.TFTPError("stop"), sendError=False)
+    assert wire.clock.getDelayedCalls() == []
+
+
+def test_receiverDoesNotAnswerACopyThatCrossedItsAck() -> None:
+    """
+    curl resends DATA on every out-of-date ACK: a copy that left it before our ACK could
+    arrive is not answered, or every later block would travel twice. A copy that comes a
+    resend interval later (our ACK was lost) is answered.
+    """
+    wire = _Timed()
+    receiver = _curlLikeReceiver(wire)
+    for block in range(1, 6):
+        _feed(wire, receiver, 0.002, block)
+    count = len(wire.sent)
+    _feed(wire, receiver, 0.0005, 5)  # crossed our ACK 5 on the wire
+    assert len(wire.sent) == count
+    _feed(wire, receiver, 0.0004, 6)
+    _feed(wire, receiver, 1.0, 6)  # a resend a whole interval later: ACK 6 was lost
+    assert wire.sent[-1] == (wire.clock.seconds(), encodeAck(6))
+    receiver.abort(errors.TFTPError("stop"), sendError=False)
+    assert wire.clock.getDelayedCalls() == []

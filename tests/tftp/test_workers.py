@@ -359,7 +359,7 @@ class Running:
         """The processes (0: the parent) that logged a finished download."""
         found = set()
         for line in self.output.splitlines():
-            if b"RRQ 'f'" in line and b": ok (" in line:
+            if b"RRQ 'f'" in line and b": completed (" in line:
                 match = re.search(rb"worker (\d+) \(pid \d+\): RRQ", line)
                 found.add(int(match.group(1)) if match else 0)
         return found
@@ -455,7 +455,7 @@ async def test_concurrentDownloadsSpreadOverProcesses(
     # One event per transfer, relayed with the worker's pid.
     pid = running.workerPids()[1]
     assert re.search(
-        rb"worker 1 \(pid %d\): RRQ 'f' \('127\.0\.0\.1', \d+\): ok" % pid, running.output
+        rb"worker 1 \(pid %d\): RRQ 'f' \('127\.0\.0\.1', \d+\): completed" % pid, running.output
     )
 
 

@@ -22,10 +22,18 @@ import stat
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from zope.interface import Attribute, Interface, implementer
 
-from twisted_udpsuite.paths import AtomicFileWriter, UnsafePath, isTemporaryName, safeDescendant
+from twisted_udpsuite.paths import (
+    AtomicFileWriter,
+    UnsafePath,
+    findStaleTemporaryFiles,
+    isTemporaryName,
+    relativeName,
+    safeDescendant,
+)
 from twisted_udpsuite.tftp.errors import (
     AccessViolation,
     DiskFull,
@@ -187,7 +195,10 @@ class FilesystemBackend:
     @param allowCreate: Uploads may create new files.
     @param allowOverwrite: Uploads may replace existing files (atomically).
     @param maxUploadSize: Largest upload in bytes, checked as data arrives (C{None}: none).
+    @param keepStaleUploads: L{cleanStaleUploads} only reports what it finds.
     """
+
+    log = Logger(namespace="twisted_udpsuite.tftp.backend")
 
     def __init__(
         self,
@@ -197,12 +208,50 @@ class FilesystemBackend:
         allowCreate: bool = True,
         allowOverwrite: bool = False,
         maxUploadSize: int | None = None,
+        keepStaleUploads: bool = False,
     ) -> None:
         self.root = root
         self.writable = writable
         self.allowCreate = allowCreate
         self.allowOverwrite = allowOverwrite
         self.maxUploadSize = maxUploadSize
+        self.keepStaleUploads = keepStaleUploads
+
+    def cleanStaleUploads(self) -> list[FilePath[str]]:
+        """
+        At start: remove (or, with C{keepStaleUploads}, only report) the temporary files
+        that uploads of earlier runs left in a writable root when they were killed
+        (L{findStaleTemporaryFiles}: their exact name pattern, an hour unwritten), and log
+        what was done. Returns the files found.
+        """
+        if not self.writable:
+            return []
+        stale = findStaleTemporaryFiles(self.root)
+        if not stale:
+            return stale
+        total = 0
+        names = []
+        for path in stale:
+            try:
+                size = path.getsize()
+                if not self.keepStaleUploads:
+                    path.remove()
+            except OSError as e:  # gone meanwhile (another process cleaning), or not ours
+                self.log.debug("cannot clean {path}: {error}", path=path.path, error=e)
+                continue
+            total += size
+            names.append(relativeName(self.root, path))
+        self.log.warn(
+            "{action} {count} unfinished uploads ({bytes} bytes) that an earlier run left "
+            "in {root}: {names}",
+            action="kept (--keep-stale-uploads)" if self.keepStaleUploads else "removed",
+            count=len(names),
+            bytes=total,
+            root=self.root.path,
+            names=" ".join(names),
+            staleUploads=names,
+        )
+        return stale
 
     def _resolve(self, name: bytes) -> FilePath[str]:
         try:

@@ -23,7 +23,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -59,8 +59,33 @@ from twisted_udpsuite.tftp.wire import (
     encodeAck,
     parsePacket,
 )
+from twisted_udpsuite.unreachable import IUnreachableReceiver
+from twisted_udpsuite.unreachable import listenUDP as listenReportingUnreachable
 
-__all__ = ["MAX_PACKET", "ServerPolicy", "TFTPServerProtocol", "TFTPSession"]
+__all__ = [
+    "ABORTED_AFTER_OACK",
+    "COMPLETED",
+    "COMPLETED_UNCONFIRMED",
+    "CUT",
+    "FAILED",
+    "MAX_PACKET",
+    "ServerPolicy",
+    "TFTPServerProtocol",
+    "TFTPSession",
+]
+
+# The outcomes of the transfer-end event (its "outcome" field):
+COMPLETED = "completed"
+"""The client confirmed every block."""
+COMPLETED_UNCONFIRMED = "completed-unconfirmed"
+"""Every block was sent; the final ACK never came, but the client is gone or silent (a lost
+final ACK from a client that closed its port at once, as iPXE, pxelinux and curl do)."""
+FAILED = "failed"
+"""A real failure, or a refused request; C{reason} says which."""
+ABORTED_AFTER_OACK = "aborted-after-oack"
+"""The client ended it after our OACK: a PXE ROM that only wanted C{tsize}. Routine."""
+CUT = "cut"
+"""The server stopped the transfer (it was shutting down)."""
 
 MAX_PACKET = 65536
 """Receive buffer for every TFTP socket: blksize reaches 65464 (RFC 2348)."""
@@ -97,6 +122,13 @@ class ServerPolicy:
         unasked it sends only one more copy of the final ACK, a round trip or two later.
     @ivar maxDallying: Dallying uploads kept at once; past it the oldest stops dallying. A
         new request from a dallying upload's client port also ends that dally.
+    @ivar finalResends: Resends of a download's last window, with no word from the client,
+        after which it ends as L{COMPLETED_UNCONFIRMED} instead of failing after all
+        C{retries}: iPXE, pxelinux and curl close their port right after the final ACK, so
+        when that ACK is lost nothing answers any more (with the adaptive timeout, three
+        resends take well under a second on a LAN, 15 s at most with a 1 s timeout).
+        Sooner when the client's port answers ICMP port unreachable, or its host asks for
+        another file.
     @ivar firstDataWait: Seconds an upload whose OACK is unanswered waits for DATA 1,
         never resending the OACK (that makes curl shift the file by a block; a repeated
         WRQ is answered and restarts the wait). Where the OACK granted only defaults
@@ -119,6 +151,7 @@ class ServerPolicy:
     dally: float = 160.0
     maxDallying: int = 256
     firstDataWait: float = 160.0
+    finalResends: int = 3
 
 
 @implementer(ILocalAddressReceiver, IDrainable)
@@ -247,10 +280,11 @@ class TFTPServerProtocol(DatagramProtocol):
                 local,
             )
             return
+        self._clientMovedOn(addr, packet.filename)
         session = TFTPSession(self, packet, addr)
         try:
-            self._reactor.listenUDP(
-                0, session, interface=local or self._interface or "", maxPacketSize=MAX_PACKET
+            listenReportingUnreachable(
+                self._reactor, 0, session, local or self._interface or "", MAX_PACKET
             )
         except Exception as e:
             self.log.error("cannot open a transfer port: {error}", error=e)
@@ -270,6 +304,22 @@ class TFTPServerProtocol(DatagramProtocol):
             file=session.filename,
         )
         session.begin()
+
+    def _clientMovedOn(self, addr: tuple[str, int], filename: bytes) -> None:
+        """
+        A request for another file from a host whose download waits for its final ACK: a
+        boot loader that moved on (its final ACK was lost). That download ends (after one
+        last resend: see L{Sender.peerMovedOn}).
+        """
+        for other in list(self.sessions.values()):
+            engine = other.engine
+            if (
+                isinstance(engine, Sender)
+                and other.peer[0] == addr[0]
+                and other.peer != addr
+                and other.request.filename != filename
+            ):
+                engine.peerMovedOn()
 
     def _transferEnded(self, session: TFTPSession) -> None:
         """A transfer stops counting against the limits (once), even if its port dallies."""
@@ -303,7 +353,6 @@ class TFTPServerProtocol(DatagramProtocol):
     def _cutRunning(self) -> None:
         for session in list(self.sessions.values()):
             if session.counted:
-                session.cut = True
                 session.abort(errors.TFTPError("Server is stopping"))
 
     def _startedDallying(self, session: TFTPSession) -> None:
@@ -322,6 +371,7 @@ class TFTPServerProtocol(DatagramProtocol):
             del self.sessions[session.peer]
 
 
+@implementer(IUnreachableReceiver)
 class TFTPSession(DatagramProtocol):
     """
     One transfer on its own port: opens the file, negotiates, runs a L{Sender} (RRQ) or a
@@ -330,7 +380,6 @@ class TFTPSession(DatagramProtocol):
 
     log = Logger(namespace="twisted_udpsuite.tftp.transfer")
     noisy = False  # one log event per transfer is ours; no "starting/stopping" lines
-    cut = False  # set when the server's drain time ran out (the outcome is then "cut")
 
     def __init__(
         self,
@@ -353,6 +402,7 @@ class TFTPSession(DatagramProtocol):
         self._committed = False
         self._ended = False
         self._closed = False
+        self._cut = False  # stopped by the server (abort), not by the peer or the network
         self._opening: Deferred[Any] | None = None
         self._started = self._reactor.seconds()
         self.stats = TransferStats()
@@ -374,15 +424,22 @@ class TFTPSession(DatagramProtocol):
             log = self.log
 
             def send(packet: Any) -> None:
-                try:
-                    if type(packet) is tuple:  # (header, slice of the file's mapping)
-                        sendmsg(packet, (), 0, peer)
-                    else:
-                        sendto(packet, peer)
-                except OSError as e:  # EAGAIN, ECONNREFUSED...: a lost datagram, resent later
-                    if e.errno == errno.EFAULT:  # the mapped file shrank under us
-                        self._reactor.callLater(0, self._fileShrank)
-                    log.debug("cannot send to {peer}: {error}", peer=peer, error=e)
+                for attempt in (1, 2):
+                    try:
+                        if type(packet) is tuple:  # (header, slice of the file's mapping)
+                            sendmsg(packet, (), 0, peer)
+                        else:
+                            sendto(packet, peer)
+                        return
+                    except OSError as e:  # EAGAIN...: a lost datagram, resent later
+                        if e.errno == errno.ECONNREFUSED and attempt == 1:
+                            # An ICMP error (queued, maybe a stray's) was reported here, not
+                            # this send's: the port reads its queue; send again.
+                            continue
+                        if e.errno == errno.EFAULT:  # the mapped file shrank under us
+                            self._reactor.callLater(0, self._fileShrank)
+                        log.debug("cannot send to {peer}: {error}", peer=peer, error=e)
+                        return
 
             self._send = send  # type: ignore[method-assign]
             self._sendsPairs = True
@@ -456,6 +513,7 @@ class TFTPSession(DatagramProtocol):
                 sendsPairs=self._sendsPairs,
             )
             engine.unansweredRetries = policy.unansweredRetries
+            engine.finalResends = policy.finalResends
             self.engine = engine
             self._watch(engine)
             engine.start(OptionAck(self.oack).toBytes() if self.oack else None)
@@ -520,7 +578,10 @@ class TFTPSession(DatagramProtocol):
     def _refuse(self, error: errors.TFTPError) -> None:
         self._send(errorPacket(error.code, error.message or type(error).__name__))
         self._ended = True
-        self._logEnd("refused", error)
+        # Boot loaders probe for files (pxelinux tries 9 config names): a missing file on
+        # a read is routine. Every other refusal is worth a warning.
+        routine = self.isRead and isinstance(error, errors.FileNotFound)
+        self._logEnd(FAILED, error, level=LogLevel.info if routine else LogLevel.warn)
         self._close()
 
     def _watch(self, engine: Sender | Receiver) -> None:
@@ -540,6 +601,11 @@ class TFTPSession(DatagramProtocol):
         except Exception:
             self.log.failure("handling a packet from {peer}", peer=addr)
 
+    def destinationUnreachable(self, addr: tuple[str, int]) -> None:
+        """ICMP port unreachable: if from our client, it is gone (a stray's means nothing)."""
+        if addr[0] == self.peer[0] and addr[1] == self.peer[1] and self.engine is not None:
+            self.engine.peerUnreachable()
+
     def _stray(self, addr: tuple[str, int]) -> None:
         """RFC 1350: another TID gets ERROR 5; our transfer goes on undisturbed."""
         if addr[1] == 0 or isUnanswerableSource(addr[0]):
@@ -557,7 +623,8 @@ class TFTPSession(DatagramProtocol):
     # Endings
 
     def abort(self, error: errors.TFTPError) -> None:
-        """Stop now (server shutdown): tell the peer, release everything."""
+        """Stop now (the server stops): tell the peer, release everything; logged as cut."""
+        self._cut = True
         if self.engine is not None:
             self.engine.abort(error)
             return
@@ -566,7 +633,7 @@ class TFTPSession(DatagramProtocol):
         if not self._ended:
             self._ended = True
             self._send(errorPacket(error.code, error.message))
-            self._logEnd("aborted", error)
+            self._logEnd(CUT, error)
         opening, self._opening = self._opening, None
         if opening is not None:
             opening.cancel()
@@ -579,7 +646,10 @@ class TFTPSession(DatagramProtocol):
         if not self.isRead and not self._closed:
             self.server._startedDallying(self)
         self._release(ok=True)
-        self._logEnd("ok", None)
+        if stats.unconfirmed:
+            self._logEnd(COMPLETED_UNCONFIRMED, None, reason=stats.unconfirmed)
+        else:
+            self._logEnd(COMPLETED, None)
 
     def _failed(self, failure: Failure) -> None:
         self._ended = True
@@ -588,16 +658,18 @@ class TFTPSession(DatagramProtocol):
             self.stats = self.engine.stats
         self._release(ok=False)
         error = failure.value
-        if (
+        if self._cut:
+            self._logEnd(CUT, error)
+        elif (
             isinstance(error, errors.TFTPError)
             and self.oack
             and self.stats.blocks == 0
             and isinstance(error, errors.OptionNegotiationRefused | errors.RemoteError)
         ):
             # PXE ROMs ask for tsize, then abort after the OACK: normal, not worth a warning.
-            self._logEnd("aborted after OACK", error, quiet=True)
+            self._logEnd(ABORTED_AFTER_OACK, error, level=LogLevel.debug)
         else:
-            self._logEnd("failed", error)
+            self._logEnd(FAILED, error)
 
     def _release(self, ok: bool) -> None:
         if self._reader is not None:
@@ -623,15 +695,25 @@ class TFTPSession(DatagramProtocol):
             self.transport.stopListening()
         self.server._sessionClosed(self)
 
-    def _logEnd(self, outcome: str, error: BaseException | None, quiet: bool = False) -> None:
+    def _logEnd(
+        self,
+        outcome: str,
+        error: BaseException | None,
+        *,
+        level: LogLevel | None = None,
+        reason: str = "",
+    ) -> None:
+        """The one event per transfer (CONTRACT.md): stable fields, and a readable line."""
         stats = self.stats
-        duration = self._reactor.seconds() - self._started
-        if self.cut:
-            outcome, quiet = "cut", False
-        emit = self.log.debug if quiet else (self.log.info if error is None else self.log.warn)
-        emit(
+        if error is not None:
+            reason = str(error)
+        if level is None:
+            level = LogLevel.warn if outcome == FAILED else LogLevel.info
+        self.log.emit(
+            level,
             "{direction} {file!r} {peer}: {outcome} ({bytes} bytes, {duration:.3f} s, "
-            "{retransmits} resent, options {options}){error}",
+            "{retransmits} resent, options {options})" + (": {reason}" if reason else ""),
+            service="tftp",
             peer=self.peer,
             file=self.filename,
             direction="RRQ" if self.isRead else "WRQ",
@@ -639,10 +721,9 @@ class TFTPSession(DatagramProtocol):
             options=self.oack,
             bytes=stats.bytes,
             blocks=stats.blocks,
-            duration=duration,
+            duration=self._reactor.seconds() - self._started,
             retransmits=stats.retransmits,
             outcome=outcome,
-            error="" if error is None else f": {error}",
+            reason=reason,
             tftpTransfer=True,
-            service="tftp",
         )

@@ -86,6 +86,12 @@ class TFTPService(ListeningService):
         """The bound request port, once started."""
         return self.portOf(0)
 
+    def startService(self) -> None:
+        cleanStaleUploads = getattr(self.protocol.backend, "cleanStaleUploads", None)
+        if cleanStaleUploads is not None:  # a crash's unfinished uploads (#19 §3)
+            cleanStaleUploads()
+        super().startService()
+
 
 class _RequestTimingProtocol(TFTPServerProtocol):
     """Notes when the last datagram arrived on the request port (for L{InetdTFTPService})."""
@@ -168,6 +174,7 @@ class Options(ServiceOptions):
             "Serve the UDP socket on fd 0, as inetd hands it ('dgram udp wait'); exit after "
             "--inetd-timeout idle seconds. Log with twistd --syslog or --logfile.",
         ],
+        ["keep-stale-uploads", None, "At start, only report unfinished uploads of a crash."],
     ]
     optParameters = [
         [
@@ -316,6 +323,7 @@ class Options(ServiceOptions):
             allowCreate=not self["no-create"],
             allowOverwrite=bool(self["allow-overwrite"]),
             maxUploadSize=self["max-upload-size"],
+            keepStaleUploads=bool(self["keep-stale-uploads"]),
         )
 
 

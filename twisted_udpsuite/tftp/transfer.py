@@ -18,6 +18,9 @@ API (stable; the client and the server both build on it):
     engine.abort(error, sendError=True)  # stop now (sends ERROR error.code unless told not to)
     engine.repeatInitial()          # the peer repeated its request: resend the OACK / ACK 0
     engine.unansweredRetries = 3    # retry budget until the peer first answers (servers)
+    engine.peerUnreachable()        # ICMP port unreachable from the peer: it is gone
+    sender.finalResends = 3         # then done, unconfirmed, without the final ACK (servers)
+    sender.peerMovedOn()            # the peer's host asked for another file: end soon
     receiver.start(oack, resendInitial=False, patience=160.0)  # only repeatInitial() resends
 
 C{send(packet)} writes one datagram to the peer: bytes-like, or, for a L{Sender} with
@@ -35,7 +38,9 @@ retransmission timeout follows the measured round trip (SRTT + 4 RTTVAR, as TCP)
 [L{MIN_RTO}, the negotiated or given timeout], doubling on each retry (a sender's up to
 L{QUIET_GAP}). Block numbers wrap after 65535 to C{rollover} (0 or 1) when sending; the
 receiver accepts either. Sending ERRORs for timeouts is left out (the peer is gone); every
-other failure sends one.
+other failure sends one. A receiver's re-ACK timer starts from its own C{timeout}, not the
+negotiated one (that is the peer's resend interval), and no round trip is sampled from an
+exchange in which either side resent (Karn's rule).
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ from twisted_udpsuite.tftp.wire import (
 __all__ = [
     "DEFAULT_TIMEOUT",
     "MIN_RTO",
+    "OACK_QUIET",
     "NetasciiReader",
     "NetasciiWriter",
     "Receiver",
@@ -84,6 +90,17 @@ at least this many seconds, past the negotiated or given timeout (a peer that ne
 keeps that cap: a spoofed request holds a session no longer). Some receivers answer a
 repeated DATA only once and then only on their own timer, which every packet they ignore
 restarts (Debian's atftp 0.8: 5 s): resends capped at 1 s would keep it from ever firing."""
+
+OACK_QUIET = 12.0
+"""Seconds an unanswered OACK of a download waits before we send it again ourselves.
+atftp (0.8) aborts a download on any second OACK ("unexpected OACK"), and while its ACK 0
+is lost it resends that ACK after each 5 s of silence: an OACK of ours before its second
+resend (10 s) kills the download when two ACK 0s in a row are lost (1% at 10% loss; after
+12 s, three: 0.1%). A client whose OACK was lost repeats its request, which
+L{Sender.repeatInitial} answers at once; so only a client that waits long to resend a lost
+ACK 0 needs our resend: curl, after 72 s (with no --max-time). No other packet is safe
+instead: DATA 1 without a received OACK is taken for "options refused" and read into a
+512-byte buffer (atftp truncates every block of a larger blksize)."""
 
 _HEADER = struct.Struct("!HH")
 _pack = _HEADER.pack
@@ -107,12 +124,16 @@ class TransferStats:
     """
     What a transfer moved. C{bytes} counts wire payload (netascii-encoded in that mode);
     C{retransmits} counts packets sent again (DATA, ACK or the initial OACK/ACK 0).
+    A L{Sender} that ended without its final ACK (L{Sender.finalResends},
+    L{Sender.peerMovedOn}, L{_Engine.peerUnreachable}) counts the unconfirmed blocks too.
     """
 
     bytes: int = 0
     blocks: int = 0
     retransmits: int = 0
     duration: float = 0.0
+    unconfirmed: str = ""
+    """Why the final ACK never came though every block was sent ("": it came)."""
 
 
 class _Reader(Protocol):
@@ -295,6 +316,19 @@ class _Engine:
 
     # Endings
 
+    def peerUnreachable(self) -> None:
+        """
+        ICMP port unreachable came back from the peer: its port is closed, no packet of
+        ours can reach it any more. Fail now, without an ERROR (nobody would read it).
+        """
+        if self._over:
+            self._close()
+            return
+        self._fail(
+            errors.TransferTimeout("the peer's port is closed (ICMP port unreachable)"),
+            sendError=False,
+        )
+
     def abort(self, error: errors.TFTPError, sendError: bool = True) -> None:
         """
         Stop the transfer from outside (cancel, shutdown): fails C{done} with C{error}, or, if
@@ -385,6 +419,15 @@ class Sender(_Engine):
         self._initial: bytes | None = None
         self._sentAt = 0.0
         self._clean = True  # nothing resent since _sentAt: the next ACK is a valid RTT sample
+        self._stillWaiting = False  # the peer asked again for a block before the last window
+        self._probing = False  # peerMovedOn: one last resend, then the end
+        self.finalResends: int | None = None
+        """Resends of the last window, with no word from the peer, after which the transfer
+        ends as done but unconfirmed (L{TransferStats.unconfirmed}); C{None}: the retry
+        budget, then a failure. A server sets it: iPXE, pxelinux and curl close their port
+        as soon as they have sent the final ACK, so a lost final ACK is never resent and
+        the last block's resends go nowhere. A peer that has not got the last window says
+        so (it repeats its ACK of the block before it) and gets the whole budget."""
 
     def _wire(self, absolute: int) -> int:
         if self._rollover == 0 or absolute < 65536:
@@ -400,9 +443,15 @@ class Sender(_Engine):
             self._base = 1
             self._sentAt = self._clock.seconds()
             self._send(initial)
-            self._arm(self._rto.rto)
+            self._arm(self._oackWait())
             return
         self._fill()
+
+    def _oackWait(self) -> float:
+        """
+        How long an unanswered OACK waits before we send it again (L{OACK_QUIET}).
+        """
+        return max(self._rto.backoff(self._tries), OACK_QUIET)
 
     # Reading blocks
 
@@ -576,7 +625,14 @@ class Sender(_Engine):
         else:
             offset = ((block - 1) % 65535 - (self._ackedWire - 1) % 65535) % 65535
         if offset == 0 or offset > self._sent:
-            return  # a duplicate (Sorcerer's Apprentice) or nonsense: the timer decides
+            # A duplicate (Sorcerer's Apprentice) or nonsense: the timer decides. A repeated
+            # ACK of the block before the window is the peer saying it still waits for it.
+            if offset == 0 and self._eof:
+                self._stillWaiting = True
+                if self._probing:  # it did not move on after all: resend as usual
+                    self._probing = False
+                    self._arm(self._rto.backoff(self._tries))
+            return
         if self._clean:
             self._rto.sample(self._clock.seconds() - self._sentAt)
         window = self._window
@@ -591,6 +647,7 @@ class Sender(_Engine):
         self._sent -= offset
         self._base += offset
         self._tries = 0
+        self._stillWaiting = self._probing = False
         self._heard = True
         stats.blocks += offset
         if self._eof and not window:
@@ -611,9 +668,70 @@ class Sender(_Engine):
         """The peer repeated its request: resend the OACK if it is still unanswered."""
         if not self._over and self._initial is not None:
             self.stats.retransmits += 1
+            self._clean = False
             self._send(self._initial)
+            self._arm(self._oackWait())  # (a later deadline: the timer moves lazily)
+
+    # The last window
+
+    def _lastWindowOut(self) -> bool:
+        """Every block has been sent; only the final ACK is missing."""
+        return self._eof and self._initial is None and self._sent == len(self._window) > 0
+
+    def peerMovedOn(self) -> None:
+        """
+        The peer's host sent us a request for another file: a boot loader that got our
+        last block and whose final ACK was lost has moved on. Resend the last window once
+        and end, done but unconfirmed, unless an answer comes within a round trip (two
+        RTOs): a client of the same host that really lost our last block (several clients
+        behind one address) gets it again instead of a closed port.
+        """
+        if self._over or not self._heard or not self._lastWindowOut() or self._probing:
+            return
+        self._probing = True
+        self._clean = False
+        self._resendWindow()
+        self._disarm()
+        self._arm(2 * self._rto.rto)
+
+    def peerUnreachable(self) -> None:
+        """The peer's port is closed: with every block sent, it got them and left."""
+        if not self._over and self._heard and self._lastWindowOut():
+            self._endUnconfirmed("the client's port closed (ICMP port unreachable)")
+            return
+        super().peerUnreachable()
+
+    def _endUnconfirmed(self, why: str) -> None:
+        stats = self.stats
+        count = len(self._window)
+        stats.blocks += count
+        stats.bytes += (count - 1) * self._blksize + self._lastLength
+        stats.unconfirmed = why
+        del self._window[:]
+        self._sent = 0
+        self._succeed()
+        self._close()
+
+    def _resendWindow(self) -> None:
+        window = self._window
+        send = self._send
+        for index in range(self._sent):
+            send(window[index])
+        self.stats.retransmits += self._sent
 
     def _timedOut(self) -> None:
+        if self._probing:
+            self._endUnconfirmed("the client moved on to another file")
+            return
+        if (
+            self.finalResends is not None
+            and self._heard
+            and not self._stillWaiting
+            and self._lastWindowOut()
+            and self._tries >= self.finalResends
+        ):
+            self._endUnconfirmed(f"no final ACK after {self._tries} resends")
+            return
         if not self._retry():
             return
         if self._heard:
@@ -622,7 +740,7 @@ class Sender(_Engine):
         if self._initial is not None:
             self._clean = False
             self._send(self._initial)
-            self._arm(self._rto.backoff(self._tries))
+            self._arm(self._oackWait())
             return
         if not self._sent:
             # Waiting for a slow reader, not for the peer: no retry is spent.
@@ -632,11 +750,8 @@ class Sender(_Engine):
             return
         # Resend the whole outstanding window from its first block.
         self._clean = False
-        window = self._window
-        send = self._send
-        for index in range(self._sent):
-            send(window[index])
-        self.stats.retransmits += max(self._sent - 1, 0)
+        self._resendWindow()
+        self.stats.retransmits -= min(self._sent, 1)  # _retry() counted one already
         self._arm(self._rto.backoff(self._tries))
 
 
@@ -667,11 +782,17 @@ class Receiver(_Engine):
         dally: float | None = None,
     ) -> None:
         super().__init__(send, clock, options, retries, timeout)
+        # The negotiated timeout is how long the *peer* waits before it resends (curl asks
+        # for 5 or 6 s), not a round trip: our re-ACK timer starts from our own timeout and
+        # follows measured round trips. Only its backoff may grow to the peer's interval, so
+        # a peer that is silent that long (a slow source) is not given up on sooner.
+        self._rto = _Rto(max(float(timeout), MIN_RTO))
+        self._rto.ceiling = max(self._rto.maximum, float(options.timeout or 0))
         self._writer = writer
         self._commit = commit
         self._blksize = options.blksize
         self._windowsize = options.windowsize
-        self._dally = self._rto.maximum if dally is None else dally
+        self._dally = self._rto.ceiling if dally is None else dally
         self._next = 1  # absolute number of the block expected next
         self._scheme: int | None = None  # rollover seen from the peer: 0, 1 or unknown
         self._wrapGap = False
@@ -812,12 +933,12 @@ class Receiver(_Engine):
         kind = self._classify(block)
         if kind:
             if self._windowsize == 1 and kind < 0:
-                self.stats.retransmits += 1
-                self._send(self._lastAck)  # lock-step: our ACK was lost
+                self._duplicate()
             elif not self._gapAcked:
                 self._gapAcked = True
                 self.stats.retransmits += 1
                 self._sendAck(_pack(_ACK, self._wireFor(self._next - 1, self._scheme or 0)))
+                self._fresh = False  # what answers it is the peer's resend (Karn)
             return
         if self._fresh:
             self._rto.sample(self._clock.seconds() - self._ackedAt)
@@ -840,6 +961,22 @@ class Receiver(_Engine):
             written.addCallbacks(self._written, self._writeFailed, callbackArgs=(block, final))
             return
         self._afterWrite(block, final)
+
+    def _duplicate(self) -> None:
+        """
+        Lock-step, a block we have ACKed came again: our ACK was lost, so send it again,
+        unless this copy left the peer before our ACK could have reached it. curl resends
+        DATA on every out-of-date ACK (a Sorcerer's Apprentice sender): answering such a
+        copy as well would double every packet from then on.
+        """
+        srtt = self._rto.srtt
+        now = self._clock.seconds()
+        if srtt is not None and now - self._ackedAt < srtt:
+            return
+        self._fresh = False  # the next DATA may answer either copy (Karn)
+        self._ackedAt = now
+        self.stats.retransmits += 1
+        self._send(self._lastAck)
 
     def _written(self, _: object, block: int, final: bool) -> None:
         self._busy = False
@@ -927,6 +1064,7 @@ class Receiver(_Engine):
         """The peer repeated its request: answer again if nothing has moved yet."""
         if not self._over and self._next == 1 and self._lastAck:
             self.stats.retransmits += 1
+            self._fresh = False
             self._send(self._lastAck)
             if self._patience is not None and self._lastAck is self._initialPacket:
                 self._waitUntil = self._clock.seconds() + self._patience
@@ -953,6 +1091,7 @@ class Receiver(_Engine):
         if self._next == 1 and not self._resendInitial and self._lastAck is self._initialPacket:
             self._arm(2 * self._rto.backoff(self._tries))
             return
+        self._ackedAt = self._clock.seconds()
         self._send(self._lastAck)
         self._inWindow = 0
         self._arm(2 * self._rto.backoff(self._tries))
