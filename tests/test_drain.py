@@ -120,7 +120,7 @@ def test_tftpDrainCutsAtDeadline(tmp_path: Any) -> None:
     assert stalled.received[-1][0] == Error(0, "Server is stopping")
     [cut] = transferEvents(events)
     assert cut["outcome"] == "cut"
-    assert "Server is stopping" in cut["error"]
+    assert cut["reason"] == "Server is stopping"
     assert world.protocol.sessions == {}
     world.end()
 
