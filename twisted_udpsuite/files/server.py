@@ -647,6 +647,9 @@ class FileServerProtocol(Protocol):
             self.log.debug("refused {path!r}: {reason}", path=request.path, reason=e.reason)
             self._error(Status.FORBIDDEN, "path refused")
             return
+        except OSError as e:
+            self._error(*errorStatus(e))
+            return
         try:
             if isinstance(request, Fetch):
                 self._fetch(request, path)
