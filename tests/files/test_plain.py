@@ -6,6 +6,7 @@ log events, metrics) and the client on a MemoryReactorClock.
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
@@ -15,15 +16,19 @@ from hypothesis import strategies as st
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
+from twisted.test.iosim import ConnectionCompleter
 
 from tests.files.helpers import connect, pumpBody
+from tests.helpers import successResultOf
+from twisted_udpsuite import cli, ports
+from twisted_udpsuite.command import Console
 from twisted_udpsuite.files.client import FetchError
 from twisted_udpsuite.files.plain import (
     MAX_NAME,
@@ -575,3 +580,79 @@ def test_fetchPlainTo() -> None:
     proto.connectionLost(Failure(ConnectionDone()))
     assert empty.result.check(NothingReceived)
     empty.addErrback(lambda _: None)
+
+
+# The command line, in memory (a plain server on 127.0.0.1:8001 of a MemoryReactorClock)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def runPlain(
+    root: Any, argv: list[str], terminal: bool = False, binary: io.BytesIO | None = None
+) -> tuple[int, str, str]:
+    """Run C{udpsuite ARGV} against a plain server in memory; (status, stdout, stderr)."""
+    reactor = MemoryReactorClock()
+    factory = PlainFileFactory(FilePath(str(root)), reactor=reactor, turnDelay=0.001)
+    reactor.listenTCP(ports.FILES_PLAIN, factory, interface="127.0.0.1")
+    completer = ConnectionCompleter(reactor)
+    out = _Terminal() if terminal else io.StringIO()
+    err = _Terminal() if terminal else io.StringIO()
+    d = Deferred.fromCoroutine(cli.main(reactor, argv, Console(out, err, binary)))
+    pumps = []
+    for _ in range(10000):
+        if d.called:
+            break
+        pump = completer.succeedOnce()
+        if pump is not None:
+            pumps.append(pump)
+        for pump in pumps:
+            pump.flush()
+        reactor.advance(0.001)
+    assert not factory.protocols and reactor.getDelayedCalls() == []
+    return successResultOf(d), out.getvalue(), err.getvalue()
+
+
+def test_cliFetchPlain(root: Any, tmp_path: Any) -> None:
+    """
+    --plain (default port 8001): the file under LOCAL, a progress bar without a total
+    on a terminal (bytes and rate, no percentage), then a summary line.
+    """
+    local = tmp_path / "got.bin"
+    argv = ["fetch", "--plain", "127.0.0.1", "文件 1.bin", str(local)]
+    status, out, err = runPlain(root, argv, terminal=True)
+    assert status == 0 and local.read_bytes() == (root / "文件 1.bin").read_bytes()
+    assert out.startswith(f"received {SIZE} bytes in ") and out.count("\n") == 1
+    assert "3.0 MiB" in err and "%" not in err and "ETA" not in err
+    status, out, err = runPlain(root, argv, terminal=True)
+    assert status == 1 and "already exists" in err
+    status, out, err = runPlain(root, [*argv, "--force", "-q"], terminal=True)
+    assert (status, out, err) == (0, "", "")
+
+
+@pytest.mark.parametrize("name", ["missing", "../secret", "sub"])
+def test_cliFetchPlainNothing(root: Any, tmp_path: Any, name: str) -> None:
+    """An empty answer: one line, exit status 1, nothing written (not even a temporary)."""
+    local = tmp_path / "out"
+    local.mkdir()
+    status, out, err = runPlain(root, ["fetch", "--plain", "127.0.0.1", name, str(local / "x")])
+    assert status == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith("udpsuite fetch: fetch ") and "missing, refused or empty" in err
+    assert os.listdir(local) == []
+
+
+def test_cliFetchPlainToStandardOutput(root: Any) -> None:
+    binary = io.BytesIO()
+    status, out, err = runPlain(root, ["fetch", "--plain", "127.0.0.1", "hello.txt", "-"],
+                                binary=binary)  # fmt: skip
+    assert (status, out, err) == (0, "", "") and binary.getvalue() == b"hello, world\n"
+    status, out, err = runPlain(root, ["fetch", "--plain", "127.0.0.1", "missing", "-"],
+                                binary=io.BytesIO())  # fmt: skip
+    assert status == 1 and "missing, refused or empty" in err
+
+
+def test_cliFetchPlainUsage(root: Any) -> None:
+    status, _, err = runPlain(root, ["fetch", "--plain", "127.0.0.1", ""])
+    assert status == 2 and "REMOTE is empty" in err
