@@ -16,8 +16,11 @@ it); at most L{MAX_NAME} bytes.  It is confined and opened exactly as a framed F
 framed factory's (L{server.FileServerFactory}); a refusal of any kind closes the
 connection with nothing sent, and the one log event of the request says why.
 
-Client (L{fetchPlain}, L{fetchPlainTo}): send the name, half-close (so our server starts
-at once, without the gap; a tutorial server reads the name the same), read to the end.
+Client (L{fetchPlain}, L{fetchPlainTo}): send the name in one write, as the tutorial
+client does, and read to the end.  It does not half-close after the name, though that
+would spare our server the gap: many servers take a client's EOF for the end of the
+connection and close before answering (Twisted protocols that are not
+C{IHalfCloseableProtocol}, Node's default C{allowHalfOpen: false}).
 """
 
 from __future__ import annotations
@@ -376,7 +379,7 @@ class PlainResult:
 
 
 class _PlainReceiver(Protocol):
-    """Sends the name, half-closes, and hands every byte to C{write} until the server closes."""
+    """Sends the name and hands every byte to C{write} until the server closes."""
 
     def __init__(
         self,
@@ -400,7 +403,6 @@ class _PlainReceiver(Protocol):
         if hasattr(self.transport, "bufferSize"):
             self.transport.bufferSize = RECV_SIZE
         self.transport.write(self._name)
-        self.transport.loseWriteConnection()
         self._touch()
 
     def _touch(self) -> None:
@@ -482,7 +484,16 @@ def _receive(
             connector.stopConnecting()
 
     outer: Deferred[int] = Deferred(cancel)
-    receiver.done.chainDeferred(outer)
+
+    def forward(result: int | Failure) -> None:
+        if outer.called:
+            return  # cancelled: the connection's end is of no interest now
+        if isinstance(result, Failure):
+            outer.errback(result)
+        else:
+            outer.callback(result)
+
+    receiver.done.addBoth(forward)
     return outer
 
 
