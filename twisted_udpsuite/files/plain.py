@@ -34,6 +34,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
@@ -378,8 +379,11 @@ class PlainResult:
     duration: float
 
 
-class _PlainReceiver(Protocol):
-    """Sends the name and hands every byte to C{write} until the server closes."""
+class _PlainReceiver(Protocol, TimeoutMixin):
+    """
+    Sends the name and hands every byte to C{write} until the server closes; gives up
+    after C{idleTimeout} seconds without a byte (L{TimeoutMixin}, on C{reactor}).
+    """
 
     def __init__(
         self,
@@ -389,12 +393,11 @@ class _PlainReceiver(Protocol):
         progress: Callable[[int, int | None], None] | None,
         idleTimeout: float,
     ) -> None:
-        self._reactor = reactor
+        self.callLater = reactor.callLater
         self._name = name
         self._write = write
         self._progress = progress
         self._idleTimeout = idleTimeout
-        self._idleCall: IDelayedCall | None = None
         self._failure: Failure | None = None
         self.received = 0
         self.done: Deferred[int] = Deferred()
@@ -403,23 +406,16 @@ class _PlainReceiver(Protocol):
         if hasattr(self.transport, "bufferSize"):
             self.transport.bufferSize = RECV_SIZE
         self.transport.write(self._name)
-        self._touch()
+        self.setTimeout(self._idleTimeout)
 
-    def _touch(self) -> None:
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.reset(self._idleTimeout)
-        else:
-            self._idleCall = self._reactor.callLater(self._idleTimeout, self._timedOut)
-
-    def _timedOut(self) -> None:
-        self._idleCall = None
+    def timeoutConnection(self) -> None:
         self._failure = Failure(FetchError(f"no data from the server for {self._idleTimeout}s"))
         self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self._failure is not None:
             return
-        self._touch()
+        self.resetTimeout()
         try:
             self._write(data)
         except Exception:
@@ -431,9 +427,7 @@ class _PlainReceiver(Protocol):
             self._progress(self.received, None)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.cancel()
-        self._idleCall = None
+        self.setTimeout(None)
         if self._failure is not None:
             self.done.errback(self._failure)
         elif reason.check(ConnectionDone):
