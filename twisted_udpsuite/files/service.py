@@ -146,8 +146,7 @@ class Options(ServiceOptions):
         self["http-port"] = checkPort(value, "--http-port")
 
     def opt_plain_port(self, value: str) -> None:
-        """Also serve the root over the tutorials' plain bare-name protocol on this port
-        (off by default; 8001 is its conventional number)."""
+        """Also serve the root over the tutorials' bare-name protocol on this port (8001, say)."""
         self["plain-port"] = checkPort(value, "--plain-port")
 
 
