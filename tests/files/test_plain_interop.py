@@ -21,6 +21,7 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
+from tests.conftest import requirePeer
 from tests.files.test_integration import fileSha, writeBlocks
 from tests.process import BackgroundProcess, runProcess, venvScript
 from tests.test_interruptions import interrupted, withOutputClosed
@@ -243,3 +244,33 @@ async def test_fetchPlainToClosedOutput(reactor: Any, plainService: Any, tmp_pat
     argv = udpsuite("fetch", "--plain", f"127.0.0.1:{port}", BIG_NAME, "-")
     await withOutputClosed(reactor, argv, path=str(tmp_path))
     assert os.listdir(tmp_path) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_socketActivatedPlainPort(
+    reactor: Any, loopbackNamespace: list[str], served: Any, tmp_path: Path
+) -> None:
+    """
+    systemd-socket-activate hands the plain port over as FileDescriptorName=files-plain:
+    the tutorial client's connection starts twistd, which adopts the socket and answers.
+    """
+    root, _ = served
+    activate = requirePeer("systemd-socket-activate")
+    argv = [
+        *loopbackNamespace, activate, "-l", "127.0.0.1:8001", "--fdname=files-plain",
+        venvScript("twistd"), "-n", "--pidfile=", "udpsuite", "files", "--root", str(root),
+        "--port", "0", "--plain-port", "8001",
+    ]  # fmt: skip
+    server = BackgroundProcess(reactor, argv)
+    try:
+        await server.waitFor(rb"Listening on 127\.0\.0\.1:8001 as 3")
+        out, err, code = await runProcess(
+            reactor,
+            [*loopbackNamespace, sys.executable, TUTORIAL_CLIENT, "127.0.0.1", "8001", SMALL_NAME],
+            path=str(tmp_path), timeout=60,
+        )  # fmt: skip
+        assert code == 0 and out.startswith(b"saved "), err
+        assert (tmp_path / f"[接收]{SMALL_NAME}").read_bytes() == (root / SMALL_NAME).read_bytes()
+        assert b"files-plain listening on 127.0.0.1:8001 (TCP, inherited)" in server.output
+    finally:
+        await server.stop()
