@@ -650,3 +650,17 @@ def test_cliFetchPlainToStandardOutput(root: Any) -> None:
 def test_cliFetchPlainUsage(root: Any) -> None:
     status, _, err = runPlain(root, ["fetch", "--plain", "127.0.0.1", ""])
     assert status == 2 and "REMOTE is empty" in err
+
+
+def test_unreadTailIsAbortedAfterTheIdleTimeout(root: Any) -> None:
+    """
+    Answered, but the reader stalls before the buffered end: the close waits for it, so
+    the idle timeout aborts the connection (it does not hold a connection slot forever).
+    """
+    clock, factory, proto, tr = plainServe(root, idleTimeout=30.0)
+    proto.dataReceived(b"hello.txt\n")
+    pumpBody(clock, tr)
+    assert tr.disconnecting and not tr.disconnected
+    clock.advance(30.0)
+    assert tr.disconnected
+    close(proto, clock)

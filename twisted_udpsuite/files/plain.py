@@ -178,6 +178,10 @@ class PlainFileProtocol(Protocol):
             self.log.info("aborting stalled transfer to {peer}", peer=self.peer)
             self._stalled = True
             self.transport.abortConnection()
+        elif self._done:
+            # Answered, but the reader never took the buffered end of it: the close
+            # waits for that, so it would never come.
+            self.transport.abortConnection()
         else:
             self._refuse(Status.TIMEOUT, "idle timeout", "no name within the idle timeout")
 
@@ -245,9 +249,6 @@ class PlainFileProtocol(Protocol):
     def _answer(self, name: bytes) -> None:
         self._name = name
         self._cancelTimers(idle=False)
-        if self.factory.stopping:
-            self._refuse(Status.BUSY, "server stopping", "the server is stopping")
-            return
         try:
             path = resolveFile(self.factory.root, name)
             fd, st = openRegularFile(path)
@@ -284,7 +285,7 @@ class PlainFileProtocol(Protocol):
         if self._done:
             return
         self._done = True
-        self._cancelTimers()
+        self._cancelTimers(idle=False)  # the idle timer still bounds the close
         if self._cut:
             outcome = "cut"
         label = outcome
