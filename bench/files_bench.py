@@ -1,7 +1,8 @@
 """
 TCP file download benchmark on 127.0.0.1: our file server + C{udpsuite fetch} against
 C{python -m http.server} + curl, C{twistd web --path} + curl, and nginx + curl when nginx
-is installed.
+is installed; and our plain port (C{--plain-port}) + C{udpsuite fetch --plain}, and
++ C{nc -N} (which half-closes after the name, so it skips the server's 0.25 s name gap).
 
 Each server serves the same file from the same directory (page cache warm after the
 first round); each client writes to the same filesystem.  Rounds are interleaved so
@@ -90,6 +91,14 @@ def timed(argv: list[str]) -> float:
     return time.monotonic() - started
 
 
+def timedPlainNc(nc: str, port: int, dest: str) -> float:
+    """C{printf f.bin | nc -N 127.0.0.1 PORT > DEST}: the plain protocol's raw floor."""
+    started = time.monotonic()
+    with open(dest, "wb") as f:
+        subprocess.run([nc, "-N", "127.0.0.1", str(port)], input=b"f.bin", stdout=f, check=True)
+    return time.monotonic() - started
+
+
 def peakRss(pid: int, stop: threading.Event, result: list[int]) -> None:
     peak = 0
     while not stop.is_set():
@@ -122,12 +131,13 @@ def main() -> None:
     size = args.size_mib << 20
     makeFile(os.path.join(root, "f.bin"), size)
 
-    ports = {name: freePort() for name in ("ours", "twistd web", "http.server", "nginx")}
+    ports = {name: freePort() for name in ("ours", "plain", "twistd web", "http.server", "nginx")}
     servers: dict[str, subprocess.Popen[bytes]] = {}
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     servers["ours"] = subprocess.Popen(
         [TWISTD, "-n", "--pidfile=", "udpsuite", "files", "--root", root,
-         "--port", str(ports["ours"]), "--interface", "127.0.0.1"], **quiet)  # fmt: skip
+         "--port", str(ports["ours"]), "--plain-port", str(ports["plain"]),
+         "--interface", "127.0.0.1"], **quiet)  # fmt: skip
     servers["twistd web"] = subprocess.Popen(
         [TWISTD, "-n", "--pidfile=", "web", "--path", root,
          "--listen", f"tcp:{ports['twistd web']}:interface=127.0.0.1"], **quiet)  # fmt: skip
@@ -147,6 +157,15 @@ def main() -> None:
         fetch = [PYTHON, "-m", "twisted_udpsuite", "fetch", "-q", "--force"]
         ours = f"127.0.0.1:{ports['ours']}"
         clients = {"ours": lambda: timed([*fetch, ours, "f.bin", os.path.join(out, "ours.bin")])}
+        plain = f"127.0.0.1:{ports['plain']}"
+        clients["ours --plain"] = lambda: timed(
+            [*fetch, "--plain", plain, "f.bin", os.path.join(out, "plain.bin")]
+        )
+        nc = shutil.which("nc")
+        if nc:
+            clients["ours --plain, nc"] = lambda: timedPlainNc(
+                nc, ports["plain"], os.path.join(out, "nc.bin")
+            )
         for name in servers:
             if name != "ours" and curl:
                 url = f"http://127.0.0.1:{ports[name]}/f.bin"

@@ -142,7 +142,12 @@ def _responderSamples(service: Any) -> Iterator[Sample]:
 
 
 def _filesSamples(service: Any) -> Iterator[Sample]:
-    for protocol, counts in (("files", service.factory.counts), ("http", service.httpCounts)):
+    sides = (
+        ("files", service.factory.counts),
+        ("http", service.httpCounts),
+        ("plain", getattr(service, "plainCounts", None)),
+    )
+    for protocol, counts in sides:
         if counts is None:
             continue
         for (status, outcome), count in dict(counts.requests).items():

@@ -11,6 +11,9 @@ TFTP = 6969
 CHATROOM = 9999
 RESPONDER = 9998
 FILES = 8000
+#: The file server's plain (tutorial) protocol: off unless C{--plain-port} is given,
+#: and C{udpsuite fetch --plain HOST} without a port asks here.
+FILES_PLAIN = 8001
 
 #: The suite's own UDP service ports.
 SUITE_UDP_PORTS = frozenset({ECHO, TFTP, CHATROOM, RESPONDER})

@@ -82,6 +82,7 @@ def test_pipelined(root: Any) -> None:
         (Fetch("hello.txt", 14), 416),
         (ListDir("hello.txt"), 409),
         (Stat("nope"), 404),
+        (Fetch(".x.0123456789ab.part"), 404),  # an upload in progress, as over TFTP/HTTP
     ],
 )
 def test_errorsKeepConnection(root: Any, request_: Any, status: int) -> None:

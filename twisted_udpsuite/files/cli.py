@@ -1,5 +1,8 @@
 """
 C{udpsuite fetch HOST[:PORT] REMOTE [LOCAL]} and C{udpsuite ls HOST[:PORT] [DIR]}.
+
+C{fetch --plain} speaks the tutorials' bare-name protocol (L{twisted_udpsuite.files.plain})
+instead of ours: no resume and no digest, and an empty answer is a failure.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from twisted_udpsuite.command import (
     showAddress,
     targetOption,
 )
-from twisted_udpsuite.files import client
+from twisted_udpsuite.files import client, plain
 from twisted_udpsuite.progress import ProgressBar, formatBytes
 from twisted_udpsuite.terminal import printable
 
@@ -41,11 +44,16 @@ class FetchOptions(CommandOptions):
         "(default: REMOTE's last path segment; a directory, which must exist if LOCAL ends "
         "in '/'; '-' for standard output). "
         "An interrupted download is kept as LOCAL.part and resumed by the next run "
-        "(not with '-')."
+        "(not with '-'). "
+        "With --plain, REMOTE is sent bare to a tutorial-style server (the socket tutorials' "
+        f"file downloader protocol; default port {ports.FILES_PLAIN}, as for "
+        "`twistd udpsuite files --plain-port`) and the answer read to the end: no resume, "
+        "no digest; an empty answer (a missing or empty file) fails and writes nothing."
     )
     optFlags = [
         ["quiet", "q", "No progress bar and no summary."],
         ["force", "f", "Overwrite LOCAL if it exists."],
+        ["plain", None, "Ask a plain (tutorial-style) server: send the bare name, read to EOF."],
     ]
 
     def parseArgs(
@@ -53,7 +61,9 @@ class FetchOptions(CommandOptions):
     ) -> None:
         if target is None or remote is None:
             raise usage.UsageError("fetch: missing HOST[:PORT] REMOTE")
-        self["target"] = targetOption(target, ports.FILES)
+        if self["plain"] and not remote:
+            raise usage.UsageError("fetch --plain: REMOTE is empty")
+        self["target"] = targetOption(target, ports.FILES_PLAIN if self["plain"] else ports.FILES)
         self["remote"] = remote
         if local != "-":
             local = downloadPath(remote, local, posixpath.basename(remote.rstrip("/")))
@@ -65,13 +75,47 @@ async def _fetchToStandardOutput(
 ) -> int:
     """C{fetch HOST REMOTE -}: the bytes go to standard output as they come."""
     shown = f"fetch {printable(options['remote'].encode())} ({showAddress(*address)})"
+    fetchTo = plain.fetchPlainTo if options["plain"] else client.fetchTo
     try:
-        await client.fetchTo(reactor, address, options["remote"], console.binaryOutput())
+        await fetchTo(reactor, address, options["remote"], console.binaryOutput())
     except CancelledError:
         raise CommandError(f"{shown}: interrupted; output incomplete", INTERRUPTED) from None
     except Exception as e:
         raise CommandError(f"{shown}: {e}") from None
     return 0
+
+
+class _Progress:
+    """The progress bar of a download to a file (on a terminal, unless --quiet)."""
+
+    def __init__(self, reactor: Any, console: Console, local: FilePath, quiet: bool) -> None:
+        self.shown = console.isTerminal and not quiet
+        self.bar: ProgressBar | None = None
+        if self.shown:
+            label = printable(local.basename().encode())[:24]
+            self.bar = console.progressBar(reactor.seconds, label)
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self.bar is not None:
+            if self.bar.total != total:
+                self.bar.setTotal(total)
+            self.bar.update(done)
+
+    def clear(self) -> None:
+        if self.bar is not None:
+            self.bar.clear()
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.finish()
+
+
+def _localFile(options: FetchOptions) -> FilePath:
+    """LOCAL as an absolute path, refused if it exists without --force."""
+    local = FilePath(os.path.abspath(options["local"]))
+    if local.exists() and not options["force"]:
+        raise CommandError(f"{options['local']}: already exists (use --force to overwrite)")
+    return local
 
 
 async def runFetch(reactor: Any, options: FetchOptions, console: Console) -> int:
@@ -80,50 +124,69 @@ async def runFetch(reactor: Any, options: FetchOptions, console: Console) -> int
     address = await resolveHost(reactor, host)
     if options["local"] == "-":
         return await _fetchToStandardOutput(reactor, (address, port), options, console)
+    if options["plain"]:
+        return await _fetchPlain(reactor, (address, port), options, console)
     where = showAddress(address, port)
     remote: str = options["remote"]
-    local = FilePath(os.path.abspath(options["local"]))
-    if local.exists() and not options["force"]:
-        raise CommandError(f"{options['local']}: already exists (use --force to overwrite)")
-    showProgress = console.isTerminal and not options["quiet"]
-    bar: ProgressBar | None = None
-    if showProgress:
-        bar = console.progressBar(reactor.seconds, printable(local.basename().encode())[:24])
-
-    def progress(done: int, total: int | None) -> None:
-        if bar is not None:
-            if bar.total != total:
-                bar.setTotal(total)
-            bar.update(done)
-
+    local = _localFile(options)
+    progress = _Progress(reactor, console, local, options["quiet"])
     try:
         result = await client.fetch(reactor, (address, port), remote, local, progress=progress)
     except CancelledError:
-        if bar is not None:
-            bar.clear()
+        progress.clear()
         kept = "nothing kept"
         if os.path.exists(local.path + ".part"):
             kept = f"partial kept as {options['local']}.part, run again to resume"
         shown = printable(remote.encode())
         raise CommandError(f"fetch {shown} ({where}): interrupted; {kept}", INTERRUPTED) from None
     except Exception as e:
-        if bar is not None:
-            bar.clear()
+        progress.clear()
         kept = ""
         resumable = (client.TransferInterrupted, client.InsufficientSpace)
         if isinstance(e, resumable) and os.path.exists(local.path + ".part"):
             kept = f"; partial kept as {options['local']}.part, run again to resume"
         shown = printable(remote.encode())
         raise CommandError(f"fetch {shown} ({where}): {e}{kept}") from None
-    if bar is not None:
-        bar.finish()
-    if showProgress:
-        rate = result.received / result.duration if result.duration > 0 else 0.0
+    progress.finish()
+    if progress.shown:
         resumed = f", resumed at {result.resumedFrom}" if result.resumedFrom else ""
         console.say(
-            f"received {result.received} bytes in {result.duration:.2f} s "
-            f"({formatBytes(rate)}/s{resumed}), sha256 {result.sha256}"
+            f"{_received(result.received, result.duration)}{resumed}), sha256 {result.sha256}"
         )
+    return 0
+
+
+def _received(size: int, duration: float) -> str:
+    """The summary's start: C{received N bytes in T s (R/s} (the caller closes it)."""
+    rate = size / duration if duration > 0 else 0.0
+    return f"received {size} bytes in {duration:.2f} s ({formatBytes(rate)}/s"
+
+
+async def _fetchPlain(
+    reactor: Any, address: tuple[str, int], options: FetchOptions, console: Console
+) -> int:
+    """C{fetch --plain HOST NAME LOCAL}: read to EOF into LOCAL, published whole or not at all."""
+    shown = f"fetch {printable(options['remote'].encode())} ({showAddress(*address)})"
+    local = _localFile(options)
+    progress = _Progress(reactor, console, local, options["quiet"])
+    try:
+        result = await plain.fetchPlain(
+            reactor,
+            address,
+            options["remote"],
+            local,
+            overwrite=options["force"],
+            progress=progress,
+        )
+    except CancelledError:
+        progress.clear()
+        raise CommandError(f"{shown}: interrupted; nothing kept", INTERRUPTED) from None
+    except Exception as e:
+        progress.clear()
+        raise CommandError(f"{shown}: {e}") from None
+    progress.finish()
+    if progress.shown:
+        console.say(f"{_received(result.size, result.duration)})")
     return 0
 
 

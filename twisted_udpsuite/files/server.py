@@ -144,6 +144,9 @@ class _BodySender:
     """
     Streams C{fd} from C{start} to C{size} to the transport, then the trailer.
 
+    Without C{trailer} (the plain protocol, L{twisted_udpsuite.files.plain}) nothing is
+    hashed and nothing follows the bytes; a file changed meanwhile is only logged.
+
     Runs in reactor turns of at most L{TURN_CHUNKS} chunks; the transport pauses it
     when its buffer is full, and so does the hasher if it falls behind.  The sha256
     is computed by a L{StreamHasher} (a worker thread on a real reactor); for a resume
@@ -159,8 +162,10 @@ class _BodySender:
         size: int,
         version: str,
         cachedDigest: str | None,
+        trailer: bool = True,
     ) -> None:
         self._protocol = protocol
+        self._trailer = trailer
         self._fd = fd
         self._size = size
         self._version = version
@@ -173,7 +178,7 @@ class _BodySender:
         self._gone = False
         self._call: IDelayedCall | None = None
         self._hasher: StreamHasher | None = None
-        if cachedDigest is None:
+        if cachedDigest is None and trailer:
             self._hasher = StreamHasher(
                 protocol.factory.reactor, self._backlog, high=HASH_BACKLOG, low=HASH_BACKLOG // 4
             )
@@ -228,6 +233,9 @@ class _BodySender:
             changed = True
         self._close()
         self._protocol.transport.unregisterProducer()
+        if not self._trailer:
+            self._protocol.bodyDone(self.sent, "changed while sent" if changed else "ok")
+            return
         if self._hasher is None:
             self._sendTrailer(changed, self._cached)
             return
@@ -403,7 +411,13 @@ class _SendfileSender(_BodySender):
             self._hasher.abandon()
         self._protocol.transport.unregisterProducer()
         sender = _BodySender(
-            self._protocol, self._fd, self._position, self._size, self._version, self._cached
+            self._protocol,
+            self._fd,
+            self._position,
+            self._size,
+            self._version,
+            self._cached,
+            self._trailer,
         )
         sender.sent = self.sent
         self._fd = -1
@@ -421,6 +435,75 @@ def _canSendfile(transport: Any) -> bool:
         and not getattr(transport, "TLS", False)
         and transport.connected
     )
+
+
+def resolveFile(root: FilePath, request: str | bytes) -> FilePath:
+    """
+    The path a request names below C{root}: L{safeDescendant}'s confinement (raises
+    L{UnsafePath}), and an upload in progress (L{isTemporaryName}) is not found, as over
+    TFTP and HTTP (C{FileNotFoundError}).
+    """
+    path = safeDescendant(root, request)
+    if isTemporaryName(path.basename()):
+        raise FileNotFoundError(errno.ENOENT, "not found")
+    return path
+
+
+def openRegularFile(path: FilePath) -> tuple[int, os.stat_result]:
+    """
+    Open C{path} to send it: a descriptor and its C{fstat}.  Raises C{OSError}s that
+    L{errorStatus} maps (a directory, a FIFO or device: refused without blocking).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path.path, flags)
+    try:
+        st = os.fstat(fd)
+        if statModule.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        if not statModule.S_ISREG(st.st_mode):
+            raise PermissionError(errno.EACCES, "not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def errorStatus(error: OSError) -> tuple[int, str]:
+    """The status and message that answer C{error} from resolving or opening a path."""
+    if isinstance(error, FileNotFoundError):
+        return Status.NOT_FOUND, "not found"
+    if isinstance(error, PermissionError):
+        return Status.FORBIDDEN, error.strerror or str(error)
+    if isinstance(error, IsADirectoryError | NotADirectoryError):
+        return Status.CONFLICT, error.strerror or str(error)
+    return Status.INTERNAL, error.strerror or "I/O error"
+
+
+def startBody(
+    protocol: Any, fd: int, start: int, st: os.stat_result, cached: str | None, trailer: bool
+) -> _BodySender:
+    """
+    Send the body of the open file C{fd} from C{start} on C{protocol}'s transport, with
+    C{sendfile} on a plain TCP socket (see L{_SendfileSender}); the sender owns C{fd}.
+
+    C{protocol} offers C{factory} (C{reactor}, C{turnDelay}, C{sendfile},
+    C{rememberDigest}), C{transport}, C{log}, C{resetTimeout()}, C{replaceSender(sender)}
+    and C{bodyDone(sent, outcome, abort=False, aborted=False)}.
+    """
+    sender = _BodySender
+    if protocol.factory.sendfile and _canSendfile(protocol.transport):
+        sender = _SendfileSender
+    body = sender(protocol, fd, start, st.st_size, fileVersion(st), cached, trailer)
+    body.start()
+    return body
+
+
+def peerText(transport: Any) -> tuple[str, str]:
+    """The peer's address (for limits) and C{host:port} (C{[v6]:port}) for log lines."""
+    peer = transport.getPeer()
+    host = hostOf(getattr(peer, "host", str(peer)))
+    port = getattr(peer, "port", "")
+    return host, (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
 
 @implementer(IHalfCloseableProtocol)
@@ -452,10 +535,7 @@ class FileServerProtocol(Protocol):
         self._headerCall: IDelayedCall | None = None
         self._cut = False
         _tuneTransport(self.transport)
-        peer = self.transport.getPeer()
-        host = hostOf(getattr(peer, "host", str(peer)))
-        port = getattr(peer, "port", "")
-        self.peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        _, self.peer = peerText(self.transport)
         self.resetTimeout()
 
     # Timers
@@ -562,10 +642,13 @@ class FileServerProtocol(Protocol):
 
     def _answer(self, request: Request) -> None:
         try:
-            path = safeDescendant(self.factory.root, request.path)
+            path = resolveFile(self.factory.root, request.path)
         except UnsafePath as e:
             self.log.debug("refused {path!r}: {reason}", path=request.path, reason=e.reason)
             self._error(Status.FORBIDDEN, "path refused")
+            return
+        except OSError as e:
+            self._error(*errorStatus(e))
             return
         try:
             if isinstance(request, Fetch):
@@ -574,42 +657,23 @@ class FileServerProtocol(Protocol):
                 self._list(path)
             else:
                 self._stat(path)
-        except FileNotFoundError:
-            self._error(Status.NOT_FOUND, "not found")
-        except (PermissionError, IsADirectoryError, NotADirectoryError) as e:
-            status = Status.FORBIDDEN if isinstance(e, PermissionError) else Status.CONFLICT
-            self._error(status, e.strerror or str(e))
         except OSError as e:
-            self._error(Status.INTERNAL, e.strerror or "I/O error")
+            self._error(*errorStatus(e))
 
     def _error(self, status: int, message: str) -> None:
         self.transport.write(encodeResponseHead(status, message))
         self._requestDone(0, f"{status} {message}", status)
 
     def _fetch(self, request: Fetch, path: FilePath) -> None:
-        flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-        fd = os.open(path.path, flags)
-        try:
-            st = os.fstat(fd)
-            if statModule.S_ISDIR(st.st_mode):
-                raise IsADirectoryError(21, "is a directory")
-            if not statModule.S_ISREG(st.st_mode):
-                raise PermissionError(13, "not a regular file")
-            version = fileVersion(st)
-            start = request.offset
-            if request.version is not None and request.version != version:
-                start = 0  # the client's prefix is of another version: restart
-            if start > st.st_size:
-                os.close(fd)
-                self._error(Status.BAD_OFFSET, f"offset beyond end of file ({st.st_size})")
-                return
-        except BaseException:
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            raise
+        fd, st = openRegularFile(path)
+        version = fileVersion(st)
+        start = request.offset
+        if request.version is not None and request.version != version:
+            start = 0  # the client's prefix is of another version: restart
+        if start > st.st_size:
+            os.close(fd)
+            self._error(Status.BAD_OFFSET, f"offset beyond end of file ({st.st_size})")
+            return
         cached = self.factory.digestFor(version)
         self.transport.write(
             encodeResponseHead(
@@ -622,11 +686,7 @@ class FileServerProtocol(Protocol):
                 mtime=st.st_mtime_ns,
             )
         )
-        sender = _BodySender
-        if self.factory.sendfile and _canSendfile(self.transport):
-            sender = _SendfileSender
-        self._sender = sender(self, fd, start, st.st_size, version, cached)
-        self._sender.start()
+        self._sender = startBody(self, fd, start, st, cached, trailer=True)
 
     def replaceSender(self, sender: _BodySender) -> None:
         """Continue the current body with C{sender} (the sendfile path gave up)."""
@@ -697,23 +757,16 @@ class FileServerProtocol(Protocol):
         if self._cut:
             outcome = "cut"
         verb = type(request).__name__.upper().replace("LISTDIR", "LIST")
-        self.log.info(
-            "{verb} {path!r} from {peer}: {outcome}, {bytes} bytes in {duration:.3f}s",
-            verb=verb,
-            path=request.path,
-            peer=self.peer,
-            outcome=outcome,
-            bytes=sent,
-            duration=self.factory.reactor.seconds() - started,
+        self.factory.requestDone(
+            verb,
+            request.path,
+            self.peer,
+            outcome,
+            sent,
+            started,
+            status,
             offset=getattr(request, "offset", 0),
-            service="files",
-            file=request.path,
-            status=status,
-            filesRequest=True,
         )
-        self.factory.requestsServed += 1
-        self.factory.bytesSent += sent
-        self.factory.counts.answered(status, outcomeLabel(status, outcome), sent)
 
     # Stopping (see FileServerFactory.drain)
 
@@ -820,19 +873,53 @@ class FileServerFactory(Factory):
         if refusal is not None:
             self.counts.refused[refusal] += 1
         if refusal == "stopping":
-            return _Refuser(Status.BUSY, "server stopping")
+            return self.refuse(Status.BUSY, "server stopping")
         if refusal == "total":
             self.log.warn("refused connection from {peer}: server full", peer=host)
-            return _Refuser(Status.BUSY, "server busy")
+            return self.refuse(Status.BUSY, "server busy")
         if refusal == "per-host":
             self.log.warn("refused connection from {peer}: per-host limit", peer=host)
-            return _Refuser(Status.TOO_MANY_FROM_YOU, "too many connections from your address")
+            return self.refuse(Status.TOO_MANY_FROM_YOU, "too many connections from your address")
         self.limits.opened(host)
         proto = super().buildProtocol(addr)
         assert proto is not None
         proto.peerHost = host  # type: ignore[attr-defined]
         self.protocols.add(proto)  # type: ignore[arg-type]
         return proto
+
+    def refuse(self, status: int, message: str) -> Protocol | None:
+        """What answers a connection over a limit: its status line, then close."""
+        return _Refuser(status, message)
+
+    def requestDone(
+        self,
+        verb: str,
+        path: str,
+        peer: str,
+        outcome: str,
+        sent: int,
+        started: float,
+        status: int,
+        **fields: Any,
+    ) -> None:
+        """Log a finished request (one event, the stable fields) and count it."""
+        self.log.info(
+            "{verb} {path!r} from {peer}: {outcome}, {bytes} bytes in {duration:.3f}s",
+            verb=verb,
+            path=path,
+            peer=peer,
+            outcome=outcome,
+            bytes=sent,
+            duration=self.reactor.seconds() - started,
+            service="files",
+            file=path,
+            status=status,
+            filesRequest=True,
+            **fields,
+        )
+        self.requestsServed += 1
+        self.bytesSent += sent
+        self.counts.answered(status, outcomeLabel(status, outcome), sent)
 
     def connectionClosed(self, proto: FileServerProtocol) -> None:
         self.limits.closed(proto.peerHost)  # type: ignore[attr-defined]

@@ -1,9 +1,14 @@
 """
-The file service (C{twistd -n udpsuite files}): our protocol, and optionally HTTP.
+The file service (C{twistd -n udpsuite files}): our protocol, optionally HTTP and plain.
 
 C{--http-port} serves the same root through C{twisted.web.static.File} (Range requests,
 directory listings) so that curl and browsers reach the same files; a subclass refuses
 symlinks that lead out of the root, which C{static.File} alone would follow.
+
+C{--plain-port} serves it over the socket tutorials' bare-name protocol
+(L{twisted_udpsuite.files.plain}).  It is off by default: it cannot say "not found" or
+"busy" (a refusal is a connection closed with nothing sent), so it is a compatibility
+port to open on purpose; L{ports.FILES_PLAIN} (8001) is its conventional number.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from twisted_udpsuite import ports
+from twisted_udpsuite.files.plain import PlainFileFactory
 from twisted_udpsuite.files.server import FileServerFactory
 from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.service import (
@@ -32,10 +38,14 @@ __all__ = ["FileService", "Options", "SPEC", "makeService"]
 
 class FileService(ListeningService):
     """
-    Listens with a L{FileServerFactory}, and with an HTTP site if C{httpPort} is set.
+    Listens with a L{FileServerFactory}, with an HTTP site if C{httpPort} is set, and
+    with a L{PlainFileFactory} (the same limits) if C{plainPort} is set.
 
     Starting raises L{twisted.internet.error.CannotListenError} if a port cannot
     be bound (and leaves none bound).
+
+    @param nameGap: the plain port's quiet gap that ends a name
+        (L{twisted_udpsuite.files.plain.NAME_GAP}).
     """
 
     def __init__(
@@ -45,6 +55,8 @@ class FileService(ListeningService):
         interface: str = "",
         httpPort: int | None = None,
         reactor: Any = None,
+        plainPort: int | None = None,
+        nameGap: float | None = None,
         **limits: Any,
     ) -> None:
         reactor = reactorOr(reactor)
@@ -52,8 +64,10 @@ class FileService(ListeningService):
         self.port = port
         self.interface = interface
         self.httpPort = httpPort
+        self.plainPort = plainPort
         self.factory = FileServerFactory(root, reactor, **limits)
         self.httpSite: Any = None  # the HTTP FileSite, with httpPort
+        self.plainFactory: PlainFileFactory | None = None  # with plainPort
         serving = f", serving {root.path}"
         listeners = [Listener("files", "tcp", port, self.factory, interface, detail=serving)]
         if httpPort is not None:
@@ -61,7 +75,17 @@ class FileService(ListeningService):
 
             site = self.httpSite = httpSite(root, reactor)
             listeners.append(Listener("files-http", "tcp", httpPort, site, interface))
+        if plainPort is not None:
+            gap = {} if nameGap is None else {"nameGap": nameGap}
+            plain = self.plainFactory = PlainFileFactory(root, reactor, **gap, **limits)
+            listeners.append(Listener("files-plain", "tcp", plainPort, plain, interface))
         super().__init__(listeners, reactor)
+
+    def _portNamed(self, name: str) -> IListeningPort | None:
+        for listener in self.listeners:
+            if listener.name == name:
+                return listener.listening  # type: ignore[no-any-return]
+        return None
 
     @property
     def listening(self) -> IListeningPort | None:
@@ -71,12 +95,22 @@ class FileService(ListeningService):
     @property
     def httpListening(self) -> IListeningPort | None:
         """The HTTP port, once started (L{None} without C{httpPort})."""
-        return self.portOf(1)
+        return self._portNamed("files-http")
+
+    @property
+    def plainListening(self) -> IListeningPort | None:
+        """The plain port, once started (L{None} without C{plainPort})."""
+        return self._portNamed("files-plain")
 
     @property
     def httpCounts(self) -> Any:
         """The HTTP side's L{RequestCounts} (L{None} without HTTP), for metrics."""
         return None if self.httpSite is None else self.httpSite.counts
+
+    @property
+    def plainCounts(self) -> Any:
+        """The plain side's L{RequestCounts} (L{None} without it), for metrics."""
+        return None if self.plainFactory is None else self.plainFactory.counts
 
 
 class Options(ServiceOptions):
@@ -98,6 +132,7 @@ class Options(ServiceOptions):
         super().__init__()
         self["root"] = FilePath(os.getcwd())
         self["http-port"] = None
+        self["plain-port"] = None
 
     def opt_root(self, value: str) -> None:
         """Directory to serve (default: the current directory)."""
@@ -110,6 +145,10 @@ class Options(ServiceOptions):
         """Also serve the root over HTTP on this port (same --interface)."""
         self["http-port"] = checkPort(value, "--http-port")
 
+    def opt_plain_port(self, value: str) -> None:
+        """Also serve the root over the tutorials' bare-name protocol on this port (8001, say)."""
+        self["plain-port"] = checkPort(value, "--plain-port")
+
 
 def makeService(options: Options, reactor: Any = None) -> FileService:
     """Build the file service from parsed L{Options}."""
@@ -118,6 +157,7 @@ def makeService(options: Options, reactor: Any = None) -> FileService:
         port=options["port"],
         interface=options["interface"],
         httpPort=options["http-port"],
+        plainPort=options["plain-port"],
         reactor=reactor,
         maxConnections=int(options["max-connections"]),
         maxPerHost=int(options["max-per-host"]),
@@ -126,4 +166,6 @@ def makeService(options: Options, reactor: Any = None) -> FileService:
     )
 
 
-SPEC = ServiceSpec("files", "TCP file server (optionally HTTP too)", Options, makeService)
+SPEC = ServiceSpec(
+    "files", "TCP file server (optionally HTTP and the plain protocol too)", Options, makeService
+)
