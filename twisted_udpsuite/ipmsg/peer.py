@@ -47,13 +47,14 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
 from zope.interface import Interface, implementer
 
 from twisted_udpsuite import __version__
 from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
 from twisted_udpsuite.command import showAddress
 from twisted_udpsuite.discovery.interfaces import broadcastInterfaces, directedBroadcasts
-from twisted_udpsuite.ipmsg import wire
+from twisted_udpsuite.ipmsg import files, wire
 from twisted_udpsuite.ipmsg.wire import (
     Attachment,
     EntryInfo,
@@ -726,6 +727,45 @@ class IPMsgPeer(DatagramProtocol):
             return fail(MessageTooLong(f"more than {wire.MAX_DATAGRAM} bytes in one datagram"))
         self.stats.messagesOut += 1
         return self._sendUntilAnswered(packet, address, Mode.RECVMSG)
+
+    def offerFiles(
+        self, to: PeerInfo | Address, paths: Sequence[FilePath], text: str = ""
+    ) -> Deferred[int]:
+        """
+        Offer C{paths} to C{to} in a message (SENDMSG|FILEATTACHOPT), served on our
+        TCP port from L{offers} to that address only; fires on the peer's ack.  An
+        offer that is never acknowledged is withdrawn.
+
+        @raise ValueError: if a path cannot be offered (not a regular file, outside
+            the offers' root), or this peer has no L{offers}.
+        """
+        if self.offers is None:
+            raise ValueError("this peer offers no files (no FileOffers given)")
+        address = to.address if isinstance(to, PeerInfo) else (hostOf(to[0]), to[1])
+        number = self.nextPacketNumber()
+        attachments = self.offers.add(address[0], number, paths)
+        d = self.sendMessage(to, text, attachments=attachments, packetNo=number)
+
+        def withdraw(failure: Failure) -> Failure:
+            self.offers.release(address[0], number)
+            return failure
+
+        return d.addErrback(withdraw)
+
+    def fetchAttachment(
+        self, message: Message, attachment: Attachment, destination: FilePath, **kwargs: Any
+    ) -> Deferred[files.FetchResult]:
+        """
+        Fetch a file offered in C{message} into C{destination} over TCP from the
+        sender (see L{files.fetchAttachment} for C{overwrite}, C{progress},
+        C{timeout}); a resume continues an earlier attempt, except from iptux.
+        """
+        header = self._packet(Mode.GETFILEDATA, to=message.peer)
+        kwargs.setdefault("resume", not message.peer.isIptux)
+        return files.fetchAttachment(
+            self._reactor, message.peer.address, message.packetNo, attachment, destination,
+            request=header, **kwargs,
+        )  # fmt: skip
 
     def nextPacketNumber(self) -> int:
         """A packet number for a message to come (to register its file offer under)."""
