@@ -20,19 +20,21 @@ from twisted_udpsuite.ipmsg.files import (
 )
 from twisted_udpsuite.ipmsg.wire import Attachment, Mode, Packet
 from twisted_udpsuite.paths import isTemporaryName
-from twisted_udpsuite.testing import MemoryNetwork
+from twisted_udpsuite.testing import MemoryHost, MemoryNetwork
 
 
 def connectTCP(
-    client: Member, server: FileServerFactory, serverIP: str, greet: bool = True
+    client: Member | MemoryHost, server: FileServerFactory, serverIP: str, greet: bool = True
 ) -> iosim.IOPump | None:
     """
-    Join the last TCP connection C{client}'s host asked for to C{server} (the
-    in-memory hosts only record TCP), or refuse it if the server builds no protocol.
+    Join the last TCP connection C{client} (a member or its host) asked for to
+    C{server} (the in-memory hosts only record TCP), or refuse it if the server
+    builds no protocol.
     """
-    host, port, factory, _, _ = client.host.tcpClients.pop()
+    clientHost = client if isinstance(client, MemoryHost) else client.host
+    host, port, factory, _, _ = clientHost.tcpClients.pop()
     assert (host, port) == (serverIP, 2425)
-    clientAddress = IPv4Address("TCP", client.address[0], 40000)
+    clientAddress = IPv4Address("TCP", clientHost.addresses[2], 40000)
     serverAddress = IPv4Address("TCP", serverIP, 2425)
     serverProtocol = server.buildProtocol(clientAddress)
     if serverProtocol is None:

@@ -39,7 +39,7 @@ import ipaddress
 import random
 import socket
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -330,7 +330,7 @@ class IPMsgPeer(DatagramProtocol):
         self.encoding = encoding
         self.port = port
         self.broadcastTargets = list(broadcastTargets) if broadcastTargets is not None else None
-        self.hostList = _expandHosts(hostList)
+        self.hostList = expandHosts(hostList)
         self.maxPeers = maxPeers
         self.peerLifetime = peerLifetime
         self.retryInterval = retryInterval
@@ -338,6 +338,8 @@ class IPMsgPeer(DatagramProtocol):
         self.maxSeen = maxSeen
         self.maxPending = maxPending
         self.offers = offers
+        #: The files to offer an iptux user who asks for our shared files (None: none).
+        self.sharedFiles: Callable[[], list[FilePath]] | None = None
         self.absence: str | None = None
         self.stats = PeerStats()
         self.peers: OrderedDict[Address, PeerInfo] = OrderedDict()
@@ -578,6 +580,15 @@ class IPMsgPeer(DatagramProtocol):
     def _onGetAbsenceInfo(self, packet: Packet, address: Address) -> None:
         self._answer(Mode.SENDABSENCEINFO, self.absence or "Not absence mode", address)
 
+    def _onAskShared(self, packet: Packet, address: Address) -> None:
+        """iptux's "send me your shared files": offer them, if we share any."""
+        if self.sharedFiles is None or self.offers is None:
+            return
+        shared = self.sharedFiles()
+        if shared:
+            d = self.offerFiles(self.peers.get(address) or address, shared)
+            d.addErrback(lambda f: None)  # an unacknowledged offer is withdrawn
+
     def _onRelease(self, packet: Packet, address: Address) -> None:
         if self.offers is not None:
             self.offers.release(address[0], _bodyNumber(packet.body))
@@ -594,6 +605,7 @@ class IPMsgPeer(DatagramProtocol):
         Mode.GETINFO: _onGetInfo,
         Mode.GETABSENCEINFO: _onGetAbsenceInfo,
         Mode.RELEASEFILES: _onRelease,
+        Mode.IPTUX_ASKSHARED: _onAskShared,
     }
 
     # Answering
@@ -787,9 +799,14 @@ class IPMsgPeer(DatagramProtocol):
             return succeed(message.packetNo)
         return self._sendUntilAnswered(packet, message.peer.address, Mode.ANSREADMSG)
 
-    def askInfo(self, to: Address, mode: int = Mode.GETINFO) -> None:
-        """Send GETINFO (or another request whose answer comes as an event)."""
-        self._send(self._packet(mode, to=self.peers.get(to)), to)
+    def askSharedFiles(self, to: PeerInfo | Address) -> None:
+        """
+        Ask an iptux peer for the files it shares (iptux's ASKSHARED): they come
+        as a message with attachments (L{IIPMsgObserver.messageReceived}).
+        """
+        peer = to if isinstance(to, PeerInfo) else self.peers.get(to)
+        address = to.address if isinstance(to, PeerInfo) else (hostOf(to[0]), to[1])
+        self._send(self._packet(Mode.IPTUX_ASKSHARED, to=peer), address)
 
     def _sendUntilAnswered(self, packet: Packet, address: Address, answer: int) -> Deferred[int]:
         key = (int(answer), packet.packetNo)
@@ -854,11 +871,19 @@ def _declaredEncoding(packet: Packet) -> str | None:
     return None
 
 
-def _expandHosts(hosts: Iterable[str]) -> list[str]:
-    """Addresses and small networks (at most 256 addresses) as a list of host addresses."""
+def expandHosts(hosts: Iterable[str]) -> list[str]:
+    """
+    Addresses and small networks (at most 256 addresses) as a list of host addresses.
+
+    @raise ValueError: for what is not an address or network, a network that is
+        too big, or an address that is no host's (a broadcast or multicast address).
+    """
     out: list[str] = []
     for text in hosts:
-        network = ipaddress.ip_network(text, strict=False)
+        try:
+            network = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IP address or network") from None
         if network.num_addresses > 256:
             raise ValueError(f"{text}: at most 256 addresses (a /24) per network")
         hosts_ = [network.network_address] if network.num_addresses == 1 else network.hosts()
