@@ -312,3 +312,25 @@ def test_utf8ToCapablePeers() -> None:
     assert successResultOf(d) == packet.packetNo
     assert net.clock.getDelayedCalls() == []
     stop(alice)
+
+
+def test_twoPeersOfOneUserOnOneHost() -> None:
+    """
+    Two peers of the same user and host (same packet numbers in the same
+    second) are not mistaken for each other's looped-back broadcasts.
+    """
+    net = MemoryNetwork()
+    host = net.addHost(f"{PREFIX}.1/24")
+    from twisted_udpsuite.ipmsg.peer import IPMsgPeer, RecordingObserver
+
+    peers = [IPMsgPeer(n, reactor=host, user="u", host="h", broadcastTargets=[]) for n in "ab"]
+    seen = RecordingObserver()
+    peers[1].addObserver(seen)
+    host.listenUDP(2425, peers[0], interface="")
+    host.listenUDP(2426, peers[1], interface="")
+    assert net.runUntil(peers[0].sendMessage((f"{PREFIX}.1", 2426), "hi")) >= 0
+    assert [m.text for m in seen.messages] == ["hi"]
+    for p in peers:
+        p.transport.stopListening()
+    net.advance(1)
+    assert net.clock.getDelayedCalls() == []

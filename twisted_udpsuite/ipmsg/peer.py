@@ -487,13 +487,26 @@ class IPMsgPeer(DatagramProtocol):
             self.stats.drop("malformed")
             self.log.debug("not an IPMsg packet from {source}: {error}", source=addr, error=e)
             return
-        if packet.user == self.user and packet.host == self.host and packet.packetNo in self._mine:
+        if self._isOwn(packet, addr):
             return  # our own broadcast, looped back
         handler = self._handlers.get(packet.mode)
         if handler is None:
             self.stats.drop("unknown-command")
             return
         handler(self, packet, address)
+
+    def _isOwn(self, packet: Packet, addr: Address) -> bool:
+        """
+        Our own packet (Linux loops a broadcast back to its sender): our user, host,
+        a packet number we used, from our port.  Two peers of one user in one
+        process still hear each other: their ports differ.
+        """
+        return (
+            packet.packetNo in self._mine
+            and packet.user == self.user
+            and packet.host == self.host
+            and addr[1] == self.transport.getHost().port
+        )
 
     def _onEntry(self, packet: Packet, address: Address) -> None:
         self._remember(packet, address, entry=True)
