@@ -294,6 +294,7 @@ class IPMsgPeer(DatagramProtocol):
     """
 
     log = Logger(namespace="twisted_udpsuite.ipmsg")
+    noisy = False
 
     def __init__(
         self,
