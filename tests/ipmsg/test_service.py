@@ -68,16 +68,15 @@ def service(net: MemoryNetwork, tmp_path: Any, *argv: str) -> IPMsgService:
 
 def test_listenersAndPresence(tmp_path: Any) -> None:
     """
-    It binds UDP and TCP 2425 as listeners C{ipmsg} and C{ipmsg-tcp} (the
-    names socket activation matches), announces itself, and says goodbye
-    (BR_EXIT) when it stops.
+    It binds UDP and TCP 2425 as the listener C{ipmsg} (the name socket
+    activation matches), announces itself, and says goodbye (BR_EXIT) when it stops.
     """
     net = MemoryNetwork()
     bob = member(net, 2, "Bob")
     svc = service(net, tmp_path)
     assert [(x.name, x.transport) for x in svc.listeners] == [
         ("ipmsg", "udp"),
-        ("ipmsg-tcp", "tcp"),
+        ("ipmsg", "tcp"),
     ]
     svc.privilegedStartService()
     svc.startService()
@@ -192,3 +191,18 @@ def test_metrics(tmp_path: Any) -> None:
     assert samples[("udpsuite_ipmsg_dropped_total", (("reason", "malformed"),))] == 1
     svc.stopService()
     net.advance(1)
+
+
+@pytest.mark.parametrize("names", [("ipmsg", "ipmsg"), ("ipmsg-udp", "ipmsg-tcp")])
+def test_socketActivationByName(tmp_path: Any, names: tuple[str, str]) -> None:
+    """systemd sockets named C{ipmsg} (or C{ipmsg-udp}/C{ipmsg-tcp}) go to the right listener."""
+    from twisted_udpsuite import activation
+
+    net = MemoryNetwork()
+    svc = service(net, tmp_path)
+    sockets = [
+        activation.InheritedSocket(3, names[0], 2, "udp", "0.0.0.0", 2425),
+        activation.InheritedSocket(4, names[1], 2, "tcp", "0.0.0.0", 2425),
+    ]
+    activation.assign(sockets, svc.listeners)
+    assert [x.inherited for x in svc.listeners] == [3, 4]

@@ -97,7 +97,7 @@ def test_filesBothWays(tmp_path: Any) -> None:
     alice.peer.offers = FileOffers(alice.host)
     bob.peer.offers = FileOffers(bob.host)
     (tmp_path / "mine.txt").write_bytes(b"from alice")
-    (tmp_path / "theirs.txt").write_bytes(b"from bob")
+    (tmp_path / "theirs.txt").write_bytes(b"from bob" * 200_000)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     term, out = terminal(alice, inbox)
@@ -106,11 +106,13 @@ def test_filesBothWays(tmp_path: Any) -> None:
     [offer] = bob.seen.messages
     assert offer.attachments[0].name == "mine.txt"
     net.runUntil(bob.peer.offerFiles(alice.address, [FilePath(str(tmp_path / "theirs.txt"))]))
-    assert "Bob offers theirs.txt (8 B): /get 1" in out.value().decode()
+    assert "Bob offers theirs.txt (1.5 MiB): /get 1" in out.value().decode()
     typed(net, term, "/files", "/get 1")
     connectTCP(alice, FileServerFactory(bob.peer.offers, bob.host), bob.address[0]).flush()
-    assert (inbox / "theirs.txt").read_bytes() == b"from bob"
-    assert f"got {inbox / 'theirs.txt'}" in out.value().decode()
+    assert (inbox / "theirs.txt").read_bytes() == b"from bob" * 200_000
+    text = out.value().decode()
+    assert "theirs.txt: 25% of 1.5 MiB" in text and "theirs.txt: 75% of 1.5 MiB" in text
+    assert f"got {inbox / 'theirs.txt'}" in text
 
 
 def test_badCommands(tmp_path: Any) -> None:

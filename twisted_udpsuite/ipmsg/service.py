@@ -12,8 +12,9 @@ It is not started by a plain C{twistd -n udpsuite}: it broadcasts its presence
 to the whole LAN at start, and it takes port 2425, which a desktop IP Messenger
 on the same machine needs; both should be asked for by name.
 
-Sockets: UDP and TCP 2425, as L{Listener}s named C{ipmsg} and C{ipmsg-tcp}
-(bound while privileged, or adopted from systemd by those names).
+Sockets: UDP and TCP 2425, both L{Listener}s named C{ipmsg} (bound while
+privileged, or adopted from systemd: sockets named C{ipmsg}, or C{ipmsg-udp}
+and C{ipmsg-tcp}, as for echo).
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ class IPMsgService(ListeningService):
             [
                 Listener("ipmsg", "udp", port, self.peer, interface, MAX_INBOUND + 1,
                          label="ipmsg", detail=f", as {_safe(nick)!r}"),
-                Listener("ipmsg-tcp", "tcp", port, self.files, interface, followsPrevious=True,
+                Listener("ipmsg", "tcp", port, self.files, interface, followsPrevious=True,
                          label="ipmsg files"),
             ],
             reactor,

@@ -54,6 +54,8 @@ Anything else goes to the /to member."""
 
 #: How many offered files, and sealed messages, /files and /open remember.
 _REMEMBERED = 100
+#: Files at least this big show their progress (each quarter) while /get fetches them.
+_PROGRESS_FROM = 1 << 20
 
 
 def _safe(text: str) -> str:
@@ -252,7 +254,9 @@ class IPMsgTerminal(LineTerminal):
             return
         target = directory.child(name)
         try:
-            d = self.peer.fetchAttachment(item.message, item.attachment, target)
+            d = self.peer.fetchAttachment(
+                item.message, item.attachment, target, progress=self._progress(name)
+            )
         except (OSError, ValueError) as e:
             self.showNotice(f"cannot fetch {_safe(name)}: {e}")
             return
@@ -263,6 +267,18 @@ class IPMsgTerminal(LineTerminal):
             self.showNotice(f"got {result.path.path} ({formatBytes(result.size)}{resumed})")
 
         d.addCallbacks(done, lambda f: self.showNotice(f"{_safe(name)}: {f.getErrorMessage()}"))
+
+    def _progress(self, name: str) -> Callable[[int, int], None]:
+        """A progress callback that notes each quarter of a file of at least 1 MiB."""
+        shown = [0]
+
+        def progress(done: int, total: int) -> None:
+            quarter = 4 * done // total if total >= _PROGRESS_FROM else 0
+            if 0 < quarter < 4 and quarter > shown[0]:
+                shown[0] = quarter
+                self.showNotice(f"{_safe(name)}: {25 * quarter}% of {formatBytes(total)}")
+
+        return progress
 
     def _shared(self, args: list[str]) -> None:
         if len(args) != 1:
