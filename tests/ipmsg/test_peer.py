@@ -75,6 +75,14 @@ def test_hostList() -> None:
     assert [p.nick for p in farPeer.peerList()] == ["Alice"]
     entry = next(d for d in net.datagrams if d.destination == ("198.51.100.7", 2425))
     assert int(entry.data.split(b":")[4]) & wire.DIALUPOPT
+    alice.peer.setAbsence("out")
+    alice.peer.leave()
+    alice.peer.leave()  # once is enough
+    net.advance(0.1)
+    modes = [int(d.data.split(b":")[4]) & 0xFF for d in net.datagrams
+             if d.destination == ("198.51.100.7", 2425)]  # fmt: skip
+    assert modes == [Mode.BR_ENTRY, Mode.BR_ABSENCE, Mode.BR_EXIT]
+    assert farPeer.peerList() == []  # the goodbye reached it
     farPeer.transport.stopListening()
     stop(alice)
 

@@ -342,6 +342,7 @@ class IPMsgPeer(DatagramProtocol):
         #: The files to offer an iptux user who asks for our shared files (None: none).
         self.sharedFiles: Callable[[], list[FilePath]] | None = None
         self.absence: str | None = None
+        self._left = False
         self.stats = PeerStats()
         self.peers: OrderedDict[Address, PeerInfo] = OrderedDict()
         self.numbers = PacketNumbers(self._reactor.seconds)
@@ -378,28 +379,35 @@ class IPMsgPeer(DatagramProtocol):
 
     def announce(self) -> None:
         """Broadcast BR_ENTRY (and unicast it to the host list): "here I am, who is there?"."""
-        entry = self._entryPacket(Mode.BR_ENTRY)
-        self._broadcast(entry)
-        dialup = replace(entry, command=entry.command | wire.DIALUPOPT)
-        for target in self.hostList:
-            self._send(dialup, (target, self.port))
+        self._left = False
+        self._toEveryone(self._entryPacket(Mode.BR_ENTRY))
 
     def setAbsence(self, text: str | None) -> None:
         """Go away (C{text}: why) or, with L{None}, come back; tells everyone (BR_ABSENCE)."""
         self.absence = text
-        self._broadcast(self._entryPacket(Mode.BR_ABSENCE))
+        self._toEveryone(self._entryPacket(Mode.BR_ABSENCE))
+
+    def _toEveryone(self, packet: Packet) -> None:
+        """Broadcast C{packet}, and unicast it with DIALUPOPT to the host list."""
+        self._broadcast(packet)
+        dialup = replace(packet, command=packet.command | wire.DIALUPOPT)
+        for target in self.hostList:
+            self._send(dialup, (target, self.port))
 
     def leave(self) -> None:
         """
         Say goodbye: broadcast BR_EXIT and unicast it to every known peer (iptux
-        leaves this way), then forget the table.  Call it before the port closes.
+        leaves this way), then forget the table.  Call it before the port closes;
+        a second call does nothing (until L{announce}).
         """
-        if self.transport is None:
+        if self.transport is None or self._left:
             return
+        self._left = True
         goodbye = self._packet(Mode.BR_EXIT, self.nick, extra=(self.group,), legacy=True)
-        self._broadcast(goodbye)
+        self._toEveryone(goodbye)
         for address in list(self.peers):
-            self._send(goodbye, address)
+            if address[0] not in self.hostList:
+                self._send(goodbye, address)
         self.peers.clear()
 
     # The table
