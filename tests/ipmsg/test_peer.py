@@ -342,3 +342,23 @@ def test_twoPeersOfOneUserOnOneHost() -> None:
         p.transport.stopListening()
     net.advance(1)
     assert net.clock.getDelayedCalls() == []
+
+
+def test_dualStackSocket() -> None:
+    """
+    On an IPv6 wildcard socket (C{--interface ::}, or one systemd binds on C{[::]}),
+    IPv4 members arrive V4-mapped; they are keyed by their IPv4 address and
+    answered through the mapped one.
+    """
+    net = MemoryNetwork()
+    alice = member(net, 1, "Alice")
+    bob = member(net, 2, "Bob", start=False)
+    bob.host.listenUDP(2425, bob.peer, interface="::")
+    net.advance(1.1)
+    assert [p.address for p in bob.peer.peerList()] == [(f"{PREFIX}.1", 2425)]
+    assert net.runUntil(alice.peer.sendMessage(bob.address, "hi")) >= 0
+    net.runUntil(bob.peer.sendMessage(alice.address, "hello"))
+    assert [m.text for m in alice.seen.messages] == ["hello"]
+    stop(alice, bob)
+    net.advance(1)
+    assert net.clock.getDelayedCalls() == []

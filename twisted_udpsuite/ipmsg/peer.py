@@ -690,11 +690,17 @@ class IPMsgPeer(DatagramProtocol):
             self.stats.drop("unanswerable-destination")
             return False
         try:
-            self.transport.write(packet.toBytes(), address)
+            self.transport.write(packet.toBytes(), self._onSocket(address))
         except Exception as e:
             self.log.debug("cannot send to {target}: {error}", target=address, error=e)
             return False
         return True
+
+    def _onSocket(self, address: Address) -> Address:
+        """C{address} as our socket writes it: V4-mapped on an IPv6 (dual-stack) socket."""
+        if ":" in self.transport.getHost().host and ":" not in address[0]:
+            return (f"::ffff:{address[0]}", address[1])
+        return address
 
     def _broadcast(self, packet: Packet) -> None:
         """Write C{packet} to every broadcast target, holding SO_BROADCAST only meanwhile."""
@@ -705,7 +711,7 @@ class IPMsgPeer(DatagramProtocol):
         try:
             for target in self._broadcastTargets():
                 try:
-                    self.transport.write(data, (target, self.port))
+                    self.transport.write(data, self._onSocket((target, self.port)))
                 except Exception as e:
                     self.log.debug("cannot broadcast to {target}: {error}", target=target, error=e)
         finally:
