@@ -324,8 +324,9 @@ class IPMsgPeer(DatagramProtocol):
             codecs.lookup(encoding)
         localUser, localHost = _localNames()
         self._reactor = reactorOr(reactor)
-        self.nick = nick
-        self.group = group
+        # At most 80 characters each (IP Messenger's name buffer), so entries stay small.
+        self.nick = nick.replace("\0", "")[: wire.MAX_NAME] or "?"
+        self.group = group.replace("\0", "")[: wire.MAX_NAME]
         self.user = _clean(user if user is not None else localUser)
         self.host = _clean(host if host is not None else localHost)
         self.encoding = encoding
