@@ -48,7 +48,7 @@ def test_theReadmeHasRunnableExamples() -> None:
     """
     names = [name for name, _ in runnableExamples()]
     for section in ("Echo (RFC 862)", "Chat", "Discovery", "TFTP", "TCP file serving",
-                    "Testing your own protocols"):  # fmt: skip
+                    "IP Messenger (IPMsg, FeiQ, iptux)", "Testing your own protocols"):  # fmt: skip
         assert section in names, section
     for name, source in runnableExamples():
         if "twisted.internet" not in source:

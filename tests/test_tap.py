@@ -35,9 +35,15 @@ def test_everyServiceIsASubcommand() -> None:
 
 
 def test_noSubcommandStartsEverything() -> None:
-    """With no subcommand every service is selected with its defaults."""
+    """
+    With no subcommand every service that starts by default is selected with its defaults
+    (ipmsg, which broadcasts to the LAN, is not).
+    """
     options = parse([])
-    assert [spec.name for spec, _ in options.selected] == [s.name for s in tap.SERVICES]
+    assert [spec.name for spec, _ in options.selected] == [
+        s.name for s in tap.SERVICES if s.startsByDefault
+    ]
+    assert "ipmsg" not in [spec.name for spec, _ in options.selected]
     assert all(sub["interface"] == "" for _, sub in options.selected)
     options = parse(["--interface", "127.0.0.1"])
     assert all(sub["interface"] == "127.0.0.1" for _, sub in options.selected)

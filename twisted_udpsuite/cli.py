@@ -30,6 +30,7 @@ from twisted_udpsuite.command import (
 from twisted_udpsuite.discovery import cli as discovery
 from twisted_udpsuite.echo import cli as echo
 from twisted_udpsuite.files import cli as files
+from twisted_udpsuite.ipmsg import cli as ipmsg
 from twisted_udpsuite.tftp import cli as tftp
 
 __all__ = ["COMMANDS", "Interrupts", "Options", "main", "run"]
@@ -42,6 +43,7 @@ COMMANDS: list[CommandSpec] = [
     files.LS,
     chat.COMMAND,
     discovery.COMMAND,
+    ipmsg.COMMAND,
 ]
 
 

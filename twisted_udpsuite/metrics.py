@@ -107,6 +107,23 @@ LIVE_METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "File server connections refused, by limit.",
         ("limit",),
     ),
+    "udpsuite_ipmsg_peers": ("gauge", "IP Messenger peers in the table now.", ()),
+    "udpsuite_ipmsg_messages": (
+        "counter",
+        "IP Messenger messages, by direction (in: shown once; out: sent).",
+        ("direction",),
+    ),
+    "udpsuite_ipmsg_unacknowledged": ("counter", "Messages sent that were never acked.", ()),
+    "udpsuite_ipmsg_dropped": (
+        "counter",
+        "IP Messenger datagrams dropped, by reason.",
+        ("reason",),
+    ),
+    "udpsuite_ipmsg_files": (
+        "counter",
+        "IP Messenger files transferred whole, by direction (sent, received).",
+        ("direction",),
+    ),
 }
 """The metrics read from live state at scrape time: name -> (type, help, label names)."""
 
@@ -158,11 +175,24 @@ def _filesSamples(service: Any) -> Iterator[Sample]:
             yield "udpsuite_files_refused_connections", (limit,), count
 
 
+def _ipmsgSamples(service: Any) -> Iterator[Sample]:
+    stats = service.peer.stats
+    yield "udpsuite_ipmsg_peers", (), len(service.peer.peers)
+    yield "udpsuite_ipmsg_messages", ("in",), stats.messagesIn
+    yield "udpsuite_ipmsg_messages", ("out",), stats.messagesOut
+    yield "udpsuite_ipmsg_unacknowledged", (), stats.unacknowledged
+    for reason, count in dict(stats.dropped).items():
+        yield "udpsuite_ipmsg_dropped", (reason,), count
+    yield "udpsuite_ipmsg_files", ("sent",), service.files.stats.served
+    yield "udpsuite_ipmsg_files", ("received",), len(service.dropBox.received)
+
+
 _SAMPLERS: dict[str, Callable[[Any], Iterable[Sample]]] = {
     "echo": _echoSamples,
     "chatroom": _chatroomSamples,
     "responder": _responderSamples,
     "files": _filesSamples,
+    "ipmsg": _ipmsgSamples,
 }
 
 
@@ -261,7 +291,7 @@ class SuiteMetrics:
     def watch(self, kind: str, service: Any) -> None:
         """
         Read C{service}'s counters at each scrape; C{kind} is its subcommand name
-        (C{echo}, C{chatroom}, C{responder}, C{files}). TFTP needs no watching (see
+        (C{echo}, C{chatroom}, C{responder}, C{files}, C{ipmsg}). TFTP needs no watching (see
         L{observe}); other kinds are ignored.
         """
         if kind in _SAMPLERS:

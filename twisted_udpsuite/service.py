@@ -120,12 +120,15 @@ class ServiceSpec:
 
     @ivar makeService: C{makeService(options, reactor)} returning the
         (not yet started) service; C{reactor} is the one to listen on.
+    @ivar startsByDefault: whether a plain C{twistd -n udpsuite} (no
+        subcommand) starts it too.
     """
 
     name: str
     description: str
     options: type[ServiceOptions]
     makeService: Callable[[Any, Any], IService]
+    startsByDefault: bool = True
 
 
 @dataclass

@@ -2,7 +2,8 @@
 C{twistd -n udpsuite [SUBCOMMAND] [OPTIONS]}: the suite's services.
 
 A protocol joins by adding its L{ServiceSpec} to L{SERVICES}; nothing else
-here changes.  With no subcommand every service starts with its defaults.
+here changes.  With no subcommand every service starts with its defaults,
+except those whose spec says otherwise (C{ipmsg}, which broadcasts).
 Errors a user can cause (a bad option, a port in use, a missing root) end
 the process with one line on stderr and a non-zero status, never a
 traceback; the services themselves raise ordinary exceptions, so a Twisted
@@ -28,6 +29,7 @@ from twisted_udpsuite.discovery import service as responder
 from twisted_udpsuite.drain import DEFAULT_DRAIN, DrainingMultiService
 from twisted_udpsuite.echo import service as echo
 from twisted_udpsuite.files import service as files
+from twisted_udpsuite.ipmsg import service as ipmsg
 from twisted_udpsuite.metrics import MetricsService, SuiteMetrics
 from twisted_udpsuite.service import ServiceSpec, checkInterface, checkPort, numberOption
 from twisted_udpsuite.tftp import service as tftp
@@ -35,7 +37,14 @@ from twisted_udpsuite.tftp import service as tftp
 __all__ = ["SERVICES", "Options", "makeService"]
 
 #: Every service, in start order.
-SERVICES: list[ServiceSpec] = [echo.SPEC, files.SPEC, tftp.SPEC, chatroom.SPEC, responder.SPEC]
+SERVICES: list[ServiceSpec] = [
+    echo.SPEC,
+    files.SPEC,
+    tftp.SPEC,
+    chatroom.SPEC,
+    responder.SPEC,
+    ipmsg.SPEC,
+]
 
 _PROGRAM = "twistd udpsuite"
 
@@ -44,7 +53,10 @@ class Options(usage.Options):
     """Options of C{twistd udpsuite}; each service is a subcommand."""
 
     synopsis = "[--interface ADDR] [--metrics-port P] [--drain SECONDS] [SUBCOMMAND [OPTIONS]]"
-    longdesc = "With no subcommand, every service starts on its default port."
+    longdesc = (
+        "With no subcommand, every service starts on its default port "
+        "(except ipmsg, which broadcasts to the LAN: ask for it by name)."
+    )
     optParameters = [
         [
             "interface",
@@ -93,6 +105,8 @@ class Options(usage.Options):
             return
         self.selected = []
         for spec in SERVICES:
+            if not spec.startsByDefault:
+                continue
             sub = spec.options()
             sub.parseOptions(
                 ["--interface", self["interface"]] if self["interface"] is not None else []

@@ -6,9 +6,6 @@ full-duplex terminal chat, with plain-text peers or in a chat room.
 from __future__ import annotations
 
 import codecs
-import os
-import sys
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.error import CannotListenError
@@ -29,6 +26,7 @@ from twisted_udpsuite.command import (
     targetOption,
 )
 from twisted_udpsuite.service import checkInterface, checkPort
+from twisted_udpsuite.terminal import cbreakMode, connectStdio
 
 
 class Options(CommandOptions):
@@ -62,42 +60,6 @@ class Options(CommandOptions):
             self["room"] = targetOption(self["room"], ports.CHATROOM)
         if self["keepalive"] <= 0:
             raise usage.UsageError("--keepalive: must be positive")
-
-
-def cbreakMode(reactor: Any) -> Callable[[], None] | None:
-    """
-    Put a terminal stdin in cbreak mode (keys arrive one by one, no echo;
-    Ctrl-C still interrupts) so the chat can redraw the partly typed line.
-    Returns the function that restores it (also run at reactor shutdown),
-    or L{None} when stdin is not a terminal.
-    """
-    import termios
-    import tty
-
-    try:
-        fd = sys.stdin.fileno()
-        if not os.isatty(fd):
-            return None
-        saved = termios.tcgetattr(fd)
-        tty.setcbreak(fd)
-    except (OSError, ValueError, termios.error):
-        return None
-
-    def restore() -> None:
-        try:
-            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-        except (OSError, termios.error):
-            pass
-
-    reactor.addSystemEventTrigger("after", "shutdown", restore)
-    return restore
-
-
-def connectStdio(protocol: ChatTerminal, reactor: Any) -> Any:
-    """Attach the terminal protocol to stdin/stdout (tests replace this)."""
-    from twisted.internet.stdio import StandardIO
-
-    return StandardIO(protocol, reactor=reactor)
 
 
 async def runChat(reactor: Any, options: Options, console: Console) -> int:

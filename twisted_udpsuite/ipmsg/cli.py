@@ -1,0 +1,121 @@
+"""
+C{udpsuite ipmsg}: a terminal member of an IP Messenger LAN (IP Messenger,
+FeiQ, iptux): the member list, messages, sealed messages, files both ways,
+absence.  (The chat's C{udpsuite chat} stays the suite's own protocol; IPMsg
+is a command of its own because it has its own port, options and commands.)
+"""
+
+from __future__ import annotations
+
+import codecs
+import getpass
+import os
+from typing import Any
+
+from twisted.internet.error import CannotListenError
+from twisted.python import usage
+from twisted.python.filepath import FilePath
+
+from twisted_udpsuite.command import CommandError, CommandOptions, CommandSpec, Console, stopPort
+from twisted_udpsuite.ipmsg.files import FileOffers, FileServerFactory
+from twisted_udpsuite.ipmsg.peer import IPMSG_PORT, MAX_INBOUND, IPMsgPeer, expandHosts
+from twisted_udpsuite.ipmsg.terminal import IPMsgTerminal
+from twisted_udpsuite.service import checkInterface, checkPort
+from twisted_udpsuite.terminal import cbreakMode, connectStdio
+
+
+class Options(CommandOptions):
+    """Options of C{udpsuite ipmsg}."""
+
+    longdesc = (
+        "Join the IP Messenger LAN (IP Messenger, FeiQ, iptux) on UDP and TCP 2425: "
+        "type /help for the commands."
+    )
+    optParameters = [
+        ["port", "p", IPMSG_PORT, "UDP port, and TCP port for files.", lambda v: checkPort(v)],
+        ["interface", "i", "", "Local address to bind ('' all IPv4).", checkInterface],
+        ["nick", "n", None, "Your name in everyone's list (default: your user name)."],
+        ["group", "g", "", "Your group, shown next to your name."],
+        ["encoding", "e", "auto", "Code page of peers without UTF-8 (auto: UTF-8 or GB18030)."],
+        ["download-dir", "d", ".", "Where /get puts files."],
+    ]
+    optFlags = [["plain", None, "Leave the terminal in line mode (no redraw of typed text)."]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["host"] = []
+
+    def opt_host(self, value: str) -> None:
+        """Also announce to ADDR (or a network of at most 256) by unicast; repeatable."""
+        self["host"].append(value)
+
+    def postOptions(self) -> None:
+        if self["nick"] is None:
+            try:
+                self["nick"] = getpass.getuser()
+            except Exception:
+                self["nick"] = "udpsuite"
+        if self["encoding"] == "auto":
+            self["encoding"] = None
+        else:
+            try:
+                codecs.lookup(self["encoding"])
+            except LookupError:
+                raise usage.UsageError(f"--encoding: unknown {self['encoding']!r}") from None
+        try:
+            expandHosts(self["host"])
+        except ValueError as e:
+            raise usage.UsageError(f"--host: {e}") from None
+        if not os.path.isdir(self["download-dir"]):
+            raise usage.UsageError(f"--download-dir: {self['download-dir']!r} is not a directory")
+
+
+async def runIPMsg(reactor: Any, options: Options, console: Console) -> int:
+    offers = FileOffers(reactor)
+    peer = IPMsgPeer(
+        options["nick"], options["group"], reactor, encoding=options["encoding"],
+        hostList=options["host"], offers=offers,
+    )  # fmt: skip
+    try:
+        udp = reactor.listenUDP(options["port"], peer, interface=options["interface"],
+                                maxPacketSize=MAX_INBOUND + 1)  # fmt: skip
+    except CannotListenError as e:
+        reason = getattr(e.socketError, "strerror", None) or e.socketError
+        raise CommandError(
+            f"cannot listen on {e.interface or '*'}:{e.port}: {reason} "
+            "(is another IP Messenger running here?)"
+        ) from None
+    tcp = None
+    try:
+        tcp = reactor.listenTCP(udp.getHost().port, FileServerFactory(offers, reactor),
+                                interface=options["interface"])  # fmt: skip
+    except CannotListenError:
+        peer.offers = None
+    restore = cbreakMode(reactor) if console.isTerminal and not options["plain"] else None
+    try:
+        terminal = IPMsgTerminal(
+            peer, isTerminal=console.isTerminal, lineEditing=restore is not None,
+            downloads=FilePath(os.path.abspath(options["download-dir"])),
+        )  # fmt: skip
+        connectStdio(terminal, reactor)
+        terminal.showNotice(
+            f"on the IP Messenger LAN as {options['nick']!r}, port {udp.getHost().port}"
+        )
+        if tcp is None:
+            terminal.showNotice("the TCP port is taken: you cannot offer files")
+        await terminal.done
+        if terminal.outputLost:
+            console.outputWasClosed()
+    finally:
+        if restore is not None:
+            restore()
+        peer.leave()
+        if tcp is not None:
+            await stopPort(tcp)
+        await stopPort(udp)
+    return 0
+
+
+COMMAND = CommandSpec(
+    "ipmsg", "Terminal member of an IP Messenger/FeiQ/iptux LAN", Options, runIPMsg
+)
