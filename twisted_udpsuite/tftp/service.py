@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.application.service import Service
 from twisted.python import usage
@@ -27,13 +27,20 @@ from twisted_udpsuite.service import (
     ServiceSpec,
     numberOption,
 )
-from twisted_udpsuite.tftp.backend import FilesystemBackend, IBackend
+from twisted_udpsuite.tftp.backend import (
+    CLIENT_ROOTS,
+    FilesystemBackend,
+    IBackend,
+    RemappingBackend,
+)
 from twisted_udpsuite.tftp.options import (
     MAX_BLKSIZE,
     MAX_WINDOWSIZE,
     MIN_BLKSIZE,
+    OPTION_NAMES,
     ServerOptionLimits,
 )
+from twisted_udpsuite.tftp.remap import RemapError, RemapRules
 from twisted_udpsuite.tftp.server import MAX_PACKET, ServerPolicy, TFTPServerProtocol
 
 __all__ = [
@@ -51,6 +58,34 @@ MAX_WORKERS = 64
 
 INETD_TIMEOUT = 900.0
 """C{--inetd-timeout}'s default: idle seconds before exiting, C{in.tftpd --timeout}'s default."""
+
+
+class PortRange(NamedTuple):
+    """C{--port-range LOW:HIGH}, written back the same way (for worker processes)."""
+
+    low: int
+    high: int
+
+    def __str__(self) -> str:
+        return f"{self.low}:{self.high}"
+
+
+def _portRange(value: str) -> PortRange | None:
+    """C{--port-range}: C{LOW:HIGH} within 1..65535 (or 0: the kernel chooses)."""
+    if value == "0":
+        return None
+    low, sep, high = value.partition(":")
+    if not (sep and low.isdigit() and high.isdigit()):
+        raise usage.UsageError(f"--port-range: {value!r} is not LOW:HIGH")
+    if not 1 <= int(low) <= int(high) <= 65535:
+        raise usage.UsageError("--port-range: ports from 1 to 65535, the lower first")
+    return PortRange(int(low), int(high))
+
+
+def _clientRoots(value: str) -> str:
+    if value not in CLIENT_ROOTS:
+        raise usage.UsageError(f"--client-roots: one of {', '.join(CLIENT_ROOTS)}")
+    return value
 
 
 class TFTPService(ListeningService):
@@ -175,6 +210,16 @@ class Options(ServiceOptions):
             "--inetd-timeout idle seconds. Log with twistd --syslog or --logfile.",
         ],
         ["keep-stale-uploads", None, "At start, only report unfinished uploads of a crash."],
+        [
+            "ignore-case",
+            None,
+            "A name that does not exist as written matches a file that differs only in case.",
+        ],
+        [
+            "fit-mtu",
+            None,
+            "Lower blksize so DATA fits the MTU of the interface the request came in on.",
+        ],
     ]
     optParameters = [
         [
@@ -256,11 +301,48 @@ class Options(ServiceOptions):
             "With --inetd: seconds without requests or transfers before exiting.",
             numberOption("inetd-timeout", above=0),
         ],
+        [
+            "port-range",
+            None,
+            None,
+            "Transfer ports from this range LOW:HIGH, for firewalls (tftpd-hpa -R).",
+            _portRange,
+        ],
+        [
+            "map-file",
+            None,
+            None,
+            "Rewrite requested names by this tftpd-hpa remap file (in.tftpd -m).",
+        ],
+        [
+            "client-roots",
+            None,
+            None,
+            "ROOT/<client address>/ per client: 'fallback' (then ROOT) or 'isolate' (only it).",
+            _clientRoots,
+        ],
+        [
+            "max-duration",
+            None,
+            None,
+            "Longest transfer in seconds (0: no limit).",
+            numberOption("max-duration", low=0, zeroMeansNone=True),
+        ],
     ]
+
+    def opt_refuse_option(self, name: str) -> None:
+        """Never grant this option (repeatable): blksize, timeout, tsize or windowsize."""
+        if name.lower() not in OPTION_NAMES:
+            raise usage.UsageError(
+                f"--refuse-option: {name!r} is not one of {', '.join(sorted(OPTION_NAMES))}"
+            )
+        self["refuse-option"].append(name.lower())
 
     def __init__(self) -> None:
         super().__init__()
         self["root"] = FilePath(os.getcwd())
+        self["refuse-option"] = []
+        self.remapRules: RemapRules | None = None
 
     def opt_root(self, value: str) -> None:
         """Directory to serve (default: the current directory)."""
@@ -279,6 +361,14 @@ class Options(ServiceOptions):
         if self["max-transfers"] < self["workers"]:
             # Each process gets a share of the total; a share of 0 would refuse everything.
             raise usage.UsageError("--max-transfers must be at least --workers")
+        if self["map-file"] is not None:
+            self["map-file"] = os.path.abspath(self["map-file"])  # workers may start elsewhere
+            try:
+                self.remapRules = RemapRules.fromPath(self["map-file"])
+            except OSError as e:
+                raise usage.UsageError(f"--map-file: {e.strerror}: {self['map-file']}") from None
+            except RemapError as e:
+                raise usage.UsageError(f"--map-file {self['map-file']}: {e}") from None
 
     def toArgv(self) -> list[str]:
         """
@@ -294,9 +384,13 @@ class Options(ServiceOptions):
         for name, *_ in self.optFlags:
             if self[name]:
                 argv.append(f"--{name}")
-        for name, *_ in self.optParameters:
+        for name, _, default, *_ in self.optParameters:
             value = self[name]
+            if value is None and default is None:
+                continue  # unset, as in the child
             argv += [f"--{name}", "0" if value is None else str(value)]
+        for refused in self["refuse-option"]:
+            argv += ["--refuse-option", refused]
         return argv
 
     def policy(self) -> ServerPolicy:
@@ -306,6 +400,7 @@ class Options(ServiceOptions):
                 maxBlksize=self["max-blksize"],
                 maxWindowsize=self["max-windowsize"],
                 maxUploadSize=self["max-upload-size"],
+                refused=frozenset(self["refuse-option"]),
             ),
             rate=self["rate"],
             maxTransfers=self["max-transfers"],
@@ -313,18 +408,26 @@ class Options(ServiceOptions):
             retries=self["retries"],
             timeout=self["timeout"],
             rollover=self["rollover"],
+            portRange=self["port-range"],
+            maxDuration=self["max-duration"],
+            fitMTU=bool(self["fit-mtu"]),
         )
 
-    def backend(self) -> FilesystemBackend:
-        """The filesystem backend these options describe."""
-        return FilesystemBackend(
+    def backend(self) -> IBackend:
+        """The backend these options describe: the root, behind the remap rules if any."""
+        backend: IBackend = FilesystemBackend(
             self["root"],
             writable=bool(self["writable"]),
             allowCreate=not self["no-create"],
             allowOverwrite=bool(self["allow-overwrite"]),
             maxUploadSize=self["max-upload-size"],
             keepStaleUploads=bool(self["keep-stale-uploads"]),
+            ignoreCase=bool(self["ignore-case"]),
+            clientRoots=self["client-roots"],
         )
+        if self.remapRules is not None:
+            backend = RemappingBackend(backend, self.remapRules)
+        return backend
 
 
 def makeService(options: Options, reactor: Any = None) -> Service:
