@@ -111,11 +111,11 @@ async def _run(reactor: Any, argv: list[str]) -> None:
 
 @asynccontextmanager
 async def pxeLab(
-    reactor: Any, tmp: Path, root: Path, bootFile: str, *serverOptions: str, mtu: int = 1500
+    reactor: Any, tmp: Path, root: Path, bootFile: str, *serverOptions: str
 ) -> AsyncIterator[Lab]:
     """
     Start the lab serving C{root}, with DHCP naming C{bootFile}; stop and delete it all
-    afterwards. C{mtu} is the bridge's (and so the client's link's) MTU.
+    afterwards.
     """
     if os.geteuid() != 0:
         pytest.skip("network namespaces and tap devices need root")
@@ -131,11 +131,11 @@ async def pxeLab(
         async with AsyncExitStack() as stack:
             for command in (
                 "link set lo up",
-                f"link add br0 mtu {mtu} type bridge forward_delay 0 stp_state 0",
+                "link add br0 type bridge forward_delay 0 stp_state 0",
                 f"addr add {SERVER}/24 dev br0",
                 "link set br0 up",
                 "tuntap add dev tap0 mode tap",
-                f"link set tap0 mtu {mtu} master br0 up",
+                "link set tap0 master br0 up",
             ):
                 await _run(reactor, [ip, "-n", name, *command.split()])
             dhcp = BackgroundProcess(
