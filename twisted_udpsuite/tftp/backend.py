@@ -45,6 +45,7 @@ from twisted_udpsuite.paths import (
     findStaleTemporaryFiles,
     isTemporaryName,
     relativeName,
+    requestSegments,
     safeDescendant,
 )
 from twisted_udpsuite.tftp.errors import (
@@ -377,10 +378,9 @@ def _caseless(base: FilePath, name: bytes) -> str:
     entry of its directory that differs only in case, where the segment as written does
     not exist; the rest as written.
     """
-    text = name.decode("utf-8").replace("\\", "/").lstrip("/")
     directory = base.asTextMode().path
     spelt = []
-    for segment in text.split("/") if text else []:
+    for segment in requestSegments(name, backslashSeparator=True):
         candidate = os.path.join(directory, segment)
         if not os.path.lexists(candidate):
             folded = segment.casefold()
