@@ -40,6 +40,7 @@ from twisted_udpsuite.tftp.options import (
     OPTION_NAMES,
     ServerOptionLimits,
 )
+from twisted_udpsuite.tftp.origin import HTTPOriginBackend, OriginCache, originBase
 from twisted_udpsuite.tftp.remap import RemapError, RemapRules
 from twisted_udpsuite.tftp.server import MAX_PACKET, ServerPolicy, TFTPServerProtocol
 
@@ -80,6 +81,30 @@ def _portRange(value: str) -> PortRange | None:
     if not 1 <= int(low) <= int(high) <= 65535:
         raise usage.UsageError("--port-range: ports from 1 to 65535, the lower first")
     return PortRange(int(low), int(high))
+
+
+DEFAULT_CACHE_SIZE = 1 << 30
+"""C{--cache-size}'s default: 1 GiB."""
+
+_SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _byteSize(value: str) -> int:
+    """C{--cache-size}: bytes, or with a suffix K, M, G or T (powers of 1024)."""
+    number, suffix = value[:-1], value[-1:].upper()
+    if suffix.isdigit():
+        number, suffix = value, ""
+    if not number.isdigit() or suffix not in _SIZE_SUFFIXES or int(number) == 0:
+        raise usage.UsageError(f"--cache-size: {value!r} is not a size (bytes, or 512M, 2G)")
+    return int(number) * _SIZE_SUFFIXES[suffix]
+
+
+def _originURL(value: str) -> str:
+    try:
+        originBase(value)
+    except ValueError as e:
+        raise usage.UsageError(f"--origin: {e}") from None
+    return value
 
 
 def _clientRoots(value: str) -> str:
@@ -328,6 +353,28 @@ class Options(ServiceOptions):
             "Longest transfer in seconds (0: no limit).",
             numberOption("max-duration", low=0, zeroMeansNone=True),
         ],
+        [
+            "origin",
+            None,
+            None,
+            "Serve the files under this http:// or https:// URL instead of --root (read-only).",
+            _originURL,
+        ],
+        ["cache", None, None, "With --origin: keep fetched files in this directory."],
+        [
+            "cache-size",
+            None,
+            DEFAULT_CACHE_SIZE,
+            "With --cache: its largest size in bytes (or 512M, 2G); least recently used go.",
+            _byteSize,
+        ],
+        [
+            "cache-fresh",
+            None,
+            60.0,
+            "With --cache: seconds a fetched file is served before the origin is asked again.",
+            numberOption("cache-fresh", low=0),
+        ],
     ]
 
     def opt_refuse_option(self, name: str) -> None:
@@ -361,6 +408,18 @@ class Options(ServiceOptions):
         if self["max-transfers"] < self["workers"]:
             # Each process gets a share of the total; a share of 0 would refuse everything.
             raise usage.UsageError("--max-transfers must be at least --workers")
+        if self["origin"] is not None:
+            for directoryOnly in ("writable", "ignore-case", "client-roots"):
+                if self[directoryOnly]:
+                    raise usage.UsageError(f"--origin serves no directory: no --{directoryOnly}")
+        if self["cache"] is not None:
+            if self["origin"] is None:
+                raise usage.UsageError("--cache caches an --origin: give one")
+            self["cache"] = os.path.abspath(self["cache"])
+            try:
+                os.makedirs(self["cache"], exist_ok=True)
+            except OSError as e:
+                raise usage.UsageError(f"--cache: {e.strerror}: {self['cache']}") from None
         if self["map-file"] is not None:
             self["map-file"] = os.path.abspath(self["map-file"])  # workers may start elsewhere
             try:
@@ -413,18 +472,33 @@ class Options(ServiceOptions):
             fitMTU=bool(self["fit-mtu"]),
         )
 
-    def backend(self) -> IBackend:
-        """The backend these options describe: the root, behind the remap rules if any."""
-        backend: IBackend = FilesystemBackend(
-            self["root"],
-            writable=bool(self["writable"]),
-            allowCreate=not self["no-create"],
-            allowOverwrite=bool(self["allow-overwrite"]),
-            maxUploadSize=self["max-upload-size"],
-            keepStaleUploads=bool(self["keep-stale-uploads"]),
-            ignoreCase=bool(self["ignore-case"]),
-            clientRoots=self["client-roots"],
-        )
+    def backend(self, reactor: Any = None) -> IBackend:
+        """
+        The backend these options describe: the root (or the origin, through its cache),
+        behind the remap rules if any.
+        """
+        backend: IBackend
+        if self["origin"] is not None:
+            cache = None
+            if self["cache"] is not None:
+                cache = OriginCache(
+                    FilePath(self["cache"]),
+                    self["cache-size"],
+                    freshFor=self["cache-fresh"],
+                    clock=reactor,
+                )
+            backend = HTTPOriginBackend(self["origin"], cache=cache, reactor=reactor)
+        else:
+            backend = FilesystemBackend(
+                self["root"],
+                writable=bool(self["writable"]),
+                allowCreate=not self["no-create"],
+                allowOverwrite=bool(self["allow-overwrite"]),
+                maxUploadSize=self["max-upload-size"],
+                keepStaleUploads=bool(self["keep-stale-uploads"]),
+                ignoreCase=bool(self["ignore-case"]),
+                clientRoots=self["client-roots"],
+            )
         if self.remapRules is not None:
             backend = RemappingBackend(backend, self.remapRules)
         return backend
@@ -442,14 +516,14 @@ def makeService(options: Options, reactor: Any = None) -> Service:
         return MultiProcessTFTPService(options, reactor=reactor)
     if options["inetd"]:
         return InetdTFTPService(
-            options.backend(),
+            options.backend(reactor),
             options.policy(),
             fd=inetdSocket(0),
             idleTimeout=options["inetd-timeout"],
             reactor=reactor,
         )
     return TFTPService(
-        options.backend(),
+        options.backend(reactor),
         options.policy(),
         port=options["port"],
         interface=options["interface"],
