@@ -46,6 +46,7 @@ from twisted_udpsuite.tftp.options import (
     checkUploadSize,
     negotiateServerOptions,
 )
+from twisted_udpsuite.tftp.trace import IWireTracer, traceProtocol
 from twisted_udpsuite.tftp.transfer import (
     DEFAULT_TIMEOUT,
     NetasciiReader,
@@ -187,6 +188,8 @@ class TFTPServerProtocol(DatagramProtocol):
     @ivar sessions: Running sessions by client (address, port).
     @ivar mtuOf: With L{ServerPolicy.fitMTU}: C{(local address, client address)} to the
         MTU its answers must fit, or None if unknown (L{routeMTU}; tests replace it).
+    @ivar tracer: Gets every datagram of the request port and of each transfer
+        (C{--trace}, C{--pcap}), or None.
     """
 
     mtuOf: Callable[[str, str], int | None] = staticmethod(routeMTU)
@@ -200,8 +203,10 @@ class TFTPServerProtocol(DatagramProtocol):
         *,
         reactor: Any = None,
         interface: str | None = None,
+        tracer: IWireTracer | None = None,
     ) -> None:
         self.backend = IBackend(backend)
+        self.tracer = tracer
         self.policy = policy if policy is not None else ServerPolicy()
         self._reactor = reactorOr(reactor)
         self._interface = interface
@@ -230,12 +235,19 @@ class TFTPServerProtocol(DatagramProtocol):
 
     def datagramReceivedAt(self, datagram: bytes, addr: Any, local: str | None) -> None:
         """A request sent to C{local}: its transfer port is bound there (None: as we are)."""
+        if self.tracer is not None:
+            self.tracer.datagram(False, self._here(local), (addr[0], addr[1]), datagram)
         try:
             self._received(datagram, (addr[0], addr[1]), local)
         except Exception:
             self.log.failure("handling a request from {peer}", peer=addr)
 
+    def _here(self, local: str | None) -> tuple[str, int]:
+        return (local or self._interface or "", self.transport.getHost().port)
+
     def _reply(self, packet: bytes, addr: tuple[str, int], local: str | None) -> None:
+        if self.tracer is not None:
+            self.tracer.datagram(True, self._here(local), addr, packet)
         try:
             writeFrom(self.transport, packet, addr, local)
         except Exception as e:
@@ -323,6 +335,8 @@ class TFTPServerProtocol(DatagramProtocol):
                 errorPacket(ErrorCode.NOT_DEFINED, "Server cannot open a port"), addr, local
             )
             return
+        if self.tracer is not None:
+            traceProtocol(session, self.tracer, "_send", peer=addr)
         self.sessions[addr] = session
         self._perClient[client] = self._perClient.get(client, 0) + 1
         self._active += 1

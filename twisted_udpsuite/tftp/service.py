@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
@@ -43,6 +44,7 @@ from twisted_udpsuite.tftp.options import (
 from twisted_udpsuite.tftp.origin import HTTPOriginBackend, OriginCache, originBase
 from twisted_udpsuite.tftp.remap import RemapError, RemapRules
 from twisted_udpsuite.tftp.server import MAX_PACKET, ServerPolicy, TFTPServerProtocol
+from twisted_udpsuite.tftp.trace import IWireTracer, PcapWriter, TracerGroup, logTracer
 
 __all__ = [
     "INETD_TIMEOUT",
@@ -117,6 +119,9 @@ class TFTPService(ListeningService):
     """
     A TFTP server on one port. Starting raises
     L{twisted.internet.error.CannotListenError} if the port cannot be bound.
+
+    @param tracer: Gets every datagram (L{twisted_udpsuite.tftp.trace}); closed (if it
+        has C{close}) when the service stops.
     """
 
     protocolClass: type[TFTPServerProtocol] = TFTPServerProtocol
@@ -129,11 +134,15 @@ class TFTPService(ListeningService):
         port: int = ports.TFTP,
         interface: str = "",
         reactor: Any = None,
+        tracer: IWireTracer | None = None,
     ) -> None:
         reactor = reactorOr(reactor)
         self.port = port
         self.interface = interface
-        self.protocol = self.protocolClass(backend, policy, reactor=reactor, interface=interface)
+        self.tracer = tracer
+        self.protocol = self.protocolClass(
+            backend, policy, reactor=reactor, interface=interface, tracer=tracer
+        )
         root = getattr(self.protocol.backend, "root", None)
         serving = f", serving {root.path}" if root is not None else ""
         super().__init__(
@@ -151,6 +160,16 @@ class TFTPService(ListeningService):
         if cleanStaleUploads is not None:  # a crash's unfinished uploads (#19 §3)
             cleanStaleUploads()
         super().startService()
+
+    def stopService(self) -> Any:
+        d = super().stopService()
+        close = getattr(self.tracer, "close", None)
+        if close is not None:  # after the ports: their last datagrams are in the file
+            if isinstance(d, Deferred):
+                d.addBoth(lambda result: (close(), result)[1])
+            else:
+                close()
+        return d
 
 
 class _RequestTimingProtocol(TFTPServerProtocol):
@@ -187,8 +206,9 @@ class InetdTFTPService(TFTPService):
         idleTimeout: float = INETD_TIMEOUT,
         reactor: Any = None,
         stop: Callable[[], None] | None = None,
+        tracer: IWireTracer | None = None,
     ) -> None:
-        super().__init__(backend, policy, port=0, reactor=reactor)
+        super().__init__(backend, policy, port=0, reactor=reactor, tracer=tracer)
         self.listeners[0].inherited = fd
         self.idleTimeout = idleTimeout
         self._stop = stop if stop is not None else self._reactor.stop
@@ -235,6 +255,7 @@ class Options(ServiceOptions):
             "--inetd-timeout idle seconds. Log with twistd --syslog or --logfile.",
         ],
         ["keep-stale-uploads", None, "At start, only report unfinished uploads of a crash."],
+        ["trace", None, "Log every datagram: opcode, block, options, sizes."],
         [
             "ignore-case",
             None,
@@ -361,6 +382,7 @@ class Options(ServiceOptions):
             _originURL,
         ],
         ["cache", None, None, "With --origin: keep fetched files in this directory."],
+        ["pcap", None, None, "Write every datagram to this classic pcap file (tcpdump -r)."],
         [
             "cache-size",
             None,
@@ -420,6 +442,12 @@ class Options(ServiceOptions):
                 os.makedirs(self["cache"], exist_ok=True)
             except OSError as e:
                 raise usage.UsageError(f"--cache: {e.strerror}: {self['cache']}") from None
+        if self["pcap"] is not None:
+            if self["workers"] > 1:
+                raise usage.UsageError("--pcap is one file: not with --workers")
+            self["pcap"] = os.path.abspath(self["pcap"])
+            if not os.access(os.path.dirname(self["pcap"]), os.W_OK):
+                raise usage.UsageError(f"--pcap: cannot write in {os.path.dirname(self['pcap'])}")
         if self["map-file"] is not None:
             self["map-file"] = os.path.abspath(self["map-file"])  # workers may start elsewhere
             try:
@@ -472,6 +500,16 @@ class Options(ServiceOptions):
             fitMTU=bool(self["fit-mtu"]),
         )
 
+    def tracer(self, reactor: Any = None) -> IWireTracer | None:
+        """The wire trace these options ask for (C{--trace}, C{--pcap}), or None."""
+        tracers: list[IWireTracer] = []
+        if self["trace"]:
+            tracers.append(logTracer())
+        if self["pcap"] is not None:
+            out = open(self["pcap"], "wb")  # noqa: SIM115 (closed by the service)
+            tracers.append(PcapWriter(out, reactorOr(reactor)))
+        return TracerGroup(tracers) if tracers else None
+
     def backend(self, reactor: Any = None) -> IBackend:
         """
         The backend these options describe: the root (or the origin, through its cache),
@@ -521,6 +559,7 @@ def makeService(options: Options, reactor: Any = None) -> Service:
             fd=inetdSocket(0),
             idleTimeout=options["inetd-timeout"],
             reactor=reactor,
+            tracer=options.tracer(reactor),
         )
     return TFTPService(
         options.backend(reactor),
@@ -528,6 +567,7 @@ def makeService(options: Options, reactor: Any = None) -> Service:
         port=options["port"],
         interface=options["interface"],
         reactor=reactor,
+        tracer=options.tracer(reactor),
     )
 
 
