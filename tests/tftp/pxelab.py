@@ -13,7 +13,6 @@ The addresses are private ones inside the namespace: nothing of the lab is seen 
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ import pytest
 
 from tests.conftest import requirePeer
 from tests.process import BackgroundProcess, runProcess, venvScript
+from tests.tftp.lossnet import namespace
 
 SERVER = "10.77.0.1"
 """The bridge's address: our TFTP server and dnsmasq listen there."""
@@ -36,8 +36,6 @@ QEMU's own default ROM for the NIC, found on its firmware path. (Naming it with 
 leaves SeaBIOS without a network boot entry in QEMU 7.2, so the test checks the banner.)"""
 IPXE_BANNER = b"iPXE 1.0.0+git-20190125"
 """What the ROM prints on the console: Debian's ipxe-qemu 1.0.0+git-20190125.36a4c85."""
-
-_names = itertools.count()
 
 
 def _requireFile(path: Path) -> Path:
@@ -117,69 +115,58 @@ async def pxeLab(
     Start the lab serving C{root}, with DHCP naming C{bootFile}; stop and delete it all
     afterwards.
     """
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces and tap devices need root")
     ip = requirePeer("ip")
     dnsmasq = requirePeer("dnsmasq")
     _requireFile(Path("/dev/net/tun"))
-    name = f"udpsuite-pxe-{os.getpid()}-{next(_names)}"
-    out, err, code = await runProcess(reactor, [ip, "netns", "add", name])
-    if code != 0:
-        pytest.skip(f"cannot create a network namespace: {err.decode(errors='replace')}")
-    prefix = [ip, "netns", "exec", name]
-    try:
-        async with AsyncExitStack() as stack:
-            for command in (
-                "link set lo up",
-                "link add br0 type bridge forward_delay 0 stp_state 0",
-                f"addr add {SERVER}/24 dev br0",
-                "link set br0 up",
-                "tuntap add dev tap0 mode tap",
-                "link set tap0 master br0 up",
-            ):
-                await _run(reactor, [ip, "-n", name, *command.split()])
-            dhcp = BackgroundProcess(
-                reactor,
-                [
-                    *prefix,
-                    dnsmasq,
-                    "--keep-in-foreground",
-                    "--conf-file=/dev/null",
-                    "--port=0",  # no DNS
-                    "--interface=br0",
-                    "--bind-interfaces",
-                    "--user=root",
-                    "--pid-file=",
-                    f"--dhcp-leasefile={tmp / 'leases'}",
-                    "--dhcp-range=10.77.0.50,10.77.0.99,255.255.255.0,1h",
-                    f"--dhcp-boot={bootFile},,{SERVER}",
-                    "--log-facility=-",
-                ],
-            )
-            stack.push_async_callback(dhcp.stop)
-            await dhcp.waitFor(b"DHCP, sockets bound exclusively to interface br0")
-            server = BackgroundProcess(
-                reactor,
-                [
-                    *prefix,
-                    venvScript("twistd"),
-                    "-n",
-                    "--pidfile=",
-                    "--logger",
-                    "twisted_udpsuite.logs.jsonLogger",
-                    "udpsuite",
-                    "tftp",
-                    "--port",
-                    "69",
-                    "--interface",
-                    "0.0.0.0",
-                    "--root",
-                    str(root),
-                    *serverOptions,
-                ],
-            )
-            stack.push_async_callback(server.stop)
-            await server.waitFor(b"tftp listening")
-            yield Lab(prefix, dhcp, server, tmp)
-    finally:
-        await runProcess(reactor, [ip, "netns", "delete", name])
+    async with namespace(reactor, tag="pxe") as prefix, AsyncExitStack() as stack:
+        for command in (
+            "link add br0 type bridge forward_delay 0 stp_state 0",
+            f"addr add {SERVER}/24 dev br0",
+            "link set br0 up",
+            "tuntap add dev tap0 mode tap",
+            "link set tap0 master br0 up",
+        ):
+            await _run(reactor, [*prefix, ip, *command.split()])
+        dhcp = BackgroundProcess(
+            reactor,
+            [
+                *prefix,
+                dnsmasq,
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--port=0",  # no DNS
+                "--interface=br0",
+                "--bind-interfaces",
+                "--user=root",
+                "--pid-file=",
+                f"--dhcp-leasefile={tmp / 'leases'}",
+                "--dhcp-range=10.77.0.50,10.77.0.99,255.255.255.0,1h",
+                f"--dhcp-boot={bootFile},,{SERVER}",
+                "--log-facility=-",
+            ],
+        )
+        stack.push_async_callback(dhcp.stop)
+        await dhcp.waitFor(b"DHCP, sockets bound exclusively to interface br0")
+        server = BackgroundProcess(
+            reactor,
+            [
+                *prefix,
+                venvScript("twistd"),
+                "-n",
+                "--pidfile=",
+                "--logger",
+                "twisted_udpsuite.logs.jsonLogger",
+                "udpsuite",
+                "tftp",
+                "--port",
+                "69",
+                "--interface",
+                "0.0.0.0",
+                "--root",
+                str(root),
+                *serverOptions,
+            ],
+        )
+        stack.push_async_callback(server.stop)
+        await server.waitFor(b"tftp listening")
+        yield Lab(prefix, dhcp, server, tmp)

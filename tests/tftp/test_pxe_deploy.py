@@ -24,6 +24,7 @@ from zope.interface.verify import verifyObject
 
 from tests.conftest import requirePeer
 from tests.process import BackgroundProcess, runProcess, venvScript
+from tests.tftp.lossnet import namespace
 from tests.tftp.test_server import _file, _World
 from twisted_udpsuite.tftp import errors
 from twisted_udpsuite.tftp.backend import FilesystemBackend, IBackend, RemappingBackend
@@ -414,48 +415,42 @@ async def test_fitMtuThroughARealInterface(reactor: Any, tmp_path: Path) -> None
     1468-byte blocks gets 1248 from a server on the wildcard address with --fit-mtu (the
     request's arrival address picks the route), and the file arrives whole.
     """
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
     ip = requirePeer("ip")
-    names = [f"udpsuite-pxe-mtu-{os.getpid()}-{side}" for side in ("server", "client")]
     root = tmp_path / "root"
     root.mkdir()
     data = os.urandom(20_000)
     (root / "nbp.0").write_bytes(data)
-    for name in names:
-        await runProcess(reactor, [ip, "netns", "add", name])
-    try:
-        for command in (
-            f"link add veth-s netns {names[0]} mtu 1280 type veth peer veth-c netns {names[1]}",
-            f"-n {names[0]} addr add 10.78.0.1/24 dev veth-s",
-            f"-n {names[1]} addr add 10.78.0.2/24 dev veth-c",
-            f"-n {names[0]} link set veth-s up",
-            f"-n {names[1]} link set veth-c up",
-            f"-n {names[0]} link set lo up",
+    async with (
+        namespace(reactor, tag="pxe-mtu") as serverSide,
+        namespace(reactor, tag="pxe-mtu") as clientSide,
+    ):
+        for prefix, command in (
+            (serverSide, f"link add veth-s mtu 1280 type veth peer veth-c netns {clientSide[-1]}"),
+            (serverSide, "addr add 10.78.0.1/24 dev veth-s"),
+            (clientSide, "addr add 10.78.0.2/24 dev veth-c"),
+            (serverSide, "link set veth-s up"),
+            (clientSide, "link set veth-c up"),
         ):
-            out, err, code = await runProcess(reactor, [ip, *command.split()])
+            out, err, code = await runProcess(reactor, [*prefix, ip, *command.split()])
             assert code == 0, (command, err)
         server = BackgroundProcess(
             reactor,
-            [ip, "netns", "exec", names[0], venvScript("twistd"), "-n", "--pidfile="]
-            + ["udpsuite", "tftp", "--port", "6969", "--root", str(root), "--fit-mtu"],
+            [*serverSide, venvScript("twistd"), "-n", "--pidfile=", "udpsuite", "tftp"]
+            + ["--port", "6969", "--root", str(root), "--fit-mtu"],
         )
         try:
             await server.waitFor(b"tftp listening")
             local = tmp_path / "got"
             out, err, code = await runProcess(
                 reactor,
-                [ip, "netns", "exec", names[1], venvScript("udpsuite"), "tftp", "get"]
-                + ["10.78.0.1:6969", "nbp.0", str(local), "--blksize", "1468", "--quiet"],
+                [*clientSide, venvScript("udpsuite"), "tftp", "get", "10.78.0.1:6969"]
+                + ["nbp.0", str(local), "--blksize", "1468", "--quiet"],
             )
             assert code == 0, err
             assert local.read_bytes() == data
             await server.waitFor(b"RRQ 'nbp.0'.*completed")
         finally:
             await server.stop()
-    finally:
-        for name in names:
-            await runProcess(reactor, [ip, "netns", "delete", name])
     assert b"'blksize': '1248'" in server.output
 
 

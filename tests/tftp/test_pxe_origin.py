@@ -25,6 +25,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from zope.interface.verify import verifyObject
 
 from tests.helpers import failureResultOf, successResultOf
+from tests.tftp.test_pxe_deploy import _parse
 from tests.tftp.test_server import _World
 from twisted_udpsuite.paths import isTemporaryName
 from twisted_udpsuite.tftp import errors
@@ -35,7 +36,6 @@ from twisted_udpsuite.tftp.origin import (
     OriginCache,
     originBase,
 )
-from twisted_udpsuite.tftp.service import Options
 
 BASE = "http://origin.example/boot/"
 
@@ -417,12 +417,6 @@ def test_throughTheServer(tmp_path: Any) -> None:
     with pytest.raises(errors.FileNotFound):
         world.get("missing")
     world.settle()
-
-
-def _parse(*argv: str) -> Options:
-    options = Options()
-    options.parseOptions(list(argv))
-    return options
 
 
 def test_originOptions(tmp_path: Any) -> None:

@@ -323,6 +323,13 @@ class RemapRules:
         macros = _clientMacros(client)
         isIPv6 = ":" in macros["i"]
         steps = self.maxSteps
+
+        def step() -> None:
+            nonlocal steps
+            steps -= 1
+            if steps < 0:
+                raise RemapRefused("Remap table failure")
+
         current = name
         index = 0
         rules = self.rules
@@ -331,9 +338,7 @@ class RemapRules:
             index += 1
             if not rule.applies(isRead, isIPv6):
                 continue
-            steps -= 1
-            if steps < 0:
-                raise RemapRefused("Remap table failure")
+            step()
             match = rule.regex.search(current)
             if "~" in rule.flags:
                 if match is not None:
@@ -351,9 +356,7 @@ class RemapRules:
                     )
                     if "g" not in rule.flags:
                         break
-                    steps -= 1
-                    if steps < 0:
-                        raise RemapRefused("Remap table failure")
+                    step()
                     match = rule.regex.search(current)
             if "e" in rule.flags:
                 return current
