@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -450,3 +452,26 @@ def test_originOptions(tmp_path: Any) -> None:
 def test_badOriginOptions(argv: list[str], message: str) -> None:
     with pytest.raises(usage.UsageError, match=re.escape(message)):
         _parse(*argv)
+
+
+_ACTIVATION_CHECK = """
+import os, sys
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.environ["LISTEN_FDS"] = "1"
+from twisted_udpsuite.tftp.service import Options
+options = Options()
+options.parseOptions(["--origin", "http://127.0.0.1:9/"])
+options.backend()
+assert os.environ.get("LISTEN_PID") == str(os.getpid()), "LISTEN_PID was taken"
+assert "twisted.internet.endpoints" not in sys.modules
+"""
+
+
+def test_originLeavesSocketActivationAlone() -> None:
+    """
+    Twisted's endpoints module takes systemd's LISTEN_FDS from the environment as it is
+    imported: building an origin backend must not import it (treq comes at the first
+    request), or a socket-activated server would no longer find its sockets.
+    """
+    done = subprocess.run([sys.executable, "-c", _ACTIVATION_CHECK], capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()

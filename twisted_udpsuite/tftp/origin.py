@@ -44,7 +44,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
-from twisted.web.client import ResponseDone
+from twisted.web._newclient import ResponseDone  # not .client: see HTTPOriginBackend._http
 from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
@@ -481,7 +481,7 @@ class HTTPOriginBackend:
 
     @param base: The URL the requested names are appended to (C{http://nginx/boot/}).
     @param client: A treq C{HTTPClient} (by default one with a persistent connection pool
-        on C{reactor}).
+        on C{reactor}, made at the first request).
     @param timeout: Seconds to wait for the origin's answer, and for each part of a body.
     """
 
@@ -499,14 +499,22 @@ class HTTPOriginBackend:
         self.base = originBase(base)
         self.cache = cache
         self._reactor = reactorOr(reactor)
-        if client is None:
+        self._client = client
+        self.timeout = timeout
+
+    def _http(self) -> Any:
+        """
+        The HTTP client, made when first needed: importing treq (and so Twisted's
+        endpoints, whose systemd parser takes C{LISTEN_FDS} from the environment as it is
+        imported) before the service has adopted its sockets would break socket activation.
+        """
+        if self._client is None:
             from treq.client import HTTPClient
             from twisted.web.client import Agent, HTTPConnectionPool
 
             pool = HTTPConnectionPool(self._reactor, persistent=True)
-            client = HTTPClient(Agent(self._reactor, pool=pool))
-        self._client = client
-        self.timeout = timeout
+            self._client = HTTPClient(Agent(self._reactor, pool=pool))
+        return self._client
 
     def urlFor(self, name: bytes) -> str:
         """The URL of a requested name, or L{AccessViolation} for an unsafe one."""
@@ -535,7 +543,7 @@ class HTTPOriginBackend:
                 headers[b"If-None-Match"] = [entry.etag.encode("latin-1")]
             if entry.lastModified:
                 headers[b"If-Modified-Since"] = [entry.lastModified.encode("latin-1")]
-        d = self._client.get(url, headers=headers, unbuffered=True, timeout=self.timeout)
+        d = self._http().get(url, headers=headers, unbuffered=True, timeout=self.timeout)
         return d.addCallbacks(
             self._answered, self._failed, callbackArgs=(url, entry), errbackArgs=(url, entry)
         )
