@@ -16,7 +16,7 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "install-peers"
 PACKAGES = (
     "socat netcat-openbsd curl tftp-hpa atftp libwrap0 nftables iproute2 systemd openbsd-inetd"
-    " iptux xvfb"
+    " iptux xvfb dnsmasq-base ipxe-qemu qemu-system-x86 nginx-light tcpdump"
 )
 
 FAKES = {

@@ -46,6 +46,7 @@ __all__ = [
     "isTemporaryName",
     "isWithin",
     "relativeName",
+    "requestSegments",
     "safeDescendant",
 ]
 
@@ -87,23 +88,11 @@ def _realText(path: FilePath) -> str:
     return os.path.realpath(os.fsdecode(path.path))
 
 
-def safeDescendant(
-    root: FilePath, request: str | bytes, *, backslashSeparator: bool = False
-) -> FilePath[str]:
+def requestSegments(request: str | bytes, *, backslashSeparator: bool = False) -> list[str]:
     """
-    Resolve an untrusted request to a path inside C{root}, or raise L{UnsafePath}.
-
-    The result is the I{resolved} path (symlinks followed, as by L{os.path.realpath}), so
-    what the caller opens is exactly what was checked: retargeting an existing symlink
-    after the check cannot redirect the open.  The cost: names are the real ones (log the
-    request for what the peer asked), and a root given through a symlink is not C{==} to
-    the results; use L{isWithin} and L{relativeName}.  Replacing a real directory by a
-    symlink between check and open is still a race that only C{openat}/C{O_NOFOLLOW} would
-    close; it needs write access to the root outside this program.
-
-    A path that does not exist yet (an upload) is resolved as far as it exists; the rest
-    has no C{..} in it, so it cannot climb out.  A dangling symlink is resolved to its
-    target, so it cannot be used to create a file outside the root.
+    The path segments of an untrusted request, checked by the rules of L{safeDescendant}
+    (which resolves them under a root), or raise L{UnsafePath}; C{[]} names the root.
+    For stores that are not directories (an HTTP origin's URL paths).
     """
     if isinstance(request, bytes):
         try:
@@ -136,6 +125,28 @@ def safeDescendant(
         if len(segment.encode("utf-8")) > _NAME_MAX:
             raise UnsafePath(request, "has a name longer than 255 bytes")
 
+    return segments
+
+
+def safeDescendant(
+    root: FilePath, request: str | bytes, *, backslashSeparator: bool = False
+) -> FilePath[str]:
+    """
+    Resolve an untrusted request to a path inside C{root}, or raise L{UnsafePath}.
+
+    The result is the I{resolved} path (symlinks followed, as by L{os.path.realpath}), so
+    what the caller opens is exactly what was checked: retargeting an existing symlink
+    after the check cannot redirect the open.  The cost: names are the real ones (log the
+    request for what the peer asked), and a root given through a symlink is not C{==} to
+    the results; use L{isWithin} and L{relativeName}.  Replacing a real directory by a
+    symlink between check and open is still a race that only C{openat}/C{O_NOFOLLOW} would
+    close; it needs write access to the root outside this program.
+
+    A path that does not exist yet (an upload) is resolved as far as it exists; the rest
+    has no C{..} in it, so it cannot climb out.  A dangling symlink is resolved to its
+    target, so it cannot be used to create a file outside the root.
+    """
+    segments = requestSegments(request, backslashSeparator=backslashSeparator)
     textRoot = root.asTextMode()
     result = textRoot
     try:

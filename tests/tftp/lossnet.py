@@ -38,16 +38,19 @@ _names = itertools.count()
 
 
 @asynccontextmanager
-async def namespace(reactor: Any, rules: str | None = None) -> AsyncIterator[list[str]]:
+async def namespace(
+    reactor: Any, rules: str | None = None, tag: str = "end"
+) -> AsyncIterator[list[str]]:
     """
-    A fresh namespace with its loopback up and C{rules} loaded (nft syntax); yields the
-    command prefix that runs a program inside it, and deletes it afterwards.
+    A fresh namespace (named with the process id and C{tag}) with its loopback up and
+    C{rules} loaded (nft syntax); yields the command prefix that runs a program inside it
+    (its last item is the namespace's name), and deletes it afterwards.
     """
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
     ip = requirePeer("ip")
     nft = requirePeer("nft")
-    name = f"udpsuite-end-{os.getpid()}-{next(_names)}"
+    name = f"udpsuite-{tag}-{os.getpid()}-{next(_names)}"
     out, err, code = await runProcess(reactor, [ip, "netns", "add", name])
     if code != 0:
         pytest.skip(f"cannot create a network namespace: {err.decode(errors='replace')}")

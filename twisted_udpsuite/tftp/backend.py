@@ -8,9 +8,21 @@ L{twisted_udpsuite.tftp.errors} (L{FileNotFound} → ERROR 1, L{AccessViolation}
 L{DiskFull} → 3, L{FileExists} → 6); anything else becomes ERROR 0.
 
 L{FilesystemBackend} serves one root directory, safe by default: read-only, names confined
-by L{safeDescendant} (PXE backslashes and a leading C{/} accepted), only regular files (no
-directories, FIFOs or devices, checked on the open descriptor), uploads written to a
-temporary sibling and published whole (L{AtomicFileWriter}).
+by L{safeDescendant}, only regular files (no directories, FIFOs or devices, checked on the
+open descriptor), uploads written to a temporary sibling and published whole
+(L{AtomicFileWriter}).
+
+How a requested name becomes a path (the rule, for PXE and Windows clients as for others):
+  1. with a rule file, L{RemappingBackend} rewrites the raw name first, exactly as
+     tftpd-hpa's C{-m} would (so rules written for it see what they saw there);
+  2. a backslash separates like C{/} (Windows and some PXE ROMs send C{\\boot\\pxelinux.0});
+     leading separators are dropped (C{/pxelinux.0} is C{ROOT/pxelinux.0}, as tftpd-hpa's
+     C{-s}); a drive letter (C{C:}), C{.}/C{..}, empty segments and control characters
+     are refused (ERROR 2);
+  3. with C{clientRoots}, C{ROOT/<client address>/} is looked in first;
+  4. with C{ignoreCase}, a name that does not exist as written matches an existing one
+     that differs only in case (the first in sorted order if several do);
+  5. the result, symlinks resolved, must be inside the root (or the client's directory).
 """
 
 from __future__ import annotations
@@ -26,12 +38,14 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from zope.interface import Attribute, Interface, implementer
 
+from twisted_udpsuite.addresses import hostOf
 from twisted_udpsuite.paths import (
     AtomicFileWriter,
     UnsafePath,
     findStaleTemporaryFiles,
     isTemporaryName,
     relativeName,
+    requestSegments,
     safeDescendant,
 )
 from twisted_udpsuite.tftp.errors import (
@@ -41,8 +55,10 @@ from twisted_udpsuite.tftp.errors import (
     FileNotFound,
     TFTPError,
 )
+from twisted_udpsuite.tftp.remap import RemapRefused, RemapRules
 
 __all__ = [
+    "CLIENT_ROOTS",
     "AccessViolation",
     "DiskFull",
     "FileExists",
@@ -51,6 +67,7 @@ __all__ = [
     "IBackend",
     "IReader",
     "IWriter",
+    "RemappingBackend",
 ]
 
 _READ_BUFFER = 256 * 1024
@@ -58,6 +75,10 @@ _WRITE_BUFFER = 256 * 1024
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 Peer = tuple[str, int]
+
+CLIENT_ROOTS = ("fallback", "isolate")
+"""L{FilesystemBackend}'s C{clientRoots} modes: C{ROOT/<client address>/} first, then
+C{ROOT}; or C{ROOT/<client address>/} only, and nothing for a client without one."""
 
 
 class IReader(Interface):
@@ -196,6 +217,13 @@ class FilesystemBackend:
     @param allowOverwrite: Uploads may replace existing files (atomically).
     @param maxUploadSize: Largest upload in bytes, checked as data arrives (C{None}: none).
     @param keepStaleUploads: L{cleanStaleUploads} only reports what it finds.
+    @param ignoreCase: A name matches an existing file whatever its case (Windows-made
+        trees served to firmware that asks for C{PXELINUX.0}).
+    @param clientRoots: C{None}, or a mode of L{CLIENT_ROOTS}: each client has its own
+        directory C{ROOT/<address>/} (C{192.0.2.7}, C{2001:db8::7}; a V4-mapped client by
+        its IPv4 address). C{"fallback"}: a file there wins over the same name in the root
+        (reads), and uploads go there if it exists. C{"isolate"}: a client sees only its
+        own directory; one without a directory is refused (ERROR 2).
     """
 
     log = Logger(namespace="twisted_udpsuite.tftp.backend")
@@ -209,13 +237,19 @@ class FilesystemBackend:
         allowOverwrite: bool = False,
         maxUploadSize: int | None = None,
         keepStaleUploads: bool = False,
+        ignoreCase: bool = False,
+        clientRoots: str | None = None,
     ) -> None:
+        if clientRoots is not None and clientRoots not in CLIENT_ROOTS:
+            raise ValueError(f"clientRoots must be one of {CLIENT_ROOTS}, not {clientRoots!r}")
         self.root = root
         self.writable = writable
         self.allowCreate = allowCreate
         self.allowOverwrite = allowOverwrite
         self.maxUploadSize = maxUploadSize
         self.keepStaleUploads = keepStaleUploads
+        self.ignoreCase = ignoreCase
+        self.clientRoots = clientRoots
 
     def cleanStaleUploads(self) -> list[FilePath[str]]:
         """
@@ -253,18 +287,47 @@ class FilesystemBackend:
         )
         return stale
 
-    def _resolve(self, name: bytes) -> FilePath[str]:
+    def _bases(self, peer: Peer) -> list[FilePath[str]]:
+        """The directories to look in for C{peer}, first first (see C{clientRoots})."""
+        if self.clientRoots is None:
+            return [self.root]
         try:
-            path = safeDescendant(self.root, name, backslashSeparator=True)
+            own = safeDescendant(self.root, hostOf(peer[0]))
+        except UnsafePath:  # not an address a directory can be named after
+            own = None
+        bases = [own] if own is not None and own.isdir() else []
+        if self.clientRoots == "fallback":
+            bases.append(self.root)
+        if not bases:
+            raise AccessViolation("No files for this client")
+        return bases
+
+    def _resolveIn(self, base: FilePath, name: bytes) -> FilePath[str]:
+        try:
+            path = safeDescendant(base, name, backslashSeparator=True)
+            if self.ignoreCase and not os.path.lexists(path.path):
+                path = safeDescendant(base, _caseless(base, name), backslashSeparator=True)
         except UnsafePath:
             raise AccessViolation("Access violation") from None
         if isTemporaryName(path.basename()):
             raise FileNotFound("File not found")
         return path
 
+    def _resolve(self, name: bytes, peer: Peer, *, existing: bool) -> FilePath[str]:
+        """
+        The path for C{name}: in the first base where it exists (C{existing}: a read),
+        or else in the last one (reads then fail with "not found").
+        """
+        bases = self._bases(peer)
+        for base in bases[:-1]:
+            path = self._resolveIn(base, name)
+            if not existing or os.path.lexists(path.path):
+                return path
+        return self._resolveIn(bases[-1], name)
+
     def openRead(self, name: bytes, peer: Peer) -> IReader:
         """Open a regular file below the root; refuse everything else."""
-        path = self._resolve(name)
+        path = self._resolve(name, peer, existing=True)
         flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
         flags |= getattr(os, "O_NOCTTY", 0)
         try:
@@ -288,7 +351,7 @@ class FilesystemBackend:
             raise AccessViolation("Uploads are disabled")
         if size is not None and self.maxUploadSize is not None and size > self.maxUploadSize:
             raise DiskFull(f"Upload exceeds the limit of {self.maxUploadSize} bytes")
-        path = self._resolve(name)
+        path = self._resolve(name, peer, existing=False)
         try:
             st: Any = os.lstat(path.path)
         except FileNotFoundError:
@@ -307,3 +370,67 @@ class FilesystemBackend:
         except OSError as e:
             raise _mapOSError(e, path.path) from None
         return FileWriter(atomic, self.maxUploadSize)
+
+
+def _caseless(base: FilePath, name: bytes) -> str:
+    """
+    C{name} (already checked by L{safeDescendant}) with each segment spelt as an existing
+    entry of its directory that differs only in case, where the segment as written does
+    not exist; the rest as written.
+    """
+    directory = base.asTextMode().path
+    spelt = []
+    for segment in requestSegments(name, backslashSeparator=True):
+        candidate = os.path.join(directory, segment)
+        if not os.path.lexists(candidate):
+            folded = segment.casefold()
+            try:
+                matches = sorted(e for e in os.listdir(directory) if e.casefold() == folded)
+            except OSError:
+                matches = []
+            if matches:
+                segment = matches[0]
+                candidate = os.path.join(directory, segment)
+        spelt.append(segment)
+        directory = candidate
+    return "/".join(spelt)
+
+
+@implementer(IBackend)
+class RemappingBackend:
+    """
+    Another backend, behind tftpd-hpa's filename remapping (L{RemapRules}): each request's
+    raw name is rewritten before the backend sees it; a refusal by the rules is ERROR 2.
+    The rewritten name is confined by the backend like any other.
+    """
+
+    log = Logger(namespace="twisted_udpsuite.tftp.backend")
+
+    def __init__(self, backend: IBackend, rules: RemapRules) -> None:
+        self.backend = IBackend(backend)
+        self.rules = rules
+        self.root = getattr(backend, "root", None)
+
+    def _rewrite(self, name: bytes, peer: Peer, isRead: bool) -> bytes:
+        text = name.decode("utf-8", "surrogateescape")
+        try:
+            result = self.rules.rewrite(text, isRead=isRead, client=peer[0])
+        except RemapRefused as e:
+            self.log.info(
+                "remap rules refuse {name!r} for {peer}: {why}", name=text, peer=peer, why=e
+            )
+            raise AccessViolation(e.message) from None
+        if result != text:
+            self.log.debug("remapped {name!r} to {result!r}", name=text, result=result)
+        return result.encode("utf-8", "surrogateescape")
+
+    def openRead(self, name: bytes, peer: Peer) -> IReader | Deferred[IReader]:
+        return self.backend.openRead(self._rewrite(name, peer, True), peer)
+
+    def openWrite(self, name: bytes, peer: Peer, size: int | None) -> IWriter | Deferred[IWriter]:
+        return self.backend.openWrite(self._rewrite(name, peer, False), peer, size)
+
+    def cleanStaleUploads(self) -> list[FilePath[str]]:
+        """The wrapped backend's (L{FilesystemBackend.cleanStaleUploads}), if it has one."""
+        clean = getattr(self.backend, "cleanStaleUploads", None)
+        return clean() if clean is not None else []

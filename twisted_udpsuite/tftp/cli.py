@@ -38,6 +38,7 @@ from twisted_udpsuite.tftp.options import (
     MIN_TIMEOUT,
     MIN_WINDOWSIZE,
 )
+from twisted_udpsuite.tftp.trace import IWireTracer, PcapWriter, TextTracer, TracerGroup
 
 __all__ = ["COMMAND", "GetOptions", "Options", "PutOptions", "runTFTP"]
 
@@ -80,10 +81,12 @@ class _TransferOptions(CommandOptions):
             "Times to resend an unanswered packet before giving up.",
             numberOption("retries", int, low=0, high=1000),
         ],
+        ["pcap", None, None, "Write every datagram to this classic pcap file (tcpdump -r)."],
     ]
     optFlags = [
         ["quiet", "q", "No progress bar and no summary."],
         ["no-options", None, "Send a plain RFC 1350 request (no tsize or other options)."],
+        ["trace", None, "Show every datagram on standard error: opcode, block, options, sizes."],
     ]
 
 
@@ -175,6 +178,19 @@ def describeError(error: BaseException) -> str:
     return str(error) or error.__class__.__name__
 
 
+def _tracer(reactor: Any, sub: Any, console: Console) -> TracerGroup | None:
+    """C{--trace} (lines on standard error) and C{--pcap FILE}, or None."""
+    tracers: list[IWireTracer] = []
+    if sub["trace"]:
+        tracers.append(TextTracer(console.warn))
+    if sub["pcap"] is not None:
+        try:
+            tracers.append(PcapWriter(open(sub["pcap"], "wb"), reactor))  # noqa: SIM115
+        except OSError as e:
+            raise CommandError(f"--pcap: {e.strerror}: {sub['pcap']}") from None
+    return TracerGroup(tracers) if tracers else None
+
+
 async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
     """Run C{tftp get} or C{tftp put}; 0 on success, failures are L{CommandError}s."""
     sub = options.subOptions
@@ -199,6 +215,7 @@ async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
         "mode": sub["mode"],
         "retries": sub["retries"],
         "progress": progress if bar is not None else None,
+        "tracer": _tracer(reactor, sub, console),
     }
     if not sub["no-options"]:
         common.update(blksize=sub["blksize"], windowsize=sub["windowsize"])
@@ -245,6 +262,9 @@ async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
         if bar is not None:
             bar.clear()
         raise CommandError(f"{verb} {remote} ({where}): {describeError(e)}") from None
+    finally:
+        if common["tracer"] is not None:
+            common["tracer"].close()
     if bar is not None:
         bar.finish()
     if showProgress:

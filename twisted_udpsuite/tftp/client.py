@@ -34,6 +34,7 @@ from twisted_udpsuite.tftp.options import (
     acceptServerOptions,
     buildRequestOptions,
 )
+from twisted_udpsuite.tftp.trace import IWireTracer, traceProtocol
 from twisted_udpsuite.tftp.transfer import Receiver, Sender, TransferStats
 from twisted_udpsuite.tftp.wire import (
     Ack,
@@ -566,7 +567,14 @@ def _checkMode(mode: str) -> str:
     return mode
 
 
-def _listen(reactor: Any, server: tuple[str, int], protocol: _ClientTransfer) -> None:
+def _listen(
+    reactor: Any,
+    server: tuple[str, int],
+    protocol: _ClientTransfer,
+    tracer: IWireTracer | None = None,
+) -> None:
+    if tracer is not None:
+        traceProtocol(protocol, tracer, "_write")
     interface = "::" if ":" in server[0] else ""
     reactor.listenUDP(0, protocol, interface=interface, maxPacketSize=65536)
 
@@ -584,6 +592,7 @@ def get(
     tsize: bool = True,
     retries: int = 5,
     progress: ProgressCallback | None = None,
+    tracer: IWireTracer | None = None,
 ) -> Deferred[TransferResult]:
     """
     Download C{remote} from a TFTP server.
@@ -600,6 +609,7 @@ def get(
     @param tsize: Ask the server for the file's size (RFC 2349), for progress.
     @param retries: How often an unanswered packet is sent again before giving up.
     @param progress: Called with (bytes so far, size or C{None}) as blocks arrive.
+    @param tracer: Gets every datagram sent and received (L{twisted_udpsuite.tftp.trace}).
     @return: Fires with a L{TransferResult}, or fails with a L{errors.TFTPError}
         (L{errors.FileNotFound}, L{errors.TransferTimeout}, ...). Cancelling it sends an ERROR
         to the server, closes the port, stops the timers and removes the temporary file.
@@ -622,7 +632,7 @@ def get(
         destination=sink,
     )
     try:
-        _listen(reactorOr(reactor), server, protocol)
+        _listen(reactorOr(reactor), server, protocol, tracer)
     except Exception:
         sink.abort()
         raise
@@ -643,6 +653,7 @@ def put(
     retries: int = 5,
     progress: ProgressCallback | None = None,
     rollover: int = 0,
+    tracer: IWireTracer | None = None,
 ) -> Deferred[TransferResult]:
     """
     Upload to C{remote} on a TFTP server.
@@ -677,7 +688,7 @@ def put(
             source=reader,
             rollover=rollover,
         )
-        _listen(reactorOr(reactor), server, protocol)
+        _listen(reactorOr(reactor), server, protocol, tracer)
     except Exception:
         reader.close()
         raise

@@ -23,11 +23,13 @@ __all__ = [
     "MIN_BLKSIZE",
     "MIN_TIMEOUT",
     "MIN_WINDOWSIZE",
+    "OPTION_NAMES",
     "OptionRefused",
     "ServerOptionLimits",
     "TransferOptions",
     "TransferTooLarge",
     "acceptServerOptions",
+    "blksizeForMTU",
     "buildRequestOptions",
     "checkUploadSize",
     "negotiateServerOptions",
@@ -50,6 +52,12 @@ MAX_WINDOWSIZE = 65535
 """RFC 7440: largest valid C{windowsize}."""
 MAX_TSIZE = 2**63 - 1
 """Largest C{tsize} we believe (a signed 64-bit file offset); larger values are invalid."""
+
+OPTION_NAMES = frozenset({"blksize", "timeout", "tsize", "windowsize"})
+"""The options a server negotiates (RFC 2348, 2349, 7440); others are ignored."""
+
+_IP_HEADER = {4: 20, 6: 40}
+_UDP_AND_TFTP_HEADERS = 8 + 4
 
 # More digits than this (after leading zeros) is out of every range above; checking the length
 # first also keeps int() away from its 4300-digit ValueError.
@@ -103,6 +111,9 @@ class ServerOptionLimits:
     @ivar allowTsize: Whether to answer C{tsize} at all.
     @ivar maxUploadSize: Largest upload in bytes, or C{None} for no limit; see
         L{checkUploadSize}.
+    @ivar refused: Options never granted, whatever the client asks (lower-case names from
+        L{OPTION_NAMES}): firmware with a broken implementation of one (a windowsize it
+        cannot follow) then gets RFC 1350 behaviour for it.
     """
 
     maxBlksize: int = MAX_BLKSIZE
@@ -110,6 +121,7 @@ class ServerOptionLimits:
     allowTimeout: bool = True
     allowTsize: bool = True
     maxUploadSize: int | None = None
+    refused: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not MIN_BLKSIZE <= self.maxBlksize <= MAX_BLKSIZE:
@@ -118,6 +130,18 @@ class ServerOptionLimits:
             raise ValueError(f"maxWindowsize must be within {MIN_WINDOWSIZE}..{MAX_WINDOWSIZE}")
         if self.maxUploadSize is not None and self.maxUploadSize < 0:
             raise ValueError("maxUploadSize must not be negative")
+        unknown = self.refused - OPTION_NAMES
+        if unknown:
+            raise ValueError(f"unknown options to refuse: {', '.join(sorted(unknown))}")
+
+
+def blksizeForMTU(mtu: int, ipVersion: int) -> int:
+    """
+    The largest C{blksize} whose DATA packets fit in one IP packet of C{mtu} bytes (no
+    fragments): the MTU less the IP, UDP and TFTP headers, within RFC 2348's range.
+    """
+    fitting = mtu - _IP_HEADER[ipVersion] - _UDP_AND_TFTP_HEADERS
+    return max(MIN_BLKSIZE, min(MAX_BLKSIZE, fitting))
 
 
 def parseOptionValue(value: str) -> int | None:
@@ -149,7 +173,8 @@ def negotiateServerOptions(
 
     Rules (an option that is not accepted is simply left out; RFC 2347 forbids refusing a
     request for it):
-      - Unknown options (including C{utimeout}) are ignored.
+      - Unknown options (including C{utimeout}) are ignored, and so are those in
+        C{limits.refused}.
       - C{blksize} (RFC 2348): below 8 or not a number is ignored; anything above
         C{limits.maxBlksize} (including above 65464) is lowered to it.
       - C{windowsize} (RFC 7440): 0 or not a number is ignored; above C{limits.maxWindowsize}
@@ -179,7 +204,7 @@ def negotiateServerOptions(
             continue
         seen.add(name)
         value = parseOptionValue(rawValue)
-        if value is None:
+        if value is None or name in limits.refused:
             continue
         if name == "blksize":
             if value < MIN_BLKSIZE:

@@ -17,11 +17,14 @@ its client knows.
 from __future__ import annotations
 
 import errno
+import random
 import socket
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -34,13 +37,16 @@ from twisted_udpsuite.ratelimit import PerSourceLimiter
 from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.tftp import errors
 from twisted_udpsuite.tftp.backend import IBackend, IReader, IWriter
+from twisted_udpsuite.tftp.mtu import routeMTU
 from twisted_udpsuite.tftp.options import (
     ServerOptionLimits,
     TransferOptions,
     TransferTooLarge,
+    blksizeForMTU,
     checkUploadSize,
     negotiateServerOptions,
 )
+from twisted_udpsuite.tftp.trace import IWireTracer, traceProtocol
 from twisted_udpsuite.tftp.transfer import (
     DEFAULT_TIMEOUT,
     NetasciiReader,
@@ -136,6 +142,15 @@ class ServerPolicy:
         which curl answers by resending DATA 1 at once; otherwise it waits silently. curl
         resends a lost DATA 1 on its own only after 72 s (with no C{--max-time}), so this
         covers two of its resends. The upload counts as a transfer meanwhile.
+    @ivar portRange: C{(low, high)}: transfer ports are chosen at random in this range
+        (both included) instead of by the kernel, for a firewall that lets only these
+        through (tftpd-hpa's C{-R}); a request when all are busy gets ERROR 0.
+    @ivar maxDuration: Seconds a transfer may take, from its request to its last block
+        (C{None}: no limit); a longer one is ended with ERROR 0 and logged as failed.
+    @ivar fitMTU: Lower each transfer's blksize so that its DATA packets fit the MTU of
+        the route back to the client from the address the request arrived at (its
+        interface's, on a LAN): no IP fragments, which firmware that asks for large
+        blocks through a small-MTU path cannot reassemble.
     """
 
     limits: ServerOptionLimits = field(default_factory=ServerOptionLimits)
@@ -152,6 +167,17 @@ class ServerPolicy:
     maxDallying: int = 256
     firstDataWait: float = 160.0
     finalResends: int = 3
+    portRange: tuple[int, int] | None = None
+    maxDuration: float | None = None
+    fitMTU: bool = False
+
+    def __post_init__(self) -> None:
+        if self.portRange is not None:
+            low, high = self.portRange
+            if not 1 <= low <= high <= 65535:
+                raise ValueError(f"portRange {low}:{high} is not within 1..65535, low first")
+        if self.maxDuration is not None and self.maxDuration <= 0:
+            raise ValueError("maxDuration must be positive")
 
 
 @implementer(ILocalAddressReceiver, IDrainable)
@@ -160,7 +186,13 @@ class TFTPServerProtocol(DatagramProtocol):
     The well-known port: parses requests and starts sessions; never transfers blocks itself.
 
     @ivar sessions: Running sessions by client (address, port).
+    @ivar mtuOf: With L{ServerPolicy.fitMTU}: C{(local address, client address)} to the
+        MTU its answers must fit, or None if unknown (L{routeMTU}; tests replace it).
+    @ivar tracer: Gets every datagram of the request port and of each transfer
+        (C{--trace}, C{--pcap}), or None.
     """
+
+    mtuOf: Callable[[str, str], int | None] = staticmethod(routeMTU)
 
     log = Logger(namespace="twisted_udpsuite.tftp.server")
 
@@ -171,8 +203,10 @@ class TFTPServerProtocol(DatagramProtocol):
         *,
         reactor: Any = None,
         interface: str | None = None,
+        tracer: IWireTracer | None = None,
     ) -> None:
         self.backend = IBackend(backend)
+        self.tracer = tracer
         self.policy = policy if policy is not None else ServerPolicy()
         self._reactor = reactorOr(reactor)
         self._interface = interface
@@ -186,6 +220,7 @@ class TFTPServerProtocol(DatagramProtocol):
             else None
         )
         self._drain = Drain(self._reactor, self._cutRunning)
+        self._random = random.SystemRandom()  # transfer ports in a range: unpredictable
 
     def startProtocol(self) -> None:
         if self._interface is None:
@@ -200,12 +235,19 @@ class TFTPServerProtocol(DatagramProtocol):
 
     def datagramReceivedAt(self, datagram: bytes, addr: Any, local: str | None) -> None:
         """A request sent to C{local}: its transfer port is bound there (None: as we are)."""
+        if self.tracer is not None:
+            self.tracer.datagram(False, self._here(local), (addr[0], addr[1]), datagram)
         try:
             self._received(datagram, (addr[0], addr[1]), local)
         except Exception:
             self.log.failure("handling a request from {peer}", peer=addr)
 
+    def _here(self, local: str | None) -> tuple[str, int]:
+        return (local or self._interface or "", self.transport.getHost().port)
+
     def _reply(self, packet: bytes, addr: tuple[str, int], local: str | None) -> None:
+        if self.tracer is not None:
+            self.tracer.datagram(True, self._here(local), addr, packet)
         try:
             writeFrom(self.transport, packet, addr, local)
         except Exception as e:
@@ -282,16 +324,19 @@ class TFTPServerProtocol(DatagramProtocol):
             return
         self._clientMovedOn(addr, packet.filename)
         session = TFTPSession(self, packet, addr)
+        address = local or self._interface or ""
+        if self.policy.fitMTU:
+            session.maxBlksize = self._fittingBlksize(address, addr[0])
         try:
-            listenReportingUnreachable(
-                self._reactor, 0, session, local or self._interface or "", MAX_PACKET
-            )
+            self._listenTransferPort(session, address)
         except Exception as e:
             self.log.error("cannot open a transfer port: {error}", error=e)
             self._reply(
                 errorPacket(ErrorCode.NOT_DEFINED, "Server cannot open a port"), addr, local
             )
             return
+        if self.tracer is not None:
+            traceProtocol(session, self.tracer, "_send", peer=addr)
         self.sessions[addr] = session
         self._perClient[client] = self._perClient.get(client, 0) + 1
         self._active += 1
@@ -304,6 +349,33 @@ class TFTPServerProtocol(DatagramProtocol):
             file=session.filename,
         )
         session.begin()
+
+    def _listenTransferPort(self, session: TFTPSession, address: str) -> None:
+        """A port for C{session}: the kernel's choice, or a free one in the policy's range."""
+        portRange = self.policy.portRange
+        if portRange is None:
+            listenReportingUnreachable(self._reactor, 0, session, address, MAX_PACKET)
+            return
+        low, high = portRange
+        count = high - low + 1
+        first = self._random.randrange(count)
+        for step in range(count):
+            port = low + (first + step) % count
+            try:
+                listenReportingUnreachable(self._reactor, port, session, address, MAX_PACKET)
+                return
+            except CannotListenError:
+                continue
+        raise CannotListenError(address, 0, OSError(errno.EADDRINUSE, "port range in use"))
+
+    def _fittingBlksize(self, local: str, client: str) -> int | None:
+        """The largest blksize whose DATA fits the MTU towards C{client}, if known."""
+        if local in ("", "0.0.0.0", "::"):
+            return None  # the kernel did not say where the request arrived
+        mtu = self.mtuOf(local, client)
+        if mtu is None:
+            return None
+        return blksizeForMTU(mtu, 6 if ":" in hostOf(client) else 4)
 
     def _clientMovedOn(self, addr: tuple[str, int], filename: bytes) -> None:
         """
@@ -407,6 +479,8 @@ class TFTPSession(DatagramProtocol):
         self._started = self._reactor.seconds()
         self.stats = TransferStats()
         self._sendsPairs = False  # set when _send is a real socket's (sendmsg)
+        self.maxBlksize: int | None = None  # a cap below the policy's (--fit-mtu)
+        self._deadline: Any = None  # the policy's maxDuration
 
     @property
     def filename(self) -> str:
@@ -468,6 +542,9 @@ class TFTPSession(DatagramProtocol):
     def begin(self) -> None:
         """Open the file (maybe asynchronously), then start the engine."""
         backend = self.server.backend
+        maxDuration = self.server.policy.maxDuration
+        if maxDuration is not None:
+            self._deadline = self._reactor.callLater(maxDuration, self._tookTooLong)
         if self.isRead:
             d = maybeDeferred(backend.openRead, self.request.filename, self.peer)
         else:
@@ -484,12 +561,31 @@ class TFTPSession(DatagramProtocol):
         d.addCallbacks(self._opened, self._openFailed)
 
     def _negotiate(self, size: int | None) -> tuple[TransferOptions, dict[str, str]]:
+        limits = self.server.policy.limits
+        if self.maxBlksize is not None and self.maxBlksize < limits.maxBlksize:
+            limits = replace(limits, maxBlksize=self.maxBlksize)
         return negotiateServerOptions(
-            self.request.options,
-            isRead=self.isRead,
-            limits=self.server.policy.limits,
-            fileSize=size,
+            self.request.options, isRead=self.isRead, limits=limits, fileSize=size
         )
+
+    def _tookTooLong(self) -> None:
+        self._deadline = None
+        seconds = self.server.policy.maxDuration
+        error = errors.TFTPError(f"Transfer took longer than {seconds:g} s")
+        if self.engine is not None:
+            self.engine.abort(error)
+            return
+        if self._ended:
+            return
+        opening, self._opening = self._opening, None
+        self._refuse(error)
+        if opening is not None:  # a backend still opening (an origin server's slow answer)
+            opening.cancel()
+
+    def _stopDeadline(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
 
     def _opened(self, handle: Any) -> None:
         self._opening = None
@@ -641,6 +737,7 @@ class TFTPSession(DatagramProtocol):
 
     def _succeeded(self, stats: TransferStats) -> None:
         self._ended = True
+        self._stopDeadline()
         self.stats = stats
         self.server._transferEnded(self)
         if not self.isRead and not self._closed:
@@ -690,6 +787,7 @@ class TFTPSession(DatagramProtocol):
         if self._closed:
             return
         self._closed = True
+        self._stopDeadline()
         self._release(ok=False)
         if self.transport is not None:
             self.transport.stopListening()

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
@@ -27,14 +28,23 @@ from twisted_udpsuite.service import (
     ServiceSpec,
     numberOption,
 )
-from twisted_udpsuite.tftp.backend import FilesystemBackend, IBackend
+from twisted_udpsuite.tftp.backend import (
+    CLIENT_ROOTS,
+    FilesystemBackend,
+    IBackend,
+    RemappingBackend,
+)
 from twisted_udpsuite.tftp.options import (
     MAX_BLKSIZE,
     MAX_WINDOWSIZE,
     MIN_BLKSIZE,
+    OPTION_NAMES,
     ServerOptionLimits,
 )
+from twisted_udpsuite.tftp.origin import HTTPOriginBackend, OriginCache, originBase
+from twisted_udpsuite.tftp.remap import RemapError, RemapRules
 from twisted_udpsuite.tftp.server import MAX_PACKET, ServerPolicy, TFTPServerProtocol
+from twisted_udpsuite.tftp.trace import IWireTracer, PcapWriter, TracerGroup, logTracer
 
 __all__ = [
     "INETD_TIMEOUT",
@@ -53,10 +63,65 @@ INETD_TIMEOUT = 900.0
 """C{--inetd-timeout}'s default: idle seconds before exiting, C{in.tftpd --timeout}'s default."""
 
 
+class PortRange(NamedTuple):
+    """C{--port-range LOW:HIGH}, written back the same way (for worker processes)."""
+
+    low: int
+    high: int
+
+    def __str__(self) -> str:
+        return f"{self.low}:{self.high}"
+
+
+def _portRange(value: str) -> PortRange | None:
+    """C{--port-range}: C{LOW:HIGH} within 1..65535 (or 0: the kernel chooses)."""
+    if value == "0":
+        return None
+    low, sep, high = value.partition(":")
+    if not (sep and low.isdigit() and high.isdigit()):
+        raise usage.UsageError(f"--port-range: {value!r} is not LOW:HIGH")
+    if not 1 <= int(low) <= int(high) <= 65535:
+        raise usage.UsageError("--port-range: ports from 1 to 65535, the lower first")
+    return PortRange(int(low), int(high))
+
+
+DEFAULT_CACHE_SIZE = 1 << 30
+"""C{--cache-size}'s default: 1 GiB."""
+
+_SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _byteSize(value: str) -> int:
+    """C{--cache-size}: bytes, or with a suffix K, M, G or T (powers of 1024)."""
+    number, suffix = value[:-1], value[-1:].upper()
+    if suffix.isdigit():
+        number, suffix = value, ""
+    if not number.isdigit() or suffix not in _SIZE_SUFFIXES or int(number) == 0:
+        raise usage.UsageError(f"--cache-size: {value!r} is not a size (bytes, or 512M, 2G)")
+    return int(number) * _SIZE_SUFFIXES[suffix]
+
+
+def _originURL(value: str) -> str:
+    try:
+        originBase(value)
+    except ValueError as e:
+        raise usage.UsageError(f"--origin: {e}") from None
+    return value
+
+
+def _clientRoots(value: str) -> str:
+    if value not in CLIENT_ROOTS:
+        raise usage.UsageError(f"--client-roots: one of {', '.join(CLIENT_ROOTS)}")
+    return value
+
+
 class TFTPService(ListeningService):
     """
     A TFTP server on one port. Starting raises
     L{twisted.internet.error.CannotListenError} if the port cannot be bound.
+
+    @param tracer: Gets every datagram (L{twisted_udpsuite.tftp.trace}); closed (if it
+        has C{close}) when the service stops.
     """
 
     protocolClass: type[TFTPServerProtocol] = TFTPServerProtocol
@@ -69,11 +134,15 @@ class TFTPService(ListeningService):
         port: int = ports.TFTP,
         interface: str = "",
         reactor: Any = None,
+        tracer: IWireTracer | None = None,
     ) -> None:
         reactor = reactorOr(reactor)
         self.port = port
         self.interface = interface
-        self.protocol = self.protocolClass(backend, policy, reactor=reactor, interface=interface)
+        self.tracer = tracer
+        self.protocol = self.protocolClass(
+            backend, policy, reactor=reactor, interface=interface, tracer=tracer
+        )
         root = getattr(self.protocol.backend, "root", None)
         serving = f", serving {root.path}" if root is not None else ""
         super().__init__(
@@ -91,6 +160,16 @@ class TFTPService(ListeningService):
         if cleanStaleUploads is not None:  # a crash's unfinished uploads (#19 §3)
             cleanStaleUploads()
         super().startService()
+
+    def stopService(self) -> Any:
+        d = super().stopService()
+        close = getattr(self.tracer, "close", None)
+        if close is not None:  # after the ports: their last datagrams are in the file
+            if isinstance(d, Deferred):
+                d.addBoth(lambda result: (close(), result)[1])
+            else:
+                close()
+        return d
 
 
 class _RequestTimingProtocol(TFTPServerProtocol):
@@ -127,8 +206,9 @@ class InetdTFTPService(TFTPService):
         idleTimeout: float = INETD_TIMEOUT,
         reactor: Any = None,
         stop: Callable[[], None] | None = None,
+        tracer: IWireTracer | None = None,
     ) -> None:
-        super().__init__(backend, policy, port=0, reactor=reactor)
+        super().__init__(backend, policy, port=0, reactor=reactor, tracer=tracer)
         self.listeners[0].inherited = fd
         self.idleTimeout = idleTimeout
         self._stop = stop if stop is not None else self._reactor.stop
@@ -175,6 +255,17 @@ class Options(ServiceOptions):
             "--inetd-timeout idle seconds. Log with twistd --syslog or --logfile.",
         ],
         ["keep-stale-uploads", None, "At start, only report unfinished uploads of a crash."],
+        ["trace", None, "Log every datagram: opcode, block, options, sizes."],
+        [
+            "ignore-case",
+            None,
+            "A name that does not exist as written matches a file that differs only in case.",
+        ],
+        [
+            "fit-mtu",
+            None,
+            "Lower blksize so DATA fits the MTU of the interface the request came in on.",
+        ],
     ]
     optParameters = [
         [
@@ -256,11 +347,71 @@ class Options(ServiceOptions):
             "With --inetd: seconds without requests or transfers before exiting.",
             numberOption("inetd-timeout", above=0),
         ],
+        [
+            "port-range",
+            None,
+            None,
+            "Transfer ports from this range LOW:HIGH, for firewalls (tftpd-hpa -R).",
+            _portRange,
+        ],
+        [
+            "map-file",
+            None,
+            None,
+            "Rewrite requested names by this tftpd-hpa remap file (in.tftpd -m).",
+        ],
+        [
+            "client-roots",
+            None,
+            None,
+            "ROOT/<client address>/ per client: 'fallback' (then ROOT) or 'isolate' (only it).",
+            _clientRoots,
+        ],
+        [
+            "max-duration",
+            None,
+            None,
+            "Longest transfer in seconds (0: no limit).",
+            numberOption("max-duration", low=0, zeroMeansNone=True),
+        ],
+        [
+            "origin",
+            None,
+            None,
+            "Serve the files under this http:// or https:// URL instead of --root (read-only).",
+            _originURL,
+        ],
+        ["cache", None, None, "With --origin: keep fetched files in this directory."],
+        ["pcap", None, None, "Write every datagram to this classic pcap file (tcpdump -r)."],
+        [
+            "cache-size",
+            None,
+            DEFAULT_CACHE_SIZE,
+            "With --cache: its largest size in bytes (or 512M, 2G); least recently used go.",
+            _byteSize,
+        ],
+        [
+            "cache-fresh",
+            None,
+            60.0,
+            "With --cache: seconds a fetched file is served before the origin is asked again.",
+            numberOption("cache-fresh", low=0),
+        ],
     ]
+
+    def opt_refuse_option(self, name: str) -> None:
+        """Never grant this option (repeatable): blksize, timeout, tsize or windowsize."""
+        if name.lower() not in OPTION_NAMES:
+            raise usage.UsageError(
+                f"--refuse-option: {name!r} is not one of {', '.join(sorted(OPTION_NAMES))}"
+            )
+        self["refuse-option"].append(name.lower())
 
     def __init__(self) -> None:
         super().__init__()
         self["root"] = FilePath(os.getcwd())
+        self["refuse-option"] = []
+        self.remapRules: RemapRules | None = None
 
     def opt_root(self, value: str) -> None:
         """Directory to serve (default: the current directory)."""
@@ -279,6 +430,32 @@ class Options(ServiceOptions):
         if self["max-transfers"] < self["workers"]:
             # Each process gets a share of the total; a share of 0 would refuse everything.
             raise usage.UsageError("--max-transfers must be at least --workers")
+        if self["origin"] is not None:
+            for directoryOnly in ("writable", "ignore-case", "client-roots"):
+                if self[directoryOnly]:
+                    raise usage.UsageError(f"--origin serves no directory: no --{directoryOnly}")
+        if self["cache"] is not None:
+            if self["origin"] is None:
+                raise usage.UsageError("--cache caches an --origin: give one")
+            self["cache"] = os.path.abspath(self["cache"])
+            try:
+                os.makedirs(self["cache"], exist_ok=True)
+            except OSError as e:
+                raise usage.UsageError(f"--cache: {e.strerror}: {self['cache']}") from None
+        if self["pcap"] is not None:
+            if self["workers"] > 1:
+                raise usage.UsageError("--pcap is one file: not with --workers")
+            self["pcap"] = os.path.abspath(self["pcap"])
+            if not os.access(os.path.dirname(self["pcap"]), os.W_OK):
+                raise usage.UsageError(f"--pcap: cannot write in {os.path.dirname(self['pcap'])}")
+        if self["map-file"] is not None:
+            self["map-file"] = os.path.abspath(self["map-file"])  # workers may start elsewhere
+            try:
+                self.remapRules = RemapRules.fromPath(self["map-file"])
+            except OSError as e:
+                raise usage.UsageError(f"--map-file: {e.strerror}: {self['map-file']}") from None
+            except RemapError as e:
+                raise usage.UsageError(f"--map-file {self['map-file']}: {e}") from None
 
     def toArgv(self) -> list[str]:
         """
@@ -294,9 +471,13 @@ class Options(ServiceOptions):
         for name, *_ in self.optFlags:
             if self[name]:
                 argv.append(f"--{name}")
-        for name, *_ in self.optParameters:
+        for name, _, default, *_ in self.optParameters:
             value = self[name]
+            if value is None and default is None:
+                continue  # unset, as in the child
             argv += [f"--{name}", "0" if value is None else str(value)]
+        for refused in self["refuse-option"]:
+            argv += ["--refuse-option", refused]
         return argv
 
     def policy(self) -> ServerPolicy:
@@ -306,6 +487,7 @@ class Options(ServiceOptions):
                 maxBlksize=self["max-blksize"],
                 maxWindowsize=self["max-windowsize"],
                 maxUploadSize=self["max-upload-size"],
+                refused=frozenset(self["refuse-option"]),
             ),
             rate=self["rate"],
             maxTransfers=self["max-transfers"],
@@ -313,18 +495,51 @@ class Options(ServiceOptions):
             retries=self["retries"],
             timeout=self["timeout"],
             rollover=self["rollover"],
+            portRange=self["port-range"],
+            maxDuration=self["max-duration"],
+            fitMTU=bool(self["fit-mtu"]),
         )
 
-    def backend(self) -> FilesystemBackend:
-        """The filesystem backend these options describe."""
-        return FilesystemBackend(
-            self["root"],
-            writable=bool(self["writable"]),
-            allowCreate=not self["no-create"],
-            allowOverwrite=bool(self["allow-overwrite"]),
-            maxUploadSize=self["max-upload-size"],
-            keepStaleUploads=bool(self["keep-stale-uploads"]),
-        )
+    def tracer(self, reactor: Any = None) -> IWireTracer | None:
+        """The wire trace these options ask for (C{--trace}, C{--pcap}), or None."""
+        tracers: list[IWireTracer] = []
+        if self["trace"]:
+            tracers.append(logTracer())
+        if self["pcap"] is not None:
+            out = open(self["pcap"], "wb")  # noqa: SIM115 (closed by the service)
+            tracers.append(PcapWriter(out, reactorOr(reactor)))
+        return TracerGroup(tracers) if tracers else None
+
+    def backend(self, reactor: Any = None) -> IBackend:
+        """
+        The backend these options describe: the root (or the origin, through its cache),
+        behind the remap rules if any.
+        """
+        backend: IBackend
+        if self["origin"] is not None:
+            cache = None
+            if self["cache"] is not None:
+                cache = OriginCache(
+                    FilePath(self["cache"]),
+                    self["cache-size"],
+                    freshFor=self["cache-fresh"],
+                    clock=reactor,
+                )
+            backend = HTTPOriginBackend(self["origin"], cache=cache, reactor=reactor)
+        else:
+            backend = FilesystemBackend(
+                self["root"],
+                writable=bool(self["writable"]),
+                allowCreate=not self["no-create"],
+                allowOverwrite=bool(self["allow-overwrite"]),
+                maxUploadSize=self["max-upload-size"],
+                keepStaleUploads=bool(self["keep-stale-uploads"]),
+                ignoreCase=bool(self["ignore-case"]),
+                clientRoots=self["client-roots"],
+            )
+        if self.remapRules is not None:
+            backend = RemappingBackend(backend, self.remapRules)
+        return backend
 
 
 def makeService(options: Options, reactor: Any = None) -> Service:
@@ -339,18 +554,20 @@ def makeService(options: Options, reactor: Any = None) -> Service:
         return MultiProcessTFTPService(options, reactor=reactor)
     if options["inetd"]:
         return InetdTFTPService(
-            options.backend(),
+            options.backend(reactor),
             options.policy(),
             fd=inetdSocket(0),
             idleTimeout=options["inetd-timeout"],
             reactor=reactor,
+            tracer=options.tracer(reactor),
         )
     return TFTPService(
-        options.backend(),
+        options.backend(reactor),
         options.policy(),
         port=options["port"],
         interface=options["interface"],
         reactor=reactor,
+        tracer=options.tracer(reactor),
     )
 
 

@@ -114,6 +114,7 @@ def serve(options: WorkerOptions, reactor: Any) -> Any:
         processPolicy(options.policy(), processes, index),
         reactor=reactor,
         interface=options["interface"],
+        tracer=options.tracer(reactor),
     )
     fd = options["fd"]
     port = adoptDatagramPort(reactor, fd, describe(fd).family, protocol, MAX_PACKET)

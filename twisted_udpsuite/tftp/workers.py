@@ -367,6 +367,7 @@ class MultiProcessTFTPService(Service):
             port=options["port"],
             interface=options["interface"],
             reactor=self._reactor,
+            tracer=options.tracer(self._reactor),
         )
         argv = options.toArgv()
         # Drain (#11 §4): each worker drains its own transfers on SIGTERM, for the
