@@ -129,19 +129,29 @@ class FileReader:
         self.read = self._file.read
         self.readinto = self._file.readinto
         self.mapping: memoryview | None = None
+        self._mapped: mmap.mmap | None = None
         if size:
             try:
                 mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
             except (OSError, ValueError):  # a file system that cannot map: read it instead
                 return
             mapped.madvise(mmap.MADV_SEQUENTIAL)
+            self._mapped = mapped
             self.mapping = memoryview(mapped)
 
     def close(self) -> None:
-        # The mapping goes when the last block sent from it does (unmapping now would
-        # fail while the engine still holds slices of it).
-        self.mapping = None
         self._file.close()
+        mapping, mapped, self.mapping, self._mapped = self.mapping, self._mapped, None, None
+        if mapped is None:
+            return
+        # The map holds a descriptor of its own (a dup): unmap now, not at some later garbage
+        # collection. Should a slice still be out (someone kept a block), the map goes when
+        # that slice does.
+        try:
+            mapping.release()  # type: ignore[union-attr]
+            mapped.close()
+        except BufferError:
+            pass
 
 
 @implementer(IWriter)

@@ -1,0 +1,79 @@
+"""
+Regular tests for what the soak, crash and fuzz runs of #16 found (not marked C{soak}: each
+is small and runs with the rest of the suite).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import task
+from twisted.python.filepath import FilePath
+
+from twisted_udpsuite.tftp import client
+from twisted_udpsuite.tftp.backend import FilesystemBackend
+from twisted_udpsuite.tftp.server import ServerPolicy
+from twisted_udpsuite.tftp.service import TFTPService
+
+
+@pytest.fixture
+def noCollection() -> Iterator[None]:
+    """No garbage collection meanwhile: what only a collection would free stays."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def descriptorsOf(path: Path) -> list[str]:
+    """Our open file descriptors on C{path}."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                found.append(fd)
+        except FileNotFoundError:
+            continue
+    return found
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_downloadClosesTheServedFile(
+    reactor: Any, tmp_path: Path, noCollection: None
+) -> None:
+    """
+    Found by the TFTP soak (#16 §1): a download sent from the file's mapping kept the file
+    open after it ended (the map's own descriptor), until a garbage collection happened to
+    free the session, which an idle server never does. Now the descriptor goes at the end.
+    """
+    served = tmp_path / "big"
+    served.write_bytes(os.urandom(100_000))
+    backend = FilesystemBackend(FilePath(str(tmp_path)))
+    service = TFTPService(
+        backend, ServerPolicy(rate=None), port=0, interface="127.0.0.1", reactor=reactor
+    )
+    service.startService()
+    try:
+        server = ("127.0.0.1", service.listeningPort.getHost().port)
+        for windowsize in (1, 4):
+            result = await client.get(
+                reactor, server, "big", str(tmp_path / "got"), blksize=8192, windowsize=windowsize
+            ).addTimeout(10, reactor)
+            assert result.bytes == 100_000
+            for _ in range(50):
+                if not service.protocol.sessions:
+                    break
+                await task.deferLater(reactor, 0.1, lambda: None)
+            assert not service.protocol.sessions
+            assert descriptorsOf(served) == []
+    finally:
+        await service.stopService()
