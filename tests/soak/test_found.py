@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import task
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.filepath import FilePath
 
+from twisted_udpsuite.paths import AtomicFileWriter
 from twisted_udpsuite.tftp import client
 from twisted_udpsuite.tftp.backend import FilesystemBackend
 from twisted_udpsuite.tftp.server import ServerPolicy
@@ -77,3 +79,28 @@ async def test_downloadClosesTheServedFile(
             assert descriptorsOf(served) == []
     finally:
         await service.stopService()
+
+
+def test_youngUploadsAreReportedAtStart(tmp_path: Path) -> None:
+    """
+    Found by the crash test (#16 §1): restarted at once after a SIGKILL, the server said
+    nothing of the uploads the kill cut (their files are too young to be taken for litter).
+    Now it names them, and still leaves them (another process's upload looks the same).
+    """
+    root = FilePath(str(tmp_path))
+    writer = AtomicFileWriter(root.child("cut.bin"), overwrite=False)
+    writer.write(b"x" * 100)
+    os.link(writer.tempPath.path, writer.tempPath.path + ".keep")
+    temp = writer.tempPath
+    writer.abort()
+    os.rename(temp.path + ".keep", temp.path)
+    backend = FilesystemBackend(root, writable=True)
+    with capturedLogs() as events:
+        assert backend.cleanStaleUploads() == []
+    (event,) = [e for e in events if "youngUploads" in e]
+    assert event["youngUploads"] == [temp.basename()]
+    assert "left 1 unfinished uploads" in formatEvent(event)
+    assert temp.exists()
+    with capturedLogs() as events:
+        FilesystemBackend(root).cleanStaleUploads()  # read-only: uploads are not its business
+    assert events == []

@@ -16,6 +16,7 @@ temporary sibling and published whole (L{AtomicFileWriter}).
 from __future__ import annotations
 
 import errno
+import math
 import mmap
 import os
 import stat
@@ -237,6 +238,7 @@ class FilesystemBackend:
         if not self.writable:
             return []
         stale = findStaleTemporaryFiles(self.root)
+        self._reportYoungUploads(stale)
         if not stale:
             return stale
         total = 0
@@ -262,6 +264,26 @@ class FilesystemBackend:
             staleUploads=names,
         )
         return stale
+
+    def _reportYoungUploads(self, stale: list[FilePath[str]]) -> None:
+        """
+        Name the temporary upload files too young to be taken for litter: after a crash
+        and a quick restart, those of the uploads the crash cut (another process's live
+        upload looks the same, so they stay until a start an hour after their last write).
+        """
+        every = findStaleTemporaryFiles(self.root, minimumAge=-math.inf)
+        young = [p for p in every if p not in stale]
+        if not young:
+            return
+        names = [relativeName(self.root, path) for path in young]
+        self.log.warn(
+            "left {count} unfinished uploads in {root} written less than an hour ago (cut by "
+            "a crash, or another process's uploads): {names}",
+            count=len(names),
+            root=self.root.path,
+            names=" ".join(names),
+            youngUploads=names,
+        )
 
     def _resolve(self, name: bytes) -> FilePath[str]:
         try:
