@@ -9,8 +9,10 @@ the issue's 200 and 20 with larger files.
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -200,3 +202,86 @@ async def descriptorsBack(
         left.remove(target)
     assert set(left) <= allowed, (sorted(left), before)
     return now
+
+
+@pytest_twisted.ensureDeferred
+async def test_serverKilledDuringUploads(reactor: Any, tmp_path: Path) -> None:
+    """
+    twistd is SIGKILLed at a seeded moment while 20 uploads run through 10% loss: every
+    name holds either nothing or the whole upload; a restart names the cut uploads' files
+    (too young to be taken for litter), a start an hour later removes them, and the cut
+    uploads then go through whole.
+    """
+    requirePeer("curl")
+    rng = random.Random(1616)
+    root = tmp_path / "root"
+    root.mkdir()
+    makeFiles(tmp_path / "up", rng, [rng.randrange(50_000, 400_000) for _ in range(20)], "u")
+    (tmp_path / "out").mkdir()
+    plan = {
+        "server": ["127.0.0.1", lossnet.PORT],
+        "root": str(root),
+        "uploads": str(tmp_path / "up"),
+        "out": str(tmp_path / "out"),
+        "downloads": 0,
+        "seed": 1616,
+        "clients": 8,
+    }
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    killAt = rng.uniform(0.5, 2.5)  # seconds after the first upload's file appears
+    async with lossnet.namespace(reactor, lossnet.RANDOM_LOSS.format(every=10)) as inNs:
+        async with tftpServer(reactor, inNs, root, "--writable") as server:
+            argv = [*inNs, sys.executable, "-m", "tests.soak.tftpload", str(tmp_path / "plan.json")]
+            uploader = BackgroundProcess(
+                reactor, argv, env={"PYTHONPATH": str(REPO)}, path=str(REPO)
+            )
+            try:
+                for _ in range(200):
+                    if any(isTemporaryName(p.name) for p in root.iterdir()):
+                        break
+                    await sleep(reactor, 0.05)
+                await sleep(reactor, killAt)
+                server.signal("KILL")
+                out, err, code = await server.ended()
+                assert code == -9
+            finally:
+                uploader.signal("KILL")
+                await uploader.ended()
+        whole, cut = [], []
+        for source in sorted((tmp_path / "up").iterdir()):
+            if (root / source.name).exists():
+                assert (root / source.name).read_bytes() == source.read_bytes(), source.name
+                whole.append(source.name)
+            else:
+                cut.append(source.name)
+        temporary = sorted(p for p in root.iterdir() if isTemporaryName(p.name))
+        assert len(temporary) == len(cut) > 0, (temporary, cut)
+        async with tftpServer(reactor, inNs, root, "--writable") as server:
+            await server.waitFor(rb"left %d unfinished uploads" % len(cut))
+        assert all(p.exists() for p in temporary)
+        hourAgo = time.time() - 3700
+        for path in temporary:
+            os.utime(path, (hourAgo, hourAgo))
+        async with tftpServer(reactor, inNs, root, "--writable") as server:
+            await server.waitFor(rb"removed %d unfinished uploads" % len(cut))
+            assert not [p for p in root.iterdir() if isTemporaryName(p.name)]
+            again = tmp_path / "again"
+            again.mkdir()
+            for name in cut:
+                (again / name).write_bytes((tmp_path / "up" / name).read_bytes())
+            summary = await load(reactor, inNs, {**plan, "uploads": str(again)}, 120)
+        output = server.output
+    assert all(t["ok"] for t in summary["transfers"]), summary
+    for source in (tmp_path / "up").iterdir():
+        assert (root / source.name).read_bytes() == source.read_bytes(), source.name
+    assert not tracebacks(output)
+    figures.record(
+        "tftp-crash",
+        uploads=20,
+        killedAfter=round(killAt, 2),
+        wholeBeforeKill=len(whole),
+        cutByKill=len(cut),
+        partialUnderFinalName=0,
+        reportedAtRestart=len(cut),
+        removedAnHourLater=len(cut),
+    )
