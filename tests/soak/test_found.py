@@ -17,7 +17,11 @@ from twisted.internet import task
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.filepath import FilePath
 
+from tests.chat.helpers import ROOM, makeRoom
+from twisted_udpsuite.chat.peer import ChatPeerProtocol
+from twisted_udpsuite.chat.room import RoomPolicy
 from twisted_udpsuite.paths import AtomicFileWriter
+from twisted_udpsuite.testing import MemoryNetwork
 from twisted_udpsuite.tftp import client
 from twisted_udpsuite.tftp.backend import FilesystemBackend
 from twisted_udpsuite.tftp.server import ServerPolicy
@@ -104,3 +108,34 @@ def test_youngUploadsAreReportedAtStart(tmp_path: Path) -> None:
     with capturedLogs() as events:
         FilesystemBackend(root).cleanStaleUploads()  # read-only: uploads are not its business
     assert events == []
+
+
+def test_linesBeforeALateWelcomeAreRecovered() -> None:
+    """
+    Found by the chat room soak (#16 §3): when a member's first C{OK JOINED} was lost, the
+    lines relayed to it until its retried JOIN was answered counted from the second
+    welcome's backlog on; one of them lost meanwhile was never asked for (and no notice
+    said so). Now the member owes itself everything from the first line it got.
+    """
+    net = MemoryNetwork(seed=1)
+    makeRoom(net, RoomPolicy(backlog=2))
+    aliceHost = net.addHost("192.0.2.100/24")
+    alice = ChatPeerProtocol(aliceHost)
+    aliceHost.listenUDP(5000, alice)
+    alice.join(ROOM, "alice")
+    net.advance(1)
+    bobHost = net.addHost("192.0.2.101/24")
+    bob = ChatPeerProtocol(bobHost, keepalive=5.0)
+    bobHost.listenUDP(5000, bob)
+    toBob = lambda r: r.destination[0] == "192.0.2.101"  # noqa: E731
+    net.dropIf(lambda r: toBob(r) and r.data.startswith(b"OK JOINED") and r.time < 1.5)
+    net.dropIf(lambda r: toBob(r) and b"<alice> second" in r.data and r.time < 2)
+    bob.join(ROOM, "bob")
+    net.advance(0.1)
+    for text in ("first", "second", "third", "fourth", "fifth"):
+        alice.say(text)
+        net.advance(0.2)
+    net.advance(20)
+    shown = [m[2] for m in bob.display.messages if m[1] == "alice"]  # type: ignore[attr-defined]
+    assert sorted(shown) == sorted(["first", "second", "third", "fourth", "fifth"])
+    assert bob.state == "joined" and bob.missing() == []
