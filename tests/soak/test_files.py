@@ -23,7 +23,7 @@ from twisted.python.filepath import FilePath
 
 from tests.process import BackgroundProcess, venvScript
 from tests.soak import figures
-from tests.soak.test_tftp import sleep, tracebacks
+from tests.soak.harness import sleep, tracebacks
 from twisted_udpsuite.files import client
 from twisted_udpsuite.files.server import FileServerFactory
 

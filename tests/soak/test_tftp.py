@@ -20,24 +20,17 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred
 
 from tests.conftest import requirePeer
-from tests.process import BackgroundProcess, runProcess, venvScript
+from tests.process import BackgroundProcess, venvScript
 from tests.soak import figures
+from tests.soak.harness import REPO, drive, scrape, sleep, tracebacks
 from tests.tftp import lossnet
 from twisted_udpsuite.paths import isTemporaryName
 
 pytestmark = [pytest.mark.soak, pytest.mark.integration]
 
-REPO = Path(__file__).resolve().parents[2]
 METRICS_PORT = 9169
-
-
-def sleep(reactor: Any, seconds: float) -> Deferred[None]:
-    from twisted.internet import task
-
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 @asynccontextmanager
@@ -57,33 +50,10 @@ async def tftpServer(
         await process.stop()
 
 
-async def scrape(reactor: Any, inNs: list[str]) -> dict[str, float]:
-    """The server's metrics, read from inside its namespace."""
-    url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
-    out, err, code = await runProcess(reactor, [*inNs, requirePeer("curl"), "-sS", url])
-    assert code == 0, err
-    return figures.parseMetrics(out)
-
-
-async def load(reactor: Any, inNs: list[str], plan: dict[str, Any], timeout: float) -> Any:
-    """Run L{tests.soak.tftpload} with C{plan} in the namespace; its summary."""
-    path = Path(plan["out"]) / "plan.json"
-    path.write_text(json.dumps(plan))
-    argv = [*inNs, sys.executable, "-m", "tests.soak.tftpload", str(path)]
-    env = {"PYTHONPATH": str(REPO)}
-    out, err, code = await runProcess(reactor, argv, env=env, path=str(REPO), timeout=timeout)
-    assert code == 0, err.decode(errors="replace")[-3000:]
-    return json.loads(out.splitlines()[-1])
-
-
 def makeFiles(directory: Path, rng: random.Random, sizes: list[int], prefix: str) -> None:
     directory.mkdir(exist_ok=True)
     for n, size in enumerate(sizes):
         (directory / f"{prefix}{n}.bin").write_bytes(rng.randbytes(size))
-
-
-def tracebacks(output: bytes) -> list[str]:
-    return [line for line in output.decode(errors="replace").splitlines() if "Traceback" in line]
 
 
 @pytest_twisted.ensureDeferred
@@ -118,11 +88,20 @@ async def test_manyTransfersThroughLoss(reactor: Any, tmp_path: Path) -> None:
             # counted as growth.
             warm = tmp_path / "warm"
             warm.mkdir()
-            await load(reactor, inNs, {**plan, "downloads": 2, "uploads": str(warm)}, 120)
+            await drive(
+                reactor,
+                inNs,
+                "tftpload",
+                {**plan, "downloads": 2, "uploads": str(warm)},
+                tmp_path / "plan.json",
+                120,
+            )
             await settle(reactor, inNs)
             before = figures.openFiles(server.pid)
             memoryBefore = figures.rss(server.pid)
-            summary = await load(reactor, inNs, plan, figures.seconds(150, 600))
+            summary = await drive(
+                reactor, inNs, "tftpload", plan, tmp_path / "plan.json", figures.seconds(150, 600)
+            )
             peak = figures.rss(server.pid)["peak"]
             metrics = await settle(reactor, inNs)
             # A finished upload's port stays up to 160 s (ServerPolicy.dally: curl resends
@@ -174,7 +153,7 @@ async def test_manyTransfersThroughLoss(reactor: Any, tmp_path: Path) -> None:
 async def settle(reactor: Any, inNs: list[str], timeout: float = 30) -> dict[str, float]:
     """Wait until the server runs no transfer (uploads dally a little); its metrics then."""
     for _ in range(int(timeout / 0.5)):
-        metrics = await scrape(reactor, inNs)
+        metrics = await scrape(reactor, inNs, METRICS_PORT)
         if metrics.get("udpsuite_tftp_active_transfers") == 0:
             return metrics
         await sleep(reactor, 0.5)
@@ -269,7 +248,14 @@ async def test_serverKilledDuringUploads(reactor: Any, tmp_path: Path) -> None:
             again.mkdir()
             for name in cut:
                 (again / name).write_bytes((tmp_path / "up" / name).read_bytes())
-            summary = await load(reactor, inNs, {**plan, "uploads": str(again)}, 120)
+            summary = await drive(
+                reactor,
+                inNs,
+                "tftpload",
+                {**plan, "uploads": str(again)},
+                tmp_path / "plan.json",
+                120,
+            )
         output = server.output
     assert all(t["ok"] for t in summary["transfers"]), summary
     for source in (tmp_path / "up").iterdir():
