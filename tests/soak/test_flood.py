@@ -13,12 +13,20 @@ its round trips.
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from tests.conftest import requirePeer
+from tests.process import BackgroundProcess, runProcess, venvScript
 from tests.soak import figures
+from tests.soak.harness import drive, scrape, tracebacks
 from twisted_udpsuite.discovery import wire
 from twisted_udpsuite.discovery.protocol import Responder
 from twisted_udpsuite.echo.server import EchoPolicy, UDPEchoProtocol
@@ -152,4 +160,98 @@ def test_responderUnderAProbeFlood() -> None:
         bucketAllows=allowed,
         mostPending=pending,
         suppressed=dict(responder.stats.dropped),
+    )
+
+
+ECHO_PORT = 7007
+METRICS_PORT = 9171
+_RTT = re.compile(rb"time=([0-9.]+) ms")
+
+
+async def ping(reactor: Any, prefix: list[str], count: int) -> tuple[int, list[float]]:
+    """C{udpsuite echo} with C{count} probes 50 ms apart: (replies, round trips in ms)."""
+    argv = [*prefix, venvScript("udpsuite"), "echo", f"127.0.0.1:{ECHO_PORT}"]
+    argv += ["-c", str(count), "-i", "0.05", "-W", "1"]
+    out, err, code = await runProcess(reactor, argv, timeout=60)
+    rtts = sorted(float(m) for m in _RTT.findall(out))
+    return len(rtts), rtts
+
+
+def percentile(values: list[float], share: float) -> float:
+    return values[min(len(values) - 1, int(share * len(values)))] if values else float("nan")
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_echoFloodOnRealSockets(
+    reactor: Any, tmp_path: Path, loopbackNamespace: list[str]
+) -> None:
+    """
+    The installed echo server with its default limits, flooded from 250 loopback addresses
+    as fast as the plan says (100,000 datagrams a second), while C{udpsuite echo} pings it:
+    no source gets more replies than its bucket, the global cap holds, the pinging client
+    is answered during the flood and fully after it, the process stays small.
+    """
+    requirePeer("curl")
+    inNs = loopbackNamespace
+    argv = [*inNs, venvScript("twistd"), "-n", "--pidfile=", "udpsuite"]
+    argv += ["--metrics-port", str(METRICS_PORT), "echo", "--port", str(ECHO_PORT)]
+    argv += ["--interface", "127.0.0.1", "--no-tcp"]
+    server = BackgroundProcess(reactor, argv)
+    seconds = figures.seconds(3.0, 20.0)
+    plan = {
+        "target": ["127.0.0.1", ECHO_PORT],
+        "sources": 250,
+        "rate": FLOOD_RATE,
+        "seconds": seconds,
+        "size": 64,
+        "seed": 1607,
+    }
+    try:
+        await server.waitFor(b"echo listening")
+        calm, calmRtts = await ping(reactor, inNs, 20)
+        before = figures.rss(server.pid)
+        flooding = drive(reactor, inNs, "flood", plan, tmp_path / "plan.json", seconds + 60)
+        flood = Deferred.fromCoroutine(flooding)
+        probes = int(seconds * 20) - 10
+        answered, rtts = await ping(reactor, inNs, probes)
+        result = await flood
+        after, afterRtts = await ping(reactor, inNs, 20)
+        metrics = await scrape(reactor, inNs, METRICS_PORT)
+        memory = figures.rss(server.pid)
+    finally:
+        await server.stop()
+    policy = EchoPolicy()
+    perSource = policy.burst + policy.rate * seconds  # type: ignore[operator]
+    assert max(result["replies"]) <= perSource, max(result["replies"])
+    assert all(
+        r <= s
+        for r, s in zip(result["replyBytes"], [result["bytesSent"] // 250] * 250, strict=True)
+    )
+    echoed = metrics["udpsuite_echo_datagrams_total"]
+    window = seconds + 5  # the server's whole run, pings included
+    assert echoed <= policy.globalRate * (1 + window)  # type: ignore[operator]
+    assert calm == 20 and after == 20
+    # What the server cannot read in time the kernel drops, the client's probes alike; of
+    # what it reads, the global cap answers its share. A tenth answered is far below both.
+    assert answered >= probes // 10, (answered, probes)
+    assert not tracebacks(server.output)
+    assert memory["rss"] - before["rss"] < 16 * 1024
+    refused = {k: int(v) for k, v in metrics.items() if k.startswith("udpsuite_echo_refused_total")}
+    figures.record(
+        "echo-flood-sockets",
+        sources=250,
+        offeredPerSecond=round(result["rate"]),
+        seconds=round(result["seconds"], 1),
+        sent=result["sent"],
+        echoed=int(echoed),
+        refused=refused,
+        mostRepliesToOneSource=max(result["replies"]),
+        bucketAllows=perSource,
+        clientAnsweredDuringFlood=f"{answered}/{probes}",
+        clientRttMsCalm=[round(percentile(calmRtts, 0.5), 3), round(percentile(calmRtts, 0.99), 3)],
+        clientRttMsFlood=[round(percentile(rtts, 0.5), 3), round(percentile(rtts, 0.99), 3)],
+        rssBeforeKiB=before["rss"],
+        rssPeakKiB=memory["peak"],
+        rssAfterKiB=memory["rss"],
     )
