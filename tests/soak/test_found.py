@@ -139,3 +139,37 @@ def test_linesBeforeALateWelcomeAreRecovered() -> None:
     shown = [m[2] for m in bob.display.messages if m[1] == "alice"]  # type: ignore[attr-defined]
     assert sorted(shown) == sorted(["first", "second", "third", "fourth", "fifth"])
     assert bob.state == "joined" and bob.missing() == []
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_nonAsciiRangeIsIgnored(reactor: Any, tmp_path: Path) -> None:
+    """
+    Found by the fuzzer (#16 §5): a Range header with a byte that is not UTF-8 made the
+    file server's HTTP side log a traceback and answer 500. It is malformed, so ignored:
+    the whole file, 200.
+    """
+    from twisted.logger import globalLogPublisher
+
+    from tests.conftest import requirePeer
+    from tests.process import runProcess
+    from twisted_udpsuite.files.http import httpSite
+
+    (tmp_path / "f.bin").write_bytes(b"0123456789")
+    listening = reactor.listenTCP(
+        0, httpSite(FilePath(str(tmp_path)), reactor), interface="127.0.0.1"
+    )
+    failures: list[dict[str, Any]] = []
+    observer = lambda e: failures.append(e) if e.get("log_failure") else None  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        url = f"http://127.0.0.1:{listening.getHost().port}/f.bin"
+        curl = [requirePeer("curl"), "-sS", "-o", "-", "-w", "\n%{http_code}", url]
+        out, err, code = await runProcess(reactor, [*curl, "-H", "Range: bytes=\udcf9-3"])
+        plain, _, _ = await runProcess(reactor, [*curl, "-H", "Range: bytes=2-3"])
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        await listening.stopListening()
+    assert (code, out) == (0, b"0123456789\n200"), (out, err)
+    assert plain == b"23\n206"
+    assert failures == []
