@@ -58,3 +58,10 @@ def tracebacks(output: bytes) -> list[str]:
     """The lines of a log that start or report a traceback."""
     text = output.decode(errors="replace")
     return [line for line in text.splitlines() if "Traceback" in line or "Unhandled" in line]
+
+
+def excerpts(output: bytes, around: int = 14) -> str:
+    """The lines before and after each traceback in a log (for an assertion's message)."""
+    lines = output.decode(errors="replace").splitlines()
+    marks = [n for n, line in enumerate(lines) if "Traceback" in line or "Unhandled" in line]
+    return "\n---\n".join("\n".join(lines[max(0, n - 2) : n + around]) for n in marks)

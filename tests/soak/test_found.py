@@ -143,11 +143,12 @@ def test_linesBeforeALateWelcomeAreRecovered() -> None:
 
 @pytest.mark.integration
 @pytest_twisted.ensureDeferred
-async def test_nonAsciiRangeIsIgnored(reactor: Any, tmp_path: Path) -> None:
+async def test_httpBytesThatAreNotUTF8(reactor: Any, tmp_path: Path) -> None:
     """
     Found by the fuzzer (#16 §5): a Range header with a byte that is not UTF-8 made the
-    file server's HTTP side log a traceback and answer 500. It is malformed, so ignored:
-    the whole file, 200.
+    file server's HTTP side log a traceback and answer 500; such a byte in the path, a
+    traceback and 404. The Range is malformed, so ignored: the whole file, 200; the path
+    names nothing: 404. Neither logs a failure.
     """
     from twisted.logger import globalLogPublisher
 
@@ -160,16 +161,23 @@ async def test_nonAsciiRangeIsIgnored(reactor: Any, tmp_path: Path) -> None:
         0, httpSite(FilePath(str(tmp_path)), reactor), interface="127.0.0.1"
     )
     failures: list[dict[str, Any]] = []
-    observer = lambda e: failures.append(e) if e.get("log_failure") else None  # noqa: E731
+
+    def observer(event: dict[str, Any]) -> None:
+        if event.get("log_failure") or event.get("isError"):  # new and legacy (log.err)
+            failures.append(event)
+
     globalLogPublisher.addObserver(observer)
     try:
         url = f"http://127.0.0.1:{listening.getHost().port}/f.bin"
         curl = [requirePeer("curl"), "-sS", "-o", "-", "-w", "\n%{http_code}", url]
         out, err, code = await runProcess(reactor, [*curl, "-H", "Range: bytes=\udcf9-3"])
         plain, _, _ = await runProcess(reactor, [*curl, "-H", "Range: bytes=2-3"])
+        curl[-1] = url.replace("f.bin", "f%ADbin")
+        missing, _, _ = await runProcess(reactor, curl)
     finally:
         globalLogPublisher.removeObserver(observer)
         await listening.stopListening()
     assert (code, out) == (0, b"0123456789\n200"), (out, err)
     assert plain == b"23\n206"
+    assert missing.endswith(b"\n404")
     assert failures == []

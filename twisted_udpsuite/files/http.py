@@ -31,6 +31,12 @@ class ConfinedFile(static.File):
     confinedRoot: FilePath
 
     def getChild(self, path: bytes, request: Any) -> Any:
+        try:
+            path.decode("utf-8")
+        except UnicodeDecodeError:
+            # No such name can exist here; Twisted answers the same 404 but logs each
+            # one with a traceback (found by the fuzzer, #16 §5).
+            return pages.notFound()
         child = super().getChild(path, request)
         if isinstance(child, static.File):
             name = child.basename()
