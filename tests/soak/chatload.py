@@ -13,12 +13,9 @@ message, C{jJ} "mJ joined").
 
 from __future__ import annotations
 
-import json
 import random
 import re
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import task
@@ -94,15 +91,7 @@ async def run(reactor: Any, plan: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def main(reactor: Any, path: str) -> Deferred[None]:
-    plan = json.loads(Path(path).read_text())
-
-    async def go() -> None:
-        report = await run(reactor, plan)
-        sys.stdout.write(json.dumps(report) + "\n")
-
-    return Deferred.fromCoroutine(go())
-
-
 if __name__ == "__main__":
-    task.react(main, sys.argv[1:])
+    from tests.soak.driver import runWithPlan
+
+    runWithPlan(run)

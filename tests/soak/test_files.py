@@ -8,7 +8,6 @@ CI serves 8 files of 2-5 MiB to 64 downloads; C{UDPSUITE_SOAK=full} 16 files of 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import signal
@@ -21,6 +20,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.python.filepath import FilePath
 
+from tests.files.test_integration import fileSha
 from tests.process import BackgroundProcess, venvScript
 from tests.soak import figures
 from tests.soak.harness import sleep, tracebacks
@@ -56,14 +56,6 @@ async def filesServer(reactor: Any, root: Path) -> tuple[BackgroundProcess, int]
     return process, int(match.group(1))
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @pytest_twisted.ensureDeferred
 async def test_downloadsResumeAfterTheServerIsKilled(reactor: Any, tmp_path: Path) -> None:
     """
@@ -78,7 +70,7 @@ async def test_downloadsResumeAfterTheServerIsKilled(reactor: Any, tmp_path: Pat
     low, high = figures.size(2, 16) << 20, figures.size(5, 40) << 20
     for n in range(count):
         (root / f"file{n}.bin").write_bytes(rng.randbytes(rng.randrange(low, high)))
-    digests = {p.name: sha256(p) for p in root.iterdir()}
+    digests = {p.name: fileSha(p) for p in root.iterdir()}
     jobs = [(f"file{n % count}.bin", tmp_path / f"got{n}") for n in range(DOWNLOADS)]
     total = sum((root / name).stat().st_size for name, _ in jobs)
     killShare = rng.uniform(0.2, 0.8)
@@ -132,7 +124,7 @@ async def test_downloadsResumeAfterTheServerIsKilled(reactor: Any, tmp_path: Pat
         assert result.resumedFrom == parts[n], (n, result, parts[n])
         resumed += result.resumedFrom > 0
     for name, local in [(f"file{n % count}.bin", tmp_path / f"got{n}") for n in range(DOWNLOADS)]:
-        assert sha256(local) == digests[name], local
+        assert fileSha(local) == digests[name], local
         assert not os.path.exists(f"{local}.part")
     assert not tracebacks(output + server.output)
     assert resumed > 0
@@ -150,7 +142,7 @@ async def test_downloadsResumeAfterTheServerIsKilled(reactor: Any, tmp_path: Pat
 
 _SLOW_READER = r"""
 import socket, sys, time
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), source_address=(sys.argv[3], 0))
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
 s.sendall(sys.argv[2].encode())
 got = 0
@@ -184,9 +176,11 @@ async def test_killedClientsAreFreed(reactor: Any, tmp_path: Path) -> None:
         before = figures.openFiles(pid)
         readers = [
             BackgroundProcess(
-                reactor, [sys.executable, "-c", _SLOW_READER, str(port), "FETCH 0 - big.bin\n"]
+                reactor,
+                [sys.executable, "-c", _SLOW_READER, str(port), "FETCH 0 - big.bin\n"]
+                + [f"127.0.0.{2 + n % CLIENTS}"],  # the per-host limit is 16
             )
-            for _ in range(figures.size(6, 32))
+            for n in range(figures.size(6, 32))
         ]
         fetch = BackgroundProcess(
             reactor,

@@ -50,6 +50,18 @@ async def tftpServer(
         await process.stop()
 
 
+def loadPlan(tmp_path: Path, root: Path, **plan: Any) -> dict[str, Any]:
+    """A plan for L{tests.soak.tftpload}: serve C{root}, upload C{tmp_path/up}."""
+    (tmp_path / "out").mkdir()
+    return {
+        "server": ["127.0.0.1", lossnet.PORT],
+        "root": str(root),
+        "uploads": str(tmp_path / "up"),
+        "out": str(tmp_path / "out"),
+        **plan,
+    }
+
+
 def makeFiles(directory: Path, rng: random.Random, sizes: list[int], prefix: str) -> None:
     directory.mkdir(exist_ok=True)
     for n, size in enumerate(sizes):
@@ -72,16 +84,7 @@ async def test_manyTransfersThroughLoss(reactor: Any, tmp_path: Path) -> None:
     # Sizes around the block edges and a few larger files (more with the full run).
     makeFiles(root, rng, [0, 1, 511, 512, 513, 1428, 8192 * 3, 20_000, 48_000 * scale], "f")
     makeFiles(tmp_path / "up", rng, [rng.randrange(1, 40_000 * scale) for _ in range(uploads)], "u")
-    (tmp_path / "out").mkdir()
-    plan = {
-        "server": ["127.0.0.1", lossnet.PORT],
-        "root": str(root),
-        "uploads": str(tmp_path / "up"),
-        "out": str(tmp_path / "out"),
-        "downloads": downloads,
-        "seed": 16,
-        "clients": 32,
-    }
+    plan = loadPlan(tmp_path, root, downloads=downloads, seed=16, clients=32)
     async with lossnet.namespace(reactor, lossnet.RANDOM_LOSS.format(every=10)) as inNs:
         async with tftpServer(reactor, inNs, root, "--writable") as server:
             # A first small round, so that what a first transfer sets up once is not
@@ -196,16 +199,7 @@ async def test_serverKilledDuringUploads(reactor: Any, tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
     makeFiles(tmp_path / "up", rng, [rng.randrange(50_000, 400_000) for _ in range(20)], "u")
-    (tmp_path / "out").mkdir()
-    plan = {
-        "server": ["127.0.0.1", lossnet.PORT],
-        "root": str(root),
-        "uploads": str(tmp_path / "up"),
-        "out": str(tmp_path / "out"),
-        "downloads": 0,
-        "seed": 1616,
-        "clients": 8,
-    }
+    plan = loadPlan(tmp_path, root, downloads=0, seed=1616, clients=8)
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     killAt = rng.uniform(0.5, 2.5)  # seconds after the first upload's file appears
     async with lossnet.namespace(reactor, lossnet.RANDOM_LOSS.format(every=10)) as inNs:

@@ -13,14 +13,11 @@ with); uploads (a directory whose files are uploaded under their own names); dow
 
 from __future__ import annotations
 
-import json
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList
 
 from twisted_udpsuite.tftp import client
@@ -99,15 +96,7 @@ async def run(reactor: Any, plan: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(reactor: Any, path: str) -> Deferred[None]:
-    plan = json.loads(Path(path).read_text())
-
-    async def go() -> None:
-        summary = await run(reactor, plan)
-        sys.stdout.write(json.dumps(summary) + "\n")
-
-    return Deferred.fromCoroutine(go())
-
-
 if __name__ == "__main__":
-    task.react(main, sys.argv[1:])
+    from tests.soak.driver import runWithPlan
+
+    runWithPlan(run)
