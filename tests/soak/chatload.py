@@ -39,7 +39,11 @@ async def run(reactor: Any, plan: dict[str, Any]) -> dict[str, Any]:
     room = (plan["room"][0], plan["room"][1])
     members = []
     for n in range(plan["members"]):
-        peer = ChatPeerProtocol(reactor, RecordingDisplay(), keepalive=plan["keepalive"])
+        # Ten tries for a line, not five: with 10% loss each way a try fails one time in
+        # five, and five in a row would lose about one line of 4,000 (with a notice).
+        peer = ChatPeerProtocol(
+            reactor, RecordingDisplay(), keepalive=plan["keepalive"], sendTries=10
+        )
         reactor.listenUDP(0, peer, interface=f"127.0.0.{2 + n % 250}")
         members.append(peer)
     started = time.monotonic()
@@ -61,13 +65,26 @@ async def run(reactor: Any, plan: dict[str, Any]) -> dict[str, Any]:
         await wait(0.5)
     joined = time.monotonic() - started
 
+    silent = set(range(len(members)))
+    late = 0
+
     def talk(peer: ChatPeerProtocol, n: int) -> None:
+        nonlocal late
+        if peer.state != "joined":  # joining (again): say it once in, as a user would
+            late += 1
+            reactor.callLater(0.5, talk, peer, n)
+            return
+        silent.discard(n)
         for k in range(plan["lines"]):
             peer.say(f"m{n}:{k}")
 
     for n, peer in enumerate(members):
         reactor.callLater(rng.uniform(0, plan["talkWindow"]), talk, peer, n)
     await wait(plan["talkWindow"])
+    for _ in range(int(plan["settle"] / 0.5)):
+        if not silent:
+            break
+        await wait(0.5)
     # Until everyone has every line up to the newest anyone knows of: a member whose last
     # lines were lost learns of them from its keepalive's answer (OK PONG LAST), which
     # may be lost too; so this takes a few keepalive rounds for the unlucky ones.
@@ -79,6 +96,7 @@ async def run(reactor: Any, plan: dict[str, Any]) -> dict[str, Any]:
     report = {
         "joinSeconds": joined,
         "rejoins": rejoins,
+        "saidLate": late,
         "wall": time.monotonic() - started,
         "states": [p.state for p in members],
         "missing": [len(p.missing()) for p in members],

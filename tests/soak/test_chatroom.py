@@ -73,30 +73,38 @@ async def test_fiveHundredMembersThroughLoss(reactor: Any, tmp_path: Path) -> No
             await room.waitFor(b"chat room listening")
             before = figures.rss(room.pid)
             report = await drive(reactor, inNs, "chatload", plan, tmp_path / "plan.json", 300)
-            Path("/tmp/soakx/room.log").write_bytes(room.output)
             memory = figures.rss(room.pid)
             metrics = await scrape(reactor, inNs, METRICS_PORT)
         finally:
             await room.stop()
     relayed = roomLines(room.output)
     assert report["states"] == ["joined"] * MEMBERS, Counter(report["states"])
-    assert len(relayed) == max(relayed) == MEMBERS * (1 + lines), len(relayed)
+    assert len(relayed) == max(relayed), "every relayed line logged"
+    seqsOf: dict[str, list[int]] = {}
+    for seq, token in sorted(relayed.items()):
+        seqsOf.setdefault(token, []).append(seq)
+    # Every line typed was relayed; twice only if its retries came more than 5 s apart
+    # (the room's duplicate window: a machine too busy to run the peers' 1 s timers).
+    typed = [f"j{n}" for n in range(MEMBERS)]
+    typed += [f"m{n}:{k}" for n in range(MEMBERS) for k in range(lines)]
+    assert sorted(seqsOf) == sorted(typed), (len(relayed), report["notices"])
+    twice = len(relayed) - len(typed)
+    assert twice <= 5, twice
     assert report["unsent"] == [0] * MEMBERS and report["missing"] == [0] * MEMBERS
     assert report["behind"] == [0] * MEMBERS
-    seqOf = {token: seq for seq, token in relayed.items()}
     outOfOrder = 0
     for n, shown in enumerate(report["shown"]):
-        seqs = [seqOf[t] for t in shown if t in seqOf]
-        assert len(seqs) == len(set(seqs)) == len(shown), (n, Counter(shown).most_common(3))
-        joinedAt = seqOf[f"j{n}"]
-        own = {seqOf[f"m{n}:{k}"] for k in range(lines)}
-        expected = set(range(joinedAt, max(relayed) + 1)) - own
-        assert expected <= set(seqs), (n, sorted(expected - set(seqs))[:10])
-        outOfOrder += sum(1 for a, b in zip(seqs, seqs[1:], strict=False) if b < a)
+        counts = Counter(shown)
+        assert all(counts[t] <= len(seqsOf[t]) for t in counts), (n, counts.most_common(3))
+        joinedAt = seqsOf[f"j{n}"][0]
+        own = {seq for k in range(lines) for seq in seqsOf[f"m{n}:{k}"]}
+        expected = Counter(relayed[s] for s in range(joinedAt, max(relayed) + 1) if s not in own)
+        assert not expected - counts, (n, sorted(expected - counts)[:10])
+        order = [seqsOf[t][0] for t in shown]
+        outOfOrder += sum(1 for a, b in zip(order, order[1:], strict=False) if b < a)
     for n in range(MEMBERS):
-        assert [seqOf[f"m{n}:{k}"] for k in range(lines)] == sorted(
-            seqOf[f"m{n}:{k}"] for k in range(lines)
-        )
+        firsts = [seqsOf[f"m{n}:{k}"][0] for k in range(lines)]
+        assert firsts == sorted(firsts), n  # each member's lines in the order typed
     assert not tracebacks(room.output)
     shownTotal = sum(len(s) for s in report["shown"])
     figures.record(
@@ -104,6 +112,7 @@ async def test_fiveHundredMembersThroughLoss(reactor: Any, tmp_path: Path) -> No
         members=MEMBERS,
         linesEach=lines,
         relayed=len(relayed),
+        relayedTwice=twice,
         shownInAll=shownTotal,
         shownAfterALaterLine=outOfOrder,
         resendRequests=int(metrics["udpsuite_chatroom_resend_requests_total"]),
@@ -111,6 +120,7 @@ async def test_fiveHundredMembersThroughLoss(reactor: Any, tmp_path: Path) -> No
         loss="10% each way",
         joinSeconds=round(report["joinSeconds"], 1),
         rejoins=report["rejoins"],
+        saidLate=report["saidLate"],
         wall=round(report["wall"], 1),
         rssBeforeKiB=before["rss"],
         rssPeakKiB=memory["peak"],
