@@ -217,11 +217,20 @@ def test_tokenBucket() -> None:
 
 
 def test_perSourceLimiterIsBounded() -> None:
-    """The limiter keeps at most maxSources buckets, forgetting the least recent."""
+    """
+    The limiter keeps at most maxSources buckets. It forgets the least recent once it is
+    full again; until then new sources share one overflow bucket (#16 §4: forgetting a
+    bucket in use gave its source a fresh burst).
+    """
     clock = Clock()
     limiter = PerSourceLimiter(clock, rate=1, burst=1, maxSources=3)
     assert limiter.allow("a") and not limiter.allow("a")
-    for source in "bcd":
+    for source in "bc":
         assert limiter.allow(source)
+    assert limiter.allow("d") and not limiter.allow("e")  # the overflow bucket, shared
     assert len(limiter) == 3
-    assert limiter.allow("a")  # "a" was forgotten: a fresh, full bucket
+    assert not limiter.allow("a")  # still remembered: still spent
+    clock.advance(1)
+    assert limiter.allow("e") and not limiter.allow("e")  # "a" was full again: forgotten
+    assert len(limiter) == 3
+    assert limiter.allow("b")  # refilled, remembered

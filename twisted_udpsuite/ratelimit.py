@@ -55,8 +55,12 @@ class PerSourceLimiter:
     """
     One L{TokenBucket} per source key (usually the peer's IP address).
 
-    At most C{maxSources} buckets are kept; when the table is full, the
-    least recently used one is forgotten (it is most likely full again).
+    At most C{maxSources} buckets are kept. When the table is full, the least recently
+    used one is forgotten if it is full again (it carries no state); if even that one is
+    still spending, nothing is forgotten and the new sources share one overflow bucket
+    until a slot frees. Forgetting a bucket in use would hand its source a fresh burst:
+    a flood rotating over more forged sources than the table holds could then have any
+    one address (its victim's) answered at will.
 
     @param rate: events per second per source.
     @param burst: burst per source.
@@ -74,6 +78,7 @@ class PerSourceLimiter:
         self.burst = burst
         self.maxSources = maxSources
         self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
+        self._overflow = TokenBucket(rate, burst, clock.seconds())
 
     def allow(self, source: Hashable, tokens: float = 1.0) -> bool:
         """Spend C{tokens} from C{source}'s bucket; false means over the limit."""
@@ -81,7 +86,10 @@ class PerSourceLimiter:
         bucket = self._buckets.get(source)
         if bucket is None:
             if len(self._buckets) >= self.maxSources:
-                self._buckets.popitem(last=False)
+                oldest = next(iter(self._buckets))
+                if not self._buckets[oldest].isFull(now):
+                    return self._overflow.take(now, tokens)
+                del self._buckets[oldest]
             bucket = self._buckets[source] = TokenBucket(self.rate, self.burst, now)
         else:
             self._buckets.move_to_end(source)

@@ -260,6 +260,10 @@ class ChatPeerProtocol(DatagramProtocol):
             return
         if reply.what == "JOINED" and self.state != "idle":
             first, last = reply.number(1), reply.number(2)
+            if self._floor is None and self._seen:
+                # An earlier welcome was lost, and lines came before this one: we were a
+                # member from the first of them on, so what is missing since is ours to ask.
+                first = min(first, min(self._seen))
             if self._floor is None or last < self._floor:
                 self._floor, self._seen = first - 1, {s for s in self._seen if s >= first}
             self._top = max(self._top, last)

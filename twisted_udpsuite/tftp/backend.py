@@ -28,6 +28,7 @@ How a requested name becomes a path (the rule, for PXE and Windows clients as fo
 from __future__ import annotations
 
 import errno
+import math
 import mmap
 import os
 import stat
@@ -150,19 +151,29 @@ class FileReader:
         self.read = self._file.read
         self.readinto = self._file.readinto
         self.mapping: memoryview | None = None
+        self._mapped: mmap.mmap | None = None
         if size:
             try:
                 mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
             except (OSError, ValueError):  # a file system that cannot map: read it instead
                 return
             mapped.madvise(mmap.MADV_SEQUENTIAL)
+            self._mapped = mapped
             self.mapping = memoryview(mapped)
 
     def close(self) -> None:
-        # The mapping goes when the last block sent from it does (unmapping now would
-        # fail while the engine still holds slices of it).
-        self.mapping = None
         self._file.close()
+        mapping, mapped, self.mapping, self._mapped = self.mapping, self._mapped, None, None
+        if mapped is None:
+            return
+        # The map holds a descriptor of its own (a dup): unmap now, not at some later garbage
+        # collection. Should a slice still be out (someone kept a block), the map goes when
+        # that slice does.
+        try:
+            mapping.release()  # type: ignore[union-attr]
+            mapped.close()
+        except BufferError:
+            pass
 
 
 @implementer(IWriter)
@@ -261,6 +272,7 @@ class FilesystemBackend:
         if not self.writable:
             return []
         stale = findStaleTemporaryFiles(self.root)
+        self._reportYoungUploads(stale)
         if not stale:
             return stale
         total = 0
@@ -286,6 +298,26 @@ class FilesystemBackend:
             staleUploads=names,
         )
         return stale
+
+    def _reportYoungUploads(self, stale: list[FilePath[str]]) -> None:
+        """
+        Name the temporary upload files too young to be taken for litter: after a crash
+        and a quick restart, those of the uploads the crash cut (another process's live
+        upload looks the same, so they stay until a start an hour after their last write).
+        """
+        every = findStaleTemporaryFiles(self.root, minimumAge=-math.inf)
+        young = [p for p in every if p not in stale]
+        if not young:
+            return
+        names = [relativeName(self.root, path) for path in young]
+        self.log.warn(
+            "left {count} unfinished uploads in {root} written less than an hour ago (cut by "
+            "a crash, or another process's uploads): {names}",
+            count=len(names),
+            root=self.root.path,
+            names=" ".join(names),
+            youngUploads=names,
+        )
 
     def _bases(self, peer: Peer) -> list[FilePath[str]]:
         """The directories to look in for C{peer}, first first (see C{clientRoots})."""

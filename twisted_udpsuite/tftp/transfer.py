@@ -712,6 +712,18 @@ class Sender(_Engine):
         self._succeed()
         self._close()
 
+    def _close(self) -> None:
+        # Let go of the packets and of the reader's mapping before the session hears we are
+        # done (finished): the session and the engine refer to each other, so they go only
+        # when a garbage collection finds them, and until then the slices held here would
+        # keep the file mapped and its descriptor open (#16: an idle server kept them all).
+        if not self._closed:
+            del self._window[:]
+            self._sent = 0
+            self._initial = None
+            self._mapping = None
+        super()._close()
+
     def _resendWindow(self) -> None:
         window = self._window
         send = self._send

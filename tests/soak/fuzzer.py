@@ -1,0 +1,315 @@
+"""
+A bounded, seeded fuzzer for the suite's running services (#16 §5), run by the soak test
+as a process (C{python -m tests.soak.fuzzer PLAN.json}) against the installed twistd.
+
+Each input is random bytes, a valid input of the service's corpus, or one mutated (bits
+flipped, bytes replaced, inserted, deleted, cut, repeated, or two inputs spliced, and
+"interesting" values: NULs, 0xff, huge numbers, C{../}, long runs). The inputs come from
+one C{random.Random(seed)}, so a run's inputs repeat exactly (what the server answered
+and when may not: it is a real process).
+
+UDP targets get datagrams from many loopback source addresses in turn (127.0.2.1, ...),
+so that each source stays under the services' per-source limits and the parsers, not the
+limiters, see most inputs; the datagrams are paced at C{rate} a second. A target that
+answers from other ports (TFTP's transfer ports) also gets mutated datagrams there. TCP
+targets get connections that send a few (mutated) request lines in random pieces, read
+what comes back for a moment, and close or reset.
+
+Prints one JSON line: inputs sent, bytes both ways, and per source the bytes sent and
+received (for the no-amplification check of the services that promise it).
+
+To fuzz another service (IPMsg, once it exists): add its corpus to L{CORPORA} (a function
+of the served file names returning valid inputs), with its kind in L{KINDS}, and a target
+entry in C{tests/soak/test_fuzz.py}.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import select
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_INTERESTING = [
+    b"\0",
+    b"\xff",
+    b"\x7f",
+    b"\x80",
+    b"0",
+    b"-1",
+    b"65535",
+    b"65536",
+    b"99999999999999999999",
+    b"../",
+    b"/",
+    b"\\",
+    b"%s%n",
+    b"\r\n",
+    b"\n",
+    b" ",
+    b"\xc3\x28",
+    b"A" * 300,
+]
+
+
+def mutate(rng: random.Random, data: bytes, corpus: list[bytes]) -> bytes:
+    """One to four random edits of C{data}."""
+    out = bytearray(data)
+    for _ in range(rng.randrange(1, 5)):
+        edit = rng.randrange(9)
+        where = rng.randrange(len(out) + 1)
+        if edit == 0 and out:
+            out[min(where, len(out) - 1)] ^= 1 << rng.randrange(8)
+        elif edit == 1 and out:
+            out[min(where, len(out) - 1)] = rng.randrange(256)
+        elif edit == 2:
+            out[where:where] = rng.choice(_INTERESTING)
+        elif edit == 3:
+            del out[where : where + rng.randrange(1, 16)]
+        elif edit == 4:
+            del out[where:]
+        elif edit == 5:
+            piece = out[where : where + rng.randrange(1, 64)]
+            out[where:where] = piece * rng.randrange(1, 8)
+        elif edit == 6:
+            other = rng.choice(corpus)
+            out = out[:where] + other[rng.randrange(len(other) + 1) :]
+        elif edit == 7:
+            out[where:where] = rng.randbytes(rng.randrange(1, 32))
+        else:
+            out[where:where] = str(rng.choice([0, 1, 7, 8, 255, 512, 65464, 65465, 2**31])).encode()
+    return bytes(out)
+
+
+def generate(rng: random.Random, corpus: list[bytes]) -> bytes:
+    """Random bytes (a tenth), a valid input (a fifth), or a mutated one."""
+    kind = rng.random()
+    if kind < 0.1:
+        return rng.randbytes(rng.randrange(0, 1600))
+    if kind < 0.3:
+        return rng.choice(corpus)
+    return mutate(rng, rng.choice(corpus), corpus)
+
+
+# Corpora: valid inputs of each service.
+
+
+def _tftp(names: list[str]) -> list[bytes]:
+    packets = []
+    for name in names:
+        n = name.encode()
+        packets += [
+            b"\0\1" + n + b"\0octet\0",
+            b"\0\1" + n + b"\0netascii\0",
+            b"\0\1" + n + b"\0octet\0blksize\0001428\0tsize\0000\0",
+            b"\0\1" + n + b"\0octet\0blksize\08192\0windowsize\08\0timeout\0001\0",
+            b"\0\2up-" + n + b"\0octet\0tsize\000100\0",
+            b"\0\2up-" + n + b"\0octet\0blksize\0512\0",
+        ]
+    packets += [
+        struct.pack("!HH", 4, 0),
+        struct.pack("!HH", 4, 1),
+        struct.pack("!HH", 4, 65535),
+        struct.pack("!HH", 3, 1) + b"x" * 100,
+        struct.pack("!HH", 3, 1) + b"y" * 512,
+        struct.pack("!HH", 5, 0) + b"cancelled\0",
+        b"\0\6blksize\0512\0",
+    ]
+    return packets
+
+
+def _echo(names: list[str]) -> list[bytes]:
+    return [b"hello", b"x" * 1400, b"\0" * 64, "émoji 🙂".encode()]
+
+
+def _chatroom(names: list[str]) -> list[bytes]:
+    return [
+        b"JOIN fuzz",
+        b"JOIN f-" + names[0].encode()[:10],
+        b"MSG hello there",
+        b"hello everyone\n",
+        b"NICK renamed",
+        b"WHO",
+        b"PING",
+        b"RESEND 1",
+        b"RESEND 1 50",
+        b"RESEND 3 2",
+        b"LEAVE",
+        b"MSG \x1b[2J",
+    ]
+
+
+def _responder(names: list[str]) -> list[bytes]:
+    from twisted_udpsuite.discovery import wire
+
+    probes = []
+    for n in range(4):
+        message = wire.Message(
+            wire.Kind.PROBE,
+            bytes([n + 1]) * wire.INSTANCE_SIZE,
+            requestId=n,
+            maxDelay=0.05,
+            padTo=wire.PROBE_MIN_SIZE + 8 * n,
+        )
+        probes.append(message.toBytes())
+    announce = wire.Message(wire.Kind.ANNOUNCE, b"\7" * wire.INSTANCE_SIZE, lifetime=30, name="x")
+    return [*probes, announce.toBytes()]
+
+
+def _files(names: list[str]) -> list[bytes]:
+    lines = [b"LIST \n", b"LIST sub\n", b"STAT sub\n", b"FETCH 0 - missing\n"]
+    for name in names:
+        n = name.encode()
+        lines += [
+            b"FETCH 0 - " + n + b"\n",
+            b"FETCH 3 - " + n + b"\n",
+            b"FETCH 0 0123456789abcdef " + n + b"\n",
+            b"STAT " + n + b"\n",
+        ]
+    return lines
+
+
+def _http(names: list[str]) -> list[bytes]:
+    requests = [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /sub/ HTTP/1.0\r\n\r\n"]
+    for name in names:
+        n = name.encode()
+        requests += [
+            b"GET /" + n + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"HEAD /" + n + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET /" + n + b" HTTP/1.1\r\nHost: x\r\nRange: bytes=5-20\r\n\r\n",
+            b"GET /" + n + b" HTTP/1.1\r\nHost: x\r\nRange: bytes=-3,7-\r\n\r\n",
+        ]
+    return requests
+
+
+CORPORA: dict[str, Callable[[list[str]], list[bytes]]] = {
+    "tftp": _tftp,
+    "echo": _echo,
+    "chatroom": _chatroom,
+    "responder": _responder,
+    "files": _files,
+    "http": _http,
+}
+"""Valid inputs per service, from the names of the files it serves."""
+
+KINDS = {"tftp": "udp", "echo": "udp", "chatroom": "udp", "responder": "udp"}
+"""How each service is reached; anything not here is TCP."""
+
+
+def fuzzUDP(plan: dict[str, Any], rng: random.Random, corpus: list[bytes]) -> dict[str, Any]:
+    target = (plan["target"][0], plan["target"][1])
+    sockets = []
+    for n in range(plan["sources"]):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((f"127.0.{2 + n // 250}.{1 + n % 250}", 0))
+        sock.setblocking(False)
+        sockets.append(sock)
+    sent = [0] * len(sockets)
+    received = [0] * len(sockets)
+    joined = [False] * len(sockets)
+    others: list[tuple[str, int]] = []  # ports that answered besides the target's
+    inputs = 0
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < plan["seconds"]:
+        while inputs < elapsed * plan["rate"]:
+            index = inputs % len(sockets)
+            data = generate(rng, corpus)
+            to = target if not others or rng.random() < 0.7 else rng.choice(others)
+            try:
+                sockets[index].sendto(data, to)
+            except OSError:  # too long, or a full buffer: the next one
+                pass
+            else:
+                sent[index] += len(data)
+                joined[index] = joined[index] or b"JOIN" in data
+            inputs += 1
+        readable, _, _ = select.select(sockets, [], [], 0.002)
+        for sock in readable:
+            index = sockets.index(sock)
+            while True:
+                try:
+                    data, source = sock.recvfrom(65536)
+                except (BlockingIOError, ConnectionRefusedError):
+                    break
+                received[index] += len(data)
+                if source != target and source not in others:
+                    others.append(source)
+                    del others[:-64]
+    time.sleep(0.3)
+    for index, sock in enumerate(sockets):
+        while True:
+            try:
+                received[index] += len(sock.recv(65536))
+            except (BlockingIOError, ConnectionRefusedError):
+                break
+        sock.close()
+    quiet = [i for i in range(len(sockets)) if not joined[i]]  # never asked to be a member
+    return {
+        "inputs": inputs,
+        "bytesSent": sum(sent),
+        "bytesReceived": sum(received),
+        "worstRatio": max((received[i] / max(sent[i], 1) for i in quiet), default=0.0),
+        "nonMemberBytesSent": sum(sent[i] for i in quiet),
+        "nonMemberBytesReceived": sum(received[i] for i in quiet),
+    }
+
+
+def fuzzTCP(plan: dict[str, Any], rng: random.Random, corpus: list[bytes]) -> dict[str, Any]:
+    target = (plan["target"][0], plan["target"][1])
+    inputs = connections = refused = 0
+    sentBytes = receivedBytes = 0
+    started = time.monotonic()
+    while time.monotonic() - started < plan["seconds"]:
+        try:
+            sock = socket.create_connection(target, timeout=1)
+        except OSError:
+            refused += 1
+            time.sleep(0.01)
+            continue
+        connections += 1
+        try:
+            stream = b"".join(generate(rng, corpus) for _ in range(rng.randrange(1, 5)))
+            inputs += 1
+            while stream:
+                cut = rng.randrange(1, 512)
+                piece, stream = stream[:cut], stream[cut:]
+                sock.sendall(piece)
+                sentBytes += len(piece)
+            sock.settimeout(0.05)
+            for _ in range(40):
+                data = sock.recv(1 << 16)
+                if not data:
+                    break
+                receivedBytes += len(data)
+        except OSError:
+            pass
+        finally:
+            if rng.random() < 0.3:  # a reset instead of a close
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+    return {
+        "inputs": inputs,
+        "connections": connections,
+        "refused": refused,
+        "bytesSent": sentBytes,
+        "bytesReceived": receivedBytes,
+    }
+
+
+def fuzz(plan: dict[str, Any]) -> dict[str, Any]:
+    rng = random.Random(plan["seed"])
+    corpus = CORPORA[plan["service"]](plan["names"])
+    if KINDS.get(plan["service"]) == "udp":
+        return fuzzUDP(plan, rng, corpus)
+    return fuzzTCP(plan, rng, corpus)
+
+
+if __name__ == "__main__":
+    result = fuzz(json.loads(Path(sys.argv[1]).read_text()))
+    sys.stdout.write(json.dumps(result) + "\n")
