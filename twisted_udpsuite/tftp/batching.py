@@ -1,0 +1,344 @@
+# -*- test-case-name: tests.tftp.test_batching -*-
+"""
+A TFTP window in one system call each way, on Linux: UDP segmentation offload (GSO) sends
+a whole window with one C{sendmsg}, and generic receive offload (GRO) reads it with one
+C{recvmsg}; elsewhere, one datagram per call.
+
+Sending (L{DatagramSender}): the blocks of a window are all C{4 + blksize} bytes but the
+last, which may be shorter, exactly what C{UDP_SEGMENT} asks of a batch. The scatter list
+is each block's 4-byte header and its payload (a slice of the file's mapping: nothing is
+copied in Python). The kernel cuts the batch into ordinary datagrams, so any receiver sees
+plain DATA packets. Whether it can is found out at run time: the option must exist
+(C{getsockopt}, Linux 4.18 on), and a batch the route or device cannot segment fails with
+C{EIO} or C{EINVAL} (a segment longer than the path's MTU, say); the socket then sends one
+datagram per call from then on, starting with that batch.
+
+Receiving (L{TransferPort}): with C{UDP_GRO} set, the kernel may hand over several
+datagrams of one flow in one read, with their segment size in a control message; the port
+splits them again (L{splitCoalesced}). On loopback a GSO batch reaches a GRO socket whole.
+
+Its receive buffer must hold a window: L{reserveReceiveBuffer} raises C{SO_RCVBUF} (past
+C{net.core.rmem_max} with C{SO_RCVBUFFORCE} where we may, as root) and says when it could
+not; a window of 16 blocks of 8192 bytes does not fit the default buffer, and each
+overflow costs a retransmission timeout.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.logger import Logger
+
+from twisted_udpsuite import unreachable
+from twisted_udpsuite.localaddress import BAD_SOURCE_ERRORS, packetInfo
+from twisted_udpsuite.unreachable import UnreachableReportingPort
+
+__all__ = [
+    "MAX_SEGMENTS",
+    "UDP_GRO",
+    "UDP_SEGMENT",
+    "DatagramSender",
+    "TransferPort",
+    "datagramCost",
+    "listenUDP",
+    "reserveReceiveBuffer",
+    "segmentationAvailable",
+    "senderFor",
+    "splitCoalesced",
+]
+
+UDP_SEGMENT = 103
+"""C{setsockopt}/control message level C{IPPROTO_UDP}: the segment size of a GSO batch."""
+UDP_GRO = 104
+"""C{setsockopt} level C{IPPROTO_UDP}: deliver coalesced datagrams, with their size."""
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+MAX_SEGMENTS = 64
+"""Segments per batch: Linux's C{UDP_MAX_SEGMENTS} (128 on the newest kernels, 64 before)."""
+MAX_BATCH = 65507
+"""Bytes per batch: the largest UDP payload over IPv4 (a dual-stack socket may send IPv4)."""
+
+_SEGMENTATION_REFUSED = frozenset(
+    {errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
+)
+_UDP = socket.IPPROTO_UDP
+_GRO_SPACE = socket.CMSG_SPACE(4)
+
+
+def segmentationAvailable(sock: Any) -> bool:
+    """
+    Whether C{sock} can send GSO batches: an IP datagram socket on Linux whose kernel knows
+    C{UDP_SEGMENT}, or an in-memory port that says so (the same C{getsockopt}).
+    """
+    if isinstance(sock, socket.socket):
+        if not sys.platform.startswith("linux"):
+            return False  # option 103 means something else, or nothing, elsewhere
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return False
+    try:
+        sock.getsockopt(_UDP, UDP_SEGMENT)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def _length(packet: Any) -> int:
+    if type(packet) is tuple:
+        return sum(len(part) for part in packet)
+    return len(packet)
+
+
+class DatagramSender:
+    """
+    Sends one transfer's datagrams to its peer, from a socket (or anything with the same
+    C{sendto}/C{sendmsg}/C{getsockopt}: the in-memory network's ports).
+
+    Errors never escape: a datagram that cannot go is lost, and the engine resends on its
+    timer. C{ECONNREFUSED} on a send is an ICMP error queued earlier (maybe for a stray),
+    not this send's: it is sent again once.
+
+    @ivar segmenting: whether windows go out as GSO batches (it falls back for good on the
+        first batch the kernel refuses).
+    @ivar batches: GSO batches sent (for tests and benchmarks).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        sock: Any,
+        peer: tuple[str, int],
+        *,
+        local: str | None = None,
+        family: int = socket.AF_INET,
+        fileShrank: Callable[[], None] | None = None,
+    ) -> None:
+        """
+        @param local: send from this local address (packet info, as
+            L{twisted_udpsuite.localaddress.writeFrom}): for a socket bound to a wildcard
+            address that must answer from the address its peer used. Batches carry it too.
+        @param fileShrank: called when the kernel could not read a payload (C{EFAULT}: the
+            mapped file shrank under it); the datagram is lost.
+        """
+        self._sendto = sock.sendto
+        self._sendmsg = sock.sendmsg
+        self.peer = peer
+        self._info = [packetInfo(local, family)] if local else []
+        self._fileShrank = fileShrank
+        self.segmenting = segmentationAvailable(sock)
+        self.batches = 0
+        self._control: dict[int, list[tuple[int, int, bytes]]] = {}
+
+    def send(self, packet: Any) -> None:
+        """One datagram: bytes-like, or a C{(header, payload)} pair sent as one."""
+        if type(packet) is tuple:
+            self._call(packet, self._info)
+        elif self._info:
+            self._call((packet,), self._info)
+        else:
+            for attempt in (1, 2):
+                try:
+                    self._sendto(packet, self.peer)
+                    return
+                except OSError as e:
+                    if attempt == 2 or not self._failed(e):
+                        return
+
+    def sendWindow(self, packets: Sequence[Any]) -> None:
+        """
+        Several datagrams, each of the first one's length but the last (which may be
+        shorter): in as few GSO batches as the kernel's limits allow, or one call each.
+        """
+        count = len(packets)
+        if count < 2 or not self.segmenting:
+            for packet in packets:
+                self.send(packet)
+            return
+        size = _length(packets[0])
+        perBatch = min(MAX_SEGMENTS, MAX_BATCH // size)
+        if perBatch < 2:
+            for packet in packets:
+                self.send(packet)
+            return
+        control = self._control.get(size)
+        if control is None:
+            control = [*self._info, (_UDP, UDP_SEGMENT, struct.pack("@H", size))]
+            self._control = {size: control}
+        for start in range(0, count, perBatch):
+            batch = packets[start : start + perBatch]
+            buffers: list[Any] = []
+            last = len(batch) - 1
+            for index, packet in enumerate(batch):
+                if type(packet) is tuple:
+                    buffers += packet
+                else:
+                    buffers.append(packet)
+                if index < last and _length(packet) != size:
+                    raise ValueError("only the last datagram of a window may be shorter")
+            if last == 0:
+                self.send(batch[0])
+                continue
+            if not self._call(buffers, control):
+                # The kernel cannot segment for this socket: this batch and every later
+                # one go a datagram at a time.
+                self.segmenting = False
+                self.log.info(
+                    "UDP segmentation offload refused for {peer}: one datagram per call",
+                    peer=self.peer,
+                )
+                for packet in packets[start:]:
+                    self.send(packet)
+                return
+            self.batches += 1
+
+    def _call(self, buffers: Any, control: list[tuple[int, int, bytes]]) -> bool:
+        """C{sendmsg}; False only if a GSO batch was refused (the caller falls back)."""
+        for attempt in (1, 2):
+            try:
+                self._sendmsg(buffers, control, 0, self.peer)
+                return True
+            except OSError as e:
+                segmented = len(control) > len(self._info)
+                if segmented and e.errno in _SEGMENTATION_REFUSED:
+                    return False
+                if self._info and e.errno in BAD_SOURCE_ERRORS:
+                    # Not an address we may send from (any more): let the kernel choose.
+                    self._info = []
+                    self._control = {}
+                    control = [c for c in control if c[0] == _UDP]
+                    continue
+                if attempt == 2 or not self._failed(e):
+                    return True
+        return True
+
+    def _failed(self, error: OSError) -> bool:
+        """A send failed: True to try once more (a queued ICMP error was reported)."""
+        if error.errno == errno.ECONNREFUSED:
+            return True
+        if error.errno == errno.EFAULT and self._fileShrank is not None:
+            self._fileShrank()
+        self.log.debug("cannot send to {peer}: {error}", peer=self.peer, error=error)
+        return False
+
+
+def senderFor(transport: Any, peer: tuple[str, int], **kwargs: Any) -> DatagramSender | None:
+    """
+    A L{DatagramSender} on C{transport}'s socket (a real port's, or the in-memory port
+    itself); None for a transport that offers neither (then write to it as usual).
+    """
+    sock = getattr(transport, "socket", None)
+    if sock is None or not hasattr(sock, "sendmsg"):
+        sock = transport if hasattr(transport, "sendmsg") else None
+    if sock is None:
+        return None
+    family = getattr(sock, "family", socket.AF_INET)
+    if ":" in peer[0]:
+        family = socket.AF_INET6
+    return DatagramSender(sock, peer, family=family, **kwargs)
+
+
+def splitCoalesced(data: bytes, ancillary: list[tuple[int, int, bytes]]) -> list[bytes] | None:
+    """
+    The datagrams in one GRO read: C{data} cut by the segment size in its C{UDP_GRO}
+    control message (the last may be shorter); None if it holds one datagram.
+    """
+    for level, kind, value in ancillary:
+        if level == _UDP and kind == UDP_GRO and len(value) >= 2:
+            size = struct.unpack("@i" if len(value) >= 4 else "@H", value[:4])[0]
+            if 0 < size < len(data):
+                return [data[start : start + size] for start in range(0, len(data), size)]
+    return None
+
+
+def datagramCost(payload: int) -> int:
+    """
+    Receive buffer one datagram of C{payload} bytes takes, as the kernel counts it (its
+    buffer's true size, not its length: measured on loopback, 8196 bytes take 17 KiB).
+    """
+    return 1 << (payload + 512).bit_length() if payload < 32768 else payload + 4096
+
+
+def reserveReceiveBuffer(sock: Any, wanted: int) -> tuple[int, bool]:
+    """
+    Raise C{sock}'s receive buffer to at least C{wanted} bytes (as the kernel counts, so
+    twice what C{SO_RCVBUF} is given); never lowers it.
+
+    @return: the buffer now (bytes) and whether it falls short of C{wanted}
+        (C{net.core.rmem_max}, and we may not force past it).
+    """
+    try:
+        current = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    except OSError:
+        return 0, True
+    if current >= wanted:
+        return current, False
+    for option in (socket.SO_RCVBUF, SO_RCVBUFFORCE):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, (wanted + 1) // 2)
+        except OSError:
+            continue
+        current = max(current, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+        if current >= wanted:
+            return current, False
+    return current, True
+
+
+class TransferPort(UnreachableReportingPort):
+    """
+    A transfer's port: reports unreachable peers (L{UnreachableReportingPort}) and, once
+    L{receiveCoalesced} is on, reads coalesced windows with C{recvmsg} and hands each
+    datagram in them to the protocol, in order.
+    """
+
+    _coalescing = False
+
+    def receiveCoalesced(self) -> bool:
+        """Ask for coalesced reads (C{UDP_GRO}); whether the kernel agreed."""
+        try:
+            self.socket.setsockopt(_UDP, UDP_GRO, 1)
+        except OSError as e:
+            self._log.debug("no UDP GRO: {error}", error=e)
+            return False
+        self._coalescing = True
+        return True
+
+    def doRead(self) -> None:
+        if not self._coalescing:
+            super().doRead()
+            return
+        recvmsg = self.socket.recvmsg
+        protocol = self.protocol
+        size = self.maxPacketSize
+        six = self.addressFamily == socket.AF_INET6
+        read = 0
+        while read < self.maxThroughput:
+            try:
+                data, ancillary, _, addr = recvmsg(size, _GRO_SPACE)
+            except OSError as e:
+                self._readFailed(e)
+                return
+            read += len(data)
+            if six:
+                addr = addr[:2]
+            try:
+                parts = splitCoalesced(data, ancillary) if ancillary else None
+                if parts is None:
+                    protocol.datagramReceived(data, addr)
+                else:
+                    for part in parts:
+                        protocol.datagramReceived(part, addr)
+            except BaseException:
+                self._log.failure("unhandled error in {protocol}", protocol=protocol)
+
+
+def listenUDP(
+    reactor: Any, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 65536
+) -> Any:
+    """A transfer port: a L{TransferPort} where L{unreachable.listenUDP} gives its own."""
+    return unreachable.listenUDP(
+        reactor, port, protocol, interface, maxPacketSize, portType=TransferPort
+    )
