@@ -50,6 +50,7 @@ __all__ = [
     "segmentationAvailable",
     "senderFor",
     "splitCoalesced",
+    "windowBuffer",
 ]
 
 UDP_SEGMENT = 103
@@ -259,7 +260,15 @@ def datagramCost(payload: int) -> int:
     Receive buffer one datagram of C{payload} bytes takes, as the kernel counts it (its
     buffer's true size, not its length: measured on loopback, 8196 bytes take 17 KiB).
     """
-    return 1 << (payload + 512).bit_length() if payload < 32768 else payload + 4096
+    if payload < 32768:
+        return (1 << (payload + 320).bit_length()) + 1024
+    return payload + 8192
+
+
+def windowBuffer(blksize: int, windowsize: int) -> int:
+    """Receive buffer for a window of C{windowsize} blocks, with room for a second one
+    (a resent window may arrive before the first is read)."""
+    return 2 * windowsize * datagramCost(4 + blksize)
 
 
 def reserveReceiveBuffer(sock: Any, wanted: int) -> tuple[int, bool]:
@@ -307,23 +316,30 @@ class TransferPort(UnreachableReportingPort):
         return True
 
     def doRead(self) -> None:
-        if not self._coalescing:
-            super().doRead()
-            return
-        recvmsg = self.socket.recvmsg
-        protocol = self.protocol
+        """
+        As L{UnreachableReportingPort.doRead}, but once coalescing, with C{recvmsg}: that is
+        checked before each read, since the protocol may ask for it on the datagram just
+        read (a client, on the server's OACK), and a window that then arrives coalesced
+        must not be taken for one datagram.
+        """
+        sock = self.socket
         size = self.maxPacketSize
         six = self.addressFamily == socket.AF_INET6
         read = 0
         while read < self.maxThroughput:
             try:
-                data, ancillary, _, addr = recvmsg(size, _GRO_SPACE)
+                if self._coalescing:
+                    data, ancillary, _, addr = sock.recvmsg(size, _GRO_SPACE)
+                else:
+                    data, addr = sock.recvfrom(size)
+                    ancillary = None
             except OSError as e:
                 self._readFailed(e)
                 return
             read += len(data)
             if six:
                 addr = addr[:2]
+            protocol = self.protocol
             try:
                 parts = splitCoalesced(data, ancillary) if ancillary else None
                 if parts is None:

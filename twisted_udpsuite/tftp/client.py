@@ -27,6 +27,8 @@ from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
 from twisted_udpsuite.paths import AtomicFileWriter
 from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.tftp import errors
+from twisted_udpsuite.tftp.batching import listenUDP as listenTransferPort
+from twisted_udpsuite.tftp.batching import reserveReceiveBuffer, senderFor, windowBuffer
 from twisted_udpsuite.tftp.netascii import NetasciiDecoder, NetasciiEncoder, netasciiSize
 from twisted_udpsuite.tftp.options import (
     OptionRefused,
@@ -376,13 +378,42 @@ class _ClientTransfer(DatagramProtocol):
         if not self._closed and self._peer is not None:
             self._write(packet, self._peer)
 
+    def _receiveWindows(self) -> None:
+        """
+        A download in windows: read each window in one call where the kernel coalesces
+        (GRO), and make the receive buffer hold one, with a warning where it cannot: every
+        overflow costs a retransmission timeout.
+        """
+        options = self._options
+        if options.windowsize < 2:
+            return
+        transport = self.transport
+        if hasattr(transport, "receiveCoalesced"):
+            transport.receiveCoalesced()
+        wanted = windowBuffer(options.blksize, options.windowsize)
+        got, short = reserveReceiveBuffer(getattr(transport, "socket", transport), wanted)
+        if short:
+            self.log.warn(
+                "the receive buffer holds {got} bytes, short of the {wanted} a window of "
+                "{windowsize} x {blksize} bytes needs: expect resends (raise "
+                "net.core.rmem_max, or ask for a smaller window)",
+                got=got,
+                wanted=wanted,
+                windowsize=options.windowsize,
+                blksize=options.blksize,
+            )
+
     def _startEngine(self, first: Data | None) -> None:
         """Hand the blocks to L{Receiver} or L{Sender}; the handshake is over."""
         engine: Receiver | Sender
+        assert self._peer is not None
+        sender = senderFor(self.transport, self._peer)
+        send = self._sendToPeer if sender is None else sender.send
         if self._isRead:
             assert self._destination is not None
+            self._receiveWindows()
             engine = Receiver(
-                self._sendToPeer,
+                send,
                 self._reactor,
                 self._options,
                 _CountingWriter(self._destination, self._progress, self._options.tsize),
@@ -393,13 +424,14 @@ class _ClientTransfer(DatagramProtocol):
         else:
             assert self._source is not None
             engine = Sender(
-                self._sendToPeer,
+                send,
                 self._reactor,
                 self._options,
                 _CountingReader(self._source, self._progress),
                 retries=self._retries,
                 rollover=self._rollover,
                 timeout=self._timeout,
+                sendWindow=None if sender is None else sender.sendWindow,
             )
         self._engine = engine
         engine.done.addCallbacks(self._engineDone, self._engineFailed)
@@ -568,7 +600,7 @@ def _checkMode(mode: str) -> str:
 
 def _listen(reactor: Any, server: tuple[str, int], protocol: _ClientTransfer) -> None:
     interface = "::" if ":" in server[0] else ""
-    reactor.listenUDP(0, protocol, interface=interface, maxPacketSize=65536)
+    listenTransferPort(reactor, 0, protocol, interface, maxPacketSize=65536)
 
 
 def get(
