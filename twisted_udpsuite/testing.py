@@ -287,6 +287,7 @@ class MemoryUDPPort:
             if len(data) > _MAX_PAYLOAD[4]:
                 raise OSError(errno.EMSGSIZE, "Message too long")
             self.segmentedSends += 1
+            self.host.segmentedSends += 1
             for start in range(0, len(data), segment):
                 self._sendAs(data[start : start + segment], address, source)
         else:
@@ -469,6 +470,8 @@ class MemoryHost(MemoryReactor):
         """C{net.core.rmem_max}: the largest C{SO_RCVBUF} without C{SO_RCVBUFFORCE}."""
         self.mayForce = True
         """Whether C{SO_RCVBUFFORCE} is allowed (C{CAP_NET_ADMIN}: root)."""
+        self.segmentedSends = 0
+        """GSO batches sent from this host's ports (closed ones too)."""
 
     @property
     def udpPorts(self) -> dict[tuple[str, int], MemoryUDPPort]:

@@ -304,6 +304,8 @@ class TransferPort(UnreachableReportingPort):
     """
 
     _coalescing = False
+    coalescedReads = 0
+    """Reads that held several datagrams (for tests and benchmarks)."""
 
     def receiveCoalesced(self) -> bool:
         """Ask for coalesced reads (C{UDP_GRO}); whether the kernel agreed."""
@@ -345,6 +347,7 @@ class TransferPort(UnreachableReportingPort):
                 if parts is None:
                     protocol.datagramReceived(data, addr)
                 else:
+                    self.coalescedReads += 1
                     for part in parts:
                         protocol.datagramReceived(part, addr)
             except BaseException:
