@@ -299,8 +299,9 @@ def reserveReceiveBuffer(sock: Any, wanted: int) -> tuple[int, bool]:
 class TransferPort(UnreachableReportingPort):
     """
     A transfer's port: reports unreachable peers (L{UnreachableReportingPort}) and, once
-    L{receiveCoalesced} is on, reads coalesced windows with C{recvmsg} and hands each
-    datagram in them to the protocol, in order.
+    L{receiveCoalesced} is on, reads coalesced windows with C{recvmsg} and hands the
+    datagrams in them to the protocol, in order: all at once to its
+    C{datagramsReceived(datagrams, addr)} if it has one, else one by one.
     """
 
     _coalescing = False
@@ -348,8 +349,12 @@ class TransferPort(UnreachableReportingPort):
                     protocol.datagramReceived(data, addr)
                 else:
                     self.coalescedReads += 1
-                    for part in parts:
-                        protocol.datagramReceived(part, addr)
+                    many = getattr(protocol, "datagramsReceived", None)
+                    if many is not None:
+                        many(parts, addr)
+                    else:
+                        for part in parts:
+                            protocol.datagramReceived(part, addr)
             except BaseException:
                 self._log.failure("unhandled error in {protocol}", protocol=protocol)
 

@@ -312,6 +312,15 @@ class _ClientTransfer(DatagramProtocol):
             return
         self._answerReceived(packet, addr)
 
+    def datagramsReceived(self, datagrams: list[bytes], addr: tuple[str, int]) -> None:
+        """Several datagrams from one source read at once (a coalesced window)."""
+        engine = self._engine
+        if isinstance(engine, Receiver) and not self._closed and addr == self._peer:
+            engine.windowReceived(datagrams)
+            return
+        for datagram in datagrams:
+            self.datagramReceived(datagram, addr)
+
     def _answerStray(self, addr: tuple[str, int]) -> None:
         """RFC 1350: a packet from another TID gets ERROR 5, and the transfer goes on."""
         self.log.debug("packet from unknown transfer ID {source}", source=addr)
@@ -420,6 +429,7 @@ class _ClientTransfer(DatagramProtocol):
                 retries=self._retries,
                 timeout=self._timeout,
                 commit=self._commitDestination,
+                writesAtOnce=True,
             )
         else:
             assert self._source is not None

@@ -780,6 +780,8 @@ class Receiver(_Engine):
         return a Deferred; an exception becomes an ERROR to the peer.
     @param dally: how long to stay after the last ACK to answer a repeated last DATA;
         defaults to the maximum timeout.
+    @param writesAtOnce: the writer never returns a Deferred, so a window read whole
+        (L{windowReceived}) may be ACKed before it is written.
     """
 
     _hotOpcode = _DATA
@@ -795,8 +797,10 @@ class Receiver(_Engine):
         timeout: float = DEFAULT_TIMEOUT,
         commit: Any = None,
         dally: float | None = None,
+        writesAtOnce: bool = False,
     ) -> None:
         super().__init__(send, clock, options, retries, timeout)
+        self._writesAtOnce = writesAtOnce
         # The negotiated timeout is how long the *peer* waits before it resends (curl asks
         # for 5 or 6 s), not a round trip: our re-ACK timer starts from our own timeout and
         # follows measured round trips. Only its backoff may grow to the peer's interval, so
@@ -932,6 +936,60 @@ class Receiver(_Engine):
         else:
             delta = (block - want) % cycle
         return delta if delta < cycle // 2 else -1
+
+    def windowReceived(self, datagrams: list[bytes]) -> None:
+        """
+        Several datagrams from the peer read at once (a coalesced window, GRO). When they
+        are the rest of the current window, full blocks in order (not the last one), and
+        the writer writes at once, the window's ACK goes out I{before} they are written:
+        the sender then sends the next window while we write this one, and the two sides
+        overlap instead of taking turns. Anything else is fed one datagram at a time.
+        """
+        count = len(datagrams)
+        size = 4 + self._blksize
+        if (
+            not self._writesAtOnce
+            or self._over
+            or self._busy
+            or count != self._windowsize - self._inWindow
+        ):
+            for datagram in datagrams:
+                self.datagramReceived(datagram)
+            return
+        first = self._next
+        scheme = self._scheme
+        if scheme is None and first + count > 65536:
+            for datagram in datagrams:  # the first wrap: let _classify learn the scheme
+                self.datagramReceived(datagram)
+            return
+        wireFor = self._wireFor
+        for index, datagram in enumerate(datagrams):
+            if len(datagram) != size or _unpack(datagram) != (
+                _DATA,
+                wireFor(first + index, scheme or 0),
+            ):
+                for datagram in datagrams:
+                    self.datagramReceived(datagram)
+                return
+        if self._fresh:
+            self._rto.sample(self._clock.seconds() - self._ackedAt)
+        self._gapAcked = False
+        self._tries = 0
+        self._heard = True
+        self._next = first + count
+        stats = self.stats
+        stats.blocks += count
+        stats.bytes += count * self._blksize
+        self._sendAck(_pack(_ACK, wireFor(first + count - 1, scheme or 0)))
+        write = self._writer.write
+        for datagram in datagrams:
+            try:
+                written = write(datagram[4:])
+            except Exception:
+                self._writeFailed(Failure())
+                return
+            if written is not None and isinstance(written, Deferred):
+                written.addErrback(self._writeFailed)  # (not expected of such a writer)
 
     def dataReceived(self, block: int, payload: bytes) -> None:
         """A DATA block: write it if it is the next one; ACK per window, gap or duplicate."""
