@@ -26,13 +26,19 @@ overflow costs a retransmission timeout.
 from __future__ import annotations
 
 import errno
+import select
 import socket
 import struct
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+from weakref import WeakKeyDictionary
 
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twisted_udpsuite import unreachable
 from twisted_udpsuite.localaddress import BAD_SOURCE_ERRORS, packetInfo
@@ -43,6 +49,7 @@ __all__ = [
     "UDP_GRO",
     "UDP_SEGMENT",
     "DatagramSender",
+    "TransferPoller",
     "TransferPort",
     "datagramCost",
     "listenUDP",
@@ -296,6 +303,97 @@ def reserveReceiveBuffer(sock: Any, wanted: int) -> tuple[int, bool]:
     return current, True
 
 
+@implementer(IReadDescriptor)
+class TransferPoller:
+    """
+    One reactor reader for all the transfer ports of a reactor: an epoll set of their
+    sockets. The reactor wakes it once however many transfers have a datagram waiting, and
+    it calls each port's C{doRead} itself, then looks again (up to L{ROUNDS} times) before
+    it returns to the reactor: no per-socket Twisted dispatch (a logging context, about
+    1.7 us a datagram, more than the engine's own work for an ACK), and with many
+    transfers at once fewer reactor iterations.
+    """
+
+    ROUNDS = 4
+    log = Logger()
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._epoll = select.epoll()
+        self._ports: dict[int, TransferPort] = {}
+        self._fds: dict[TransferPort, int] = {}
+
+    def fileno(self) -> int:
+        return self._epoll.fileno()
+
+    def logPrefix(self) -> str:
+        return "TransferPoller"
+
+    def add(self, port: TransferPort) -> None:
+        if port in self._fds:
+            return
+        fd = port.fileno()
+        try:
+            self._epoll.register(fd, select.EPOLLIN)
+        except FileExistsError:  # a closed socket's number, reused before it was removed
+            self._epoll.modify(fd, select.EPOLLIN)
+        self._ports[fd] = port
+        self._fds[port] = fd
+        if len(self._fds) == 1:
+            self._reactor.addReader(self)
+
+    def remove(self, port: TransferPort) -> None:
+        fd = self._fds.pop(port, None)
+        if fd is None:
+            return
+        if self._ports.get(fd) is port:
+            del self._ports[fd]
+            try:
+                self._epoll.unregister(fd)
+            except OSError:
+                pass  # closed already: the kernel forgot it
+        if not self._fds:
+            self._reactor.removeReader(self)
+
+    def doRead(self) -> None:
+        poll = self._epoll.poll
+        ports = self._ports
+        for _ in range(self.ROUNDS):
+            events = poll(0)
+            if not events:
+                return
+            for fd, event in events:
+                port = ports.get(fd)
+                if port is not None:
+                    self._ready(port, event)
+
+    def _ready(self, port: TransferPort, event: int) -> None:
+        """As the reactor's own dispatch: read, or on an error alone, read the error."""
+        try:
+            if event & select.EPOLLIN:
+                port.doRead()
+            else:
+                self.remove(port)
+                port.readConnectionLost(Failure(ConnectionDone()))
+        except BaseException:
+            self.log.failure("reading {port}", port=port)
+            self.remove(port)
+            port.connectionLost(Failure())
+
+    def connectionLost(self, reason: Failure) -> None:
+        """The reactor is done with us (shutting down): the ports close on their own."""
+
+
+_pollers: WeakKeyDictionary[Any, TransferPoller] = WeakKeyDictionary()
+
+
+def _pollerFor(reactor: Any) -> TransferPoller:
+    poller = _pollers.get(reactor)
+    if poller is None:
+        poller = _pollers[reactor] = TransferPoller(reactor)
+    return poller
+
+
 class TransferPort(UnreachableReportingPort):
     """
     A transfer's port: reports unreachable peers (L{UnreachableReportingPort}) and, once
@@ -307,6 +405,12 @@ class TransferPort(UnreachableReportingPort):
     _coalescing = False
     coalescedReads = 0
     """Reads that held several datagrams (for tests and benchmarks)."""
+
+    def startReading(self) -> None:
+        _pollerFor(self.reactor).add(self)
+
+    def stopReading(self) -> None:
+        _pollerFor(self.reactor).remove(self)
 
     def receiveCoalesced(self) -> bool:
         """Ask for coalesced reads (C{UDP_GRO}); whether the kernel agreed."""
