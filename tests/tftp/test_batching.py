@@ -19,6 +19,7 @@ from twisted.python.filepath import FilePath
 
 from tests.tftp.test_client_server import SERVER, payload, setUp
 from twisted_udpsuite.testing import MemoryNetwork
+from twisted_udpsuite.tftp import batching
 from twisted_udpsuite.tftp import client as clientModule
 from twisted_udpsuite.tftp.backend import FilesystemBackend
 from twisted_udpsuite.tftp.batching import (
@@ -356,3 +357,71 @@ async def test_realClientAndServerInWindows(
         assert wanted == windowBuffer(8192, 16) and got >= wanted and not short
     finally:
         await service.stopService()
+
+
+class _Recorder(DatagramProtocol):
+    """Records datagrams and the destinations reported unreachable."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.unreachable: list[Any] = []
+        self.waiting: Any = None
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.received.append(datagram)
+        self._wake()
+
+    def destinationUnreachable(self, addr: Any) -> None:
+        self.unreachable.append(addr)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiting, self.waiting = self.waiting, None
+        if waiting is not None:
+            waiting.callback(None)
+
+    def next(self, reactor: Any) -> Any:
+        from twisted.internet.defer import Deferred
+
+        self.waiting = Deferred()
+        return self.waiting.addTimeout(5, reactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_transferPortsShareOneReader(reactor: Any) -> None:
+    """Transfer ports are read through one poller: the reactor sees one reader for all,
+    each port still gets its datagrams and its ICMP errors, and the poller leaves the
+    reactor with the last port."""
+    from zope.interface import directlyProvides
+
+    from twisted_udpsuite.unreachable import IUnreachableReceiver
+
+    protocols = [_Recorder(), _Recorder()]
+    for protocol in protocols:
+        directlyProvides(protocol, IUnreachableReceiver)
+    ports = [batching.listenUDP(reactor, 0, p, "127.0.0.1") for p in protocols]
+    try:
+        readers = reactor.getReaders()
+        pollers = [r for r in readers if isinstance(r, batching.TransferPoller)]
+        assert len(pollers) == 1 and not any(p in readers for p in ports)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for n, port in enumerate(ports):
+                arrived = protocols[n].next(reactor)
+                tx.sendto(b"hello %d" % n, ("127.0.0.1", port.getHost().port))
+                await arrived
+            assert [p.received for p in protocols] == [[b"hello 0"], [b"hello 1"]]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+            closed.bind(("127.0.0.1", 0))
+            gone = closed.getsockname()
+        reported = protocols[0].next(reactor)
+        ports[0].write(b"anyone?", gone)
+        await reported
+        assert protocols[0].unreachable == [gone]
+        await ports[0].stopListening()
+        assert pollers[0] in reactor.getReaders()
+    finally:
+        for port in ports:
+            stopped = port.stopListening()  # (None if stopped already)
+            if stopped is not None:
+                await stopped
+    assert pollers[0] not in reactor.getReaders()
