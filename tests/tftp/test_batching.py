@@ -418,10 +418,13 @@ async def test_transferPortsShareOneReader(reactor: Any) -> None:
         await reported
         assert protocols[0].unreachable == [gone]
         await ports[0].stopListening()
+        assert ports[0] not in pollers[0] and ports[1] in pollers[0]
         assert pollers[0] in reactor.getReaders()
     finally:
         for port in ports:
             stopped = port.stopListening()  # (None if stopped already)
             if stopped is not None:
                 await stopped
-    assert pollers[0] not in reactor.getReaders()
+    assert ports[1] not in pollers[0]
+    # The poller leaves the reactor with its last port (another test's may still dally).
+    assert (pollers[0] in reactor.getReaders()) == (len(pollers[0]) > 0)

@@ -323,6 +323,14 @@ class TransferPoller:
         self._ports: dict[int, TransferPort] = {}
         self._fds: dict[TransferPort, int] = {}
 
+    def __contains__(self, port: object) -> bool:
+        """Whether C{port} is read through this poller."""
+        return port in self._fds
+
+    def __len__(self) -> int:
+        """How many ports are read through it."""
+        return len(self._fds)
+
     def fileno(self) -> int:
         return self._epoll.fileno()
 
