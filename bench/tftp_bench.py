@@ -19,8 +19,9 @@ Python server costs on this machine from what ours costs.
     .venv/bin/python bench/tftp_bench.py [--rounds 5] [--only servers|clients|concurrent]
 
 ``--only concurrent`` runs just the servers' "curl blksize 1428, 8 at once" scenario, the
-one where ``--workers 2`` (shown only there) matters. ``--only pairs`` runs each client
-with its own server (ours, atftp + atftpd, pytftp's) at windowsize 16.
+one where ``--workers auto`` (the production setting, one process per CPU; shown only
+there) matters. ``--only pairs`` runs each client with its own server (ours, atftp +
+atftpd, pytftp's) at windowsize 16.
 
 Every line also shows the server's CPU (user + system, its reaped children and live
 workers included) per MiB sent, and the slowest and fastest round, since the machine
@@ -133,8 +134,8 @@ def servers(peers: Path) -> list[Server]:
             windowsize=False,
         ),
         Server(
-            "twisted_udpsuite --workers 2",
-            lambda p, root: ours(p, root, "--workers", "2"),
+            "twisted_udpsuite --workers auto",
+            lambda p, root: ours(p, root, "--workers", "auto"),
             lambda: (BIN / "twistd").exists(),
             concurrentOnly=True,
         ),
