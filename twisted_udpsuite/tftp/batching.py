@@ -364,16 +364,22 @@ class TransferPoller:
             self._reactor.removeReader(self)
 
     def doRead(self) -> None:
-        poll = self._epoll.poll
         ports = self._ports
+        if len(ports) == 1:
+            # One transfer: it is the one ready, no need to ask (its doRead reads the error
+            # queue when the wake-up was for an ICMP error and no datagram).
+            for port in ports.values():
+                self._ready(port, select.EPOLLIN)
+            return
+        poll = self._epoll.poll
         for _ in range(self.ROUNDS):
             events = poll(0)
-            if not events:
-                return
             for fd, event in events:
                 port = ports.get(fd)
                 if port is not None:
                     self._ready(port, event)
+            if not events:
+                return
 
     def _ready(self, port: TransferPort, event: int) -> None:
         """As the reactor's own dispatch: read, or on an error alone, read the error."""
