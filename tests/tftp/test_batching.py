@@ -359,6 +359,42 @@ async def test_realClientAndServerInWindows(
         await service.stopService()
 
 
+@pytest_twisted.ensureDeferred
+async def test_realUploadInBatches(
+    reactor: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our client uploads windows of 16 x 8192 bytes to our server on 127.0.0.1 as GSO
+    batches; the server reads them (coalesced) and stores the file whole."""
+    data = os.urandom((1 << 20) + 333)
+    senders: list[DatagramSender] = []
+    original = DatagramSender.sendWindow
+
+    def recording(self: DatagramSender, packets: Any) -> None:
+        senders.append(self)
+        original(self, packets)
+
+    monkeypatch.setattr(DatagramSender, "sendWindow", recording)
+    root = tmp_path / "root"
+    root.mkdir()
+    service = TFTPService(
+        FilesystemBackend(FilePath(str(root)), writable=True),
+        ServerPolicy(rate=None),
+        port=0,
+        interface="127.0.0.1",
+        reactor=reactor,
+    )
+    service.startService()
+    try:
+        server = ("127.0.0.1", service.listeningPort.getHost().port)
+        await put(reactor, server, data, "up.bin", blksize=8192, windowsize=16).addTimeout(
+            30, reactor
+        )
+        assert (root / "up.bin").read_bytes() == data
+        assert senders and all(s.segmenting for s in senders) and senders[0].batches > 0
+    finally:
+        await service.stopService()
+
+
 class _Recorder(DatagramProtocol):
     """Records datagrams and the destinations reported unreachable."""
 
