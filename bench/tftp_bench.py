@@ -363,14 +363,26 @@ def _procCpu(pid: int) -> float:
     return total / tick
 
 
-def timeDownload(client: Client, port: int, name: str, size: int, work: Path) -> float:
-    """MB/s of one download, checked for size."""
+def timeDownload(
+    client: Client, port: int, name: str, size: int, work: Path, durable: bool = False
+) -> float:
+    """
+    MB/s of one download, checked for size. C{durable}: the time includes an fsync of the
+    file once the client is done, so that a client that does not fsync (atftp, pytftp)
+    does the same work as ours, which fsyncs before it renames the file into place.
+    """
     out = work / "download.bin"
     out.unlink(missing_ok=True)
     start = time.perf_counter()
     result = subprocess.run(
         client.command(port, name, out), capture_output=True, timeout=60, cwd=work
     )
+    if durable and out.exists():
+        fd = os.open(out, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     elapsed = time.perf_counter() - start
     if result.returncode != 0 or not out.exists() or out.stat().st_size != size:
         raise RuntimeError(f"{client.name} failed: {result.stderr.decode(errors='replace')}")
@@ -412,6 +424,7 @@ class Cell:
     size: int
     concurrency: int = 1
     reference: bool = False
+    durable: bool = False  # the download's time includes an fsync of the file
 
 
 def runMatrix(title: str, cells: list[Cell], rounds: int, root: Path, work: Path) -> None:
@@ -448,7 +461,9 @@ def runMatrix(title: str, cells: list[Cell], rounds: int, root: Path, work: Path
                             cell.client, port, cell.name, cell.size, work, cell.concurrency
                         )
                     else:
-                        rate = timeDownload(cell.client, port, cell.name, cell.size, work)
+                        rate = timeDownload(
+                            cell.client, port, cell.name, cell.size, work, cell.durable
+                        )
                 except Exception as e:  # a failing peer must not end the run
                     print(f"  {cell.group} / {cell.label}: {e}", file=sys.stderr)
                     continue
@@ -605,7 +620,10 @@ def main() -> None:
             cells = []
             size = files["pair.bin"]
             for blksize in (1428, 8192):
-                group = f"client + its server, blksize {blksize} windowsize 16, {size >> 20} MiB"
+                group = (
+                    f"client + its server, blksize {blksize} windowsize 16, {size >> 20} MiB,"
+                    " each download fsync'd (ours does it itself): the same work"
+                )
                 pairs = [
                     ("atftp -> atftpd", "atftpd", atftp(blksize, 16)),
                     ("udpsuite -> twisted_udpsuite", "twisted_udpsuite", ourClient(blksize, 16)),
@@ -622,6 +640,7 @@ def main() -> None:
                                 "pair.bin",
                                 size,
                                 reference=serverName == "atftpd",
+                                durable=True,
                             )
                         )
             runMatrix("Pairs: each client with its own server", cells, args.rounds, root, work)
