@@ -464,3 +464,20 @@ async def test_transferPortsShareOneReader(reactor: Any) -> None:
     assert ports[1] not in pollers[0]
     # The poller leaves the reactor with its last port (another test's may still dally).
     assert (pollers[0] in reactor.getReaders()) == (len(pollers[0]) > 0)
+
+
+def test_pollerPassesTheReactorsEndOn() -> None:
+    """At reactor shutdown the poller is told the connection is lost, and so is every
+    port read through it (its socket closed, its protocol stopped)."""
+    from twisted.internet import reactor as globalReactor
+    from twisted.internet.error import ConnectionLost
+    from twisted.python.failure import Failure
+
+    protocol = _Recorder()
+    stopped: list[bool] = []
+    protocol.stopProtocol = lambda: stopped.append(True)  # type: ignore[method-assign]
+    port = batching.listenUDP(globalReactor, 0, protocol, "127.0.0.1")
+    poller = batching._pollerFor(globalReactor)
+    assert port in poller
+    poller.connectionLost(Failure(ConnectionLost()))
+    assert port not in poller and stopped == [True] and not port.connected

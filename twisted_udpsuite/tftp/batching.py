@@ -395,7 +395,14 @@ class TransferPoller:
             port.connectionLost(Failure())
 
     def connectionLost(self, reason: Failure) -> None:
-        """The reactor is done with us (shutting down): the ports close on their own."""
+        """The reactor is done with us (it is shutting down): so with every port, as it
+        would have told each had they been its own readers."""
+        for port in list(self._fds):
+            self.remove(port)
+            try:
+                port.connectionLost(reason)
+            except Exception:
+                self.log.failure("closing {port}", port=port)
 
 
 _pollers: WeakKeyDictionary[Any, TransferPoller] = WeakKeyDictionary()
