@@ -481,3 +481,36 @@ def test_pollerPassesTheReactorsEndOn() -> None:
     assert port in poller
     poller.connectionLost(Failure(ConnectionLost()))
     assert port not in poller and stopped == [True] and not port.connected
+
+
+@pytest_twisted.ensureDeferred
+async def test_portClosedByItsOwnDatagram(reactor: Any) -> None:
+    """A protocol that stops listening on the datagram it reads (a client whose transfer
+    ended) leaves the poller cleanly, also when it is the poller's only port."""
+    from twisted.internet.defer import Deferred
+
+    closed: Deferred[None] = Deferred()
+
+    class Closing(DatagramProtocol):
+        def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+            stopped = self.transport.stopListening()
+            assert stopped is not None
+            stopped.chainDeferred(closed)
+
+    errors: list[Any] = []
+    from twisted.logger import globalLogPublisher
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_failure") is not None or event.get("isError"):
+            errors.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        port = batching.listenUDP(reactor, 0, Closing(), "127.0.0.1")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            tx.sendto(b"bye", ("127.0.0.1", port.getHost().port))
+            await closed.addTimeout(5, reactor)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert errors == []
+    assert port not in batching._pollerFor(reactor)

@@ -368,8 +368,7 @@ class TransferPoller:
         if len(ports) == 1:
             # One transfer: it is the one ready, no need to ask (its doRead reads the error
             # queue when the wake-up was for an ICMP error and no datagram).
-            for port in ports.values():
-                self._ready(port, select.EPOLLIN)
+            self._ready(next(iter(ports.values())), select.EPOLLIN)
             return
         poll = self._epoll.poll
         for _ in range(self.ROUNDS):
