@@ -514,3 +514,15 @@ async def test_portClosedByItsOwnDatagram(reactor: Any) -> None:
         globalLogPublisher.removeObserver(observe)
     assert errors == []
     assert port not in batching._pollerFor(reactor)
+
+
+def test_notLinuxNoSegmentation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Elsewhere than Linux option 103 is not UDP_SEGMENT: never tried on a real socket
+    (nor on a non-IP one)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        assert batching.segmentationAvailable(sock)
+        monkeypatch.setattr(batching.sys, "platform", "freebsd14")
+        assert not batching.segmentationAvailable(sock)
+    monkeypatch.undo()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unix:
+        assert not batching.segmentationAvailable(unix)
