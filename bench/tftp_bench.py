@@ -375,7 +375,7 @@ def timeDownload(
     out.unlink(missing_ok=True)
     start = time.perf_counter()
     result = subprocess.run(
-        client.command(port, name, out), capture_output=True, timeout=60, cwd=work
+        client.command(port, name, out), capture_output=True, timeout=30, cwd=work
     )
     if durable and out.exists():
         fd = os.open(out, os.O_RDONLY)
