@@ -526,3 +526,53 @@ def test_notLinuxNoSegmentation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.undo()
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unix:
         assert not batching.segmentationAvailable(unix)
+
+
+@pytest.mark.parametrize("mayForce", [True, False])
+def test_clientSizesItsBufferToTheWindow(tmp_path: Any, mayForce: bool) -> None:
+    """A windowed download raises the client's receive buffer to hold the negotiated
+    window, past rmem_max where it may (root); where it may not, it says so in a warning,
+    and the download still completes."""
+    from twisted.logger import LogLevel, capturedLogs
+
+    net, client, root = setUp(tmp_path)
+    client.rmemMax = 150_000
+    client.mayForce = mayForce
+    data = payload(200_000)
+    root.child("f.bin").setContent(data)
+    ports: list[Any] = []
+    original = client.listenUDP
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        ports.append(original(*args, **kwargs))
+        return ports[-1]
+
+    client.listenUDP = recording  # type: ignore[method-assign]
+    out = io.BytesIO()
+    with capturedLogs() as events:
+        net.runUntil(get(client, SERVER, "f.bin", out, blksize=8192, windowsize=16))
+    assert out.getvalue() == data
+    [port] = ports
+    warnings = [e for e in events if e["log_level"] == LogLevel.warn]
+    if mayForce:
+        assert port.receiveBuffer >= windowBuffer(8192, 16) and warnings == []
+    else:
+        assert port.receiveBuffer == 2 * 150_000
+        [warning] = warnings
+        assert warning["wanted"] == windowBuffer(8192, 16) and warning["got"] == 2 * 150_000
+    net.advance(400)
+    assert net.clock.getDelayedCalls() == []
+
+
+def test_receiveBufferNotLowered() -> None:
+    """Short of rmem_max, the buffer is raised as far as it goes, and put back if asking
+    lowered it (rmem_max below the default: as far back as the kernel allows)."""
+    net = MemoryNetwork()
+    host = net.addHost("192.0.2.1/24")
+    host.mayForce = False
+    host.rmemMax = 120_000  # 2 x 120000 > the 212992 default
+    port = host.listenUDP(0, DatagramProtocol())
+    assert reserveReceiveBuffer(port, 10**6) == (240_000, True)
+    host.rmemMax = 50_000
+    port = host.listenUDP(0, DatagramProtocol())
+    assert reserveReceiveBuffer(port, 10**6) == (100_000, True)

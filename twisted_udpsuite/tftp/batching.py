@@ -281,7 +281,8 @@ def windowBuffer(blksize: int, windowsize: int) -> int:
 def reserveReceiveBuffer(sock: Any, wanted: int) -> tuple[int, bool]:
     """
     Raise C{sock}'s receive buffer to at least C{wanted} bytes (as the kernel counts, so
-    twice what C{SO_RCVBUF} is given); never lowers it.
+    twice what C{SO_RCVBUF} is given). It is not left lower than it was, unless
+    C{net.core.rmem_max} is below half the default (then it is left at twice rmem_max).
 
     @return: the buffer now (bytes) and whether it falls short of C{wanted}
         (C{net.core.rmem_max}, and we may not force past it).
@@ -292,14 +293,22 @@ def reserveReceiveBuffer(sock: Any, wanted: int) -> tuple[int, bool]:
         return 0, True
     if current >= wanted:
         return current, False
-    for option in (socket.SO_RCVBUF, SO_RCVBUFFORCE):
+    # Forced first (as root: exactly what is asked); else as much as rmem_max allows.
+    for option in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
         try:
             sock.setsockopt(socket.SOL_SOCKET, option, (wanted + 1) // 2)
         except OSError:
             continue
-        current = max(current, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-        if current >= wanted:
-            return current, False
+        now = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        if now >= wanted:
+            return now, False
+        if now < current:  # rmem_max below the default: put the default back if we can
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, current // 2)
+            except OSError:
+                pass
+            now = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        return now, True
     return current, True
 
 
