@@ -10,6 +10,8 @@ import io
 import os
 import socket
 import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -313,6 +315,19 @@ def test_realSocketBatchFromAWildcard() -> None:
         assert sources == {"127.0.0.3"}
 
 
+@asynccontextmanager
+async def _realServer(reactor: Any, backend: FilesystemBackend) -> AsyncIterator[Any]:
+    """Our server on 127.0.0.1 (any free port) while the block runs; yields its address."""
+    service = TFTPService(
+        backend, ServerPolicy(rate=None), port=0, interface="127.0.0.1", reactor=reactor
+    )
+    service.startService()
+    try:
+        yield ("127.0.0.1", service.listeningPort.getHost().port)
+    finally:
+        await service.stopService()
+
+
 @pytest_twisted.ensureDeferred
 async def test_realClientAndServerInWindows(
     reactor: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
@@ -337,26 +352,15 @@ async def test_realClientAndServerInWindows(
 
     monkeypatch.setattr(TransferPort, "receiveCoalesced", recordPort)
     monkeypatch.setattr(clientModule, "reserveReceiveBuffer", recordBuffer)
-    service = TFTPService(
-        FilesystemBackend(FilePath(str(tmp_path))),
-        ServerPolicy(rate=None),
-        port=0,
-        interface="127.0.0.1",
-        reactor=reactor,
-    )
-    service.startService()
-    try:
-        server = ("127.0.0.1", service.listeningPort.getHost().port)
+    async with _realServer(reactor, FilesystemBackend(FilePath(str(tmp_path)))) as server:
         out = io.BytesIO()
         await get(reactor, server, "big.bin", out, blksize=8192, windowsize=16).addTimeout(
             30, reactor
         )
-        assert out.getvalue() == data
-        assert len(coalescing) == 1 and coalescing[0].coalescedReads > 0
-        [(wanted, got, short)] = reserved
-        assert wanted == windowBuffer(8192, 16) and got >= wanted and not short
-    finally:
-        await service.stopService()
+    assert out.getvalue() == data
+    assert len(coalescing) == 1 and coalescing[0].coalescedReads > 0
+    [(wanted, got, short)] = reserved
+    assert wanted == windowBuffer(8192, 16) and got >= wanted and not short
 
 
 @pytest_twisted.ensureDeferred
@@ -374,25 +378,13 @@ async def test_realUploadInBatches(
         original(self, packets)
 
     monkeypatch.setattr(DatagramSender, "sendWindow", recording)
-    root = tmp_path / "root"
-    root.mkdir()
-    service = TFTPService(
-        FilesystemBackend(FilePath(str(root)), writable=True),
-        ServerPolicy(rate=None),
-        port=0,
-        interface="127.0.0.1",
-        reactor=reactor,
-    )
-    service.startService()
-    try:
-        server = ("127.0.0.1", service.listeningPort.getHost().port)
+    backend = FilesystemBackend(FilePath(str(tmp_path)), writable=True)
+    async with _realServer(reactor, backend) as server:
         await put(reactor, server, data, "up.bin", blksize=8192, windowsize=16).addTimeout(
             30, reactor
         )
-        assert (root / "up.bin").read_bytes() == data
-        assert senders and all(s.segmenting for s in senders) and senders[0].batches > 0
-    finally:
-        await service.stopService()
+    assert (tmp_path / "up.bin").read_bytes() == data
+    assert senders and all(s.segmenting for s in senders) and senders[0].batches > 0
 
 
 class _Recorder(DatagramProtocol):
