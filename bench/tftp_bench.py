@@ -19,12 +19,19 @@ Python server costs on this machine from what ours costs.
     .venv/bin/python bench/tftp_bench.py [--rounds 5] [--only servers|clients|concurrent]
 
 ``--only concurrent`` runs just the servers' "curl blksize 1428, 8 at once" scenario, the
-one where ``--workers 2`` (shown only there) matters.
+one where ``--workers auto`` (the production setting, one process per CPU; shown only
+there) matters. ``--only pairs`` runs each client with its own server (ours, atftp +
+atftpd, pytftp's) at windowsize 16.
+
+Every line also shows the server's CPU (user + system, its reaped children and live
+workers included) per MiB sent, and the slowest and fastest round, since the machine
+may be shared: other work slows some rounds, so compare medians over several rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import socket
 import statistics
@@ -127,8 +134,8 @@ def servers(peers: Path) -> list[Server]:
             windowsize=False,
         ),
         Server(
-            "twisted_udpsuite --workers 2",
-            lambda p, root: ours(p, root, "--workers", "2"),
+            "twisted_udpsuite --workers auto",
+            lambda p, root: ours(p, root, "--workers", "auto"),
             lambda: (BIN / "twistd").exists(),
             concurrentOnly=True,
         ),
@@ -263,14 +270,119 @@ def ourClient(blksize: int, windowsize: int = 1) -> Client:
     )
 
 
-def timeDownload(client: Client, port: int, name: str, size: int, work: Path) -> float:
-    """MB/s of one download, checked for size."""
+def pytftpClient(peers: Path, blksize: int, windowsize: int) -> Client:
+    return Client(
+        f"pytftp blksize {blksize} windowsize {windowsize}",
+        lambda p, name, out: [
+            str(peers / "bin/pytftp"),
+            "-q",
+            "get",
+            "--port",
+            str(p),
+            "-b",
+            str(blksize),
+            "-w",
+            str(windowsize),
+            "127.0.0.1",
+            name,
+            str(out),
+        ],
+        blksize,
+        windowsize,
+    )
+
+
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+_meterNumbers = itertools.count()
+
+
+class ServerCpu:
+    """
+    CPU seconds (user + system) a server has used, with every process it forks: in.tftpd
+    forks one per transfer and lets the kernel reap it (no getrusage of the parent ever
+    counts it), our --workers run as children. Measured with a cgroup of its own
+    (cgroup v1 cpuacct, as root) when there is one; else from /proc (the process with its
+    reaped children and its live descendants: short-lived, self-reaped children missed).
+    """
+
+    def __init__(self, pid: int, name: str) -> None:
+        self.pid = pid
+        self.group: Path | None = None
+        group = CPUACCT / f"udpsuite-bench-{os.getpid()}-{next(_meterNumbers)}"
+        try:
+            group.mkdir()
+            (group / "cgroup.procs").write_text(str(pid))
+            self.group = group
+        except OSError:
+            if group.exists():
+                group.rmdir()
+
+    def seconds(self) -> float:
+        if self.group is not None:
+            return int((self.group / "cpuacct.usage").read_text()) / 1e9
+        return _procCpu(self.pid)
+
+    def close(self) -> None:
+        """Remove the cgroup (once its processes have ended)."""
+        if self.group is not None:
+            for _ in range(50):
+                try:
+                    self.group.rmdir()
+                    return
+                except OSError:
+                    time.sleep(0.1)
+
+
+def _procCpu(pid: int) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        # fields[0] is field 3 (state): ppid is field 4, utime..cstime fields 14-17.
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14]))
+    if pid not in times:
+        return 0.0
+    total = sum(times[pid])
+    family = {pid}
+    grew = True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in family and child not in family:
+                family.add(child)
+                total += times[child][0]
+                grew = True
+    return total / tick
+
+
+def timeDownload(
+    client: Client, port: int, name: str, size: int, work: Path, durable: bool = False
+) -> float:
+    """
+    MB/s of one download, checked for size. C{durable}: the time includes an fsync of the
+    file once the client is done, so that a client that does not fsync (atftp, pytftp)
+    does the same work as ours, which fsyncs before it renames the file into place.
+    """
     out = work / "download.bin"
     out.unlink(missing_ok=True)
     start = time.perf_counter()
     result = subprocess.run(
-        client.command(port, name, out), capture_output=True, timeout=60, cwd=work
+        client.command(port, name, out), capture_output=True, timeout=30, cwd=work
     )
+    if durable and out.exists():
+        fd = os.open(out, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     elapsed = time.perf_counter() - start
     if result.returncode != 0 or not out.exists() or out.stat().st_size != size:
         raise RuntimeError(f"{client.name} failed: {result.stderr.decode(errors='replace')}")
@@ -312,10 +424,12 @@ class Cell:
     size: int
     concurrency: int = 1
     reference: bool = False
+    durable: bool = False  # the download's time includes an fsync of the file
 
 
 def runMatrix(title: str, cells: list[Cell], rounds: int, root: Path, work: Path) -> None:
     procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    meters: dict[str, ServerCpu] = {}
     try:
         for cell in cells:
             if cell.server.name not in procs:
@@ -327,6 +441,7 @@ def runMatrix(title: str, cells: list[Cell], rounds: int, root: Path, work: Path
                     stderr=subprocess.DEVNULL,
                 )
                 procs[cell.server.name] = (proc, port)
+                meters[cell.server.name] = ServerCpu(proc.pid, cell.server.name)
                 try:
                     waitUdp(port, proc)
                 except RuntimeError as e:
@@ -334,19 +449,27 @@ def runMatrix(title: str, cells: list[Cell], rounds: int, root: Path, work: Path
         running = {name for name, (proc, _) in procs.items() if proc.poll() is None}
         cells = [c for c in cells if c.server.name in running]
         results: dict[int, list[float]] = {i: [] for i in range(len(cells))}
+        cpu: dict[int, list[float]] = {i: [] for i in range(len(cells))}
         for _ in range(rounds):
             for i, cell in enumerate(cells):
                 port = procs[cell.server.name][1]
+                meter = meters[cell.server.name]
+                before = meter.seconds()
                 try:
                     if cell.concurrency > 1:
                         rate = concurrent(
                             cell.client, port, cell.name, cell.size, work, cell.concurrency
                         )
                     else:
-                        rate = timeDownload(cell.client, port, cell.name, cell.size, work)
+                        rate = timeDownload(
+                            cell.client, port, cell.name, cell.size, work, cell.durable
+                        )
                 except Exception as e:  # a failing peer must not end the run
                     print(f"  {cell.group} / {cell.label}: {e}", file=sys.stderr)
                     continue
+                time.sleep(0.05)  # a forked child (in.tftpd) finishes its last packets
+                mib = cell.concurrency * cell.size / (1 << 20)
+                cpu[i].append((meter.seconds() - before) * 1000 / mib)
                 results[i].append(rate)
     finally:
         for proc, _ in procs.values():
@@ -355,31 +478,47 @@ def runMatrix(title: str, cells: list[Cell], rounds: int, root: Path, work: Path
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    print(f"\n{title} ({rounds} interleaved rounds, median MB/s, ratio to the group's first line)")
+                proc.wait()
+        for meter in meters.values():
+            meter.close()
+    print(
+        f"\n{title} ({rounds} interleaved rounds, medians; ratios to the group's reference"
+        " line; range = slowest..fastest round; server CPU = user + system ms per MiB sent)"
+    )
     for group in dict.fromkeys(cell.group for cell in cells):
         print(f"  {group}:")
         members = [(i, c) for i, c in enumerate(cells) if c.group == group]
         base = next(
             (statistics.median(results[i]) for i, c in members if c.reference and results[i]), 0.0
         )
+        baseCpu = next(
+            (statistics.median(cpu[i]) for i, c in members if c.reference and cpu[i]), 0.0
+        )
         for i, cell in members:
             if not results[i]:
-                print(f"    {cell.label:<40} failed")
+                print(f"    {cell.label:<44} failed")
                 continue
             median = statistics.median(results[i])
             ratio = f"{median / base:5.2f}x" if base else "    -"
-            print(f"    {cell.label:<40} {median:9.1f} MB/s  {ratio}")
+            spread = f"{min(results[i]):7.1f}..{max(results[i]):<7.1f}"
+            perMib = statistics.median(cpu[i])
+            cpuRatio = f"{perMib / baseCpu:5.2f}x" if baseCpu else "    -"
+            print(
+                f"    {cell.label:<44} {median:9.1f} MB/s {ratio}  ({spread})"
+                f"  server CPU {perMib:6.2f} ms/MiB {cpuRatio}"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", choices=["servers", "clients", "concurrent"])
+    parser.add_argument("--only", choices=["servers", "clients", "concurrent", "pairs"])
     parser.add_argument(
         "--peers-venv", type=Path, default=Path(tempfile.gettempdir()) / "udpsuite-bench-peers"
     )
     parser.add_argument("--small-mib", type=int, default=8, help="file for 512-byte blocks")
     parser.add_argument("--large-mib", type=int, default=128, help="file for large blocks")
+    parser.add_argument("--pair-mib", type=int, default=64, help="file for client+server pairs")
     args = parser.parse_args()
 
     peers = peersVenv(args.peers_venv)
@@ -388,7 +527,11 @@ def main() -> None:
         work = Path(tmp) / "work"
         root.mkdir()
         work.mkdir()
-        files = {"small.bin": args.small_mib << 20, "large.bin": args.large_mib << 20}
+        files = {
+            "small.bin": args.small_mib << 20,
+            "large.bin": args.large_mib << 20,
+            "pair.bin": args.pair_mib << 20,
+        }
         for name, size in files.items():
             (root / name).write_bytes(os.urandom(size))
         available = [s for s in servers(peers) if s.available()]
@@ -471,6 +614,36 @@ def main() -> None:
                 )
             )
             runMatrix("Clients, same server", cells, args.rounds, root, work)
+
+        if args.only in (None, "pairs"):
+            byName = {s.name: s for s in available}
+            cells = []
+            size = files["pair.bin"]
+            for blksize in (1428, 8192):
+                group = (
+                    f"client + its server, blksize {blksize} windowsize 16, {size >> 20} MiB,"
+                    " each download fsync'd (ours does it itself): the same work"
+                )
+                pairs = [
+                    ("atftp -> atftpd", "atftpd", atftp(blksize, 16)),
+                    ("udpsuite -> twisted_udpsuite", "twisted_udpsuite", ourClient(blksize, 16)),
+                    ("pytftp -> tftp (pytftp)", "tftp (pytftp)", pytftpClient(peers, blksize, 16)),
+                ]
+                for label, serverName, client in pairs:
+                    if serverName in byName:
+                        cells.append(
+                            Cell(
+                                group,
+                                label,
+                                byName[serverName],
+                                client,
+                                "pair.bin",
+                                size,
+                                reference=serverName == "atftpd",
+                                durable=True,
+                            )
+                        )
+            runMatrix("Pairs: each client with its own server", cells, args.rounds, root, work)
 
 
 if __name__ == "__main__":

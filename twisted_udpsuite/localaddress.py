@@ -28,11 +28,13 @@ from twisted.logger import Logger
 from zope.interface import Interface
 
 __all__ = [
+    "BAD_SOURCE_ERRORS",
     "ILocalAddressReceiver",
     "LocalAddressPort",
     "adoptDatagramPort",
     "listenUDP",
     "localAddressFrom",
+    "packetInfo",
     "writeFrom",
 ]
 
@@ -43,7 +45,22 @@ _IGNORED_READ_ERRORS = frozenset(
     {errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNREFUSED, errno.ENOBUFS}
 )
 _WILDCARDS = frozenset({"", "0.0.0.0", "::"})
-_BAD_SOURCE_ERRORS = frozenset({errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH})
+BAD_SOURCE_ERRORS = frozenset({errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH})
+"""What C{sendmsg} answers when told to send from an address that is not (or no longer) ours."""
+
+
+def packetInfo(local: str, family: int) -> tuple[int, int, bytes]:
+    """
+    The C{sendmsg} control message that sends from the local address C{local} (as given to
+    L{ILocalAddressReceiver.datagramReceivedAt}) on a socket of C{family}.
+    """
+    host, _, scope = local.partition("%")
+    if family == socket.AF_INET6:
+        index = int(scope) if scope.isdigit() else 0
+        info = socket.inet_pton(socket.AF_INET6, host) + struct.pack("@I", index)
+        return (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)
+    info = struct.pack("@i", 0) + socket.inet_aton(host) + bytes(4)
+    return (socket.IPPROTO_IP, IP_PKTINFO, info)
 
 
 class ILocalAddressReceiver(Interface):
@@ -114,18 +131,12 @@ class LocalAddressPort(udp.Port):
         Send C{datagram} to C{addr} from the local address C{local} (as given to
         L{ILocalAddressReceiver.datagramReceivedAt}); errors as C{write}'s.
         """
-        host, _, scope = local.partition("%")
-        if self.addressFamily == socket.AF_INET6:
-            index = int(scope) if scope.isdigit() else 0
-            info = socket.inet_pton(socket.AF_INET6, host) + struct.pack("@I", index)
-            ancillary = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)]
-        else:
-            info = struct.pack("@i", 0) + socket.inet_aton(host) + bytes(4)
-            ancillary = [(socket.IPPROTO_IP, IP_PKTINFO, info)]
         try:
-            self.socket.sendmsg([datagram], ancillary, 0, (addr[0], addr[1]))
+            self.socket.sendmsg(
+                [datagram], [packetInfo(local, self.addressFamily)], 0, (addr[0], addr[1])
+            )
         except OSError as e:
-            if e.errno not in _BAD_SOURCE_ERRORS:
+            if e.errno not in BAD_SOURCE_ERRORS:
                 raise
             # Not an address we may send from (it went since, say): let the kernel choose.
             self.write(datagram, addr)

@@ -32,7 +32,10 @@ unless its loopback mode is off; an IPv6 wildcard socket also receives IPv4 data
 from a V4-mapped source address (C{"::ffff:192.0.2.2"}); a datagram longer
 than the receiver's C{maxPacketSize} is cut short silently, like C{recvfrom}.
 A protocol providing L{twisted_udpsuite.localaddress.ILocalAddressReceiver} is told
-each datagram's local address, as Linux's packet info tells it.
+each datagram's local address, as Linux's packet info tells it. A port also takes the
+socket calls a sender makes itself (C{sendto}, C{sendmsg} with packet info or a GSO
+batch, C{getsockopt}/C{setsockopt} for C{UDP_SEGMENT}, C{UDP_GRO} and C{SO_RCVBUF}),
+answered as Linux answers them; see L{MemoryHost} for the kernel knobs.
 
 Exceptions raised by C{datagramReceived} are not swallowed (the real reactor
 would log and drop them): a test that crashes a protocol sees the crash.
@@ -43,6 +46,8 @@ from __future__ import annotations
 import errno
 import ipaddress
 import random
+import socket
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -63,7 +68,8 @@ from twisted.internet.testing import MemoryReactor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_udpsuite.localaddress import ILocalAddressReceiver
+from twisted_udpsuite.localaddress import IP_PKTINFO, ILocalAddressReceiver
+from twisted_udpsuite.tftp.batching import MAX_SEGMENTS, UDP_GRO, UDP_SEGMENT
 from twisted_udpsuite.unreachable import IUnreachableReceiver
 
 __all__ = [
@@ -188,6 +194,10 @@ class MemoryUDPPort:
         (L{twisted_udpsuite.unreachable.IUnreachableReceiver})."""
         self._broadcastAllowed = False
         self._source: str | None = None  # writeFrom's address, for the datagram being sent
+        self.segmentedSends = 0
+        """GSO batches sent with L{sendmsg}."""
+        self.receiveBuffer = 212992  # Linux's default net.core.rmem_default
+        self.coalescing = False
 
     # IUDPTransport
 
@@ -235,6 +245,94 @@ class MemoryUDPPort:
             self.write(packet, addr)
         finally:
             self._source = None
+
+    # The socket calls a sender may make itself (twisted_udpsuite.tftp.batching), as Linux
+    # answers them: OSError, never Twisted's errors.
+
+    def sendto(self, data: bytes, addr: Address) -> int:
+        self._sendAs(data, addr, None)
+        return len(data)
+
+    def sendmsg(
+        self,
+        buffers: Iterable[Any],
+        ancdata: Iterable[tuple[int, int, bytes]] = (),
+        flags: int = 0,
+        address: Address | None = None,
+    ) -> int:
+        """
+        C{socket.sendmsg}: the buffers are one datagram, or, with a C{UDP_SEGMENT} control
+        message, a GSO batch cut into datagrams of that size (the last may be shorter),
+        each its own L{DatagramRecord}. A host without C{segmentationOffload} refuses a
+        batch with C{EIO}, as a device that cannot segment does. Packet info
+        (C{IP_PKTINFO}, C{IPV6_PKTINFO}) sets the source address, as L{writeFrom}.
+        """
+        data = b"".join(buffers)
+        source: str | None = None
+        segment = 0
+        for level, kind, value in ancdata:
+            if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
+                source = socket.inet_ntop(socket.AF_INET, value[4:8])
+            elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                source = socket.inet_ntop(socket.AF_INET6, value[:16])
+            elif level == socket.IPPROTO_UDP and kind == UDP_SEGMENT:
+                (segment,) = struct.unpack("@H", value)
+            else:
+                raise OSError(errno.EINVAL, "Invalid argument (unknown control message)")
+        if segment and len(data) > segment:
+            if not self.host.segmentationOffload:
+                raise OSError(errno.EIO, "Input/output error (cannot segment)")
+            if len(data) > segment * MAX_SEGMENTS:
+                raise OSError(errno.EINVAL, "Invalid argument (too many segments)")
+            if len(data) > _MAX_PAYLOAD[4]:
+                raise OSError(errno.EMSGSIZE, "Message too long")
+            self.segmentedSends += 1
+            self.host.segmentedSends += 1
+            for start in range(0, len(data), segment):
+                self._sendAs(data[start : start + segment], address, source)
+        else:
+            self._sendAs(data, address, source)
+        return len(data)
+
+    def _sendAs(self, data: bytes, addr: Address | None, source: str | None) -> None:
+        try:
+            if source is None:
+                self.write(data, addr)
+            else:
+                self.writeFrom(data, addr, source)  # type: ignore[arg-type]
+        except error.MessageLengthError as e:
+            raise OSError(errno.EMSGSIZE, str(e)) from None
+        except error.NotListeningError as e:
+            raise OSError(errno.EBADF, str(e)) from None
+
+    def getsockopt(self, level: int, option: int) -> int:
+        """C{UDP_SEGMENT} (0, or C{ENOPROTOOPT} on a host without it) and C{SO_RCVBUF}."""
+        if (level, option) == (socket.IPPROTO_UDP, UDP_SEGMENT):
+            if not self.host.segmentationOption:
+                raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+            return 0
+        if (level, option) == (socket.SOL_SOCKET, socket.SO_RCVBUF):
+            return self.receiveBuffer
+        raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        """
+        As Linux: C{SO_RCVBUF} gets twice the value, up to twice the host's C{rmemMax};
+        C{SO_RCVBUFFORCE} (33) past it only where the host C{mayForce} (root); C{UDP_GRO}
+        is recorded (C{coalescing}: datagrams are still delivered one at a time).
+        """
+        if (level, option) == (socket.SOL_SOCKET, socket.SO_RCVBUF):
+            self.receiveBuffer = 2 * min(value, self.host.rmemMax)
+        elif (level, option) == (socket.SOL_SOCKET, 33):
+            if not self.host.mayForce:
+                raise PermissionError(errno.EPERM, "Operation not permitted")
+            self.receiveBuffer = 2 * value
+        elif (level, option) == (socket.IPPROTO_UDP, UDP_GRO):
+            if not self.host.segmentationOption:
+                raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+            self.coalescing = bool(value)
+        elif (level, option) != (socket.SOL_SOCKET, socket.SO_SNDBUF):
+            raise OSError(errno.ENOPROTOOPT, "Protocol not available")
 
     def connect(self, host: str, port: int) -> None:
         if self.connected is not None:
@@ -364,6 +462,16 @@ class MemoryHost(MemoryReactor):
         ]
         self.sockets: list[MemoryUDPPort] = []
         self._nextEphemeral = _FIRST_EPHEMERAL_PORT
+        self.segmentationOption = True
+        """Whether the kernel knows C{UDP_SEGMENT}/C{UDP_GRO} (Linux 4.18/5.0 on)."""
+        self.segmentationOffload = True
+        """Whether a GSO batch can be sent (else C{EIO}, as a device that cannot segment)."""
+        self.rmemMax = 4194304
+        """C{net.core.rmem_max}: the largest C{SO_RCVBUF} without C{SO_RCVBUFFORCE}."""
+        self.mayForce = True
+        """Whether C{SO_RCVBUFFORCE} is allowed (C{CAP_NET_ADMIN}: root)."""
+        self.segmentedSends = 0
+        """GSO batches sent from this host's ports (closed ones too)."""
 
     @property
     def udpPorts(self) -> dict[tuple[str, int], MemoryUDPPort]:

@@ -85,12 +85,8 @@ class UnreachableReportingPort(udp.Port):
             try:
                 data, addr = recvfrom(self.maxPacketSize)
             except OSError as e:
-                if e.errno in _QUEUED_ERRORS or e.errno in _NOTHING_TO_READ:
-                    self.readErrors()
-                    return
-                if e.errno in _IGNORED_READ_ERRORS:
-                    return
-                raise
+                self._readFailed(e)
+                return
             read += len(data)
             if self.addressFamily == socket.AF_INET6:
                 addr = addr[:2]
@@ -98,6 +94,13 @@ class UnreachableReportingPort(udp.Port):
                 self.protocol.datagramReceived(data, addr)
             except BaseException:
                 self._log.failure("unhandled error in {protocol}", protocol=self.protocol)
+
+    def _readFailed(self, error: OSError) -> None:
+        """A read failed: an error is queued, or nothing (more) is there; else raise."""
+        if error.errno in _QUEUED_ERRORS or error.errno in _NOTHING_TO_READ:
+            self.readErrors()
+        elif error.errno not in _IGNORED_READ_ERRORS:
+            raise error
 
     def readConnectionLost(self, reason: Failure) -> None:
         """
@@ -152,15 +155,21 @@ def _isPortUnreachable(ancillary: list[tuple[int, int, bytes]]) -> bool:
 
 
 def listenUDP(
-    reactor: Any, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+    reactor: Any,
+    port: int,
+    protocol: Any,
+    interface: str = "",
+    maxPacketSize: int = 8192,
+    portType: type[UnreachableReportingPort] = UnreachableReportingPort,
 ) -> IListeningPort:
     """
-    C{reactor.listenUDP} with unreachable peers reported: an L{UnreachableReportingPort}
-    on a real POSIX reactor on Linux; elsewhere the reactor's own port, asked to report
-    them if it can (the in-memory network's ports can: C{reportsUnreachable}).
+    C{reactor.listenUDP} with unreachable peers reported: a C{portType} (an
+    L{UnreachableReportingPort}) on a real POSIX reactor on Linux; elsewhere the reactor's
+    own port, asked to report them if it can (the in-memory network's ports can:
+    C{reportsUnreachable}).
     """
     if _hasPacketInfo(reactor):
-        listening = UnreachableReportingPort(port, protocol, interface, maxPacketSize, reactor)
+        listening = portType(port, protocol, interface, maxPacketSize, reactor)
         listening.startListening()
         return listening
     listening = reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=maxPacketSize)

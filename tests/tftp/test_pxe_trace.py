@@ -149,6 +149,32 @@ def test_serverTracesEveryDatagram(root: FilePath) -> None:
     world.settle()
 
 
+def test_windowsAreTracedDatagramByDatagram(root: FilePath) -> None:
+    """
+    With a tracer, windows are not sent as one GSO batch nor read coalesced (both would
+    pass the trace by): every DATA of a windowed download, and of a windowed upload, is
+    in the server's trace and in the client's.
+    """
+    data = _file(root, "f", 512 * 9 + 100)
+    serverTrace, clientTrace = Recorder(), Recorder()
+    world = _World(root)
+    world.protocol.tracer = serverTrace
+    got, _ = world.get("f", windowsize=4, tracer=clientTrace)
+    assert got == data
+    for trace, direction in ((serverTrace, ">"), (clientTrace, "<")):
+        assert _dataBlocks(trace, direction) == list(range(1, 11))
+    uploads = Recorder()
+    world.put(data, "up", windowsize=4, tracer=uploads)
+    assert _dataBlocks(uploads, ">") == list(range(1, 11))
+    world.settle()
+
+
+def _dataBlocks(trace: Recorder, direction: str) -> list[int]:
+    """The block numbers of the DATA lines (C{"> DATA 3 512 bytes"}) going one way."""
+    lines = trace.lines()
+    return [int(line.split()[2]) for line in lines if line.startswith(f"{direction} DATA")]
+
+
 def test_serverTracesRefusals(root: FilePath) -> None:
     """Answers from the request port itself (a refused mode) are traced too."""
     tracer = Recorder()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from typing import Any
 
 import pytest
@@ -31,6 +32,13 @@ def test_defaults(tmp_path: Any, monkeypatch: Any) -> None:
     assert not backend.writable
     policy = options.policy()
     assert policy.limits.maxBlksize == 65464 and policy.rollover == 0
+
+
+def test_workersAuto(tmp_path: Any, monkeypatch: Any) -> None:
+    """--workers auto: one process per CPU (the production setting), within the bounds."""
+    for cpus, expected in [(2, 2), (None, 1), (500, 64)]:
+        monkeypatch.setattr(os, "cpu_count", lambda cpus=cpus: cpus)
+        assert _parse("--root", str(tmp_path), "--workers", "auto")["workers"] == expected
 
 
 def test_everyLimit(tmp_path: Any) -> None:

@@ -448,3 +448,89 @@ def test_receiverDoesNotAnswerACopyThatCrossedItsAck() -> None:
     assert wire.sent[-1] == (wire.clock.seconds(), encodeAck(6))
     receiver.abort(errors.TFTPError("stop"), sendError=False)
     assert wire.clock.getDelayedCalls() == []
+
+
+class _OrderedSink:
+    """Records writes in the same list as the packets sent, to see which came first."""
+
+    def __init__(self, events: list[Any]) -> None:
+        self.events = events
+
+    def write(self, data: bytes) -> None:
+        self.events.append(("write", bytes(data)))
+
+
+def _windowReceiver(windowsize: int = 4, blksize: int = 8) -> tuple[Any, Receiver, list[Any]]:
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    events: list[Any] = []
+    receiver = Receiver(
+        lambda packet: events.append(("send", packet)),
+        clock,
+        TransferOptions(blksize=blksize, windowsize=windowsize),
+        _OrderedSink(events),
+        writesAtOnce=True,
+    )
+    receiver.start(encodeAck(0))
+    del events[:]
+    return clock, receiver, events
+
+
+def test_wholeWindowAckedBeforeItIsWritten() -> None:
+    """The rest of a window read at once: its ACK goes out first, then the writes."""
+    clock, receiver, events = _windowReceiver()
+    receiver.datagramReceived(encodeData(1, b"a" * 8))
+    receiver.windowReceived([encodeData(n, bytes([96 + n]) * 8) for n in (2, 3, 4)])
+    assert events == [
+        ("write", b"a" * 8),
+        ("send", encodeAck(4)),
+        ("write", b"b" * 8),
+        ("write", b"c" * 8),
+        ("write", b"d" * 8),
+    ]
+    assert receiver.stats.blocks == 4 and receiver.stats.bytes == 32
+    receiver.windowReceived([encodeData(5, b"e" * 8), encodeData(6, b"end")])
+    assert receiver.done.called and events[-1] == ("send", encodeAck(6))
+    clock.advance(10)
+    assert receiver.finished.called and clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        [encodeData(1, b"x" * 8), encodeData(2, b"x" * 8), encodeData(3, b"x" * 8)],  # short
+        [encodeData(2, b"x" * 8)] * 4,  # not the next block
+        [encodeData(n, b"x" * 8) for n in (1, 2, 4, 3)],  # out of order
+        [encodeData(n, b"x" * 8) for n in (1, 2, 3)] + [encodeData(4, b"end")],  # the last
+    ],
+)
+def test_otherReadsGoOneByOne(window: list[bytes]) -> None:
+    """Anything but the rest of a window of full blocks in order is fed one at a time:
+    the same ACKs as from separate reads."""
+    clock, receiver, events = _windowReceiver()
+    receiver.windowReceived(window)
+    clock2, single, events2 = _windowReceiver()
+    for datagram in window:
+        single.datagramReceived(datagram)
+    assert events == events2
+    for engine, c in ((receiver, clock), (single, clock2)):
+        engine.abort(errors.TFTPError("done"), sendError=False)
+        engine.done.addErrback(lambda _: None)
+        c.advance(10)
+        assert c.getDelayedCalls() == []
+
+
+def test_windowTailLostAcksWhatArrived() -> None:
+    """RFC 7440 §4: blocks 1-2 of a window of 4 arrive, the rest never does; the timer
+    ACKs block 2 (not ACK 0 again), so the sender resends from 3."""
+    clock, receiver, events = _windowReceiver()
+    receiver.datagramReceived(encodeData(1, b"x" * 8))
+    receiver.datagramReceived(encodeData(2, b"x" * 8))
+    clock.advance(5)
+    sent = [packet for kind, packet in events if kind == "send"]
+    assert sent[0] == encodeAck(2)
+    assert receiver.stats.retransmits == 0
+    receiver.abort(errors.TFTPError("done"), sendError=False)
+    receiver.done.addErrback(lambda _: None)
+    assert clock.getDelayedCalls() == []

@@ -27,6 +27,8 @@ from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
 from twisted_udpsuite.paths import AtomicFileWriter
 from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.tftp import errors
+from twisted_udpsuite.tftp.batching import listenUDP as listenTransferPort
+from twisted_udpsuite.tftp.batching import reserveReceiveBuffer, senderFor, windowBuffer
 from twisted_udpsuite.tftp.netascii import NetasciiDecoder, NetasciiEncoder, netasciiSize
 from twisted_udpsuite.tftp.options import (
     OptionRefused,
@@ -203,6 +205,7 @@ class _ClientTransfer(DatagramProtocol):
     """
 
     log = Logger()
+    traced = False  # --trace/--pcap: every datagram by itself, none batched or coalesced
 
     def __init__(
         self,
@@ -311,6 +314,15 @@ class _ClientTransfer(DatagramProtocol):
             return
         self._answerReceived(packet, addr)
 
+    def datagramsReceived(self, datagrams: list[bytes], addr: tuple[str, int]) -> None:
+        """Several datagrams from one source read at once (a coalesced window)."""
+        engine = self._engine
+        if isinstance(engine, Receiver) and not self._closed and addr == self._peer:
+            engine.windowReceived(datagrams)
+            return
+        for datagram in datagrams:
+            self.datagramReceived(datagram, addr)
+
     def _answerStray(self, addr: tuple[str, int]) -> None:
         """RFC 1350: a packet from another TID gets ERROR 5, and the transfer goes on."""
         self.log.debug("packet from unknown transfer ID {source}", source=addr)
@@ -377,30 +389,61 @@ class _ClientTransfer(DatagramProtocol):
         if not self._closed and self._peer is not None:
             self._write(packet, self._peer)
 
+    def _receiveWindows(self) -> None:
+        """
+        A download in windows: read each window in one call where the kernel coalesces
+        (GRO), and make the receive buffer hold one, with a warning where it cannot: every
+        overflow costs a retransmission timeout.
+        """
+        options = self._options
+        if options.windowsize < 2:
+            return
+        transport = self.transport
+        if hasattr(transport, "receiveCoalesced") and not self.traced:
+            transport.receiveCoalesced()
+        wanted = windowBuffer(options.blksize, options.windowsize)
+        got, short = reserveReceiveBuffer(getattr(transport, "socket", transport), wanted)
+        if short:
+            self.log.warn(
+                "the receive buffer holds {got} bytes, short of the {wanted} a window of "
+                "{windowsize} x {blksize} bytes needs: expect resends (raise "
+                "net.core.rmem_max, or ask for a smaller window)",
+                got=got,
+                wanted=wanted,
+                windowsize=options.windowsize,
+                blksize=options.blksize,
+            )
+
     def _startEngine(self, first: Data | None) -> None:
         """Hand the blocks to L{Receiver} or L{Sender}; the handshake is over."""
         engine: Receiver | Sender
+        assert self._peer is not None
+        sender = None if self.traced else senderFor(self.transport, self._peer)
+        send = self._sendToPeer if sender is None else sender.send
         if self._isRead:
             assert self._destination is not None
+            self._receiveWindows()
             engine = Receiver(
-                self._sendToPeer,
+                send,
                 self._reactor,
                 self._options,
                 _CountingWriter(self._destination, self._progress, self._options.tsize),
                 retries=self._retries,
                 timeout=self._timeout,
                 commit=self._commitDestination,
+                writesAtOnce=True,
             )
         else:
             assert self._source is not None
             engine = Sender(
-                self._sendToPeer,
+                send,
                 self._reactor,
                 self._options,
                 _CountingReader(self._source, self._progress),
                 retries=self._retries,
                 rollover=self._rollover,
                 timeout=self._timeout,
+                sendWindow=None if sender is None else sender.sendWindow,
             )
         self._engine = engine
         engine.done.addCallbacks(self._engineDone, self._engineFailed)
@@ -574,9 +617,10 @@ def _listen(
     tracer: IWireTracer | None = None,
 ) -> None:
     if tracer is not None:
+        protocol.traced = True
         traceProtocol(protocol, tracer, "_write")
     interface = "::" if ":" in server[0] else ""
-    reactor.listenUDP(0, protocol, interface=interface, maxPacketSize=65536)
+    listenTransferPort(reactor, 0, protocol, interface, maxPacketSize=65536)
 
 
 def get(

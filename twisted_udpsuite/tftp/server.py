@@ -37,6 +37,8 @@ from twisted_udpsuite.ratelimit import PerSourceLimiter
 from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.tftp import errors
 from twisted_udpsuite.tftp.backend import IBackend, IReader, IWriter
+from twisted_udpsuite.tftp.batching import DatagramSender, senderFor
+from twisted_udpsuite.tftp.batching import listenUDP as listenTransferPort
 from twisted_udpsuite.tftp.mtu import routeMTU
 from twisted_udpsuite.tftp.options import (
     ServerOptionLimits,
@@ -66,7 +68,6 @@ from twisted_udpsuite.tftp.wire import (
     parsePacket,
 )
 from twisted_udpsuite.unreachable import IUnreachableReceiver
-from twisted_udpsuite.unreachable import listenUDP as listenReportingUnreachable
 
 __all__ = [
     "ABORTED_AFTER_OACK",
@@ -354,7 +355,7 @@ class TFTPServerProtocol(DatagramProtocol):
         """A port for C{session}: the kernel's choice, or a free one in the policy's range."""
         portRange = self.policy.portRange
         if portRange is None:
-            listenReportingUnreachable(self._reactor, 0, session, address, MAX_PACKET)
+            listenTransferPort(self._reactor, 0, session, address, MAX_PACKET)
             return
         low, high = portRange
         count = high - low + 1
@@ -362,7 +363,7 @@ class TFTPServerProtocol(DatagramProtocol):
         for step in range(count):
             port = low + (first + step) % count
             try:
-                listenReportingUnreachable(self._reactor, port, session, address, MAX_PACKET)
+                listenTransferPort(self._reactor, port, session, address, MAX_PACKET)
                 return
             except CannotListenError:
                 continue
@@ -481,51 +482,38 @@ class TFTPSession(DatagramProtocol):
         self._sendsPairs = False  # set when _send is a real socket's (sendmsg)
         self.maxBlksize: int | None = None  # a cap below the policy's (--fit-mtu)
         self._deadline: Any = None  # the policy's maxDuration
+        self._sender: DatagramSender | None = None
 
     @property
     def filename(self) -> str:
         return self.request.filename.decode("utf-8", errors="backslashreplace")
 
     def startProtocol(self) -> None:
-        # The hot path: on a real socket, send with sendto() directly. udp.Port.write checks
-        # the address three times per datagram (a fifth of the per-block cost); the peer's
-        # address was checked once, when the request came in.
-        sock = getattr(self.transport, "socket", None)
-        if sock is not None and hasattr(sock, "sendto"):
-            sendto = sock.sendto
-            sendmsg = sock.sendmsg
-            peer = self.peer
-            log = self.log
+        # The hot path: send with the socket's own calls (a window in one GSO batch where
+        # the kernel can). udp.Port.write checks the address three times per datagram (a
+        # fifth of the per-block cost); the peer's address was checked once, when the
+        # request came in.
+        if self.server.tracer is not None:
+            return  # --trace/--pcap see every datagram: one per call, none batched
+        sender = senderFor(self.transport, self.peer, fileShrank=self._fileShrankSoon)
+        if sender is None:
+            return
+        self._sender = sender
+        self._send = sender.send  # type: ignore[method-assign]
+        self._sendsPairs = True
+        if self.isRead:
+            # One datagram per wake-up: a download's peer answers our DATA with one ACK,
+            # so udp.Port's second recvfrom (EAGAIN, raised and caught) is pure cost.
+            self.transport.maxThroughput = 1
+        sock = getattr(self.transport, "socket", self.transport)
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, self.server.policy.socketBuffer)
+            except OSError:
+                pass
 
-            def send(packet: Any) -> None:
-                for attempt in (1, 2):
-                    try:
-                        if type(packet) is tuple:  # (header, slice of the file's mapping)
-                            sendmsg(packet, (), 0, peer)
-                        else:
-                            sendto(packet, peer)
-                        return
-                    except OSError as e:  # EAGAIN...: a lost datagram, resent later
-                        if e.errno == errno.ECONNREFUSED and attempt == 1:
-                            # An ICMP error (queued, maybe a stray's) was reported here, not
-                            # this send's: the port reads its queue; send again.
-                            continue
-                        if e.errno == errno.EFAULT:  # the mapped file shrank under us
-                            self._reactor.callLater(0, self._fileShrank)
-                        log.debug("cannot send to {peer}: {error}", peer=peer, error=e)
-                        return
-
-            self._send = send  # type: ignore[method-assign]
-            self._sendsPairs = True
-            if self.isRead:
-                # One datagram per wake-up: a download's peer answers our DATA with one ACK,
-                # so udp.Port's second recvfrom (EAGAIN, raised and caught) is pure cost.
-                self.transport.maxThroughput = 1
-            for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, option, self.server.policy.socketBuffer)
-                except OSError:
-                    pass
+    def _fileShrankSoon(self) -> None:
+        self._reactor.callLater(0, self._fileShrank)  # (called from inside the engine's send)
 
     def _send(self, packet: Any) -> None:
         try:
@@ -607,6 +595,7 @@ class TFTPSession(DatagramProtocol):
                 rollover=policy.rollover,
                 timeout=policy.timeout,
                 sendsPairs=self._sendsPairs,
+                sendWindow=None if self._sender is None else self._sender.sendWindow,
             )
             engine.unansweredRetries = policy.unansweredRetries
             engine.finalResends = policy.finalResends
@@ -628,6 +617,12 @@ class TFTPSession(DatagramProtocol):
             )
             engine.unansweredRetries = policy.unansweredRetries
             engine.repeatFinalAck = True
+            if (
+                self.options.windowsize > 1
+                and self.server.tracer is None  # a trace reads datagram by datagram
+                and hasattr(self.transport, "receiveCoalesced")
+            ):
+                self.transport.receiveCoalesced()  # a window of DATA in one read (GRO)
             self.engine = engine
             self._watch(engine)
             if self.oack:

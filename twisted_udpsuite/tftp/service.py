@@ -59,6 +59,16 @@ __all__ = [
 MAX_WORKERS = 64
 """Largest C{--workers}: far above any useful count, low enough to catch a typo."""
 
+_workerCount = numberOption("workers", int, low=1, high=MAX_WORKERS)
+
+
+def workersOption(value: str) -> int:
+    """C{--workers}: a number, or C{auto} (one process per CPU, at most L{MAX_WORKERS})."""
+    if value.strip().lower() == "auto":
+        return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+    return int(_workerCount(value))
+
+
 INETD_TIMEOUT = 900.0
 """C{--inetd-timeout}'s default: idle seconds before exiting, C{in.tftpd --timeout}'s default."""
 
@@ -337,8 +347,8 @@ class Options(ServiceOptions):
             None,
             1,
             "Processes serving the port (1: this one only; N: this one and N-1 workers "
-            "sharing its socket).",
-            numberOption("workers", int, low=1, high=MAX_WORKERS),
+            "sharing its socket; auto: one per CPU, for production).",
+            workersOption,
         ],
         [
             "inetd-timeout",

@@ -25,7 +25,8 @@ API (stable; the client and the server both build on it):
 
 C{send(packet)} writes one datagram to the peer: bytes-like, or, for a L{Sender} with
 C{sendsPairs} whose reader offers a C{mapping}, a C{(header, payload)} pair to send as one
-datagram (C{sendmsg}). C{clock} is an L{IReactorTime}.
+datagram (C{sendmsg}). A L{Sender}'s optional C{sendWindow(packets)} sends several at once
+(a window in one system call: GSO). C{clock} is an L{IReactorTime}.
 C{reader.read(n)} returns up to C{n} bytes (C{b""} at the end) or a Deferred of them; a short
 read is topped up before it becomes a (short, final) block. C{writer.write(data)} may return a
 Deferred: no ACK goes out until it fires. C{commit()} (optional) runs after the last block is
@@ -40,7 +41,8 @@ L{QUIET_GAP}). Block numbers wrap after 65535 to C{rollover} (0 or 1) when sendi
 receiver accepts either. Sending ERRORs for timeouts is left out (the peer is gone); every
 other failure sends one. A receiver's re-ACK timer starts from its own C{timeout}, not the
 negotiated one (that is the peer's resend interval), and no round trip is sampled from an
-exchange in which either side resent (Karn's rule).
+exchange in which either side resent (Karn's rule). When a window stops short (its tail
+lost) the receiver's timer ACKs the last block it has (RFC 7440 §4), not the previous ACK.
 """
 
 from __future__ import annotations
@@ -377,6 +379,10 @@ class Sender(_Engine):
         with the kernel copying the payload (C{sendmsg}): only then is a reader's
         C{mapping} used. Copying a mapping in Python is not safe (a file that shrinks
         under it raises C{SIGBUS}); the kernel's copy fails with C{EFAULT} instead.
+    @param sendWindow: C{sendWindow(packets)} sends several packets (as C{send} takes
+        them) at once, all of one length but the last: a window in one system call
+        (L{twisted_udpsuite.tftp.batching.DatagramSender.sendWindow}). With it and
+        C{sendsPairs}, a windowed transfer sends from the mapping at any block size.
     """
 
     _hotOpcode = _ACK
@@ -392,16 +398,20 @@ class Sender(_Engine):
         rollover: int = 0,
         timeout: float = DEFAULT_TIMEOUT,
         sendsPairs: bool = False,
+        sendWindow: Any = None,
     ) -> None:
         super().__init__(send, clock, options, retries, timeout)
         if rollover not in (0, 1):
             raise ValueError("rollover must be 0 or 1")
         self._reader = reader
-        # Large blocks: if send() takes (header, payload) pairs (sendsPairs), a file mapping
-        # (optional on readers) is sent from by the kernel without a copy; else a synchronous
-        # readinto() (also optional) reads each block straight into its packet.
+        self._sendWindow = sendWindow
+        # Large blocks, or windows sent in batches: if send() takes (header, payload) pairs
+        # (sendsPairs), a file mapping (optional on readers) is sent from by the kernel
+        # without a copy; else a synchronous readinto() (also optional) reads each large
+        # block straight into its packet.
         large = options.blksize >= _LARGE_BLOCK
-        mapping = getattr(reader, "mapping", None) if large and sendsPairs else None
+        batched = sendWindow is not None and options.windowsize > 1
+        mapping = getattr(reader, "mapping", None) if (large or batched) and sendsPairs else None
         self._mapping: memoryview | None = mapping
         self._readinto = getattr(reader, "readinto", None) if large else None
         self._rollover = rollover
@@ -590,6 +600,8 @@ class Sender(_Engine):
                 self._clean = True
             if count - sent == 1:
                 self._send(window[sent])
+            elif self._sendWindow is not None:
+                self._sendWindow(window[sent:count])
             else:
                 send = self._send
                 for index in range(sent, count):
@@ -726,9 +738,12 @@ class Sender(_Engine):
 
     def _resendWindow(self) -> None:
         window = self._window
-        send = self._send
-        for index in range(self._sent):
-            send(window[index])
+        if self._sendWindow is not None and self._sent > 1:
+            self._sendWindow(window[: self._sent])
+        else:
+            send = self._send
+            for index in range(self._sent):
+                send(window[index])
         self.stats.retransmits += self._sent
 
     def _timedOut(self) -> None:
@@ -777,6 +792,8 @@ class Receiver(_Engine):
         return a Deferred; an exception becomes an ERROR to the peer.
     @param dally: how long to stay after the last ACK to answer a repeated last DATA;
         defaults to the maximum timeout.
+    @param writesAtOnce: the writer never returns a Deferred, so a window read whole
+        (L{windowReceived}) may be ACKed before it is written.
     """
 
     _hotOpcode = _DATA
@@ -792,8 +809,10 @@ class Receiver(_Engine):
         timeout: float = DEFAULT_TIMEOUT,
         commit: Any = None,
         dally: float | None = None,
+        writesAtOnce: bool = False,
     ) -> None:
         super().__init__(send, clock, options, retries, timeout)
+        self._writesAtOnce = writesAtOnce
         # The negotiated timeout is how long the *peer* waits before it resends (curl asks
         # for 5 or 6 s), not a round trip: our re-ACK timer starts from our own timeout and
         # follows measured round trips. Only its backoff may grow to the peer's interval, so
@@ -929,6 +948,60 @@ class Receiver(_Engine):
         else:
             delta = (block - want) % cycle
         return delta if delta < cycle // 2 else -1
+
+    def windowReceived(self, datagrams: list[bytes]) -> None:
+        """
+        Several datagrams from the peer read at once (a coalesced window, GRO). When they
+        are the rest of the current window, full blocks in order (not the last one), and
+        the writer writes at once, the window's ACK goes out I{before} they are written:
+        the sender then sends the next window while we write this one, and the two sides
+        overlap instead of taking turns. Anything else is fed one datagram at a time.
+        """
+        count = len(datagrams)
+        size = 4 + self._blksize
+        if (
+            not self._writesAtOnce
+            or self._over
+            or self._busy
+            or count != self._windowsize - self._inWindow
+        ):
+            for datagram in datagrams:
+                self.datagramReceived(datagram)
+            return
+        first = self._next
+        scheme = self._scheme
+        if scheme is None and first + count > 65536:
+            for datagram in datagrams:  # the first wrap: let _classify learn the scheme
+                self.datagramReceived(datagram)
+            return
+        wireFor = self._wireFor
+        for index, datagram in enumerate(datagrams):
+            if len(datagram) != size or _unpack(datagram) != (
+                _DATA,
+                wireFor(first + index, scheme or 0),
+            ):
+                for datagram in datagrams:
+                    self.datagramReceived(datagram)
+                return
+        if self._fresh:
+            self._rto.sample(self._clock.seconds() - self._ackedAt)
+        self._gapAcked = False
+        self._tries = 0
+        self._heard = True
+        self._next = first + count
+        stats = self.stats
+        stats.blocks += count
+        stats.bytes += count * self._blksize
+        self._sendAck(_pack(_ACK, wireFor(first + count - 1, scheme or 0)))
+        write = self._writer.write
+        for datagram in datagrams:
+            try:
+                written = write(datagram[4:])
+            except Exception:
+                self._writeFailed(Failure())
+                return
+            if written is not None and isinstance(written, Deferred):
+                written.addErrback(self._writeFailed)  # (not expected of such a writer)
 
     def dataReceived(self, block: int, payload: bytes) -> None:
         """A DATA block: write it if it is the next one; ACK per window, gap or duplicate."""
@@ -1096,6 +1169,14 @@ class Receiver(_Engine):
                 errors.TransferTimeout(f"no DATA 1 within {self._patience:g} s"),
                 sendError=False,
             )
+            return
+        if self._inWindow and not self._busy:
+            # RFC 7440: blocks came in order, then the rest of the window never did (lost,
+            # or dropped by a full receive buffer). ACK the last one we have, so the sender
+            # goes on from there instead of resending the whole window into the same loss.
+            # Not a retry: the peer moved since our last ACK.
+            self._sendAck(_pack(_ACK, self._wireFor(self._next - 1, self._scheme or 0)))
+            self._fresh = False  # the sender's own timer may have resent meanwhile (Karn)
             return
         if not self._retry():
             return
