@@ -7,7 +7,6 @@ is a command of its own because it has its own port, options and commands.)
 
 from __future__ import annotations
 
-import codecs
 import getpass
 import os
 from typing import Any
@@ -18,13 +17,14 @@ from twisted.python.filepath import FilePath
 
 from twisted_udpsuite.command import CommandError, CommandOptions, CommandSpec, Console, stopPort
 from twisted_udpsuite.ipmsg.files import FileOffers, FileServerFactory
-from twisted_udpsuite.ipmsg.peer import IPMSG_PORT, MAX_INBOUND, IPMsgPeer, expandHosts
+from twisted_udpsuite.ipmsg.peer import IPMSG_PORT, MAX_INBOUND, IPMsgPeer
+from twisted_udpsuite.ipmsg.service import MemberOptions
 from twisted_udpsuite.ipmsg.terminal import IPMsgTerminal
 from twisted_udpsuite.service import checkInterface, checkPort
 from twisted_udpsuite.terminal import cbreakMode, connectStdio
 
 
-class Options(CommandOptions):
+class Options(MemberOptions, CommandOptions):
     """Options of C{udpsuite ipmsg}."""
 
     longdesc = (
@@ -41,31 +41,13 @@ class Options(CommandOptions):
     ]
     optFlags = [["plain", None, "Leave the terminal in line mode (no redraw of typed text)."]]
 
-    def __init__(self) -> None:
-        super().__init__()
-        self["host"] = []
-
-    def opt_host(self, value: str) -> None:
-        """Also announce to ADDR (or a network of at most 256) by unicast; repeatable."""
-        self["host"].append(value)
-
     def postOptions(self) -> None:
         if self["nick"] is None:
             try:
                 self["nick"] = getpass.getuser()
             except Exception:
                 self["nick"] = "udpsuite"
-        if self["encoding"] == "auto":
-            self["encoding"] = None
-        else:
-            try:
-                codecs.lookup(self["encoding"])
-            except LookupError:
-                raise usage.UsageError(f"--encoding: unknown {self['encoding']!r}") from None
-        try:
-            expandHosts(self["host"])
-        except ValueError as e:
-            raise usage.UsageError(f"--host: {e}") from None
+        self.checkMember()
         if not os.path.isdir(self["download-dir"]):
             raise usage.UsageError(f"--download-dir: {self['download-dir']!r} is not a directory")
 

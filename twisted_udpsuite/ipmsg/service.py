@@ -19,6 +19,7 @@ and C{ipmsg-tcp}, as for echo).
 
 from __future__ import annotations
 
+import codecs
 import os
 import socket
 from typing import Any
@@ -224,7 +225,36 @@ def _sharedFiles(directory: FilePath) -> list[FilePath]:
     return [p for p in children if p.isfile() and not p.basename().startswith(".")][:64]
 
 
-class Options(ServiceOptions):
+class MemberOptions(usage.Options):
+    """
+    What C{twistd udpsuite ipmsg} and C{udpsuite ipmsg} share: C{--host} (repeatable)
+    and C{--encoding} (C{auto} becomes L{None}), checked by L{checkMember}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["host"] = []
+
+    def opt_host(self, value: str) -> None:
+        """Also announce to ADDR (or a network of at most 256) by unicast; repeatable."""
+        self["host"].append(value)
+
+    def checkMember(self) -> None:
+        """Check C{--encoding} and C{--host}; called from C{postOptions}."""
+        if self["encoding"] == "auto":
+            self["encoding"] = None
+        else:
+            try:
+                codecs.lookup(self["encoding"])
+            except LookupError:
+                raise usage.UsageError(f"--encoding: unknown {self['encoding']!r}") from None
+        try:
+            expandHosts(self["host"])
+        except ValueError as e:
+            raise usage.UsageError(f"--host: {e}") from None
+
+
+class Options(MemberOptions, ServiceOptions):
     """C{twistd -n udpsuite ipmsg}: a headless IP Messenger member (drop box)."""
 
     defaultPort = IPMSG_PORT
@@ -244,17 +274,7 @@ class Options(ServiceOptions):
     ]
     optFlags = [["accept-files", None, "Fetch files people send into --root."]]
 
-    def __init__(self) -> None:
-        super().__init__()
-        self["host"] = []
-
-    def opt_host(self, value: str) -> None:
-        """Also announce to ADDR (or a network of at most 256), beyond the broadcast; repeatable."""
-        self["host"].append(value)
-
     def postOptions(self) -> None:
-        import codecs
-
         if self["nick"] is None:
             self["nick"] = socket.gethostname()
         for name in ("root", "share"):
@@ -265,17 +285,7 @@ class Options(ServiceOptions):
                 self[name] = path
         if self["accept-files"] and self["root"] is None:
             raise usage.UsageError("--accept-files needs --root DIR")
-        if self["encoding"] == "auto":
-            self["encoding"] = None
-        else:
-            try:
-                codecs.lookup(self["encoding"])
-            except LookupError:
-                raise usage.UsageError(f"--encoding: unknown {self['encoding']!r}") from None
-        try:
-            expandHosts(self["host"])
-        except ValueError as e:
-            raise usage.UsageError(f"--host: {e}") from None
+        self.checkMember()
 
 
 def makeService(options: Options, reactor: Any = None) -> IPMsgService:
