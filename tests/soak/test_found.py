@@ -181,3 +181,30 @@ async def test_httpBytesThatAreNotUTF8(reactor: Any, tmp_path: Path) -> None:
     assert plain == b"23\n206"
     assert missing.endswith(b"\n404")
     assert failures == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"\x92sub/", b"/caf\xc3\xa9", b"sub/", b"*"],
+    ids=["not-ascii-no-slash", "raw-utf8", "no-slash", "asterisk"],
+)
+def test_httpTargetNotInOriginForm(tmp_path: Path, target: bytes) -> None:
+    """
+    Found by the fuzzer (#16 §5): C{GET \\x92sub/} made Twisted drop the first byte as if
+    it were the slash, list C{sub/}, and fail rendering the raw target in the listing's
+    title: a traceback and a 500. A target that is not ASCII, or not a path, is a 400
+    with nothing logged as a failure.
+    """
+    from twisted.internet.testing import StringTransport
+
+    from twisted_udpsuite.files.http import httpSite
+
+    (tmp_path / "sub").mkdir()
+    site = httpSite(FilePath(str(tmp_path)), task.Clock())
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    with capturedLogs() as events:
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 400 "), transport.value()[:200]
+    assert [formatEvent(e) for e in events if e.get("log_failure")] == []

@@ -87,6 +87,18 @@ class _Request(server.Request):
         super().__init__(channel, *args, **kw)
         self.arrived = channel.factory._clock.seconds()
 
+    def process(self) -> None:
+        if not self.uri.isascii() or not self.path.startswith(b"/"):
+            # A request target is ASCII in origin form (RFC 9112 §3.2); Twisted drops the
+            # first byte as if it were the slash and renders the rest, so C{\x92sub/} was a
+            # traceback and a 500 from its listing (found by the fuzzer, #16 §5).
+            self.setResponseCode(http.BAD_REQUEST)
+            self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            self.write(b"bad request target\n")
+            self.finish()
+            return
+        super().process()
+
 
 @implementer(IDrainable)
 class FileSite(server.Site):
