@@ -21,11 +21,12 @@ import struct
 import sys
 from typing import Any
 
-from twisted.internet import udp
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
 from zope.interface import Interface
+
+from twisted_udpsuite.twistedprivate import SocketBoundPort
 
 __all__ = [
     "BAD_SOURCE_ERRORS",
@@ -103,19 +104,19 @@ def localAddressFrom(ancillary: list[tuple[int, int, bytes]], family: int) -> st
     return found
 
 
-class LocalAddressPort(udp.Port):
+class LocalAddressPort(SocketBoundPort):
     """
     A C{udp.Port} that reads with C{recvmsg} and hands protocols that provide
     L{ILocalAddressReceiver} the local address of each datagram.
 
-    Also right for a socket adopted from another process (C{_fromListeningDescriptor}):
+    Also right for a socket adopted from another process (L{SocketBoundPort.adopt}):
     the options are set again on the shared socket, which is harmless.
     """
 
     _log = Logger()
 
-    def _bindSocket(self) -> None:
-        super()._bindSocket()
+    def socketBound(self) -> None:
+        """Ask for the packet info of every datagram (both families' on an IPv6 socket)."""
         sock = self.socket
         options = [(socket.IPPROTO_IP, IP_PKTINFO)]
         if self.addressFamily == socket.AF_INET6:
@@ -183,7 +184,7 @@ def listenUDP(
     """
     if interface in _WILDCARDS and _hasPacketInfo(reactor):
         listening = LocalAddressPort(port, protocol, interface, maxPacketSize, reactor)
-        listening.startListening()
+        listening.listen()
         return listening
     return reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=maxPacketSize)
 
@@ -198,10 +199,8 @@ def adoptDatagramPort(
     if _hasPacketInfo(reactor):
         if family not in (socket.AF_INET, socket.AF_INET6):
             raise ValueError(f"not an IP address family: {family}")
-        adopted = LocalAddressPort._fromListeningDescriptor(
-            reactor, fd, family, protocol, maxPacketSize
-        )
-        adopted.startListening()
+        adopted = LocalAddressPort.adopt(reactor, fd, family, protocol, maxPacketSize)
+        adopted.listen()
         return adopted
     return reactor.adoptDatagramPort(fd, family, protocol, maxPacketSize=maxPacketSize)
 

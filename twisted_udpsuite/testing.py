@@ -70,6 +70,7 @@ from zope.interface import implementer
 
 from twisted_udpsuite.localaddress import IP_PKTINFO, ILocalAddressReceiver
 from twisted_udpsuite.tftp.batching import MAX_SEGMENTS, UDP_GRO, UDP_SEGMENT
+from twisted_udpsuite.twistedprivate import earliestCall, popDueCall
 from twisted_udpsuite.unreachable import IUnreachableReceiver
 
 __all__ = [
@@ -104,19 +105,16 @@ class EventClock(Clock):
 
     def advance(self, amount: float) -> None:
         end = self.rightNow + amount
-        self._sortCalls()
-        while self.calls and self.calls[0].getTime() <= end:
-            call = self.calls.pop(0)
+        while (call := popDueCall(self, end)) is not None:
             self.rightNow = max(self.rightNow, call.getTime())
             call.called = 1
             call.func(*call.args, **call.kw)
-            self._sortCalls()
         self.rightNow = end
 
     def nextCallTime(self) -> float | None:
         """When the next scheduled call is due, or L{None} if nothing is."""
-        self._sortCalls()
-        return self.calls[0].getTime() if self.calls else None
+        call = earliestCall(self)
+        return None if call is None else call.getTime()
 
 
 @dataclass

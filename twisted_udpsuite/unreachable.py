@@ -23,13 +23,13 @@ import socket
 import struct
 from typing import Any
 
-from twisted.internet import udp
 from twisted.internet.interfaces import IHalfCloseableDescriptor, IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from twisted_udpsuite.localaddress import _hasPacketInfo
+from twisted_udpsuite.twistedprivate import SocketBoundPort
 
 __all__ = ["IUnreachableReceiver", "UnreachableReportingPort", "listenUDP"]
 
@@ -55,7 +55,7 @@ class IUnreachableReceiver(Interface):
 
 
 @implementer(IHalfCloseableDescriptor)
-class UnreachableReportingPort(udp.Port):
+class UnreachableReportingPort(SocketBoundPort):
     """
     A C{udp.Port} with C{IP_RECVERR}: ICMP port unreachable for a datagram it sent is
     reported to its protocol (L{IUnreachableReceiver}, if it provides it) and otherwise
@@ -65,8 +65,8 @@ class UnreachableReportingPort(udp.Port):
     _log = Logger()
     _receiver: Any = None  # the protocol as an IUnreachableReceiver (False: it is not one)
 
-    def _bindSocket(self) -> None:
-        super()._bindSocket()
+    def socketBound(self) -> None:
+        """Ask for ICMP errors (both families' on an IPv6 socket)."""
         options = [(socket.IPPROTO_IP, IP_RECVERR)]
         if self.addressFamily == socket.AF_INET6:
             options.append((socket.IPPROTO_IPV6, IPV6_RECVERR))
@@ -170,7 +170,7 @@ def listenUDP(
     """
     if _hasPacketInfo(reactor):
         listening = portType(port, protocol, interface, maxPacketSize, reactor)
-        listening.startListening()
+        listening.listen()
         return listening
     listening = reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=maxPacketSize)
     if hasattr(listening, "reportsUnreachable"):
