@@ -90,7 +90,7 @@ class ServiceOptions(usage.Options):
     Base for each service's options: C{--port} and C{--interface}.
 
     Subclasses set L{defaultPort} and add their own options.  C{--interface}
-    defaults to all IPv4 interfaces (C{''}), as C{shared/CLI.md} requires.
+    defaults to all IPv4 interfaces (C{''}).
     """
 
     defaultPort: ClassVar[int] = 0
@@ -114,6 +114,22 @@ class ServiceOptions(usage.Options):
 
 
 @dataclass(frozen=True)
+class Offer:
+    """
+    A port a service offers to its LAN, as discovery advertises it
+    (C{name/transport:port}).
+
+    @ivar name: the name advertised (C{"echo"}, C{"http"}).
+    @ivar transport: C{"udp"} or C{"tcp"}.
+    @ivar portOption: the service's option holding the port number.
+    """
+
+    name: str
+    transport: str
+    portOption: str = "port"
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     """
     One C{twistd -n udpsuite} subcommand.
@@ -122,6 +138,8 @@ class ServiceSpec:
         (not yet started) service; C{reactor} is the one to listen on.
     @ivar startsByDefault: whether a plain C{twistd -n udpsuite} (no
         subcommand) starts it too.
+    @ivar offers: the ports a discovery responder started beside it advertises
+        (none by default: a service says what it offers, on which transport).
     """
 
     name: str
@@ -129,6 +147,15 @@ class ServiceSpec:
     options: type[ServiceOptions]
     makeService: Callable[[Any, Any], IService]
     startsByDefault: bool = True
+    offers: tuple[Offer, ...] = ()
+
+    def offered(self, options: usage.Options) -> list[tuple[str, str, int]]:
+        """
+        C{(name, transport, port)} for each of L{offers} that C{options} give a port:
+        an option left unset (L{None}) or 0 (any free port, not known yet) offers none.
+        """
+        ports = [(offer, options.get(offer.portOption)) for offer in self.offers]
+        return [(offer.name, offer.transport, port) for offer, port in ports if port]
 
 
 @dataclass

@@ -14,6 +14,7 @@ from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.service import (
     Listener,
     ListeningService,
+    Offer,
     ServiceOptions,
     ServiceSpec,
     numberOption,
@@ -137,4 +138,10 @@ def makeService(options: Options, reactor: Any = None) -> ChatRoomService:
     )
 
 
-SPEC = ServiceSpec("chatroom", "UDP chat room (relays members' messages)", Options, makeService)
+SPEC = ServiceSpec(
+    "chatroom",
+    "UDP chat room (relays members' messages)",
+    Options,
+    makeService,
+    offers=(Offer("chatroom", "udp"),),
+)

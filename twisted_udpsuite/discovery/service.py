@@ -31,14 +31,6 @@ from twisted_udpsuite.service import (
 
 __all__ = ["Options", "ResponderService", "SPEC", "makeService", "parseServiceEntry"]
 
-#: The transport protocols of each suite service, for describing siblings.
-SERVICE_PROTOCOLS: dict[str, tuple[str, ...]] = {
-    "echo": ("udp", "tcp"),
-    "tftp": ("udp",),
-    "files": ("tcp",),
-    "chatroom": ("udp",),
-}
-
 
 class ResponderService(ListeningService):
     """
@@ -172,18 +164,18 @@ class Options(ServiceOptions):
         if self["rate"] <= 0 or self["burst"] < 1:
             raise usage.UsageError("--rate must be above 0 and --burst at least 1")
 
-    def describeSiblings(self, selected: Iterable[tuple[Any, usage.Options]]) -> None:
-        """Describe the other services started in the same process (tap's hook)."""
+    def describeSiblings(self, selected: Iterable[tuple[ServiceSpec, usage.Options]]) -> None:
+        """
+        Describe the other services started in the same process (tap's hook): what
+        each one's L{ServiceSpec.offers} says, on the ports its options give.
+        """
         for spec, options in selected:
             if options is self:
                 continue
-            for protocol in SERVICE_PROTOCOLS.get(spec.name, ("udp",)):
-                entry = ServiceEntry(spec.name, protocol, options["port"])
+            for name, transport, port in spec.offered(options):
+                entry = ServiceEntry(name, transport, port)
                 if entry not in self["services"]:
                     self["services"].append(entry)
-            httpPort = options.get("http-port")
-            if httpPort:
-                self["services"].append(ServiceEntry("http", "tcp", httpPort))
 
 
 def makeService(options: Options, reactor: Any = None) -> ResponderService:

@@ -45,6 +45,7 @@ from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.service import (
     Listener,
     ListeningService,
+    Offer,
     ServiceOptions,
     ServiceSpec,
     numberOption,
@@ -304,4 +305,5 @@ SPEC = ServiceSpec(
     Options,
     makeService,
     startsByDefault=False,
+    offers=(Offer("ipmsg", "udp"),),
 )
