@@ -96,7 +96,7 @@ class Drain:
         self._deadline: Any = None
 
     def begin(self, timeout: float, idle: bool) -> Deferred[None]:
-        """Start (or join) the drain; fires once the server is L{idle}."""
+        """Start (or join) the drain; fires once the server is idle (at once if C{idle})."""
         self.stopping = True
         if idle:
             return succeed(None)

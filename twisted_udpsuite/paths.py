@@ -6,7 +6,7 @@ goes through L{AtomicFileWriter}.  Twisted's own helpers are not enough on their
 C{FilePath.preauthChild} checks containment with a string prefix (C{../tftp2/x} escapes
 from C{/srv/tftp}), C{FilePath.child("")} is the parent itself, and C{FilePath.realpath()}
 only resolves a path that is I{itself} a symlink, not a symlinked directory above it.  So
-this module folds with C{child()} and checks with L{os.path.realpath}, segment by segment.
+this module folds with C{child()} and checks with C{os.path.realpath}, segment by segment.
 
 Request syntax accepted by L{safeDescendant}:
 
@@ -134,7 +134,7 @@ def safeDescendant(
     """
     Resolve an untrusted request to a path inside C{root}, or raise L{UnsafePath}.
 
-    The result is the I{resolved} path (symlinks followed, as by L{os.path.realpath}), so
+    The result is the I{resolved} path (symlinks followed, as by C{os.path.realpath}), so
     what the caller opens is exactly what was checked: retargeting an existing symlink
     after the check cannot redirect the open.  The cost: names are the real ones (log the
     request for what the peer asked), and a root given through a symlink is not C{==} to

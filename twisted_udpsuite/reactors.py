@@ -48,7 +48,7 @@ _R = TypeVar("_R")
 
 def reactorOr(reactor: _R | None) -> _R:
     """
-    C{reactor} itself, or the global reactor when it is L{None}.
+    C{reactor} itself, or the global reactor when it is C{None}.
 
     Library classes take an optional reactor (tests pass a clock or a
     L{twisted_udpsuite.testing.MemoryHost}) and import the global one only

@@ -49,7 +49,7 @@ def numberOption(
     """
     A C{usage.Options} coercer for C{--NAME}: a finite number of C{kind}
     that is at least C{low}, at most C{high} and greater than C{above} (each
-    where given).  With C{zeroMeansNone}, 0 (for "unlimited") becomes L{None}.
+    where given).  With C{zeroMeansNone}, 0 (for "unlimited") becomes C{None}.
     """
     if low is not None and high is not None:
         bound = f"from {low} to {high}"
@@ -152,7 +152,7 @@ class ServiceSpec:
     def offered(self, options: usage.Options) -> list[tuple[str, str, int]]:
         """
         C{(name, transport, port)} for each of L{offers} that C{options} give a port:
-        an option left unset (L{None}) or 0 (any free port, not known yet) offers none.
+        an option left unset (C{None}) or 0 (any free port, not known yet) offers none.
         """
         ports = [(offer, options.get(offer.portOption)) for offer in self.offers]
         return [(offer.name, offer.transport, port) for offer, port in ports if port]
@@ -216,7 +216,7 @@ class ListeningService(Service):
         self._reactor = reactor
 
     def portOf(self, index: int) -> Any:
-        """The port of listener C{index} while bound, else (or if there is none) L{None}."""
+        """The port of listener C{index} while bound, else (or if there is none) C{None}."""
         return self.listeners[index].listening if index < len(self.listeners) else None
 
     @property

@@ -66,7 +66,7 @@ class Options(usage.Options):
             "('' all IPv4 (default), '::' IPv4+IPv6, or one address).",
             checkInterface,
         ],
-        # Operations (#11 §3, §4): metrics and drain apply to every service started.
+        # Operations: metrics and drain apply to every service started.
         [
             "metrics-port",
             None,
@@ -204,7 +204,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     listeners here, before twistd forks or starts logging, so that a socket no service
     takes is one line on stderr and exit status 1.
 
-    @param reactor: where the services listen (the global reactor if L{None};
+    @param reactor: where the services listen (the global reactor if C{None};
         tests pass a L{twisted_udpsuite.testing.MemoryHost}).
     """
     twistd = getattr(options, "parent", None)  # twistd's own options, when run by it

@@ -222,7 +222,7 @@ def cbreakMode(reactor: Any) -> Callable[[], None] | None:
     Put a terminal stdin in cbreak mode (keys arrive one by one, no echo;
     Ctrl-C still interrupts) so a L{LineTerminal} can redraw the partly typed
     line.  Returns the function that restores it (also run at reactor
-    shutdown), or L{None} when stdin is not a terminal.
+    shutdown), or C{None} when stdin is not a terminal.
     """
     import termios
     import tty

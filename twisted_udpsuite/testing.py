@@ -112,7 +112,7 @@ class EventClock(Clock):
         self.rightNow = end
 
     def nextCallTime(self) -> float | None:
-        """When the next scheduled call is due, or L{None} if nothing is."""
+        """When the next scheduled call is due, or C{None} if nothing is."""
         call = earliestCall(self)
         return None if call is None else call.getTime()
 
@@ -149,7 +149,7 @@ def _ipVersion(host: str) -> int | None:
 
 
 def _mappedV4(address: str) -> str | None:
-    """The IPv4 address inside a V4-mapped IPv6 address, else L{None}."""
+    """The IPv4 address inside a V4-mapped IPv6 address, else C{None}."""
     try:
         ip = ipaddress.IPv6Address(address)
     except ValueError:

@@ -19,7 +19,7 @@ What is relied on:
     (Twisted's own C{abortConnection} replaces it the same way): L{overrideDoRead} and
     L{restoreDoRead}.
   - C{twisted.web._newclient.ResponseDone}, the reason a streamed HTTP body ended, here
-    as L{ResponseDone}: C{twisted.web.client} exports it too, but importing that module
+    as C{ResponseDone}: C{twisted.web.client} exports it too, but importing that module
     early imports Twisted's endpoints, whose systemd parser reads C{LISTEN_FDS}.
 """
 

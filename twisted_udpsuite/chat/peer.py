@@ -1,6 +1,6 @@
 """
 The chat peer: a L{DatagramProtocol} that talks plain text to another peer
-(C{nc -u}, C{socat}, the seeds' scripts) or joins a chat room.
+(C{nc -u}, C{socat}, any script) or joins a chat room.
 
 In a room it keeps the membership alive with keepalives, notices gaps in the
 room's sequence numbers (and, through the keepalive's answer, messages lost

@@ -112,7 +112,7 @@ class IChatRoomObserver(Interface):
         """C{member} (with its new nick) was called C{oldNick}."""
 
     def messageRelayed(relay: Relay, member: Member | None) -> None:
-        """A line was relayed: a member's message, or a room event (C{member} L{None})."""
+        """A line was relayed: a member's message, or a room event (C{member} C{None})."""
 
 
 @implementer(ILocalAddressReceiver)

@@ -3,7 +3,7 @@ Discovery protocols: L{Responder} answers probes, L{Discoverer} sends them
 and collects answers (L{discover} is the one-call form), L{PeerTable} keeps
 the peers that announce themselves.
 
-The rules come from the anchors (SSDP, mDNS, IPMsg): answer by unicast,
+The rules are those of SSDP, mDNS and IPMsg: answer by unicast,
 after a random delay within the prober's window, once per probe, at a
 limited rate per source, never to broadcast or multicast sources nor to
 oneself, and never with more bytes than the probe carried.
@@ -226,7 +226,7 @@ class Responder(DatagramProtocol):
         )
 
     def _refusal(self, message: Message, data: bytes, addr: Address) -> str | None:
-        """Why this probe gets no answer, or L{None} if it gets one."""
+        """Why this probe gets no answer, or C{None} if it gets one."""
         if message.instance == self.instance:
             return "own"
         if isUnanswerableSource(addr[0]):
@@ -341,14 +341,14 @@ class Discoverer:
     no socket may broadcast at all.
 
     @param interfaces: IPv4 interfaces (C{"192.0.2.1/24"}) whose directed
-        broadcasts to probe; L{None} asks the operating system.
-    @param ipv6Interfaces: interface names for C{ff02::1%NAME}; L{None} asks
+        broadcasts to probe; C{None} asks the operating system.
+    @param ipv6Interfaces: interface names for C{ff02::1%NAME}; C{None} asks
         the operating system; empty means plain C{ff02::1} (the default link).
     @param onFound: called with each new L{DiscoveredResponder}.
     @param unicastTargets: addresses also probed directly (a responder
         bound to a unicast address, or one beyond a router).
     @param broadcast: probe the broadcast, multicast and loopback targets
-        (the default); L{False} probes exactly C{unicastTargets}.
+        (the default); C{False} probes exactly C{unicastTargets}.
     @param loopback: with C{broadcast}, also probe 127.0.0.1 and ::1.
     """
 

@@ -40,7 +40,7 @@ class ResponderService(ListeningService):
     a socket bound to one unicast address only ever hears probes sent to
     that address.
 
-    @param announceInterval: seconds between announces (L{None}: never).
+    @param announceInterval: seconds between announces (C{None}: never).
     @param announceTargets: where announces go; by default the limited
         broadcast and every interface's directed broadcast, on C{port}.
     """

@@ -102,7 +102,7 @@ class PeerInfo:
     """
     One member of the LAN, as its packets describe it.
 
-    @ivar encoding: the code page of its packets without UTF8OPT (L{None}: guess
+    @ivar encoding: the code page of its packets without UTF8OPT (C{None}: guess
         each time); learnt from iptux's entry, or from how its entry decoded.
     @ivar features: the option bits of its last entry (CAPUTF8OPT, FILEATTACHOPT...).
     """
@@ -281,9 +281,9 @@ class IPMsgPeer(DatagramProtocol):
 
     @param nick: shown to the others.
     @param encoding: the code page for peers that do not do UTF-8, and of our
-        broadcasts; L{None} (auto) guesses each peer's (UTF-8 or GB18030) and
+        broadcasts; C{None} (auto) guesses each peer's (UTF-8 or GB18030) and
         broadcasts in GB18030 (which is GBK for the characters GBK has).
-    @param broadcastTargets: where BR_ENTRY goes; L{None}: 255.255.255.255 and
+    @param broadcastTargets: where BR_ENTRY goes; C{None}: 255.255.255.255 and
         each interface's directed broadcast.
     @param hostList: addresses (or networks of at most 256 addresses) to send
         BR_ENTRY to by unicast, for peers that broadcasts do not reach.
@@ -384,7 +384,7 @@ class IPMsgPeer(DatagramProtocol):
         self._toEveryone(self._entryPacket(Mode.BR_ENTRY))
 
     def setAbsence(self, text: str | None) -> None:
-        """Go away (C{text}: why) or, with L{None}, come back; tells everyone (BR_ABSENCE)."""
+        """Go away (C{text}: why) or, with C{None}, come back; tells everyone (BR_ABSENCE)."""
         self.absence = text
         self._toEveryone(self._entryPacket(Mode.BR_ABSENCE))
 

@@ -67,7 +67,7 @@ class DropBox:
     """
     Logs messages and presence; with C{root}, fetches offered files into it.
 
-    @param maxFileSize: larger offers are refused (L{None}: no limit).
+    @param maxFileSize: larger offers are refused (C{None}: no limit).
     @ivar received: the files fetched.
     """
 
@@ -229,7 +229,7 @@ def _sharedFiles(directory: FilePath) -> list[FilePath]:
 class MemberOptions(usage.Options):
     """
     What C{twistd udpsuite ipmsg} and C{udpsuite ipmsg} share: C{--host} (repeatable)
-    and C{--encoding} (C{auto} becomes L{None}), checked by L{checkMember}.
+    and C{--encoding} (C{auto} becomes C{None}), checked by L{checkMember}.
     """
 
     def __init__(self) -> None:
