@@ -96,9 +96,9 @@ async def main(
     L{CommandError} as it ends.
     """
     console = console if console is not None else Console.standard()
-    options = Options()
+    options = Options()  # type: ignore[no-untyped-call]
     try:
-        options.parseOptions(argv)
+        options.parseOptions(argv)  # type: ignore[no-untyped-call]
     except usage.UsageError as e:
         console.warn(f"{PROGRAM}: error: {e} (see: {commandWords(options)} --help)")
         return 2

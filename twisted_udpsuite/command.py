@@ -231,7 +231,7 @@ class CommandOptions(SuiteOptions):
                 ordered.extend([name, value])
             else:
                 ordered.append(name)
-        super().parseOptions([*ordered, "--", *arguments])
+        super().parseOptions([*ordered, "--", *arguments])  # type: ignore[no-untyped-call]
 
 
 def downloadPath(remote: str, local: str | None, name: str) -> str:

@@ -74,9 +74,11 @@ class DrainingMultiService(MultiService):
         def failed(failure: Failure) -> None:
             self.log.failure("draining before stop", failure)
 
-        d.addErrback(failed)
-        d.addCallback(lambda _: MultiService.stopService(self))
-        return d
+        def stop(_: object) -> Deferred[None] | None:
+            stopped: Deferred[None] | None = MultiService.stopService(self)  # type: ignore[no-untyped-call]
+            return stopped
+
+        return d.addErrback(failed).addCallback(stop)
 
 
 class Drain:

@@ -19,10 +19,11 @@ import ipaddress
 import socket
 import struct
 import sys
-from typing import Any
+from typing import Any, TypeGuard
 
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IReactorFDSet, IReactorSocket, IReactorUDP
 from twisted.internet.posixbase import PosixReactorBase
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import Interface
 
@@ -170,13 +171,24 @@ class LocalAddressPort(SocketBoundPort):
                 self._log.failure("unhandled error in {protocol}", protocol=self.protocol)
 
 
-def _hasPacketInfo(reactor: Any) -> bool:
-    """Whether C{reactor}'s UDP sockets are real ones whose packet info we know (Linux)."""
-    return isinstance(reactor, PosixReactorBase) and sys.platform.startswith("linux")
+def _hasPacketInfo(reactor: object) -> TypeGuard[IReactorFDSet]:
+    """
+    Whether C{reactor}'s UDP sockets are real ones whose packet info we know (Linux): a
+    POSIX reactor, which reads descriptors itself.
+    """
+    return (
+        isinstance(reactor, PosixReactorBase)
+        and IReactorFDSet.providedBy(reactor)
+        and sys.platform.startswith("linux")
+    )
 
 
 def listenUDP(
-    reactor: Any, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+    reactor: IReactorUDP,
+    port: int,
+    protocol: DatagramProtocol,
+    interface: str = "",
+    maxPacketSize: int = 8192,
 ) -> IListeningPort:
     """
     C{reactor.listenUDP}, with a L{LocalAddressPort} where it matters and works: a wildcard
@@ -190,7 +202,11 @@ def listenUDP(
 
 
 def adoptDatagramPort(
-    reactor: Any, fd: int, family: int, protocol: Any, maxPacketSize: int = 8192
+    reactor: IReactorSocket,
+    fd: int,
+    family: int,
+    protocol: DatagramProtocol,
+    maxPacketSize: int = 8192,
 ) -> IListeningPort:
     """
     C{reactor.adoptDatagramPort} (a socket another process bound, e.g. a TFTP worker's),
@@ -202,7 +218,8 @@ def adoptDatagramPort(
         adopted = LocalAddressPort.adopt(reactor, fd, family, protocol, maxPacketSize)
         adopted.listen()
         return adopted
-    return reactor.adoptDatagramPort(fd, family, protocol, maxPacketSize=maxPacketSize)
+    # Twisted's hint says AddressFamily; it takes any int (and refuses a bad one itself).
+    return reactor.adoptDatagramPort(fd, family, protocol, maxPacketSize=maxPacketSize)  # type: ignore[arg-type]
 
 
 def writeFrom(transport: Any, datagram: bytes, addr: Any, local: str | None) -> None:

@@ -72,5 +72,5 @@ def jsonLogger(argv: Sequence[str] | None = None) -> JSONLogObserver:
     @param argv: twistd's arguments (C{sys.argv} without the program name by default).
     """
     path = twistdLogfile(sys.argv[1:] if argv is None else argv)
-    out: IO[Any] = sys.stdout if path in (None, "-") else LogFile.fromFullPath(path)
+    out: IO[Any] = sys.stdout if path in (None, "-") else LogFile.fromFullPath(path)  # type: ignore[no-untyped-call]
     return JSONLogObserver(out)

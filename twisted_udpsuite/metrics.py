@@ -355,11 +355,11 @@ def metricsSite(metrics: SuiteMetrics) -> Any:
     from twisted.web.resource import Resource
     from twisted.web.server import Site
 
-    resource = MetricsResource(metrics.registry)
-    root = Resource()
+    resource = MetricsResource(metrics.registry)  # type: ignore[no-untyped-call]
+    root = Resource()  # type: ignore[no-untyped-call]
     root.putChild(b"metrics", resource)
     root.putChild(b"", resource)
-    site = Site(root)
+    site = Site(root)  # type: ignore[no-untyped-call]
     site.noisy = False
     return site
 

@@ -83,9 +83,12 @@ class _Listener(DatagramProtocol):
         # Twisted's epoll and poll reactors take the socket's error event for a closed
         # descriptor and stop the port without calling connectionRefused(): the error
         # is still there to read, until the port closes the socket after this call.
+        sock = getattr(self._port, "socket", None)  # None once closed, or not a real port
+        if sock is None:
+            return
         try:
-            error = self._port.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        except (AttributeError, OSError):
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except OSError:
             return
         if error == errno.ECONNREFUSED:
             self.connectionRefused()

@@ -96,7 +96,7 @@ class ServiceOptions(usage.Options):
     defaultPort: ClassVar[int] = 0
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self["port"] = self.defaultPort
         self["interface"] = ""
 
@@ -225,13 +225,13 @@ class ListeningService(Service):
         return any(listener.listening is not None for listener in self.listeners)
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
         self.listen()
 
     def startService(self) -> None:
         if not self.bound:
             self.listen()
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
 
     def listen(self) -> None:
         """Bind (or adopt) every listener's socket, all or none."""
@@ -261,7 +261,8 @@ class ListeningService(Service):
     def _listenOne(self, listener: Listener, port: int) -> Any:
         reactor, fd = self._reactor, listener.inherited
         if fd is not None:
-            setNonBlocking(fd)  # the reactor's to adopt (systemd and inetd hand them blocking)
+            # The reactor's to adopt (systemd and inetd hand them blocking).
+            setNonBlocking(fd)  # type: ignore[no-untyped-call]
         if listener.transport == "udp":
             if fd is not None:
                 family = describe(fd).family
@@ -299,11 +300,11 @@ class ListeningService(Service):
         )
 
     def stopService(self) -> Deferred[Any]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
 
         def drained(result: object) -> Deferred[Any]:
             if isinstance(result, Failure):
-                if result.check(FirstError):
+                if isinstance(result.value, FirstError):
                     result = result.value.subFailure
                 self.log.failure("while draining", result)
             return self.unbind()

@@ -94,7 +94,7 @@ class Options(usage.Options):
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Parse, turning a usage error into one line on stderr and exit status 2."""
         try:
-            super().parseOptions(options)
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
         except usage.UsageError as e:
             sys.stderr.write(f"{_PROGRAM}: error: {e} (see: {_PROGRAM} --help)\n")
             raise SystemExit(2) from None
@@ -108,7 +108,7 @@ class Options(usage.Options):
             if not spec.startsByDefault:
                 continue
             sub = spec.options()
-            sub.parseOptions(
+            sub.parseOptions(  # type: ignore[no-untyped-call]
                 ["--interface", self["interface"]] if self["interface"] is not None else []
             )
             self.selected.append((spec, sub))
@@ -153,7 +153,7 @@ class _ExitOnStartupError(DrainingMultiService):
     log = Logger(namespace="twisted_udpsuite")
 
     def __init__(self, daemon: bool = False, pidfile: str | None = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.daemon = daemon
         self.pidfile = pidfile
 
@@ -218,12 +218,12 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         for spec, sub in options.selected:
             sub["drain"] = options["drain"]  # for TFTP's worker processes
             child: IService = spec.makeService(sub, reactor)
-            child.setName(spec.name)
-            child.setServiceParent(top)
+            child.setName(spec.name)  # type: ignore[no-untyped-call]
+            child.setServiceParent(top)  # type: ignore[no-untyped-call]
             if metrics is not None:
                 metrics.watch(spec.name, child)
         if metrics is not None:
-            MetricsService(
+            MetricsService(  # type: ignore[no-untyped-call]
                 metrics, options["metrics-port"], options["metrics-interface"], reactor
             ).setServiceParent(top)
         listeners = [listener for child in top for listener in getattr(child, "listeners", ())]

@@ -128,7 +128,7 @@ class LineTerminal(LineReceiver):
 
     def dataReceived(self, data: bytes) -> None:
         if not self.lineEditing:
-            super().dataReceived(data)
+            super().dataReceived(data)  # type: ignore[no-untyped-call]
             return
         for ch in self._decoder.decode(data):
             self._key(ch)
@@ -146,7 +146,7 @@ class LineTerminal(LineReceiver):
             return
         if ch in "\r\n":
             line, self.typed = self.typed, ""
-            self.transport.write(b"\n")
+            self._echo(b"\n")
             self.lineReceived(line.encode(self.encoding, "replace"))
         elif ch in "\x7f\b":
             self.typed = self.typed[:-1]
@@ -160,7 +160,7 @@ class LineTerminal(LineReceiver):
             self._redraw()
         elif ch == "\x04":  # Ctrl-D
             if not self.typed:
-                self.transport.write(b"\n")
+                self._echo(b"\n")
                 self._quit()
         elif ch == "\x1b":
             self._escape = ch
@@ -168,11 +168,16 @@ class LineTerminal(LineReceiver):
             if len(self.typed.encode(self.encoding, "replace")) >= self.MAX_LENGTH:
                 return
             self.typed += ch
-            self.transport.write(ch.encode(self.encoding, "replace"))
+            self._echo(ch.encode(self.encoding, "replace"))
+
+    def _echo(self, data: bytes) -> None:
+        """Write what line editing draws (keys arrive only through a transport)."""
+        assert self.transport is not None
+        self.transport.write(data)
 
     def _redraw(self) -> None:
         line = self.prompt + self.typed
-        self.transport.write(b"\r\x1b[K" + line.encode(self.encoding, "replace"))
+        self._echo(b"\r\x1b[K" + line.encode(self.encoding, "replace"))
 
     def lineReceived(self, line: bytes) -> None:
         text = line.decode(self.encoding, "replace").rstrip("\r")
@@ -250,4 +255,4 @@ def connectStdio(protocol: LineTerminal, reactor: Any) -> Any:
     """Attach a terminal protocol to stdin/stdout (tests replace this)."""
     from twisted.internet.stdio import StandardIO
 
-    return StandardIO(protocol, reactor=reactor)
+    return StandardIO(protocol, reactor=reactor)  # type: ignore[no-untyped-call]

@@ -23,7 +23,8 @@ import socket
 import struct
 from typing import Any
 
-from twisted.internet.interfaces import IHalfCloseableDescriptor, IListeningPort
+from twisted.internet.interfaces import IHalfCloseableDescriptor, IListeningPort, IReactorUDP
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
@@ -108,12 +109,12 @@ class UnreachableReportingPort(SocketBoundPort):
         of the socket. Read the queue and listen on (the reactor stopped reading).
         """
         if self.socket is None or self.readErrors() is None:
-            self.connectionLost(reason)
+            self.connectionLost(reason)  # type: ignore[no-untyped-call]
             return
-        self.startReading()
+        self.startReading()  # type: ignore[no-untyped-call]
 
     def writeConnectionLost(self, reason: Failure) -> None:
-        self.connectionLost(reason)
+        self.connectionLost(reason)  # type: ignore[no-untyped-call]
 
     def readErrors(self) -> int | None:
         """
@@ -155,9 +156,9 @@ def _isPortUnreachable(ancillary: list[tuple[int, int, bytes]]) -> bool:
 
 
 def listenUDP(
-    reactor: Any,
+    reactor: IReactorUDP,
     port: int,
-    protocol: Any,
+    protocol: DatagramProtocol,
     interface: str = "",
     maxPacketSize: int = 8192,
     portType: type[UnreachableReportingPort] = UnreachableReportingPort,
@@ -169,9 +170,9 @@ def listenUDP(
     C{reportsUnreachable}).
     """
     if _hasPacketInfo(reactor):
-        listening = portType(port, protocol, interface, maxPacketSize, reactor)
-        listening.listen()
-        return listening
+        reporting = portType(port, protocol, interface, maxPacketSize, reactor)
+        reporting.listen()
+        return reporting
     listening = reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=maxPacketSize)
     if hasattr(listening, "reportsUnreachable"):
         listening.reportsUnreachable = True

@@ -219,7 +219,7 @@ class ChatPeerProtocol(DatagramProtocol):
     def stopProtocol(self) -> None:
         self._stopTimers()
 
-    def datagramReceived(self, datagram: bytes, addr: Address) -> None:  # type: ignore[override]
+    def datagramReceived(self, datagram: bytes, addr: Address) -> None:
         try:
             source = (hostOf(addr[0]), addr[1])
             if self.room is not None and source == (hostOf(self.room[0]), self.room[1]):
@@ -416,6 +416,8 @@ class ChatPeerProtocol(DatagramProtocol):
 
     def _write(self, payload: bytes, address: Address) -> bool:
         try:
+            if self.transport is None:
+                raise OSError("the socket is closed")
             self.transport.write(payload, address)
         except Exception as e:
             self.display.showNotice(f"cannot send to {_show(address)}: {e}")

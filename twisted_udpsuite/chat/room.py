@@ -172,7 +172,7 @@ class ChatRoomProtocol(DatagramProtocol):
             self._expiry.cancel()
         self._expiry = None
 
-    def datagramReceived(self, datagram: bytes, addr: Address) -> None:  # type: ignore[override]
+    def datagramReceived(self, datagram: bytes, addr: Address) -> None:
         self.datagramReceivedAt(datagram, addr, None)
 
     def datagramReceivedAt(self, datagram: bytes, addr: Address, local: str | None) -> None:

@@ -54,7 +54,8 @@ class ChatRoomService(ListeningService):
     @property
     def udpPort(self) -> IUDPTransport | None:
         """The bound port, once started."""
-        return self.portOf(0)
+        port: IUDPTransport | None = self.portOf(0)
+        return port
 
 
 _DEFAULT = RoomPolicy()

@@ -40,7 +40,7 @@ class Options(CommandOptions):
     optFlags = [["ipv6", "6", "Also probe the IPv6 all-nodes group ff02::1."]]
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self["port"] = ports.RESPONDER
         self["to"] = []
 

@@ -134,6 +134,7 @@ class Responder(DatagramProtocol):
 
     def startProtocol(self) -> None:
         if self.announceInterval and self.announceTargets:
+            assert self.transport is not None
             host = self.transport.getHost().host
             interface = "" if ":" in host or host == "0.0.0.0" else host
             try:
@@ -291,6 +292,7 @@ class _AnnounceSocket(DatagramProtocol):
     """A responder's announce socket: sends broadcasts, answers nothing it hears."""
 
     def startProtocol(self) -> None:
+        assert self.transport is not None
         self.transport.setBroadcastAllowed(True)
 
 
@@ -319,6 +321,7 @@ class _Socket(DatagramProtocol):
         self.owner = owner
 
     def startProtocol(self) -> None:
+        assert self.transport is not None
         self.transport.setBroadcastAllowed(self.owner.broadcast)
 
     def datagramReceived(self, data: bytes, addr: Address) -> None:
