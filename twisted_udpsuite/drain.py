@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface
@@ -90,7 +91,7 @@ class Drain:
     @ivar stopping: whether a drain has begun (new requests are then refused).
     """
 
-    def __init__(self, clock: Any, cut: Callable[[], None]) -> None:
+    def __init__(self, clock: IReactorTime, cut: Callable[[], None]) -> None:
         self._clock = clock
         self._cut = cut
         self.stopping = False

@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 from twisted.logger import ILogObserver, LogPublisher, globalLogPublisher
 from zope.interface import implementer
 
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
 from twisted_udpsuite.service import Listener, ListeningService
 
 __all__ = [
@@ -380,7 +380,7 @@ class MetricsService(ListeningService):
         metrics: SuiteMetrics,
         port: int,
         interface: str = "127.0.0.1",
-        reactor: Any = None,
+        reactor: IReactorNetwork | None = None,
         publisher: LogPublisher | None = None,
     ) -> None:
         self.metrics = metrics

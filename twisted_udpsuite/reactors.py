@@ -14,7 +14,9 @@ from typing import TypeVar, cast
 
 from twisted.internet.interfaces import (
     IReactorCore,
+    IReactorFromThreads,
     IReactorPluggableNameResolver,
+    IReactorSocket,
     IReactorTCP,
     IReactorTime,
     IReactorUDP,
@@ -23,6 +25,7 @@ from twisted.internet.interfaces import (
 __all__ = [
     "IReactorNetwork",
     "IReactorTCPTime",
+    "IReactorUDPCore",
     "IReactorUDPTime",
     "reactorOr",
 ]
@@ -36,11 +39,20 @@ class IReactorTCPTime(IReactorTCP, IReactorTime):
     """A reactor for a TCP protocol with timers (the file server and its client)."""
 
 
+class IReactorUDPCore(IReactorUDPTime, IReactorCore):
+    """A UDP peer a person drives (chat, IPMsg): timers, name resolution and shutdown hooks."""
+
+
 class IReactorNetwork(
-    IReactorUDP, IReactorTCP, IReactorTime, IReactorCore, IReactorPluggableNameResolver
+    IReactorUDPCore,
+    IReactorTCPTime,
+    IReactorPluggableNameResolver,
+    IReactorSocket,
+    IReactorFromThreads,
 ):
     """Everything a service or a command-line client may ask: both transports, timers,
-    start-up and shutdown hooks, and name resolution."""
+    start-up and shutdown hooks, name resolution, sockets bound by someone else (systemd,
+    inetd, a parent process) and calls from other threads (signal handlers)."""
 
 
 _R = TypeVar("_R")

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python import usage
 
@@ -24,6 +24,7 @@ from twisted_udpsuite.command import (
     stopPort,
     targetOption,
 )
+from twisted_udpsuite.reactors import IReactorNetwork
 from twisted_udpsuite.terminal import printable
 
 
@@ -94,7 +95,7 @@ class _Listener(DatagramProtocol):
             self.connectionRefused()
 
 
-async def runSend(reactor: Any, options: Options, console: Console) -> int:
+async def runSend(reactor: IReactorNetwork, options: Options, console: Console) -> int:
     """
     Send the datagram; with C{--wait}, print the replies until the time is up.  The
     socket is connected to HOST:PORT (unless C{--any-source}), so that an ICMP port
@@ -103,8 +104,11 @@ async def runSend(reactor: Any, options: Options, console: Console) -> int:
     host, port = options["target"]
     address = await resolveHost(reactor, host)
     listener = _Listener(options, (hostOf(address), port), console)
-    udp = reactor.listenUDP(
-        0, listener, interface="::" if ":" in address else "", maxPacketSize=65536
+    # A UDP port is its protocol's transport too (Twisted's hint says only IListeningPort).
+    udp = IUDPTransport(
+        reactor.listenUDP(
+            0, listener, interface="::" if ":" in address else "", maxPacketSize=65536
+        )
     )
     try:
         try:
@@ -112,7 +116,7 @@ async def runSend(reactor: Any, options: Options, console: Console) -> int:
                 udp.write(options["payload"], (address, port))
             else:
                 udp.connect(address, port)
-                udp.write(options["payload"])
+                udp.write(options["payload"])  # type: ignore[call-arg]  # connected: no address
         except Exception as e:
             raise CommandError(f"cannot send to {host}:{port}: {e}") from None
         if options["wait"]:

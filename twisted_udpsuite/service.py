@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted_udpsuite.activation import describe
 from twisted_udpsuite.drain import DEFAULT_DRAIN, IDrainable
 from twisted_udpsuite.localaddress import adoptDatagramPort, listenUDP
+from twisted_udpsuite.reactors import IReactorNetwork
 
 
 def checkInterface(value: str) -> str:
@@ -211,7 +212,7 @@ class ListeningService(Service):
     #: Seconds L{stopService} lets running work finish (L{IDrainable}) before cutting it.
     drainTimeout: float = DEFAULT_DRAIN
 
-    def __init__(self, listeners: Sequence[Listener], reactor: Any) -> None:
+    def __init__(self, listeners: Sequence[Listener], reactor: IReactorNetwork) -> None:
         self.listeners = list(listeners)
         self._reactor = reactor
 
@@ -273,7 +274,9 @@ class ListeningService(Service):
                 reactor, port, listener.protocol, listener.interface, listener.maxPacketSize
             )
         if fd is not None:
-            return reactor.adoptStreamPort(fd, describe(fd).family, listener.protocol)
+            # Twisted's hint says AddressFamily; it takes any int (and refuses a bad one).
+            family = describe(fd).family
+            return reactor.adoptStreamPort(fd, family, listener.protocol)  # type: ignore[arg-type]
         return reactor.listenTCP(port, listener.protocol, interface=listener.interface)
 
     def startedListening(self) -> None:

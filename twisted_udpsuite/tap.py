@@ -31,6 +31,7 @@ from twisted_udpsuite.echo import service as echo
 from twisted_udpsuite.files import service as files
 from twisted_udpsuite.ipmsg import service as ipmsg
 from twisted_udpsuite.metrics import MetricsService, SuiteMetrics
+from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
 from twisted_udpsuite.service import ServiceSpec, checkInterface, checkPort, numberOption
 from twisted_udpsuite.tftp import service as tftp
 
@@ -196,7 +197,7 @@ def _reason(error: Any) -> str:
     return getattr(error, "strerror", None) or str(error)
 
 
-def makeService(options: Options, reactor: Any = None) -> MultiService:
+def makeService(options: Options, reactor: IReactorNetwork | None = None) -> MultiService:
     """
     Build every selected service under one parent.
 
@@ -207,6 +208,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     @param reactor: where the services listen (the global reactor if C{None};
         tests pass a L{twisted_udpsuite.testing.MemoryHost}).
     """
+    reactor = reactorOr(reactor)
     twistd = getattr(options, "parent", None)  # twistd's own options, when run by it
     if twistd is None:
         top = _ExitOnStartupError()

@@ -23,13 +23,18 @@ import os
 import sys
 import unicodedata
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorCore
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from twisted_udpsuite.reactors import IReactorNetwork
+
+if TYPE_CHECKING:
+    from twisted.internet.stdio import StandardIO
 
 __all__ = ["LineTerminal", "cbreakMode", "connectStdio", "printable"]
 
@@ -222,7 +227,7 @@ class LineTerminal(LineReceiver):
             self.done.callback(None)
 
 
-def cbreakMode(reactor: Any) -> Callable[[], None] | None:
+def cbreakMode(reactor: IReactorCore) -> Callable[[], None] | None:
     """
     Put a terminal stdin in cbreak mode (keys arrive one by one, no echo;
     Ctrl-C still interrupts) so a L{LineTerminal} can redraw the partly typed
@@ -251,8 +256,9 @@ def cbreakMode(reactor: Any) -> Callable[[], None] | None:
     return restore
 
 
-def connectStdio(protocol: LineTerminal, reactor: Any) -> Any:
+def connectStdio(protocol: LineTerminal, reactor: IReactorNetwork) -> StandardIO:
     """Attach a terminal protocol to stdin/stdout (tests replace this)."""
     from twisted.internet.stdio import StandardIO
 
-    return StandardIO(protocol, reactor=reactor)  # type: ignore[no-untyped-call]
+    stdio: StandardIO = StandardIO(protocol, reactor=reactor)  # type: ignore[no-untyped-call]
+    return stdio

@@ -12,7 +12,6 @@ L{twisted_udpsuite.terminal.printable} first.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import DatagramProtocol
@@ -28,7 +27,7 @@ from twisted_udpsuite.chat.wire import (
     Reply,
     parseReply,
 )
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorUDPCore, reactorOr
 from twisted_udpsuite.terminal import printable
 
 __all__ = ["ChatPeerProtocol", "IChatDisplay", "RecordingDisplay"]
@@ -110,7 +109,7 @@ class ChatPeerProtocol(DatagramProtocol):
 
     def __init__(
         self,
-        reactor: Any = None,
+        reactor: IReactorUDPCore | None = None,
         display: IChatDisplay | None = None,
         encoding: str = "utf-8",
         keepalive: float = 20.0,

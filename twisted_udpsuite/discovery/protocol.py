@@ -21,6 +21,7 @@ from typing import Any
 
 from twisted.internet import task
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -36,7 +37,7 @@ from twisted_udpsuite.discovery.interfaces import (
 from twisted_udpsuite.discovery.wire import Kind, MalformedMessage, Message, ServiceEntry
 from twisted_udpsuite.localaddress import ILocalAddressReceiver, writeFrom
 from twisted_udpsuite.ratelimit import PerSourceLimiter
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorUDPTime, reactorOr
 
 __all__ = [
     "DiscoveredResponder",
@@ -103,7 +104,7 @@ class Responder(DatagramProtocol):
         self,
         name: str,
         services: Iterable[ServiceEntry] = (),
-        reactor: Any = None,
+        reactor: IReactorUDPTime | None = None,
         *,
         rate: float = 1.0,
         burst: float = 4,
@@ -359,7 +360,7 @@ class Discoverer:
 
     def __init__(
         self,
-        reactor: Any = None,
+        reactor: IReactorUDPTime | None = None,
         port: int = ports.RESPONDER,
         *,
         interfaces: Iterable[str | ipaddress.IPv4Interface] | None = None,
@@ -511,7 +512,7 @@ class Discoverer:
 
 
 def discover(
-    reactor: Any = None,
+    reactor: IReactorUDPTime | None = None,
     port: int = ports.RESPONDER,
     timeout: float = 3.0,
     **kwargs: Any,
@@ -573,7 +574,7 @@ class PeerTable(DatagramProtocol):
 
     def __init__(
         self,
-        reactor: Any = None,
+        reactor: IReactorTime | None = None,
         *,
         instance: bytes | None = None,
         onJoin: Callable[[Peer], None] | None = None,

@@ -20,7 +20,7 @@ from twisted_udpsuite import ports
 from twisted_udpsuite.discovery.interfaces import broadcastInterfaces, directedBroadcasts
 from twisted_udpsuite.discovery.protocol import MAX_DATAGRAM, Responder
 from twisted_udpsuite.discovery.wire import MAX_NAME, ServiceEntry
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
 from twisted_udpsuite.service import (
     Listener,
     ListeningService,
@@ -51,7 +51,7 @@ class ResponderService(ListeningService):
         services: Iterable[ServiceEntry] = (),
         port: int = ports.RESPONDER,
         interface: str = "",
-        reactor: Any = None,
+        reactor: IReactorNetwork | None = None,
         *,
         rate: float = 1.0,
         burst: float = 4,
@@ -178,7 +178,7 @@ class Options(ServiceOptions):
                     self["services"].append(entry)
 
 
-def makeService(options: Options, reactor: Any = None) -> ResponderService:
+def makeService(options: Options, reactor: IReactorNetwork | None = None) -> ResponderService:
     """Build the responder service from parsed L{Options}."""
     return ResponderService(
         options["name"],
