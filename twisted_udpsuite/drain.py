@@ -18,7 +18,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface
@@ -96,7 +96,7 @@ class Drain:
         self._cut = cut
         self.stopping = False
         self._waiting: list[Deferred[None]] = []
-        self._deadline: Any = None
+        self._deadline: IDelayedCall | None = None
 
     def begin(self, timeout: float, idle: bool) -> Deferred[None]:
         """Start (or join) the drain; fires once the server is idle (at once if C{idle})."""

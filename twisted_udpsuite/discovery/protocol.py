@@ -21,7 +21,7 @@ from typing import Any
 
 from twisted.internet import task
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -129,7 +129,7 @@ class Responder(DatagramProtocol):
         self.announceInterval = announceInterval
         self.announceTargets = list(announceTargets)
         self._announcer: task.LoopingCall | None = None
-        self._announcePort: Any = None
+        self._announcePort: IUDPTransport | None = None
 
     # Lifecycle
 
@@ -139,8 +139,10 @@ class Responder(DatagramProtocol):
             host = self.transport.getHost().host
             interface = "" if ":" in host or host == "0.0.0.0" else host
             try:
-                self._announcePort = self._reactor.listenUDP(
-                    0, _AnnounceSocket(), interface, maxPacketSize=MAX_DATAGRAM
+                self._announcePort = IUDPTransport(
+                    self._reactor.listenUDP(
+                        0, _AnnounceSocket(), interface, maxPacketSize=MAX_DATAGRAM
+                    )
                 )
             except Exception as e:
                 self.log.warn("cannot announce: no socket: {error}", error=e)
@@ -180,9 +182,12 @@ class Responder(DatagramProtocol):
         self._sendAll(message.toBytes(limit=512))
 
     def _sendAll(self, data: bytes) -> None:
+        port = self._announcePort  # there while announcing, the only time this is called
+        if port is None:
+            return
         for target in self.announceTargets:
             try:
-                self._announcePort.write(data, target)
+                port.write(data, target)
             except Exception as e:
                 self.log.debug("cannot send to {target}: {error}", target=target, error=e)
 

@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IConnector, IDelayedCall, IReactorTime, ITCPTransport
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
@@ -190,7 +190,7 @@ class FileServerProtocol(protocol.Protocol):
     def __init__(self, factory: FileServerFactory) -> None:
         self.factory = factory
         self._buffer = b""
-        self._timer: Any = None
+        self._timer: IDelayedCall | None = None
         self._file: BinaryIO | None = None
         self._sender: FileSender | None = None
         self._started = 0.0
@@ -407,7 +407,7 @@ class _FetchProtocol(protocol.Protocol):
         self.overflow = False
         self.error: str | None = None
         self.done: Deferred[int] = Deferred()
-        self._idle: Any = None
+        self._idle: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         self.transport.write(self.request)
@@ -479,7 +479,7 @@ class _FetchFactory(protocol.ClientFactory):
 @dataclass
 class _Fetch:
     writer: PartialDownload
-    connector: Any = None
+    connector: IConnector | None = None
     proto: _FetchProtocol | None = None
 
 
