@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from twisted.internet import task
@@ -31,6 +32,7 @@ from twisted_udpsuite.discovery import cli as discovery
 from twisted_udpsuite.echo import cli as echo
 from twisted_udpsuite.files import cli as files
 from twisted_udpsuite.ipmsg import cli as ipmsg
+from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
 from twisted_udpsuite.tftp import cli as tftp
 
 __all__ = ["COMMANDS", "Interrupts", "Options", "main", "run"]
@@ -80,7 +82,7 @@ class Interrupts:
 
 
 async def main(
-    reactor: Any,
+    reactor: IReactorNetwork | None,
     argv: list[str],
     console: Console | None = None,
     interrupts: Interrupts | None = None,
@@ -94,11 +96,14 @@ async def main(
     each command cleans up as its client does on cancel (a TFTP transfer
     sends the server an ERROR), and may say what it left behind by raising a
     L{CommandError} as it ends.
+
+    @param reactor: where the command runs (the global reactor if C{None}).
     """
+    reactor = reactorOr(reactor)
     console = console if console is not None else Console.standard()
-    options = Options()
+    options = Options()  # type: ignore[no-untyped-call]
     try:
-        options.parseOptions(argv)
+        options.parseOptions(argv)  # type: ignore[no-untyped-call]
     except usage.UsageError as e:
         console.warn(f"{PROGRAM}: error: {e} (see: {commandWords(options)} --help)")
         return 2
@@ -145,10 +150,10 @@ async def main(
     return status
 
 
-def _react(reactor: Any, argv: list[str]) -> Deferred[None]:
+def _react(reactor: IReactorNetwork, argv: list[str]) -> Deferred[None]:
     interrupts = Interrupts()
 
-    def onSignal(number: int, frame: Any) -> None:
+    def onSignal(number: int, frame: FrameType | None) -> None:
         # A second Ctrl-C is not caught: it ends the process at once, as the shell expects.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         reactor.callFromThread(interrupts.interrupt)

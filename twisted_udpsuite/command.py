@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TextIO
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
 from twisted_udpsuite import __version__
@@ -231,7 +232,7 @@ class CommandOptions(SuiteOptions):
                 ordered.extend([name, value])
             else:
                 ordered.append(name)
-        super().parseOptions([*ordered, "--", *arguments])
+        super().parseOptions([*ordered, "--", *arguments])  # type: ignore[no-untyped-call]
 
 
 def downloadPath(remote: str, local: str | None, name: str) -> str:
@@ -270,14 +271,14 @@ def targetOption(text: str, defaultPort: int | None = None) -> tuple[str, int]:
         raise usage.UsageError(str(e)) from None
 
 
-async def resolveHost(reactor: Any, host: str) -> str:
+async def resolveHost(reactor: IReactorCore, host: str) -> str:
     """The IP address of C{host} (a literal is returned as it is)."""
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
         pass
     try:
-        return await reactor.resolve(host)  # type: ignore[no-any-return]
+        return await reactor.resolve(host)
     except CancelledError:
         raise
     except Exception as e:

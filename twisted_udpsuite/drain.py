@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface
@@ -74,9 +75,11 @@ class DrainingMultiService(MultiService):
         def failed(failure: Failure) -> None:
             self.log.failure("draining before stop", failure)
 
-        d.addErrback(failed)
-        d.addCallback(lambda _: MultiService.stopService(self))
-        return d
+        def stop(_: object) -> Deferred[None] | None:
+            stopped: Deferred[None] | None = MultiService.stopService(self)  # type: ignore[no-untyped-call]
+            return stopped
+
+        return d.addErrback(failed).addCallback(stop)
 
 
 class Drain:
@@ -88,15 +91,15 @@ class Drain:
     @ivar stopping: whether a drain has begun (new requests are then refused).
     """
 
-    def __init__(self, clock: Any, cut: Callable[[], None]) -> None:
+    def __init__(self, clock: IReactorTime, cut: Callable[[], None]) -> None:
         self._clock = clock
         self._cut = cut
         self.stopping = False
         self._waiting: list[Deferred[None]] = []
-        self._deadline: Any = None
+        self._deadline: IDelayedCall | None = None
 
     def begin(self, timeout: float, idle: bool) -> Deferred[None]:
-        """Start (or join) the drain; fires once the server is L{idle}."""
+        """Start (or join) the drain; fires once the server is idle (at once if C{idle})."""
         self.stopping = True
         if idle:
             return succeed(None)

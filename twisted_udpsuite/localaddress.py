@@ -19,13 +19,15 @@ import ipaddress
 import socket
 import struct
 import sys
-from typing import Any
+from typing import Any, TypeGuard
 
-from twisted.internet import udp
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IReactorFDSet, IReactorSocket, IReactorUDP
 from twisted.internet.posixbase import PosixReactorBase
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import Interface
+
+from twisted_udpsuite.twistedprivate import SocketBoundPort
 
 __all__ = [
     "BAD_SOURCE_ERRORS",
@@ -103,19 +105,19 @@ def localAddressFrom(ancillary: list[tuple[int, int, bytes]], family: int) -> st
     return found
 
 
-class LocalAddressPort(udp.Port):
+class LocalAddressPort(SocketBoundPort):
     """
     A C{udp.Port} that reads with C{recvmsg} and hands protocols that provide
     L{ILocalAddressReceiver} the local address of each datagram.
 
-    Also right for a socket adopted from another process (C{_fromListeningDescriptor}):
+    Also right for a socket adopted from another process (L{SocketBoundPort.adopt}):
     the options are set again on the shared socket, which is harmless.
     """
 
     _log = Logger()
 
-    def _bindSocket(self) -> None:
-        super()._bindSocket()
+    def socketBound(self) -> None:
+        """Ask for the packet info of every datagram (both families' on an IPv6 socket)."""
         sock = self.socket
         options = [(socket.IPPROTO_IP, IP_PKTINFO)]
         if self.addressFamily == socket.AF_INET6:
@@ -169,13 +171,24 @@ class LocalAddressPort(udp.Port):
                 self._log.failure("unhandled error in {protocol}", protocol=self.protocol)
 
 
-def _hasPacketInfo(reactor: Any) -> bool:
-    """Whether C{reactor}'s UDP sockets are real ones whose packet info we know (Linux)."""
-    return isinstance(reactor, PosixReactorBase) and sys.platform.startswith("linux")
+def _hasPacketInfo(reactor: object) -> TypeGuard[IReactorFDSet]:
+    """
+    Whether C{reactor}'s UDP sockets are real ones whose packet info we know (Linux): a
+    POSIX reactor, which reads descriptors itself.
+    """
+    return (
+        isinstance(reactor, PosixReactorBase)
+        and IReactorFDSet.providedBy(reactor)
+        and sys.platform.startswith("linux")
+    )
 
 
 def listenUDP(
-    reactor: Any, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+    reactor: IReactorUDP,
+    port: int,
+    protocol: DatagramProtocol,
+    interface: str = "",
+    maxPacketSize: int = 8192,
 ) -> IListeningPort:
     """
     C{reactor.listenUDP}, with a L{LocalAddressPort} where it matters and works: a wildcard
@@ -183,13 +196,17 @@ def listenUDP(
     """
     if interface in _WILDCARDS and _hasPacketInfo(reactor):
         listening = LocalAddressPort(port, protocol, interface, maxPacketSize, reactor)
-        listening.startListening()
+        listening.listen()
         return listening
     return reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=maxPacketSize)
 
 
 def adoptDatagramPort(
-    reactor: Any, fd: int, family: int, protocol: Any, maxPacketSize: int = 8192
+    reactor: IReactorSocket,
+    fd: int,
+    family: int,
+    protocol: DatagramProtocol,
+    maxPacketSize: int = 8192,
 ) -> IListeningPort:
     """
     C{reactor.adoptDatagramPort} (a socket another process bound, e.g. a TFTP worker's),
@@ -198,12 +215,11 @@ def adoptDatagramPort(
     if _hasPacketInfo(reactor):
         if family not in (socket.AF_INET, socket.AF_INET6):
             raise ValueError(f"not an IP address family: {family}")
-        adopted = LocalAddressPort._fromListeningDescriptor(
-            reactor, fd, family, protocol, maxPacketSize
-        )
-        adopted.startListening()
+        adopted = LocalAddressPort.adopt(reactor, fd, family, protocol, maxPacketSize)
+        adopted.listen()
         return adopted
-    return reactor.adoptDatagramPort(fd, family, protocol, maxPacketSize=maxPacketSize)
+    # Twisted's hint says AddressFamily; it takes any int (and refuses a bad one itself).
+    return reactor.adoptDatagramPort(fd, family, protocol, maxPacketSize=maxPacketSize)  # type: ignore[arg-type]
 
 
 def writeFrom(transport: Any, datagram: bytes, addr: Any, local: str | None) -> None:

@@ -35,7 +35,7 @@ _PLUGIN = "udpsuite"
 def twistdLogfile(argv: Sequence[str]) -> str | None:
     """
     The C{--logfile}/C{-l} given to twistd in C{argv} (before the C{udpsuite}
-    subcommand), or L{None}.
+    subcommand), or C{None}.
     """
     found = None
     args = list(argv)
@@ -69,8 +69,8 @@ def jsonLogger(argv: Sequence[str] | None = None) -> JSONLogObserver:
     """
     The C{twistd --logger} factory: JSON lines to twistd's C{--logfile}, or to stdout.
 
-    @param argv: twistd's arguments (L{sys.argv} without the program name by default).
+    @param argv: twistd's arguments (C{sys.argv} without the program name by default).
     """
     path = twistdLogfile(sys.argv[1:] if argv is None else argv)
-    out: IO[Any] = sys.stdout if path in (None, "-") else LogFile.fromFullPath(path)
+    out: IO[Any] = sys.stdout if path in (None, "-") else LogFile.fromFullPath(path)  # type: ignore[no-untyped-call]
     return JSONLogObserver(out)

@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 from twisted.logger import ILogObserver, LogPublisher, globalLogPublisher
 from zope.interface import implementer
 
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
 from twisted_udpsuite.service import Listener, ListeningService
 
 __all__ = [
@@ -355,11 +355,11 @@ def metricsSite(metrics: SuiteMetrics) -> Any:
     from twisted.web.resource import Resource
     from twisted.web.server import Site
 
-    resource = MetricsResource(metrics.registry)
-    root = Resource()
+    resource = MetricsResource(metrics.registry)  # type: ignore[no-untyped-call]
+    root = Resource()  # type: ignore[no-untyped-call]
     root.putChild(b"metrics", resource)
     root.putChild(b"", resource)
-    site = Site(root)
+    site = Site(root)  # type: ignore[no-untyped-call]
     site.noisy = False
     return site
 
@@ -380,7 +380,7 @@ class MetricsService(ListeningService):
         metrics: SuiteMetrics,
         port: int,
         interface: str = "127.0.0.1",
-        reactor: Any = None,
+        reactor: IReactorNetwork | None = None,
         publisher: LogPublisher | None = None,
     ) -> None:
         self.metrics = metrics

@@ -6,7 +6,7 @@ goes through L{AtomicFileWriter}.  Twisted's own helpers are not enough on their
 C{FilePath.preauthChild} checks containment with a string prefix (C{../tftp2/x} escapes
 from C{/srv/tftp}), C{FilePath.child("")} is the parent itself, and C{FilePath.realpath()}
 only resolves a path that is I{itself} a symlink, not a symlinked directory above it.  So
-this module folds with C{child()} and checks with L{os.path.realpath}, segment by segment.
+this module folds with C{child()} and checks with C{os.path.realpath}, segment by segment.
 
 Request syntax accepted by L{safeDescendant}:
 
@@ -84,7 +84,7 @@ def _isContained(rootReal: str, real: str) -> bool:
         return False
 
 
-def _realText(path: FilePath) -> str:
+def _realText(path: FilePath[str]) -> str:
     return os.path.realpath(os.fsdecode(path.path))
 
 
@@ -129,12 +129,12 @@ def requestSegments(request: str | bytes, *, backslashSeparator: bool = False) -
 
 
 def safeDescendant(
-    root: FilePath, request: str | bytes, *, backslashSeparator: bool = False
+    root: FilePath[str], request: str | bytes, *, backslashSeparator: bool = False
 ) -> FilePath[str]:
     """
     Resolve an untrusted request to a path inside C{root}, or raise L{UnsafePath}.
 
-    The result is the I{resolved} path (symlinks followed, as by L{os.path.realpath}), so
+    The result is the I{resolved} path (symlinks followed, as by C{os.path.realpath}), so
     what the caller opens is exactly what was checked: retargeting an existing symlink
     after the check cannot redirect the open.  The cost: names are the real ones (log the
     request for what the peer asked), and a root given through a symlink is not C{==} to
@@ -164,14 +164,14 @@ def safeDescendant(
     return FilePath(real)
 
 
-def isWithin(root: FilePath, path: FilePath) -> bool:
+def isWithin(root: FilePath[str], path: FilePath[str]) -> bool:
     """
     Whether C{path}, symlinks resolved, is C{root} or below it (by segments, not prefix).
     """
     return _isContained(_realText(root), _realText(path))
 
 
-def relativeName(root: FilePath, path: FilePath) -> str:
+def relativeName(root: FilePath[str], path: FilePath[str]) -> str:
     """
     C{path} relative to C{root} with C{/} separators, for log lines; C{"."} for the root.
 
@@ -203,7 +203,7 @@ first block), so another process's upload in progress is never taken for litter.
 
 
 def findStaleTemporaryFiles(
-    root: FilePath, minimumAge: float = STALE_TEMPORARY_AGE, now: float | None = None
+    root: FilePath[str], minimumAge: float = STALE_TEMPORARY_AGE, now: float | None = None
 ) -> list[FilePath[str]]:
     """
     The temporary files of L{AtomicFileWriter} that interrupted runs (a crash, a SIGKILL)
@@ -227,7 +227,7 @@ def findStaleTemporaryFiles(
     return sorted(found, key=lambda p: p.path)
 
 
-def checkWritable(target: FilePath, overwrite: bool) -> None:
+def checkWritable(target: FilePath[str], overwrite: bool) -> None:
     """
     Fail early (before a TFTP OACK or a file-server "go ahead") if an upload cannot land.
 
@@ -279,7 +279,7 @@ class AtomicFileWriter:
     target: FilePath[str]
     tempPath: FilePath[str]
 
-    def __init__(self, target: FilePath, *, overwrite: bool) -> None:
+    def __init__(self, target: FilePath[str], *, overwrite: bool) -> None:
         self.target = target.asTextMode()
         self.overwrite = overwrite
         self.bytesWritten = 0

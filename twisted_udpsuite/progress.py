@@ -38,7 +38,9 @@ def formatDuration(seconds: float) -> str:
 
 class ProgressBar:
     """
-    Draws C{label [#####.....]  42% 1.2 MiB/2.9 MiB 3.4 MiB/s ETA 0:01} on one terminal line.
+    Draws the progress of a transfer on one terminal line, as::
+
+        label [#####.....]  42% 1.2 MiB/2.9 MiB 3.4 MiB/s ETA 0:01
 
     @param out: The terminal (only write and flush are used).
     @param clock: Returns the current time in seconds (a reactor's C{seconds}).

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python import usage
 
@@ -24,6 +24,7 @@ from twisted_udpsuite.command import (
     stopPort,
     targetOption,
 )
+from twisted_udpsuite.reactors import IReactorNetwork
 from twisted_udpsuite.terminal import printable
 
 
@@ -83,15 +84,18 @@ class _Listener(DatagramProtocol):
         # Twisted's epoll and poll reactors take the socket's error event for a closed
         # descriptor and stop the port without calling connectionRefused(): the error
         # is still there to read, until the port closes the socket after this call.
+        sock = getattr(self._port, "socket", None)  # None once closed, or not a real port
+        if sock is None:
+            return
         try:
-            error = self._port.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        except (AttributeError, OSError):
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except OSError:
             return
         if error == errno.ECONNREFUSED:
             self.connectionRefused()
 
 
-async def runSend(reactor: Any, options: Options, console: Console) -> int:
+async def runSend(reactor: IReactorNetwork, options: Options, console: Console) -> int:
     """
     Send the datagram; with C{--wait}, print the replies until the time is up.  The
     socket is connected to HOST:PORT (unless C{--any-source}), so that an ICMP port
@@ -100,8 +104,11 @@ async def runSend(reactor: Any, options: Options, console: Console) -> int:
     host, port = options["target"]
     address = await resolveHost(reactor, host)
     listener = _Listener(options, (hostOf(address), port), console)
-    udp = reactor.listenUDP(
-        0, listener, interface="::" if ":" in address else "", maxPacketSize=65536
+    # A UDP port is its protocol's transport too (Twisted's hint says only IListeningPort).
+    udp = IUDPTransport(
+        reactor.listenUDP(
+            0, listener, interface="::" if ":" in address else "", maxPacketSize=65536
+        )
     )
     try:
         try:
@@ -109,7 +116,7 @@ async def runSend(reactor: Any, options: Options, console: Console) -> int:
                 udp.write(options["payload"], (address, port))
             else:
                 udp.connect(address, port)
-                udp.write(options["payload"])
+                udp.write(options["payload"])  # type: ignore[call-arg]  # connected: no address
         except Exception as e:
             raise CommandError(f"cannot send to {host}:{port}: {e}") from None
         if options["wait"]:

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted_udpsuite.activation import describe
 from twisted_udpsuite.drain import DEFAULT_DRAIN, IDrainable
 from twisted_udpsuite.localaddress import adoptDatagramPort, listenUDP
+from twisted_udpsuite.reactors import IReactorNetwork
 
 
 def checkInterface(value: str) -> str:
@@ -49,7 +50,7 @@ def numberOption(
     """
     A C{usage.Options} coercer for C{--NAME}: a finite number of C{kind}
     that is at least C{low}, at most C{high} and greater than C{above} (each
-    where given).  With C{zeroMeansNone}, 0 (for "unlimited") becomes L{None}.
+    where given).  With C{zeroMeansNone}, 0 (for "unlimited") becomes C{None}.
     """
     if low is not None and high is not None:
         bound = f"from {low} to {high}"
@@ -90,13 +91,13 @@ class ServiceOptions(usage.Options):
     Base for each service's options: C{--port} and C{--interface}.
 
     Subclasses set L{defaultPort} and add their own options.  C{--interface}
-    defaults to all IPv4 interfaces (C{''}), as C{shared/CLI.md} requires.
+    defaults to all IPv4 interfaces (C{''}).
     """
 
     defaultPort: ClassVar[int] = 0
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self["port"] = self.defaultPort
         self["interface"] = ""
 
@@ -114,6 +115,22 @@ class ServiceOptions(usage.Options):
 
 
 @dataclass(frozen=True)
+class Offer:
+    """
+    A port a service offers to its LAN, as discovery advertises it
+    (C{name/transport:port}).
+
+    @ivar name: the name advertised (C{"echo"}, C{"http"}).
+    @ivar transport: C{"udp"} or C{"tcp"}.
+    @ivar portOption: the service's option holding the port number.
+    """
+
+    name: str
+    transport: str
+    portOption: str = "port"
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     """
     One C{twistd -n udpsuite} subcommand.
@@ -122,6 +139,8 @@ class ServiceSpec:
         (not yet started) service; C{reactor} is the one to listen on.
     @ivar startsByDefault: whether a plain C{twistd -n udpsuite} (no
         subcommand) starts it too.
+    @ivar offers: the ports a discovery responder started beside it advertises
+        (none by default: a service says what it offers, on which transport).
     """
 
     name: str
@@ -129,6 +148,15 @@ class ServiceSpec:
     options: type[ServiceOptions]
     makeService: Callable[[Any, Any], IService]
     startsByDefault: bool = True
+    offers: tuple[Offer, ...] = ()
+
+    def offered(self, options: usage.Options) -> list[tuple[str, str, int]]:
+        """
+        C{(name, transport, port)} for each of L{offers} that C{options} give a port:
+        an option left unset (C{None}) or 0 (any free port, not known yet) offers none.
+        """
+        ports = [(offer, options.get(offer.portOption)) for offer in self.offers]
+        return [(offer.name, offer.transport, port) for offer, port in ports if port]
 
 
 @dataclass
@@ -184,12 +212,12 @@ class ListeningService(Service):
     #: Seconds L{stopService} lets running work finish (L{IDrainable}) before cutting it.
     drainTimeout: float = DEFAULT_DRAIN
 
-    def __init__(self, listeners: Sequence[Listener], reactor: Any) -> None:
+    def __init__(self, listeners: Sequence[Listener], reactor: IReactorNetwork) -> None:
         self.listeners = list(listeners)
         self._reactor = reactor
 
     def portOf(self, index: int) -> Any:
-        """The port of listener C{index} while bound, else (or if there is none) L{None}."""
+        """The port of listener C{index} while bound, else (or if there is none) C{None}."""
         return self.listeners[index].listening if index < len(self.listeners) else None
 
     @property
@@ -198,13 +226,13 @@ class ListeningService(Service):
         return any(listener.listening is not None for listener in self.listeners)
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
         self.listen()
 
     def startService(self) -> None:
         if not self.bound:
             self.listen()
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
 
     def listen(self) -> None:
         """Bind (or adopt) every listener's socket, all or none."""
@@ -234,7 +262,8 @@ class ListeningService(Service):
     def _listenOne(self, listener: Listener, port: int) -> Any:
         reactor, fd = self._reactor, listener.inherited
         if fd is not None:
-            setNonBlocking(fd)  # the reactor's to adopt (systemd and inetd hand them blocking)
+            # The reactor's to adopt (systemd and inetd hand them blocking).
+            setNonBlocking(fd)  # type: ignore[no-untyped-call]
         if listener.transport == "udp":
             if fd is not None:
                 family = describe(fd).family
@@ -245,7 +274,9 @@ class ListeningService(Service):
                 reactor, port, listener.protocol, listener.interface, listener.maxPacketSize
             )
         if fd is not None:
-            return reactor.adoptStreamPort(fd, describe(fd).family, listener.protocol)
+            # Twisted's hint says AddressFamily; it takes any int (and refuses a bad one).
+            family = describe(fd).family
+            return reactor.adoptStreamPort(fd, family, listener.protocol)  # type: ignore[arg-type]
         return reactor.listenTCP(port, listener.protocol, interface=listener.interface)
 
     def startedListening(self) -> None:
@@ -272,11 +303,11 @@ class ListeningService(Service):
         )
 
     def stopService(self) -> Deferred[Any]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
 
         def drained(result: object) -> Deferred[Any]:
             if isinstance(result, Failure):
-                if result.check(FirstError):
+                if isinstance(result.value, FirstError):
                     result = result.value.subFailure
                 self.log.failure("while draining", result)
             return self.unbind()

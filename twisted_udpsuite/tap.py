@@ -31,6 +31,7 @@ from twisted_udpsuite.echo import service as echo
 from twisted_udpsuite.files import service as files
 from twisted_udpsuite.ipmsg import service as ipmsg
 from twisted_udpsuite.metrics import MetricsService, SuiteMetrics
+from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
 from twisted_udpsuite.service import ServiceSpec, checkInterface, checkPort, numberOption
 from twisted_udpsuite.tftp import service as tftp
 
@@ -66,7 +67,7 @@ class Options(usage.Options):
             "('' all IPv4 (default), '::' IPv4+IPv6, or one address).",
             checkInterface,
         ],
-        # Operations (#11 §3, §4): metrics and drain apply to every service started.
+        # Operations: metrics and drain apply to every service started.
         [
             "metrics-port",
             None,
@@ -94,7 +95,7 @@ class Options(usage.Options):
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Parse, turning a usage error into one line on stderr and exit status 2."""
         try:
-            super().parseOptions(options)
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
         except usage.UsageError as e:
             sys.stderr.write(f"{_PROGRAM}: error: {e} (see: {_PROGRAM} --help)\n")
             raise SystemExit(2) from None
@@ -108,7 +109,7 @@ class Options(usage.Options):
             if not spec.startsByDefault:
                 continue
             sub = spec.options()
-            sub.parseOptions(
+            sub.parseOptions(  # type: ignore[no-untyped-call]
                 ["--interface", self["interface"]] if self["interface"] is not None else []
             )
             self.selected.append((spec, sub))
@@ -153,7 +154,7 @@ class _ExitOnStartupError(DrainingMultiService):
     log = Logger(namespace="twisted_udpsuite")
 
     def __init__(self, daemon: bool = False, pidfile: str | None = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.daemon = daemon
         self.pidfile = pidfile
 
@@ -196,7 +197,7 @@ def _reason(error: Any) -> str:
     return getattr(error, "strerror", None) or str(error)
 
 
-def makeService(options: Options, reactor: Any = None) -> MultiService:
+def makeService(options: Options, reactor: IReactorNetwork | None = None) -> MultiService:
     """
     Build every selected service under one parent.
 
@@ -204,9 +205,10 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     listeners here, before twistd forks or starts logging, so that a socket no service
     takes is one line on stderr and exit status 1.
 
-    @param reactor: where the services listen (the global reactor if L{None};
+    @param reactor: where the services listen (the global reactor if C{None};
         tests pass a L{twisted_udpsuite.testing.MemoryHost}).
     """
+    reactor = reactorOr(reactor)
     twistd = getattr(options, "parent", None)  # twistd's own options, when run by it
     if twistd is None:
         top = _ExitOnStartupError()
@@ -218,12 +220,12 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         for spec, sub in options.selected:
             sub["drain"] = options["drain"]  # for TFTP's worker processes
             child: IService = spec.makeService(sub, reactor)
-            child.setName(spec.name)
-            child.setServiceParent(top)
+            child.setName(spec.name)  # type: ignore[no-untyped-call]
+            child.setServiceParent(top)  # type: ignore[no-untyped-call]
             if metrics is not None:
                 metrics.watch(spec.name, child)
         if metrics is not None:
-            MetricsService(
+            MetricsService(  # type: ignore[no-untyped-call]
                 metrics, options["metrics-port"], options["metrics-interface"], reactor
             ).setServiceParent(top)
         listeners = [listener for child in top for listener in getattr(child, "listeners", ())]

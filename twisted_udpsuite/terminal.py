@@ -23,13 +23,18 @@ import os
 import sys
 import unicodedata
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorCore
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from twisted_udpsuite.reactors import IReactorNetwork
+
+if TYPE_CHECKING:
+    from twisted.internet.stdio import StandardIO
 
 __all__ = ["LineTerminal", "cbreakMode", "connectStdio", "printable"]
 
@@ -128,7 +133,7 @@ class LineTerminal(LineReceiver):
 
     def dataReceived(self, data: bytes) -> None:
         if not self.lineEditing:
-            super().dataReceived(data)
+            super().dataReceived(data)  # type: ignore[no-untyped-call]
             return
         for ch in self._decoder.decode(data):
             self._key(ch)
@@ -146,7 +151,7 @@ class LineTerminal(LineReceiver):
             return
         if ch in "\r\n":
             line, self.typed = self.typed, ""
-            self.transport.write(b"\n")
+            self._echo(b"\n")
             self.lineReceived(line.encode(self.encoding, "replace"))
         elif ch in "\x7f\b":
             self.typed = self.typed[:-1]
@@ -160,7 +165,7 @@ class LineTerminal(LineReceiver):
             self._redraw()
         elif ch == "\x04":  # Ctrl-D
             if not self.typed:
-                self.transport.write(b"\n")
+                self._echo(b"\n")
                 self._quit()
         elif ch == "\x1b":
             self._escape = ch
@@ -168,11 +173,16 @@ class LineTerminal(LineReceiver):
             if len(self.typed.encode(self.encoding, "replace")) >= self.MAX_LENGTH:
                 return
             self.typed += ch
-            self.transport.write(ch.encode(self.encoding, "replace"))
+            self._echo(ch.encode(self.encoding, "replace"))
+
+    def _echo(self, data: bytes) -> None:
+        """Write what line editing draws (keys arrive only through a transport)."""
+        assert self.transport is not None
+        self.transport.write(data)
 
     def _redraw(self) -> None:
         line = self.prompt + self.typed
-        self.transport.write(b"\r\x1b[K" + line.encode(self.encoding, "replace"))
+        self._echo(b"\r\x1b[K" + line.encode(self.encoding, "replace"))
 
     def lineReceived(self, line: bytes) -> None:
         text = line.decode(self.encoding, "replace").rstrip("\r")
@@ -217,12 +227,12 @@ class LineTerminal(LineReceiver):
             self.done.callback(None)
 
 
-def cbreakMode(reactor: Any) -> Callable[[], None] | None:
+def cbreakMode(reactor: IReactorCore) -> Callable[[], None] | None:
     """
     Put a terminal stdin in cbreak mode (keys arrive one by one, no echo;
     Ctrl-C still interrupts) so a L{LineTerminal} can redraw the partly typed
     line.  Returns the function that restores it (also run at reactor
-    shutdown), or L{None} when stdin is not a terminal.
+    shutdown), or C{None} when stdin is not a terminal.
     """
     import termios
     import tty
@@ -246,8 +256,9 @@ def cbreakMode(reactor: Any) -> Callable[[], None] | None:
     return restore
 
 
-def connectStdio(protocol: LineTerminal, reactor: Any) -> Any:
+def connectStdio(protocol: LineTerminal, reactor: IReactorNetwork) -> StandardIO:
     """Attach a terminal protocol to stdin/stdout (tests replace this)."""
     from twisted.internet.stdio import StandardIO
 
-    return StandardIO(protocol, reactor=reactor)
+    stdio: StandardIO = StandardIO(protocol, reactor=reactor)  # type: ignore[no-untyped-call]
+    return stdio

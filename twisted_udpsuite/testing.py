@@ -48,28 +48,30 @@ import ipaddress
 import random
 import socket
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from twisted.internet import error
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
     IMulticastTransport,
     IReactorMulticast,
-    IReactorTime,
-    IReactorUDP,
     IUDPTransport,
 )
-from twisted.internet.protocol import AbstractDatagramProtocol
+from twisted.internet.protocol import AbstractDatagramProtocol, DatagramProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_udpsuite.localaddress import IP_PKTINFO, ILocalAddressReceiver
+from twisted_udpsuite.reactors import IReactorUDPTime
 from twisted_udpsuite.tftp.batching import MAX_SEGMENTS, UDP_GRO, UDP_SEGMENT
+from twisted_udpsuite.twistedprivate import earliestCall, popDueCall
 from twisted_udpsuite.unreachable import IUnreachableReceiver
 
 __all__ = [
@@ -104,19 +106,16 @@ class EventClock(Clock):
 
     def advance(self, amount: float) -> None:
         end = self.rightNow + amount
-        self._sortCalls()
-        while self.calls and self.calls[0].getTime() <= end:
-            call = self.calls.pop(0)
+        while (call := popDueCall(self, end)) is not None:
             self.rightNow = max(self.rightNow, call.getTime())
             call.called = 1
             call.func(*call.args, **call.kw)
-            self._sortCalls()
         self.rightNow = end
 
     def nextCallTime(self) -> float | None:
-        """When the next scheduled call is due, or L{None} if nothing is."""
-        self._sortCalls()
-        return self.calls[0].getTime() if self.calls else None
+        """When the next scheduled call is due, or C{None} if nothing is."""
+        call = earliestCall(self)
+        return None if call is None else call.getTime()
 
 
 @dataclass
@@ -151,7 +150,7 @@ def _ipVersion(host: str) -> int | None:
 
 
 def _mappedV4(address: str) -> str | None:
-    """The IPv4 address inside a V4-mapped IPv6 address, else L{None}."""
+    """The IPv4 address inside a V4-mapped IPv6 address, else C{None}."""
     try:
         ip = ipaddress.IPv6Address(address)
     except ValueError:
@@ -159,7 +158,7 @@ def _mappedV4(address: str) -> str | None:
     return str(ip.ipv4_mapped) if ip.ipv4_mapped else None
 
 
-@implementer(IUDPTransport)
+@implementer(IUDPTransport, IListeningPort)
 class MemoryUDPPort:
     """
     A bound UDP socket on a L{MemoryHost}: the transport its protocol writes to.
@@ -213,15 +212,15 @@ class MemoryUDPPort:
         destination = (addr[0], addr[1])
         version = _ipVersion(destination[0])
         if version is None and destination[0] != "<broadcast>":
-            raise error.InvalidAddressError(
+            raise error.InvalidAddressError(  # type: ignore[no-untyped-call]
                 destination[0], "write() only accepts IP addresses, not hostnames"
             )
         if self.family == 6 and version != 6:
-            raise error.InvalidAddressError(
+            raise error.InvalidAddressError(  # type: ignore[no-untyped-call]
                 destination[0], "IPv6 port write() called with IPv4 or broadcast address"
             )
         if self.family == 4 and version == 6:
-            raise error.InvalidAddressError(
+            raise error.InvalidAddressError(  # type: ignore[no-untyped-call]
                 destination[0], "IPv4 port write() called with IPv6 address"
             )
         if len(packet) > _MAX_PAYLOAD[self.family]:
@@ -338,7 +337,7 @@ class MemoryUDPPort:
         if self.connected is not None:
             raise RuntimeError("already connected, reconnecting is not currently supported")
         if _ipVersion(host) is None:
-            raise error.InvalidAddressError(host, "not an IPv4 or IPv6 address")
+            raise error.InvalidAddressError(host, "not an IPv4 or IPv6 address")  # type: ignore[no-untyped-call]
         self.connected = (host, port)
 
     def getHost(self) -> IPv4Address | IPv6Address:
@@ -346,11 +345,14 @@ class MemoryUDPPort:
             return IPv6Address("UDP", self.interface or "::", self.port)
         return IPv4Address("UDP", self.interface or "0.0.0.0", self.port)
 
+    def startListening(self) -> None:
+        """Nothing to do: a port is bound, and listening, from the start."""
+
     def stopListening(self) -> Deferred[None]:
         if self.listening:
             self.listening = False
             self.host._unbind(self)
-            self.protocol.doStop()
+            self.protocol.doStop()  # type: ignore[no-untyped-call]
         return succeed(None)
 
     loseConnection = stopListening
@@ -436,7 +438,7 @@ class MemoryMulticastPort(MemoryUDPPort):
         return group in self.groups or group in _ALL_NODES
 
 
-@implementer(IReactorUDP, IReactorMulticast, IReactorTime)
+@implementer(IReactorUDPTime, IReactorMulticast)
 class MemoryHost(MemoryReactor):
     """
     One machine on a L{MemoryNetwork}: a reactor for UDP, TCP and time.
@@ -453,7 +455,7 @@ class MemoryHost(MemoryReactor):
     """
 
     def __init__(self, network: MemoryNetwork, interfaces: Iterable[IPInterface]) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.network = network
         self.interfaces: list[IPInterface] = [
             ipaddress.ip_interface("127.0.0.1/8"),
@@ -524,13 +526,13 @@ class MemoryHost(MemoryReactor):
         if interface not in ("", "0.0.0.0", "::") and not any(
             str(i.ip) == address for i in self.interfaces
         ):
-            raise error.CannotListenError(
+            raise error.CannotListenError(  # type: ignore[no-untyped-call]
                 interface, port, OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
             )
         if port == 0:
             port = self._ephemeralPort(interface, family)
         elif self._conflicts(interface, port, family, reuse):
-            raise error.CannotListenError(
+            raise error.CannotListenError(  # type: ignore[no-untyped-call]
                 interface, port, OSError(errno.EADDRINUSE, "Address already in use")
             )
         udpPort = kind(self, interface, port, protocol, maxPacketSize)
@@ -562,7 +564,7 @@ class MemoryHost(MemoryReactor):
             self._nextEphemeral = port + 1 if port < _LAST_PORT else _FIRST_EPHEMERAL_PORT
             if not self._conflicts(interface, port, family):
                 return port
-        raise error.CannotListenError(interface, 0, OSError(errno.EADDRINUSE, "no free ports"))
+        raise error.CannotListenError(interface, 0, OSError(errno.EADDRINUSE, "no free ports"))  # type: ignore[no-untyped-call]
 
     def _unbind(self, udpPort: MemoryUDPPort) -> None:
         if udpPort in self.sockets:
@@ -576,7 +578,7 @@ class MemoryHost(MemoryReactor):
     def seconds(self) -> float:
         return self.network.clock.seconds()
 
-    def getDelayedCalls(self) -> list[Any]:
+    def getDelayedCalls(self) -> Sequence[IDelayedCall]:
         return self.network.clock.getDelayedCalls()
 
     # Name resolution: IP literals and "localhost", as on a machine with no DNS.
@@ -587,7 +589,7 @@ class MemoryHost(MemoryReactor):
         if name == "localhost":
             return succeed("127.0.0.1")
         d: Deferred[str] = Deferred()
-        d.errback(Failure(error.DNSLookupError(name)))
+        d.errback(Failure(error.DNSLookupError(name)))  # type: ignore[no-untyped-call]
         return d
 
     # Routing helpers
@@ -737,7 +739,7 @@ class MemoryNetwork:
         mapped = _mappedV4(host)
         family = 4 if mapped else ip.version
         target = ipaddress.ip_address(mapped) if mapped else ip
-        broadcast = self._isBroadcast(target) or target.is_multicast  # type: ignore[arg-type]
+        broadcast = self._isBroadcast(target) or target.is_multicast
         if broadcast and not target.is_multicast and not sender.getBroadcastAllowed():
             raise PermissionError(errno.EACCES, "Permission denied (broadcast not allowed)")
         if sender._source is not None:
@@ -801,11 +803,12 @@ class MemoryNetwork:
         if not receivers:
             record.fate = "unreachable"
             if sender.connected is not None and sender.listening:
-                sender.protocol.connectionRefused()
+                # Only a DatagramProtocol can be connected (as with udp.Port).
+                cast(DatagramProtocol, sender.protocol).connectionRefused()  # type: ignore[no-untyped-call]
             elif sender.reportsUnreachable and sender.listening:
-                receiver = IUnreachableReceiver(sender.protocol, None)
-                if receiver is not None:
-                    receiver.destinationUnreachable(record.destination)
+                unreachable = IUnreachableReceiver(sender.protocol, None)
+                if unreachable is not None:
+                    unreachable.destinationUnreachable(record.destination)
             return
         record.receivers = len(receivers)
         sourceHost, sourcePort = record.source
@@ -848,7 +851,7 @@ class MemoryNetwork:
         self, senderHost: MemoryHost, source: str, port: int
     ) -> list[MemoryUDPPort]:
         sourceIP = ipaddress.ip_address(_mappedV4(source) or source)
-        receivers = []
+        receivers: list[MemoryUDPPort] = []
         for host in self.hosts:
             onLink = host is senderHost or any(
                 i.version == 4 and not i.ip.is_loopback and sourceIP in i.network
@@ -867,7 +870,7 @@ class MemoryNetwork:
         """Sockets on the sender's link that listen on C{port} and hear C{group}."""
         sourceIP = ipaddress.ip_address(_mappedV4(source) or source)
         loop = not isinstance(sender, MemoryMulticastPort) or sender.getLoopbackMode()
-        receivers = []
+        receivers: list[MemoryUDPPort] = []
         for host in self.hosts:
             if host is sender.host:
                 if not loop:

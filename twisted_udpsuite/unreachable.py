@@ -23,13 +23,14 @@ import socket
 import struct
 from typing import Any
 
-from twisted.internet import udp
-from twisted.internet.interfaces import IHalfCloseableDescriptor, IListeningPort
+from twisted.internet.interfaces import IHalfCloseableDescriptor, IListeningPort, IReactorUDP
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from twisted_udpsuite.localaddress import _hasPacketInfo
+from twisted_udpsuite.twistedprivate import SocketBoundPort
 
 __all__ = ["IUnreachableReceiver", "UnreachableReportingPort", "listenUDP"]
 
@@ -55,7 +56,7 @@ class IUnreachableReceiver(Interface):
 
 
 @implementer(IHalfCloseableDescriptor)
-class UnreachableReportingPort(udp.Port):
+class UnreachableReportingPort(SocketBoundPort):
     """
     A C{udp.Port} with C{IP_RECVERR}: ICMP port unreachable for a datagram it sent is
     reported to its protocol (L{IUnreachableReceiver}, if it provides it) and otherwise
@@ -65,8 +66,8 @@ class UnreachableReportingPort(udp.Port):
     _log = Logger()
     _receiver: Any = None  # the protocol as an IUnreachableReceiver (False: it is not one)
 
-    def _bindSocket(self) -> None:
-        super()._bindSocket()
+    def socketBound(self) -> None:
+        """Ask for ICMP errors (both families' on an IPv6 socket)."""
         options = [(socket.IPPROTO_IP, IP_RECVERR)]
         if self.addressFamily == socket.AF_INET6:
             options.append((socket.IPPROTO_IPV6, IPV6_RECVERR))
@@ -108,12 +109,12 @@ class UnreachableReportingPort(udp.Port):
         of the socket. Read the queue and listen on (the reactor stopped reading).
         """
         if self.socket is None or self.readErrors() is None:
-            self.connectionLost(reason)
+            self.connectionLost(reason)  # type: ignore[no-untyped-call]
             return
-        self.startReading()
+        self.startReading()  # type: ignore[no-untyped-call]
 
     def writeConnectionLost(self, reason: Failure) -> None:
-        self.connectionLost(reason)
+        self.connectionLost(reason)  # type: ignore[no-untyped-call]
 
     def readErrors(self) -> int | None:
         """
@@ -155,9 +156,9 @@ def _isPortUnreachable(ancillary: list[tuple[int, int, bytes]]) -> bool:
 
 
 def listenUDP(
-    reactor: Any,
+    reactor: IReactorUDP,
     port: int,
-    protocol: Any,
+    protocol: DatagramProtocol,
     interface: str = "",
     maxPacketSize: int = 8192,
     portType: type[UnreachableReportingPort] = UnreachableReportingPort,
@@ -169,9 +170,9 @@ def listenUDP(
     C{reportsUnreachable}).
     """
     if _hasPacketInfo(reactor):
-        listening = portType(port, protocol, interface, maxPacketSize, reactor)
-        listening.startListening()
-        return listening
+        reporting = portType(port, protocol, interface, maxPacketSize, reactor)
+        reporting.listen()
+        return reporting
     listening = reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=maxPacketSize)
     if hasattr(listening, "reportsUnreachable"):
         listening.reportsUnreachable = True

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import ipaddress
 import random
 from typing import Any
 
 import pytest
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
@@ -21,6 +23,8 @@ from twisted_udpsuite.discovery.service import (
     parseServiceEntry,
 )
 from twisted_udpsuite.discovery.wire import ServiceEntry
+from twisted_udpsuite.files.service import SPEC as FILES
+from twisted_udpsuite.service import Offer, ServiceOptions, ServiceSpec
 from twisted_udpsuite.testing import MemoryNetwork
 
 
@@ -73,6 +77,44 @@ def test_twistdWithoutSubcommandDescribesTheOthers() -> None:
     options = tap.Options()
     options.parseOptions(["responder", "--service", "x/udp:1"])
     assert [str(s) for s in options.selected[0][1]["services"]] == ["x/udp:1"]
+
+
+def test_siblingsDescribedAsTheyOffer() -> None:
+    """
+    The responder advertises what each sibling's L{ServiceSpec} offers, on the ports its
+    options give: a TCP-only service as /tcp, an extra port (files' --http-port) by its
+    own name, an unset or any-free (0) port not at all, and nothing twice.
+    """
+
+    class WebOptions(ServiceOptions):
+        defaultPort = 8080
+        optParameters = [["admin-port", None, None, "", int]]
+
+    web = ServiceSpec(
+        "web",
+        "TCP only",
+        WebOptions,
+        lambda options, reactor: Service(),
+        offers=(Offer("web", "tcp"), Offer("admin", "tcp", "admin-port")),
+    )
+    silent = ServiceSpec("silent", "offers nothing", WebOptions, lambda o, r: Service())
+    responder = parse(["--service", "web/tcp:8080"])
+    webOptions, withAdmin, anyPort = WebOptions(), WebOptions(), WebOptions()
+    withAdmin.parseOptions(["--port", "81", "--admin-port", "9090"])
+    anyPort.parseOptions(["--port", "0", "--admin-port", "0"])
+    responder.describeSiblings(
+        [(web, webOptions), (web, withAdmin), (web, anyPort), (silent, webOptions)]
+    )
+    assert [str(s) for s in responder["services"]] == [
+        "web/tcp:8080",
+        "web/tcp:81",
+        "admin/tcp:9090",
+    ]
+    files = FILES.options()
+    files.parseOptions(["--port", "8000", "--http-port", "8081"])
+    responder = parse([])
+    responder.describeSiblings([(FILES, files)])
+    assert [str(s) for s in responder["services"]] == ["files/tcp:8000", "http/tcp:8081"]
 
 
 def test_serviceStartsAndStops() -> None:
@@ -170,3 +212,16 @@ def test_discoverUsageErrors(argv: list[str]) -> None:
     out, err = io.StringIO(), io.StringIO()
     status = net.runUntil(Deferred.fromCoroutine(cli.main(host, argv, Console(out, err))))
     assert status == 2 and err.getvalue().count("\n") == 1 and out.getvalue() == ""
+
+
+@pytest.mark.parametrize("package", ["twisted_udpsuite.discovery", "twisted_udpsuite.chat"])
+def test_packageExports(package: str) -> None:
+    """Each name a protocol package's C{__all__} lists is importable from the package."""
+    module = importlib.import_module(package)
+    missing = [name for name in module.__all__ if not hasattr(module, name)]
+    assert missing == []
+    assert {"Responder", "discover", "ServiceEntry", "MAX_DATAGRAM"} & set(module.__all__)
+    if package.endswith("discovery"):
+        assert module.discover is protocol.discover and module.ServiceEntry is ServiceEntry
+    else:
+        assert module.MAX_DATAGRAM == 65536

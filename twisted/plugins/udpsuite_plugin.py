@@ -7,7 +7,7 @@ the suite itself; L{twisted_udpsuite.tap} is loaded only when the plugin runs.
 
 from twisted.application.service import ServiceMaker
 
-udpsuite = ServiceMaker(
+udpsuite = ServiceMaker(  # type: ignore[no-untyped-call]
     "twisted_udpsuite",
     "twisted_udpsuite.tap",
     "UDP/TCP small-network suite: echo, chat room, discovery, TFTP, file serving.",

@@ -6,9 +6,9 @@ full-duplex terminal chat, with plain-text peers or in a chat room.
 from __future__ import annotations
 
 import codecs
-from typing import Any
 
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IUDPTransport
 from twisted.python import usage
 
 from twisted_udpsuite import ports
@@ -25,6 +25,7 @@ from twisted_udpsuite.command import (
     stopPort,
     targetOption,
 )
+from twisted_udpsuite.reactors import IReactorNetwork
 from twisted_udpsuite.service import checkInterface, checkPort
 from twisted_udpsuite.terminal import cbreakMode, connectStdio
 
@@ -62,11 +63,14 @@ class Options(CommandOptions):
             raise usage.UsageError("--keepalive: must be positive")
 
 
-async def runChat(reactor: Any, options: Options, console: Console) -> int:
+async def runChat(reactor: IReactorNetwork, options: Options, console: Console) -> int:
     peer = ChatPeerProtocol(reactor, encoding=options["encoding"], keepalive=options["keepalive"])
     try:
-        udp = reactor.listenUDP(
-            options["port"], peer, interface=options["interface"], maxPacketSize=MAX_DATAGRAM
+        # A UDP port is its protocol's transport too (Twisted's hint says only IListeningPort).
+        udp = IUDPTransport(
+            reactor.listenUDP(
+                options["port"], peer, interface=options["interface"], maxPacketSize=MAX_DATAGRAM
+            )
         )
     except CannotListenError as e:
         reason = getattr(e.socketError, "strerror", None) or e.socketError

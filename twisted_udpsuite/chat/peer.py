@@ -1,6 +1,6 @@
 """
 The chat peer: a L{DatagramProtocol} that talks plain text to another peer
-(C{nc -u}, C{socat}, the seeds' scripts) or joins a chat room.
+(C{nc -u}, C{socat}, any script) or joins a chat room.
 
 In a room it keeps the membership alive with keepalives, notices gaps in the
 room's sequence numbers (and, through the keepalive's answer, messages lost
@@ -12,7 +12,6 @@ L{twisted_udpsuite.terminal.printable} first.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import DatagramProtocol
@@ -28,7 +27,7 @@ from twisted_udpsuite.chat.wire import (
     Reply,
     parseReply,
 )
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorUDPCore, reactorOr
 from twisted_udpsuite.terminal import printable
 
 __all__ = ["ChatPeerProtocol", "IChatDisplay", "RecordingDisplay"]
@@ -110,7 +109,7 @@ class ChatPeerProtocol(DatagramProtocol):
 
     def __init__(
         self,
-        reactor: Any = None,
+        reactor: IReactorUDPCore | None = None,
         display: IChatDisplay | None = None,
         encoding: str = "utf-8",
         keepalive: float = 20.0,
@@ -219,7 +218,7 @@ class ChatPeerProtocol(DatagramProtocol):
     def stopProtocol(self) -> None:
         self._stopTimers()
 
-    def datagramReceived(self, datagram: bytes, addr: Address) -> None:  # type: ignore[override]
+    def datagramReceived(self, datagram: bytes, addr: Address) -> None:
         try:
             source = (hostOf(addr[0]), addr[1])
             if self.room is not None and source == (hostOf(self.room[0]), self.room[1]):
@@ -416,6 +415,8 @@ class ChatPeerProtocol(DatagramProtocol):
 
     def _write(self, payload: bytes, address: Address) -> bool:
         try:
+            if self.transport is None:
+                raise OSError("the socket is closed")
             self.transport.write(payload, address)
         except Exception as e:
             self.display.showNotice(f"cannot send to {_show(address)}: {e}")

@@ -112,7 +112,7 @@ class IChatRoomObserver(Interface):
         """C{member} (with its new nick) was called C{oldNick}."""
 
     def messageRelayed(relay: Relay, member: Member | None) -> None:
-        """A line was relayed: a member's message, or a room event (C{member} L{None})."""
+        """A line was relayed: a member's message, or a room event (C{member} C{None})."""
 
 
 @implementer(ILocalAddressReceiver)
@@ -172,7 +172,7 @@ class ChatRoomProtocol(DatagramProtocol):
             self._expiry.cancel()
         self._expiry = None
 
-    def datagramReceived(self, datagram: bytes, addr: Address) -> None:  # type: ignore[override]
+    def datagramReceived(self, datagram: bytes, addr: Address) -> None:
         self.datagramReceivedAt(datagram, addr, None)
 
     def datagramReceivedAt(self, datagram: bytes, addr: Address, local: str | None) -> None:

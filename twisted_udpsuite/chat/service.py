@@ -4,16 +4,15 @@ The chat room service for C{twistd -n udpsuite chatroom}, and its options.
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet.interfaces import IUDPTransport
 
 from twisted_udpsuite import ports
 from twisted_udpsuite.chat.room import MAX_DATAGRAM, ChatRoomProtocol, RoomPolicy
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
 from twisted_udpsuite.service import (
     Listener,
     ListeningService,
+    Offer,
     ServiceOptions,
     ServiceSpec,
     numberOption,
@@ -35,7 +34,7 @@ class ChatRoomService(ListeningService):
         port: int = ports.CHATROOM,
         interface: str = "",
         policy: RoomPolicy | None = None,
-        reactor: Any = None,
+        reactor: IReactorNetwork | None = None,
     ) -> None:
         reactor = reactorOr(reactor)
         self.port = port
@@ -53,7 +52,8 @@ class ChatRoomService(ListeningService):
     @property
     def udpPort(self) -> IUDPTransport | None:
         """The bound port, once started."""
-        return self.portOf(0)
+        port: IUDPTransport | None = self.portOf(0)
+        return port
 
 
 _DEFAULT = RoomPolicy()
@@ -127,7 +127,7 @@ class Options(ServiceOptions):
         )
 
 
-def makeService(options: Options, reactor: Any = None) -> ChatRoomService:
+def makeService(options: Options, reactor: IReactorNetwork | None = None) -> ChatRoomService:
     """Build the chat room service from parsed L{Options}."""
     return ChatRoomService(
         port=options["port"],
@@ -137,4 +137,10 @@ def makeService(options: Options, reactor: Any = None) -> ChatRoomService:
     )
 
 
-SPEC = ServiceSpec("chatroom", "UDP chat room (relays members' messages)", Options, makeService)
+SPEC = ServiceSpec(
+    "chatroom",
+    "UDP chat room (relays members' messages)",
+    Options,
+    makeService,
+    offers=(Offer("chatroom", "udp"),),
+)

@@ -149,7 +149,7 @@ class ChatTerminal(LineTerminal):
                             **self.discoverOptions)  # fmt: skip
 
         def failed(failure: Failure) -> None:
-            if failure.check(FirstError):
+            if isinstance(failure.value, FirstError):
                 failure = failure.value.subFailure
             self.showNotice(f"discovery failed: {failure.getErrorMessage()}")
 

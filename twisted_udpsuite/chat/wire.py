@@ -81,7 +81,7 @@ class Command:
     @ivar verb: one of L{COMMANDS}.
     @ivar text: the message (C{MSG}) or the nick (C{JOIN}, C{NICK}), else C{""}.
     @ivar first: C{RESEND}: the first sequence number wanted.
-    @ivar last: C{RESEND}: the last one wanted (L{None}: up to the newest).
+    @ivar last: C{RESEND}: the last one wanted (C{None}: up to the newest).
     """
 
     verb: str
@@ -143,7 +143,7 @@ class Relay:
 
     @ivar seq: the room's sequence number (gaps mean lost datagrams).
     @ivar time: C{HH:MM:SS} (UTC) when the room relayed it.
-    @ivar nick: the sender, or L{None} for a room event (C{* alice joined}).
+    @ivar nick: the sender, or C{None} for a room event (C{* alice joined}).
     @ivar text: the message or the event's text.
     """
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.python import usage
 
 from twisted_udpsuite import ports
 from twisted_udpsuite.command import CommandOptions, CommandSpec, Console, resolveHost
 from twisted_udpsuite.discovery.protocol import DiscoveredResponder, discover
 from twisted_udpsuite.discovery.wire import MAX_DELAY
+from twisted_udpsuite.reactors import IReactorNetwork
 from twisted_udpsuite.service import checkPort, numberOption
 from twisted_udpsuite.terminal import printable
 
@@ -40,7 +39,7 @@ class Options(CommandOptions):
     optFlags = [["ipv6", "6", "Also probe the IPv6 all-nodes group ff02::1."]]
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self["port"] = ports.RESPONDER
         self["to"] = []
 
@@ -74,7 +73,7 @@ def formatResponder(responder: DiscoveredResponder) -> str:
     return f"{shown}  {name}  {services or '-'}{also}"
 
 
-async def runDiscover(reactor: Any, options: Options, console: Console) -> int:
+async def runDiscover(reactor: IReactorNetwork, options: Options, console: Console) -> int:
     unicast = [await resolveHost(reactor, host) for host in options["to"]]
     result = await discover(
         reactor,

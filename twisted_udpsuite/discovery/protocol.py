@@ -3,7 +3,7 @@ Discovery protocols: L{Responder} answers probes, L{Discoverer} sends them
 and collects answers (L{discover} is the one-call form), L{PeerTable} keeps
 the peers that announce themselves.
 
-The rules come from the anchors (SSDP, mDNS, IPMsg): answer by unicast,
+The rules are those of SSDP, mDNS and IPMsg: answer by unicast,
 after a random delay within the prober's window, once per probe, at a
 limited rate per source, never to broadcast or multicast sources nor to
 oneself, and never with more bytes than the probe carried.
@@ -21,6 +21,7 @@ from typing import Any
 
 from twisted.internet import task
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -36,7 +37,7 @@ from twisted_udpsuite.discovery.interfaces import (
 from twisted_udpsuite.discovery.wire import Kind, MalformedMessage, Message, ServiceEntry
 from twisted_udpsuite.localaddress import ILocalAddressReceiver, writeFrom
 from twisted_udpsuite.ratelimit import PerSourceLimiter
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorUDPTime, reactorOr
 
 __all__ = [
     "DiscoveredResponder",
@@ -103,7 +104,7 @@ class Responder(DatagramProtocol):
         self,
         name: str,
         services: Iterable[ServiceEntry] = (),
-        reactor: Any = None,
+        reactor: IReactorUDPTime | None = None,
         *,
         rate: float = 1.0,
         burst: float = 4,
@@ -128,17 +129,20 @@ class Responder(DatagramProtocol):
         self.announceInterval = announceInterval
         self.announceTargets = list(announceTargets)
         self._announcer: task.LoopingCall | None = None
-        self._announcePort: Any = None
+        self._announcePort: IUDPTransport | None = None
 
     # Lifecycle
 
     def startProtocol(self) -> None:
         if self.announceInterval and self.announceTargets:
+            assert self.transport is not None
             host = self.transport.getHost().host
             interface = "" if ":" in host or host == "0.0.0.0" else host
             try:
-                self._announcePort = self._reactor.listenUDP(
-                    0, _AnnounceSocket(), interface, maxPacketSize=MAX_DATAGRAM
+                self._announcePort = IUDPTransport(
+                    self._reactor.listenUDP(
+                        0, _AnnounceSocket(), interface, maxPacketSize=MAX_DATAGRAM
+                    )
                 )
             except Exception as e:
                 self.log.warn("cannot announce: no socket: {error}", error=e)
@@ -178,9 +182,12 @@ class Responder(DatagramProtocol):
         self._sendAll(message.toBytes(limit=512))
 
     def _sendAll(self, data: bytes) -> None:
+        port = self._announcePort  # there while announcing, the only time this is called
+        if port is None:
+            return
         for target in self.announceTargets:
             try:
-                self._announcePort.write(data, target)
+                port.write(data, target)
             except Exception as e:
                 self.log.debug("cannot send to {target}: {error}", target=target, error=e)
 
@@ -226,7 +233,7 @@ class Responder(DatagramProtocol):
         )
 
     def _refusal(self, message: Message, data: bytes, addr: Address) -> str | None:
-        """Why this probe gets no answer, or L{None} if it gets one."""
+        """Why this probe gets no answer, or C{None} if it gets one."""
         if message.instance == self.instance:
             return "own"
         if isUnanswerableSource(addr[0]):
@@ -291,6 +298,7 @@ class _AnnounceSocket(DatagramProtocol):
     """A responder's announce socket: sends broadcasts, answers nothing it hears."""
 
     def startProtocol(self) -> None:
+        assert self.transport is not None
         self.transport.setBroadcastAllowed(True)
 
 
@@ -319,6 +327,7 @@ class _Socket(DatagramProtocol):
         self.owner = owner
 
     def startProtocol(self) -> None:
+        assert self.transport is not None
         self.transport.setBroadcastAllowed(self.owner.broadcast)
 
     def datagramReceived(self, data: bytes, addr: Address) -> None:
@@ -341,14 +350,14 @@ class Discoverer:
     no socket may broadcast at all.
 
     @param interfaces: IPv4 interfaces (C{"192.0.2.1/24"}) whose directed
-        broadcasts to probe; L{None} asks the operating system.
-    @param ipv6Interfaces: interface names for C{ff02::1%NAME}; L{None} asks
+        broadcasts to probe; C{None} asks the operating system.
+    @param ipv6Interfaces: interface names for C{ff02::1%NAME}; C{None} asks
         the operating system; empty means plain C{ff02::1} (the default link).
     @param onFound: called with each new L{DiscoveredResponder}.
     @param unicastTargets: addresses also probed directly (a responder
         bound to a unicast address, or one beyond a router).
     @param broadcast: probe the broadcast, multicast and loopback targets
-        (the default); L{False} probes exactly C{unicastTargets}.
+        (the default); C{False} probes exactly C{unicastTargets}.
     @param loopback: with C{broadcast}, also probe 127.0.0.1 and ::1.
     """
 
@@ -356,7 +365,7 @@ class Discoverer:
 
     def __init__(
         self,
-        reactor: Any = None,
+        reactor: IReactorUDPTime | None = None,
         port: int = ports.RESPONDER,
         *,
         interfaces: Iterable[str | ipaddress.IPv4Interface] | None = None,
@@ -508,7 +517,7 @@ class Discoverer:
 
 
 def discover(
-    reactor: Any = None,
+    reactor: IReactorUDPTime | None = None,
     port: int = ports.RESPONDER,
     timeout: float = 3.0,
     **kwargs: Any,
@@ -570,7 +579,7 @@ class PeerTable(DatagramProtocol):
 
     def __init__(
         self,
-        reactor: Any = None,
+        reactor: IReactorTime | None = None,
         *,
         instance: bytes | None = None,
         onJoin: Callable[[Peer], None] | None = None,

@@ -20,7 +20,7 @@ from twisted_udpsuite import ports
 from twisted_udpsuite.discovery.interfaces import broadcastInterfaces, directedBroadcasts
 from twisted_udpsuite.discovery.protocol import MAX_DATAGRAM, Responder
 from twisted_udpsuite.discovery.wire import MAX_NAME, ServiceEntry
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
 from twisted_udpsuite.service import (
     Listener,
     ListeningService,
@@ -31,14 +31,6 @@ from twisted_udpsuite.service import (
 
 __all__ = ["Options", "ResponderService", "SPEC", "makeService", "parseServiceEntry"]
 
-#: The transport protocols of each suite service, for describing siblings.
-SERVICE_PROTOCOLS: dict[str, tuple[str, ...]] = {
-    "echo": ("udp", "tcp"),
-    "tftp": ("udp",),
-    "files": ("tcp",),
-    "chatroom": ("udp",),
-}
-
 
 class ResponderService(ListeningService):
     """
@@ -48,7 +40,7 @@ class ResponderService(ListeningService):
     a socket bound to one unicast address only ever hears probes sent to
     that address.
 
-    @param announceInterval: seconds between announces (L{None}: never).
+    @param announceInterval: seconds between announces (C{None}: never).
     @param announceTargets: where announces go; by default the limited
         broadcast and every interface's directed broadcast, on C{port}.
     """
@@ -59,7 +51,7 @@ class ResponderService(ListeningService):
         services: Iterable[ServiceEntry] = (),
         port: int = ports.RESPONDER,
         interface: str = "",
-        reactor: Any = None,
+        reactor: IReactorNetwork | None = None,
         *,
         rate: float = 1.0,
         burst: float = 4,
@@ -172,21 +164,21 @@ class Options(ServiceOptions):
         if self["rate"] <= 0 or self["burst"] < 1:
             raise usage.UsageError("--rate must be above 0 and --burst at least 1")
 
-    def describeSiblings(self, selected: Iterable[tuple[Any, usage.Options]]) -> None:
-        """Describe the other services started in the same process (tap's hook)."""
+    def describeSiblings(self, selected: Iterable[tuple[ServiceSpec, usage.Options]]) -> None:
+        """
+        Describe the other services started in the same process (tap's hook): what
+        each one's L{ServiceSpec.offers} says, on the ports its options give.
+        """
         for spec, options in selected:
             if options is self:
                 continue
-            for protocol in SERVICE_PROTOCOLS.get(spec.name, ("udp",)):
-                entry = ServiceEntry(spec.name, protocol, options["port"])
+            for name, transport, port in spec.offered(options):
+                entry = ServiceEntry(name, transport, port)
                 if entry not in self["services"]:
                     self["services"].append(entry)
-            httpPort = options.get("http-port")
-            if httpPort:
-                self["services"].append(ServiceEntry("http", "tcp", httpPort))
 
 
-def makeService(options: Options, reactor: Any = None) -> ResponderService:
+def makeService(options: Options, reactor: IReactorNetwork | None = None) -> ResponderService:
     """Build the responder service from parsed L{Options}."""
     return ResponderService(
         options["name"],

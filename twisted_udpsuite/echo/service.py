@@ -20,6 +20,7 @@ from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.service import (
     Listener,
     ListeningService,
+    Offer,
     ServiceOptions,
     ServiceSpec,
     checkPort,
@@ -127,4 +128,10 @@ def makeService(options: Options, reactor: Any = None) -> EchoService:
     )
 
 
-SPEC = ServiceSpec("echo", "RFC 862 echo, UDP and TCP on the same port", Options, makeService)
+SPEC = ServiceSpec(
+    "echo",
+    "RFC 862 echo, UDP and TCP on the same port",
+    Options,
+    makeService,
+    offers=(Offer("echo", "udp"), Offer("echo", "tcp")),
+)

@@ -27,6 +27,7 @@ from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.service import (
     Listener,
     ListeningService,
+    Offer,
     ServiceOptions,
     ServiceSpec,
     checkPort,
@@ -167,5 +168,9 @@ def makeService(options: Options, reactor: Any = None) -> FileService:
 
 
 SPEC = ServiceSpec(
-    "files", "TCP file server (optionally HTTP and the plain protocol too)", Options, makeService
+    "files",
+    "TCP file server (optionally HTTP and the plain protocol too)",
+    Options,
+    makeService,
+    offers=(Offer("files", "tcp"), Offer("http", "tcp", "http-port")),
 )

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import getpass
 import os
-from typing import Any
 
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IUDPTransport
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
@@ -20,6 +20,7 @@ from twisted_udpsuite.ipmsg.files import FileOffers, FileServerFactory
 from twisted_udpsuite.ipmsg.peer import IPMSG_PORT, MAX_INBOUND, IPMsgPeer
 from twisted_udpsuite.ipmsg.service import MemberOptions
 from twisted_udpsuite.ipmsg.terminal import IPMsgTerminal
+from twisted_udpsuite.reactors import IReactorNetwork
 from twisted_udpsuite.service import checkInterface, checkPort
 from twisted_udpsuite.terminal import cbreakMode, connectStdio
 
@@ -52,15 +53,16 @@ class Options(MemberOptions, CommandOptions):
             raise usage.UsageError(f"--download-dir: {self['download-dir']!r} is not a directory")
 
 
-async def runIPMsg(reactor: Any, options: Options, console: Console) -> int:
+async def runIPMsg(reactor: IReactorNetwork, options: Options, console: Console) -> int:
     offers = FileOffers(reactor)
     peer = IPMsgPeer(
         options["nick"], options["group"], reactor, encoding=options["encoding"],
         hostList=options["host"], offers=offers,
     )  # fmt: skip
     try:
-        udp = reactor.listenUDP(options["port"], peer, interface=options["interface"],
-                                maxPacketSize=MAX_INBOUND + 1)  # fmt: skip
+        # A UDP port is its protocol's transport too (Twisted's hint says only IListeningPort).
+        udp = IUDPTransport(reactor.listenUDP(options["port"], peer, interface=options["interface"],
+                                              maxPacketSize=MAX_INBOUND + 1))  # fmt: skip
     except CannotListenError as e:
         reason = getattr(e.socketError, "strerror", None) or e.socketError
         raise CommandError(
@@ -69,7 +71,8 @@ async def runIPMsg(reactor: Any, options: Options, console: Console) -> int:
         ) from None
     tcp = None
     try:
-        tcp = reactor.listenTCP(udp.getHost().port, FileServerFactory(offers, reactor),
+        # Twisted's hint asks for a ServerFactory; any Factory serves.
+        tcp = reactor.listenTCP(udp.getHost().port, FileServerFactory(offers, reactor),  # type: ignore[arg-type]
                                 interface=options["interface"])  # fmt: skip
     except CannotListenError:
         peer.offers = None

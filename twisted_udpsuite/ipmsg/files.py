@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IConnector, IDelayedCall, IReactorTime, ITCPTransport
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
@@ -45,7 +46,7 @@ from twisted_udpsuite.addresses import hostOf
 from twisted_udpsuite.ipmsg import wire
 from twisted_udpsuite.ipmsg.wire import Attachment, FileRequest, MalformedPacket, Mode, Packet
 from twisted_udpsuite.paths import AtomicFileWriter, checkWritable, isWithin
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorTCPTime, reactorOr
 
 __all__ = [
     "FetchResult",
@@ -64,7 +65,7 @@ _PART_STEM_MAX = 255 - 2 - 12 - len(".part")
 
 @dataclass
 class OfferedFile:
-    path: FilePath
+    path: FilePath[str]
     attachment: Attachment
 
 
@@ -87,10 +88,10 @@ class FileOffers:
 
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         lifetime: float = 3600.0,
         maxOffers: int = 64,
-        root: FilePath | None = None,
+        root: FilePath[str] | None = None,
     ) -> None:
         self._clock = clock
         self.lifetime = lifetime
@@ -98,7 +99,7 @@ class FileOffers:
         self.root = root
         self._offers: OrderedDict[tuple[str, int], _Offer] = OrderedDict()
 
-    def add(self, peer: str, packetNo: int, paths: Sequence[FilePath]) -> list[Attachment]:
+    def add(self, peer: str, packetNo: int, paths: Sequence[FilePath[str]]) -> list[Attachment]:
         """
         Offer C{paths} (regular files) to the host C{peer} under C{packetNo}.
 
@@ -118,7 +119,7 @@ class FileOffers:
         self._offers[key] = _Offer(key[0], packetNo, files, expires)
         return [f.attachment for f in files.values()]
 
-    def _check(self, path: FilePath) -> None:
+    def _check(self, path: FilePath[str]) -> None:
         try:
             mode = os.stat(path.path).st_mode
         except OSError as e:
@@ -184,11 +185,12 @@ class FileServerProtocol(protocol.Protocol):
     """One GETFILEDATA connection: read the request, stream the file, close."""
 
     log = Logger(namespace="twisted_udpsuite.ipmsg")
+    transport: ITCPTransport  # from makeConnection on, before any other call
 
     def __init__(self, factory: FileServerFactory) -> None:
         self.factory = factory
         self._buffer = b""
-        self._timer: Any = None
+        self._timer: IDelayedCall | None = None
         self._file: BinaryIO | None = None
         self._sender: FileSender | None = None
         self._started = 0.0
@@ -246,7 +248,7 @@ class FileServerProtocol(protocol.Protocol):
         f.seek(request.offset)
         reader = _Limited(f, size - request.offset)
         sender = self._sender = FileSender()
-        d = sender.beginFileTransfer(reader, self.transport)
+        d = sender.beginFileTransfer(reader, self.transport)  # type: ignore[no-untyped-call]
         d.addBoth(self._sent, offered, request, reader, peer)
 
     def _sent(
@@ -289,7 +291,7 @@ class FileServerProtocol(protocol.Protocol):
             self._timer.cancel()
         self._timer = None
         if self._sender is not None:
-            self._sender.stopProducing()  # a no-op once it has finished
+            self._sender.stopProducing()  # type: ignore[no-untyped-call]  # no-op once finished
             self._sender = None
         if self._file is not None:
             self._file.close()
@@ -319,7 +321,7 @@ class FileServerFactory(protocol.Factory):
     def __init__(
         self,
         offers: FileOffers,
-        reactor: Any = None,
+        reactor: IReactorTime | None = None,
         maxConnections: int = 16,
         requestTimeout: float = 10.0,
     ) -> None:
@@ -347,7 +349,7 @@ class TransferFailed(Exception):
 
 @dataclass(frozen=True)
 class FetchResult:
-    path: FilePath
+    path: FilePath[str]
     size: int
     received: int
     resumedFrom: int
@@ -361,7 +363,7 @@ class PartialDownload(AtomicFileWriter):
     download of the same offer appends to it.
     """
 
-    def __init__(self, target: FilePath, key: str, *, overwrite: bool) -> None:
+    def __init__(self, target: FilePath[str], key: str, *, overwrite: bool) -> None:
         self.target = target.asTextMode()
         self.overwrite = overwrite
         self._done = False
@@ -389,8 +391,10 @@ class PartialDownload(AtomicFileWriter):
 
 
 class _FetchProtocol(protocol.Protocol):
+    transport: ITCPTransport  # from makeConnection on, before any other call
+
     def __init__(self, request: bytes, writer: PartialDownload, expected: int, offset: int,
-                 progress: Callable[[int, int], None] | None, clock: Any,
+                 progress: Callable[[int, int], None] | None, clock: IReactorTime,
                  idleTimeout: float) -> None:  # fmt: skip
         self.request = request
         self.writer = writer
@@ -403,7 +407,7 @@ class _FetchProtocol(protocol.Protocol):
         self.overflow = False
         self.error: str | None = None
         self.done: Deferred[int] = Deferred()
-        self._idle: Any = None
+        self._idle: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         self.transport.write(self.request)
@@ -452,7 +456,8 @@ class _FetchProtocol(protocol.Protocol):
             self._idle.cancel()
         self._idle = None
         if self.error is None and self.received < self.expected:
-            cause = "" if reason.check(ConnectionDone) else f": {reason.getErrorMessage()}"
+            done = isinstance(reason.value, ConnectionDone)
+            cause = "" if done else f": {reason.getErrorMessage()}"
             self.error = f"connection closed after {self.received} of {self.expected} bytes{cause}"
         self.done.callback(self.received)
 
@@ -474,16 +479,16 @@ class _FetchFactory(protocol.ClientFactory):
 @dataclass
 class _Fetch:
     writer: PartialDownload
-    connector: Any = None
+    connector: IConnector | None = None
     proto: _FetchProtocol | None = None
 
 
 def fetchAttachment(
-    reactor: Any,
+    reactor: IReactorTCPTime | None,
     address: tuple[str, int],
     packetNo: int,
     attachment: Attachment,
-    destination: FilePath,
+    destination: FilePath[str],
     *,
     request: Packet,
     resume: bool = True,

@@ -41,7 +41,7 @@ import socket
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import DatagramProtocol
@@ -64,7 +64,7 @@ from twisted_udpsuite.ipmsg.wire import (
     PacketNumbers,
 )
 from twisted_udpsuite.ratelimit import PerSourceLimiter
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
 
 __all__ = [
     "IPMSG_PORT",
@@ -102,7 +102,7 @@ class PeerInfo:
     """
     One member of the LAN, as its packets describe it.
 
-    @ivar encoding: the code page of its packets without UTF8OPT (L{None}: guess
+    @ivar encoding: the code page of its packets without UTF8OPT (C{None}: guess
         each time); learnt from iptux's entry, or from how its entry decoded.
     @ivar features: the option bits of its last entry (CAPUTF8OPT, FILEATTACHOPT...).
     """
@@ -281,9 +281,9 @@ class IPMsgPeer(DatagramProtocol):
 
     @param nick: shown to the others.
     @param encoding: the code page for peers that do not do UTF-8, and of our
-        broadcasts; L{None} (auto) guesses each peer's (UTF-8 or GB18030) and
+        broadcasts; C{None} (auto) guesses each peer's (UTF-8 or GB18030) and
         broadcasts in GB18030 (which is GBK for the characters GBK has).
-    @param broadcastTargets: where BR_ENTRY goes; L{None}: 255.255.255.255 and
+    @param broadcastTargets: where BR_ENTRY goes; C{None}: 255.255.255.255 and
         each interface's directed broadcast.
     @param hostList: addresses (or networks of at most 256 addresses) to send
         BR_ENTRY to by unicast, for peers that broadcasts do not reach.
@@ -300,7 +300,7 @@ class IPMsgPeer(DatagramProtocol):
         self,
         nick: str,
         group: str = "",
-        reactor: Any = None,
+        reactor: IReactorNetwork | None = None,
         *,
         user: str | None = None,
         host: str | None = None,
@@ -341,7 +341,7 @@ class IPMsgPeer(DatagramProtocol):
         self.maxPending = maxPending
         self.offers = offers
         #: The files to offer an iptux user who asks for our shared files (None: none).
-        self.sharedFiles: Callable[[], list[FilePath]] | None = None
+        self.sharedFiles: Callable[[], list[FilePath[str]]] | None = None
         self.absence: str | None = None
         self._left = False
         self.stats = PeerStats()
@@ -376,7 +376,8 @@ class IPMsgPeer(DatagramProtocol):
                 call.cancel()
         self._answers.clear()
         for key in list(self._outgoing):
-            self._finish(key, Failure(NotAcknowledged("stopped before the answer came")))
+            stopped = NotAcknowledged("stopped before the answer came")
+            self._finish(key, Failure(stopped))  # type: ignore[no-untyped-call]
 
     def announce(self) -> None:
         """Broadcast BR_ENTRY (and unicast it to the host list): "here I am, who is there?"."""
@@ -384,7 +385,7 @@ class IPMsgPeer(DatagramProtocol):
         self._toEveryone(self._entryPacket(Mode.BR_ENTRY))
 
     def setAbsence(self, text: str | None) -> None:
-        """Go away (C{text}: why) or, with L{None}, come back; tells everyone (BR_ABSENCE)."""
+        """Go away (C{text}: why) or, with C{None}, come back; tells everyone (BR_ABSENCE)."""
         self.absence = text
         self._toEveryone(self._entryPacket(Mode.BR_ABSENCE))
 
@@ -515,6 +516,7 @@ class IPMsgPeer(DatagramProtocol):
             packet.packetNo in self._mine
             and packet.user == self.user
             and packet.host == self.host
+            and self.transport is not None
             and addr[1] == self.transport.getHost().port
         )
 
@@ -616,7 +618,7 @@ class IPMsgPeer(DatagramProtocol):
         if self.offers is not None:
             self.offers.release(address[0], _bodyNumber(packet.body))
 
-    _handlers = {
+    _handlers: ClassVar[dict[int, Callable[[IPMsgPeer, Packet, Address], None]]] = {
         Mode.BR_ENTRY: _onEntry,
         Mode.ANSENTRY: _onAnswerEntry,
         Mode.BR_ABSENCE: _onAnswerEntry,
@@ -699,6 +701,7 @@ class IPMsgPeer(DatagramProtocol):
 
     def _onSocket(self, address: Address) -> Address:
         """C{address} as our socket writes it: V4-mapped on an IPv6 (dual-stack) socket."""
+        assert self.transport is not None
         if ":" in self.transport.getHost().host and ":" not in address[0]:
             return (f"::ffff:{address[0]}", address[1])
         return address
@@ -721,6 +724,7 @@ class IPMsgPeer(DatagramProtocol):
     def _broadcastTargets(self) -> list[str]:
         if self.broadcastTargets is not None:
             return self.broadcastTargets
+        assert self.transport is not None
         bound = self.transport.getHost().host
         found = [i for _, i in broadcastInterfaces()]
         if bound not in ("", "0.0.0.0", "::"):
@@ -770,7 +774,7 @@ class IPMsgPeer(DatagramProtocol):
         return self._sendUntilAnswered(packet, address, Mode.RECVMSG)
 
     def offerFiles(
-        self, to: PeerInfo | Address, paths: Sequence[FilePath], text: str = ""
+        self, to: PeerInfo | Address, paths: Sequence[FilePath[str]], text: str = ""
     ) -> Deferred[int]:
         """
         Offer C{paths} to C{to} in a message (SENDMSG|FILEATTACHOPT), served on our
@@ -794,7 +798,7 @@ class IPMsgPeer(DatagramProtocol):
         return d.addErrback(withdraw)
 
     def fetchAttachment(
-        self, message: Message, attachment: Attachment, destination: FilePath, **kwargs: Any
+        self, message: Message, attachment: Attachment, destination: FilePath[str], **kwargs: Any
     ) -> Deferred[files.FetchResult]:
         """
         Fetch a file offered in C{message} into C{destination} over TCP from the
@@ -858,7 +862,8 @@ class IPMsgPeer(DatagramProtocol):
             if outgoing.answer == Mode.RECVMSG:
                 self.stats.unacknowledged += 1
             tries = self.attempts
-            self._finish(key, Failure(NotAcknowledged(f"no answer after {tries} tries")))
+            unanswered = NotAcknowledged(f"no answer after {tries} tries")
+            self._finish(key, Failure(unanswered))  # type: ignore[no-untyped-call]
             return
         packet = outgoing.packet
         if outgoing.left < self.attempts:

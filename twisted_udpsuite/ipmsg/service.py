@@ -41,10 +41,11 @@ from twisted_udpsuite.ipmsg.peer import (
 )
 from twisted_udpsuite.ipmsg.wire import Attachment
 from twisted_udpsuite.paths import UnsafePath, safeDescendant
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
 from twisted_udpsuite.service import (
     Listener,
     ListeningService,
+    Offer,
     ServiceOptions,
     ServiceSpec,
     numberOption,
@@ -66,13 +67,13 @@ class DropBox:
     """
     Logs messages and presence; with C{root}, fetches offered files into it.
 
-    @param maxFileSize: larger offers are refused (L{None}: no limit).
+    @param maxFileSize: larger offers are refused (C{None}: no limit).
     @ivar received: the files fetched.
     """
 
     log = Logger(namespace="twisted_udpsuite.ipmsg")
 
-    def __init__(self, peer: IPMsgPeer, root: FilePath | None = None,
+    def __init__(self, peer: IPMsgPeer, root: FilePath[str] | None = None,
                  maxFileSize: int | None = None) -> None:  # fmt: skip
         self.peer = peer
         self.root = root
@@ -146,7 +147,7 @@ class DropBox:
             return
         d.addCallbacks(done, failed)
 
-    def _target(self, name: str) -> FilePath | None:
+    def _target(self, name: str) -> FilePath[str] | None:
         """A free path in the root for C{name}: C{NAME}, else C{NAME (1).ext}... ."""
         assert self.root is not None
         stem, ext = os.path.splitext(name)
@@ -178,12 +179,12 @@ class IPMsgService(ListeningService):
         group: str = "",
         port: int = IPMSG_PORT,
         interface: str = "",
-        reactor: Any = None,
+        reactor: IReactorNetwork | None = None,
         *,
-        root: FilePath | None = None,
+        root: FilePath[str] | None = None,
         acceptFiles: bool = False,
         maxFileSize: int | None = None,
-        share: FilePath | None = None,
+        share: FilePath[str] | None = None,
         hostList: list[str] | None = None,
         encoding: str | None = None,
         peer: IPMsgPeer | None = None,
@@ -216,7 +217,7 @@ class IPMsgService(ListeningService):
         return super().stopService()
 
 
-def _sharedFiles(directory: FilePath) -> list[FilePath]:
+def _sharedFiles(directory: FilePath[str]) -> list[FilePath[str]]:
     """The regular files directly in C{directory} (at most 64, by name)."""
     try:
         children = sorted(directory.children(), key=lambda p: p.basename())
@@ -228,11 +229,11 @@ def _sharedFiles(directory: FilePath) -> list[FilePath]:
 class MemberOptions(usage.Options):
     """
     What C{twistd udpsuite ipmsg} and C{udpsuite ipmsg} share: C{--host} (repeatable)
-    and C{--encoding} (C{auto} becomes L{None}), checked by L{checkMember}.
+    and C{--encoding} (C{auto} becomes C{None}), checked by L{checkMember}.
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self["host"] = []
 
     def opt_host(self, value: str) -> None:
@@ -288,7 +289,7 @@ class Options(MemberOptions, ServiceOptions):
         self.checkMember()
 
 
-def makeService(options: Options, reactor: Any = None) -> IPMsgService:
+def makeService(options: Options, reactor: IReactorNetwork | None = None) -> IPMsgService:
     """Build the IPMsg service from parsed L{Options}."""
     return IPMsgService(
         options["nick"], options["group"], options["port"], options["interface"], reactor,
@@ -304,4 +305,5 @@ SPEC = ServiceSpec(
     Options,
     makeService,
     startsByDefault=False,
+    offers=(Offer("ipmsg", "udp"),),
 )

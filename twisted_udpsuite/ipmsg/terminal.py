@@ -83,7 +83,7 @@ class IPMsgTerminal(LineTerminal):
         isTerminal: bool = False,
         encoding: str = "utf-8",
         lineEditing: bool = False,
-        downloads: FilePath | None = None,
+        downloads: FilePath[str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(isTerminal, encoding, lineEditing)
@@ -172,7 +172,7 @@ class IPMsgTerminal(LineTerminal):
         d = self.peer.sendMessage(to, text, sealed=sealed)
 
         def failed(failure: Failure) -> None:
-            if failure.check(NotAcknowledged):
+            if isinstance(failure.value, NotAcknowledged):
                 shown = _safe(text[:40])
                 self.showNotice(f"{_safe(name)} did not acknowledge (offline?): {shown}")
             else:

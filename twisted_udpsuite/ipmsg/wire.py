@@ -132,7 +132,11 @@ _VERSION = re.compile(r"1([^0-9:].*)?", re.DOTALL)
 
 
 def isVersion(text: str) -> bool:
-    """Whether C{text} is a version field we take (C{^1([^0-9:].*)?$}, as the notes say)."""
+    """
+    Whether C{text} is a version field we take: C{1} alone or followed by anything that
+    does not continue the number (C{^1([^0-9:].*)?$}), as IP Messenger, FeiQ and iptux
+    write it.
+    """
     return _VERSION.fullmatch(text) is not None
 
 
@@ -261,7 +265,7 @@ def decodePacket(data: bytes, encoding: str | None = None) -> Packet:
     Parse and decode a datagram.
 
     With L{UTF8OPT} the packet is UTF-8.  Otherwise it is C{encoding} (the peer's
-    known code page), or, when that is L{None}, a guess: strict UTF-8 if the
+    known code page), or, when that is C{None}, a guess: strict UTF-8 if the
     text is valid UTF-8, else GB18030 (a superset of FeiQ's GBK).  Undecodable
     bytes become U+FFFD.
 

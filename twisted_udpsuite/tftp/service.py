@@ -24,6 +24,7 @@ from twisted_udpsuite.reactors import reactorOr
 from twisted_udpsuite.service import (
     Listener,
     ListeningService,
+    Offer,
     ServiceOptions,
     ServiceSpec,
     numberOption,
@@ -581,4 +582,10 @@ def makeService(options: Options, reactor: Any = None) -> Service:
     )
 
 
-SPEC = ServiceSpec("tftp", "TFTP server (RFC 1350, 2347-2349, 7440)", Options, makeService)
+SPEC = ServiceSpec(
+    "tftp",
+    "TFTP server (RFC 1350, 2347-2349, 7440)",
+    Options,
+    makeService,
+    offers=(Offer("tftp", "udp"),),
+)
