@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.tftp.test_workers -*-
+# -*- test-case-name: tests.tftp.test_workerpool -*-
 """
 C{twistd -n udpsuite tftp --workers N}: N processes serve one TFTP port.
 
@@ -40,6 +40,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import (
     ILogObserver,
@@ -49,13 +50,18 @@ from twisted.logger import (
 )
 from twisted.python.failure import Failure
 
+from twisted_udpsuite import ports
 from twisted_udpsuite.drain import DEFAULT_DRAIN
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorUDPTime, reactorOr
 from twisted_udpsuite.service import Listener
+from twisted_udpsuite.tftp.backend import IBackend
 from twisted_udpsuite.tftp.server import ServerPolicy
-from twisted_udpsuite.tftp.service import Options, TFTPService
+from twisted_udpsuite.tftp.service import TFTPService
+from twisted_udpsuite.tftp.trace import IWireTracer
 
 __all__ = [
+    "IReactorProcessTime",
+    "IReactorProcessUDPTime",
     "TEXT_FIELD",
     "WORKER_MODULE",
     "MultiProcessTFTPService",
@@ -64,13 +70,22 @@ __all__ = [
     "share",
 ]
 
-WORKER_MODULE = "twisted_udpsuite.tftp.worker"
-"""The module a worker process runs (C{python -m ...}); see L{twisted_udpsuite.tftp.worker}."""
+WORKER_MODULE = "twisted_udpsuite.tftp.workerprocess"
+"""The module a worker process runs (C{python -m ...}); see
+L{twisted_udpsuite.tftp.workerprocess}."""
 
 SOCKET_FD = 3
 """The descriptor number of the shared request socket in a worker."""
 
 _MAX_LINE = 1 << 20  # a worker's log line longer than this is cut (a runaway stderr)
+
+
+class IReactorProcessTime(IReactorProcess, IReactorTime):
+    """A reactor for L{WorkerPool}: it spawns the workers and times their restarts."""
+
+
+class IReactorProcessUDPTime(IReactorProcessTime, IReactorUDPTime):
+    """A reactor for L{MultiProcessTFTPService}: its own TFTP server, and the workers."""
 
 
 def share(total: int, processes: int, index: int) -> int:
@@ -337,15 +352,22 @@ class WorkerPool:
 class MultiProcessTFTPService(Service):
     """
     C{twistd -n udpsuite tftp --workers N}: a L{TFTPService} in this process plus N-1 worker
-    processes (C{python -m twisted_udpsuite.tftp.worker}) serving the same socket, with the
-    same options; see the module docstring for how the limits are split.
+    processes (C{python -m twisted_udpsuite.tftp.workerprocess}) serving the same socket,
+    with the same options; see the module docstring for how the limits are split.
 
     The port is bound as L{TFTPService} binds it (in L{privilegedStartService} under twistd,
     so the workers, started in L{startService}, run without the privileges); starting raises
     L{twisted.internet.error.CannotListenError} if it cannot be bound, before any worker is
     started.
 
-    @param options: Parsed L{Options}; C{options["workers"]} is N.
+    @param argv: The TFTP options for the workers, as C{twistd -n udpsuite tftp} takes them
+        (L{twisted_udpsuite.tftp.tap.Options.toArgv}); they build their own policy and
+        backend from them, as this process built C{policy} and C{backend}.
+    @param policy: The policy of the whole server; this process runs its share
+        (L{processPolicy}).
+    @param backend: What this process serves.
+    @param processes: N, the processes serving the port (this one included).
+    @param drain: Seconds each worker lets its transfers finish on SIGTERM.
     @param python: The interpreter that runs the workers (this one by default).
     """
 
@@ -353,27 +375,30 @@ class MultiProcessTFTPService(Service):
 
     def __init__(
         self,
-        options: Options,
+        argv: list[str],
+        policy: ServerPolicy,
+        backend: IBackend,
         *,
-        reactor: Any = None,
+        processes: int,
+        port: int = ports.TFTP,
+        interface: str = "",
+        tracer: IWireTracer | None = None,
+        drain: float = DEFAULT_DRAIN,
+        reactor: IReactorProcessUDPTime | None = None,
         python: str = sys.executable,
         observer: ILogObserver | None = None,
     ) -> None:
         self._reactor = reactorOr(reactor)
-        self.processes: int = options["workers"]
+        self.processes = processes
         self.server = TFTPService(
-            options.backend(),
-            processPolicy(options.policy(), self.processes, 0),
-            port=options["port"],
-            interface=options["interface"],
+            backend,
+            processPolicy(policy, processes, 0),
+            port=port,
+            interface=interface,
             reactor=self._reactor,
-            tracer=options.tracer(self._reactor),
+            tracer=tracer,
         )
-        argv = options.toArgv()
-        # Drain (#11 §4): each worker drains its own transfers on SIGTERM, for the
-        # top-level --drain (put in these options by the tap); TERM to KILL outlasts it.
-        drain = float(options.get("drain", DEFAULT_DRAIN))
-        argv += ["--drain", str(drain)]
+        workerArgv = [*argv, "--drain", str(drain)]
         self.pool = WorkerPool(
             lambda index: [
                 python,
@@ -383,12 +408,12 @@ class MultiProcessTFTPService(Service):
                 str(SOCKET_FD),
                 "--index",
                 str(index),
-                *argv,
+                *workerArgv,
             ],
-            self.processes - 1,
+            processes - 1,
             reactor=self._reactor,
             observer=observer,
-            stopTimeout=drain + 5.0,
+            stopTimeout=drain + 5.0,  # TERM to KILL outlasts the workers' drain
         )
 
     @property

@@ -1,9 +1,9 @@
-# -*- test-case-name: tests.tftp.test_workers -*-
+# -*- test-case-name: tests.tftp.test_workerpool -*-
 """
 One worker process of C{twistd -n udpsuite tftp --workers N}, started by
-L{twisted_udpsuite.tftp.workers.WorkerPool}; not meant to be run by hand.
+L{twisted_udpsuite.tftp.workerpool.WorkerPool}; not meant to be run by hand.
 
-    python -m twisted_udpsuite.tftp.worker --fd 3 --index I [the parent's tftp options]
+    python -m twisted_udpsuite.tftp.workerprocess --fd 3 --index I [the parent's tftp options]
 
 It serves requests arriving on the inherited socket C{--fd} (adopted, never bound here) with
 the same options as the parent, its share of the totals being L{processPolicy} for process
@@ -37,8 +37,8 @@ from twisted_udpsuite.activation import describe
 from twisted_udpsuite.drain import DEFAULT_DRAIN
 from twisted_udpsuite.localaddress import adoptDatagramPort
 from twisted_udpsuite.tftp.server import MAX_PACKET, TFTPServerProtocol
-from twisted_udpsuite.tftp.service import Options
-from twisted_udpsuite.tftp.workers import TEXT_FIELD, processPolicy
+from twisted_udpsuite.tftp.tap import Options
+from twisted_udpsuite.tftp.workerpool import TEXT_FIELD, processPolicy
 
 __all__ = ["JSONLineObserver", "ParentWatch", "WorkerOptions", "main", "serve"]
 
