@@ -27,7 +27,6 @@ How a requested name becomes a path (the rule, for PXE and Windows clients as fo
 
 from __future__ import annotations
 
-import errno
 import math
 import mmap
 import os
@@ -55,6 +54,7 @@ from twisted_udpsuite.tftp.errors import (
     FileExists,
     FileNotFound,
     TFTPError,
+    errorForOSError,
 )
 from twisted_udpsuite.tftp.remap import RemapRefused, RemapRules
 
@@ -73,9 +73,12 @@ __all__ = [
 
 _READ_BUFFER = 256 * 1024
 _WRITE_BUFFER = 256 * 1024
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 Peer = tuple[str, int]
+
+def _openError(error: OSError) -> TFTPError:
+    return errorForOSError(error, "Cannot open file")
+
 
 CLIENT_ROOTS = ("fallback", "isolate")
 """L{FilesystemBackend}'s C{clientRoots} modes: C{ROOT/<client address>/} first, then
@@ -120,18 +123,6 @@ class IBackend(Interface):
 
     def openWrite(name: bytes, peer: Peer, size: int | None) -> IWriter | Deferred[IWriter]:
         """Start an upload of C{size} bytes (None: not announced), or fail."""
-
-
-def _mapOSError(e: OSError, name: str) -> TFTPError:
-    if isinstance(e, FileNotFoundError) or e.errno == errno.ENOTDIR:
-        return FileNotFound("File not found")
-    if isinstance(e, FileExistsError):
-        return FileExists("File already exists")
-    if isinstance(e, PermissionError | IsADirectoryError) or e.errno in (errno.ELOOP,):
-        return AccessViolation("Access violation")
-    if e.errno in _DISK_FULL:
-        return DiskFull("Disk full or allocation exceeded")
-    return TFTPError(f"Cannot open file: {os.strerror(e.errno) if e.errno else e}")
 
 
 @implementer(IReader)
@@ -200,7 +191,7 @@ class FileWriter:
         try:
             self._atomic.write(self._buffer)
         except OSError as e:
-            raise _mapOSError(e, "") from e
+            raise _openError(e) from e
         finally:
             self._buffer.clear()
 
@@ -211,7 +202,7 @@ class FileWriter:
             self._atomic.commit()
         except OSError as e:
             self._atomic.abort()
-            raise _mapOSError(e, "") from e
+            raise _openError(e) from e
 
     def abort(self) -> None:
         self._buffer.clear()
@@ -366,7 +357,7 @@ class FilesystemBackend:
             # O_NONBLOCK: opening a FIFO must not hang the reactor; checked on the descriptor.
             fd = os.open(path.path, flags)
         except OSError as e:
-            raise _mapOSError(e, path.path) from None
+            raise _openError(e) from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -389,7 +380,7 @@ class FilesystemBackend:
         except FileNotFoundError:
             st = None
         except OSError as e:
-            raise _mapOSError(e, path.path) from None
+            raise _openError(e) from None
         if st is not None:
             if not stat.S_ISREG(st.st_mode):
                 raise AccessViolation("Not a regular file")
@@ -400,7 +391,7 @@ class FilesystemBackend:
         try:
             atomic = AtomicFileWriter(path, overwrite=self.allowOverwrite)
         except OSError as e:
-            raise _mapOSError(e, path.path) from None
+            raise _openError(e) from None
         return FileWriter(atomic, self.maxUploadSize)
 
 
