@@ -76,6 +76,7 @@ _WRITE_BUFFER = 256 * 1024
 
 Peer = tuple[str, int]
 
+
 def _openError(error: OSError) -> TFTPError:
     return errorForOSError(error, "Cannot open file")
 

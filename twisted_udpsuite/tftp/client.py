@@ -25,11 +25,11 @@ from twisted.python.filepath import FilePath
 
 from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
 from twisted_udpsuite.paths import AtomicFileWriter
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorUDPTime, reactorOr
 from twisted_udpsuite.tftp import errors
 from twisted_udpsuite.tftp.batching import listenUDP as listenTransferPort
 from twisted_udpsuite.tftp.batching import reserveReceiveBuffer, senderFor, windowBuffer
-from twisted_udpsuite.tftp.netascii import NetasciiDecoder, NetasciiEncoder, netasciiSize
+from twisted_udpsuite.tftp.netascii import NetasciiReader, NetasciiWriter, netasciiSize
 from twisted_udpsuite.tftp.options import (
     OptionRefused,
     TransferOptions,
@@ -37,7 +37,14 @@ from twisted_udpsuite.tftp.options import (
     buildRequestOptions,
 )
 from twisted_udpsuite.tftp.trace import IWireTracer, traceProtocol
-from twisted_udpsuite.tftp.transfer import Receiver, Sender, TransferStats
+from twisted_udpsuite.tftp.transfer import (
+    BlockReader,
+    BlockWriter,
+    EngineSettings,
+    Receiver,
+    Sender,
+    TransferStats,
+)
 from twisted_udpsuite.tftp.wire import (
     Ack,
     Data,
@@ -93,9 +100,8 @@ class _Sink(Protocol):
 class _Destination:
     """Where a download goes: a path (published atomically) or the caller's sink."""
 
-    def __init__(self, destination: Any, netascii: bool) -> None:
+    def __init__(self, destination: Any) -> None:
         self._writer: AtomicFileWriter | None = None
-        self._decoder = NetasciiDecoder() if netascii else None
         self._buffer = bytearray()
         self.written = 0
         if isinstance(destination, str | bytes | os.PathLike):
@@ -109,8 +115,6 @@ class _Destination:
             raise TypeError(f"cannot write a download to {destination!r}")
 
     def write(self, data: bytes) -> None:
-        if self._decoder is not None:
-            data = self._decoder.decode(data)
         if data:
             self.written += len(data)
             if self._writer is None:
@@ -123,9 +127,6 @@ class _Destination:
                 self._buffer = bytearray()
 
     def commit(self) -> None:
-        decoder, self._decoder = self._decoder, None
-        if decoder is not None:
-            self.write(decoder.flush())
         if self._writer is not None:
             if self._buffer:
                 self._writer.write(self._buffer)
@@ -154,9 +155,7 @@ class _Source:
         if not hasattr(source, "read"):
             raise TypeError(f"cannot read an upload from {source!r}")
         self._file: BinaryIO = source
-        self._encoder = NetasciiEncoder() if netascii else None
-        self._pending = b""
-        self.read = 0
+        self.bytesRead = 0
         self.size = self._measure(netascii)
 
     def _measure(self, netascii: bool) -> int | None:
@@ -175,20 +174,11 @@ class _Source:
         except (OSError, AttributeError, ValueError):
             return None
 
-    def readBlock(self, size: int) -> bytes:
-        """The next C{size} wire bytes (fewer only at the end)."""
-        if self._encoder is None:
-            chunk = self._file.read(size)
-            self.read += len(chunk)
-            return chunk
-        while len(self._pending) < size:
-            chunk = self._file.read(size)
-            if not chunk:
-                break
-            self.read += len(chunk)
-            self._pending += self._encoder.encode(chunk)
-        block, self._pending = self._pending[:size], self._pending[size:]
-        return block
+    def read(self, size: int) -> bytes:
+        """Up to C{size} local bytes (C{b""} at the end)."""
+        chunk = self._file.read(size)
+        self.bytesRead += len(chunk)
+        return chunk
 
     def close(self) -> None:
         if self._close is not None:
@@ -209,32 +199,30 @@ class _ClientTransfer(DatagramProtocol):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorUDPTime,
         server: tuple[str, int],
         filename: bytes,
         *,
         isRead: bool,
         mode: str,
         requested: dict[str, str],
-        timeout: float,
-        retries: int,
+        settings: EngineSettings,
         progress: ProgressCallback | None,
         destination: _Destination | None = None,
         source: _Source | None = None,
-        rollover: int = 0,
     ) -> None:
-        self._rollover = rollover
+        self._settings = settings
         self._reactor = reactor
         self._server = server
         self._filename = filename
         self._isRead = isRead
         self._mode = mode
         self._requested = requested
-        self._timeout = timeout
-        self._retries = retries
         self._progress = progress
         self._destination = destination
         self._source = source
+        # Between the engine (wire bytes) and the file (local bytes) in netascii mode.
+        self._netasciiWriter: NetasciiWriter | None = None
         self._peer: tuple[str, int] | None = None
         self._timer: IDelayedCall | None = None
         self._tries = 0
@@ -267,11 +255,11 @@ class _ClientTransfer(DatagramProtocol):
         self._armRequestTimer()
 
     def _armRequestTimer(self) -> None:
-        self._timer = self._reactor.callLater(self._timeout, self._requestTimedOut)
+        self._timer = self._reactor.callLater(self._settings.timeout, self._requestTimedOut)
 
     def _requestTimedOut(self) -> None:
         self._timer = None
-        if self._tries >= self._retries:
+        if self._tries >= self._settings.retries:
             self._fail(
                 errors.TransferTimeout(
                     f"no answer from {self._server[0]} port {self._server[1]} "
@@ -420,29 +408,31 @@ class _ClientTransfer(DatagramProtocol):
         assert self._peer is not None
         sender = None if self.traced else senderFor(self.transport, self._peer)
         send = self._sendToPeer if sender is None else sender.send
+        netascii = self._mode == "netascii"
         if self._isRead:
             assert self._destination is not None
             self._receiveWindows()
+            sink: BlockWriter = self._destination
+            if netascii:
+                sink = self._netasciiWriter = NetasciiWriter(self._destination)
             engine = Receiver(
                 send,
                 self._reactor,
                 self._options,
-                _CountingWriter(self._destination, self._progress, self._options.tsize),
-                retries=self._retries,
-                timeout=self._timeout,
+                _CountingWriter(sink, self._progress, self._options.tsize),
+                self._settings,
                 commit=self._commitDestination,
                 writesAtOnce=True,
             )
         else:
             assert self._source is not None
+            source: BlockReader = NetasciiReader(self._source) if netascii else self._source
             engine = Sender(
                 send,
                 self._reactor,
                 self._options,
-                _CountingReader(self._source, self._progress),
-                retries=self._retries,
-                rollover=self._rollover,
-                timeout=self._timeout,
+                _CountingReader(source, self._source.size, self._progress),
+                self._settings,
                 sendWindow=None if sender is None else sender.sendWindow,
             )
         self._engine = engine
@@ -461,7 +451,13 @@ class _ClientTransfer(DatagramProtocol):
         """Publish the download before its last ACK, so a failure reaches the server."""
         assert self._destination is not None
         self._committed = True
-        self._destination.commit()
+        self._publish(self._destination)
+
+    def _publish(self, destination: _Destination) -> None:
+        """Write what the netascii decoder holds back, then publish the file."""
+        if self._netasciiWriter is not None:
+            self._netasciiWriter.flush()
+        destination.commit()
 
     def _engineDone(self, stats: TransferStats) -> None:
         self._retransmits += stats.retransmits
@@ -530,7 +526,7 @@ class _ClientTransfer(DatagramProtocol):
         if destination is not None:
             if succeeded and not self._committed:
                 try:
-                    destination.commit()
+                    self._publish(destination)
                 except Exception:
                     destination.abort()
                     raise
@@ -561,7 +557,7 @@ class _ClientTransfer(DatagramProtocol):
         if self._destination is not None:
             return self._destination.written
         if self._source is not None:
-            return self._source.read
+            return self._source.bytesRead
         return 0
 
 
@@ -569,38 +565,56 @@ class _CountingWriter:
     """Passes wire bytes to the destination and reports progress against C{tsize}."""
 
     def __init__(
-        self, destination: _Destination, progress: ProgressCallback | None, total: int | None
+        self, destination: BlockWriter, progress: ProgressCallback | None, total: int | None
     ) -> None:
         self._destination = destination
         self._progress = progress
         self._total = total
         self.count = 0
 
-    def write(self, data: bytes) -> None:
-        self._destination.write(data)
+    def write(self, data: bytes) -> None | Deferred[None]:
+        written = self._destination.write(data)
         self.count += len(data)
         if self._progress is not None:
             self._progress(self.count, self._total)
+        return written
 
 
 class _CountingReader:
-    """Reads wire blocks from the source and reports progress against its size."""
+    """Reads wire blocks from the source and reports progress against its wire size."""
 
-    def __init__(self, source: _Source, progress: ProgressCallback | None) -> None:
+    def __init__(
+        self, source: BlockReader, total: int | None, progress: ProgressCallback | None
+    ) -> None:
         self._source = source
+        self._total = total
         self._progress = progress
         self.count = 0
 
-    def read(self, n: int) -> bytes:
-        block = self._source.readBlock(n)
+    def read(self, n: int) -> bytes | Deferred[bytes]:
+        block = self._source.read(n)
+        if isinstance(block, Deferred):
+            return block.addCallback(self._counted)
+        return self._counted(block)
+
+    def _counted(self, block: bytes) -> bytes:
         self.count += len(block)
         if self._progress is not None:
-            self._progress(self.count, self._source.size)
+            self._progress(self.count, self._total)
         return block
 
 
 def _filename(remote: str | bytes) -> bytes:
     return remote.encode("utf-8") if isinstance(remote, str) else bytes(remote)
+
+
+def _settings(timeout: int | None, retries: int, rollover: int = 0) -> EngineSettings:
+    """The engine's settings for a client transfer: C{timeout} also times the request."""
+    return EngineSettings(
+        retries=retries,
+        timeout=float(timeout) if timeout else DEFAULT_TIMEOUT,
+        rollover=rollover,
+    )
 
 
 def _checkMode(mode: str) -> str:
@@ -611,7 +625,7 @@ def _checkMode(mode: str) -> str:
 
 
 def _listen(
-    reactor: Any,
+    reactor: IReactorUDPTime,
     server: tuple[str, int],
     protocol: _ClientTransfer,
     tracer: IWireTracer | None = None,
@@ -624,7 +638,7 @@ def _listen(
 
 
 def get(
-    reactor: Any,
+    reactor: IReactorUDPTime | None,
     server: tuple[str, int],
     remote: str | bytes,
     destination: Any,
@@ -641,7 +655,8 @@ def get(
     """
     Download C{remote} from a TFTP server.
 
-    @param reactor: Provides C{listenUDP} and C{callLater} (a L{MemoryHost} in tests).
+    @param reactor: Provides C{listenUDP} and C{callLater} (a
+        L{twisted_udpsuite.testing.MemoryHost} in tests); C{None}: the global reactor.
     @param server: The server's (IP address, port); IPv6 works too.
     @param destination: A path (C{str} or L{FilePath}), written to a temporary sibling and
         renamed over it only when the whole file has arrived; or anything with C{write}
@@ -658,11 +673,12 @@ def get(
         (L{errors.FileNotFound}, L{errors.TransferTimeout}, ...). Cancelling it sends an ERROR
         to the server, closes the port, stops the timers and removes the temporary file.
     """
+    reactor = reactorOr(reactor)
     mode = _checkMode(mode)
     requested = buildRequestOptions(
         blksize=blksize, timeout=timeout, tsize=0 if tsize else None, windowsize=windowsize
     )
-    sink = _Destination(destination, netascii=mode == "netascii")
+    sink = _Destination(destination)
     protocol = _ClientTransfer(
         reactor,
         server,
@@ -670,13 +686,12 @@ def get(
         isRead=True,
         mode=mode,
         requested=requested,
-        timeout=float(timeout) if timeout else DEFAULT_TIMEOUT,
-        retries=retries,
+        settings=_settings(timeout, retries),
         progress=progress,
         destination=sink,
     )
     try:
-        _listen(reactorOr(reactor), server, protocol, tracer)
+        _listen(reactor, server, protocol, tracer)
     except Exception:
         sink.abort()
         raise
@@ -684,7 +699,7 @@ def get(
 
 
 def put(
-    reactor: Any,
+    reactor: IReactorUDPTime | None,
     server: tuple[str, int],
     source: Any,
     remote: str | bytes,
@@ -708,9 +723,9 @@ def put(
     @param rollover: The block number after 65535: 0 (what most servers expect) or 1.
     @return: As for L{get}; the other parameters too.
     """
+    reactor = reactorOr(reactor)
     mode = _checkMode(mode)
-    if rollover not in (0, 1):
-        raise ValueError("rollover must be 0 or 1")
+    settings = _settings(timeout, retries, rollover)
     reader = _Source(source, netascii=mode == "netascii")
     try:
         requested = buildRequestOptions(
@@ -726,13 +741,11 @@ def put(
             isRead=False,
             mode=mode,
             requested=requested,
-            timeout=float(timeout) if timeout else DEFAULT_TIMEOUT,
-            retries=retries,
+            settings=settings,
             progress=progress,
             source=reader,
-            rollover=rollover,
         )
-        _listen(reactorOr(reactor), server, protocol, tracer)
+        _listen(reactor, server, protocol, tracer)
     except Exception:
         reader.close()
         raise

@@ -40,6 +40,7 @@ from twisted_udpsuite.tftp.backend import IBackend, IReader, IWriter
 from twisted_udpsuite.tftp.batching import DatagramSender, senderFor
 from twisted_udpsuite.tftp.batching import listenUDP as listenTransferPort
 from twisted_udpsuite.tftp.mtu import routeMTU
+from twisted_udpsuite.tftp.netascii import NetasciiReader, NetasciiWriter
 from twisted_udpsuite.tftp.options import (
     ServerOptionLimits,
     TransferOptions,
@@ -51,8 +52,9 @@ from twisted_udpsuite.tftp.options import (
 from twisted_udpsuite.tftp.trace import IWireTracer, traceProtocol
 from twisted_udpsuite.tftp.transfer import (
     DEFAULT_TIMEOUT,
-    NetasciiReader,
-    NetasciiWriter,
+    BlockReader,
+    BlockWriter,
+    EngineSettings,
     Receiver,
     Sender,
     TransferStats,
@@ -61,6 +63,7 @@ from twisted_udpsuite.tftp.transfer import (
 from twisted_udpsuite.tftp.wire import (
     ErrorCode,
     MalformedPacket,
+    Opcode,
     OptionAck,
     ReadRequest,
     WriteRequest,
@@ -97,7 +100,8 @@ CUT = "cut"
 MAX_PACKET = 65536
 """Receive buffer for every TFTP socket: blksize reaches 65464 (RFC 2348)."""
 
-_REQUEST_OPCODES = (1, 2)
+_REQUEST_OPCODES = (int(Opcode.RRQ), int(Opcode.WRQ))
+_REQUEST_HEADS = tuple(opcode.to_bytes(2, "big") for opcode in _REQUEST_OPCODES)
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,20 @@ class ServerPolicy:
         if self.maxDuration is not None and self.maxDuration <= 0:
             raise ValueError("maxDuration must be positive")
 
+    def engineSettings(self) -> EngineSettings:
+        """What every transfer's engine does by this policy (downloads and uploads alike)."""
+        return EngineSettings(
+            retries=self.retries,
+            timeout=self.timeout,
+            rollover=self.rollover,
+            unansweredRetries=self.unansweredRetries,
+            finalResends=self.finalResends,
+            dally=max(self.dally, self.timeout),
+            firstDataWait=self.firstDataWait,
+            nudges=self.unansweredRetries,
+            repeatFinalAck=True,
+        )
+
 
 @implementer(ILocalAddressReceiver, IDrainable)
 class TFTPServerProtocol(DatagramProtocol):
@@ -259,7 +277,7 @@ class TFTPServerProtocol(DatagramProtocol):
             return
         session = self.sessions.get(addr)
         if session is not None:
-            isRequest = datagram[:2] in (b"\x00\x01", b"\x00\x02")
+            isRequest = datagram[:2] in _REQUEST_HEADS
             if not (isRequest and session in self._dallying):
                 # A repeated request (our first answer was lost): one session, answered again.
                 if isRequest and session.engine is not None:
@@ -472,6 +490,7 @@ class TFTPSession(DatagramProtocol):
         self._reactor = server._reactor
         self._reader: IReader | None = None
         self._writer: IWriter | None = None
+        self._netasciiSink: NetasciiWriter | None = None  # between the engine and _writer
         self._committed = False
         self._ended = False
         self._closed = False
@@ -580,43 +599,37 @@ class TFTPSession(DatagramProtocol):
         if self._ended:
             (handle.close if self.isRead else handle.abort)()
             return
-        policy = self.server.policy
+        settings = self.server.policy.engineSettings()
         if self.isRead:
             self._reader = reader = IReader(handle)
             size = None if self.netascii else reader.size
             self.options, self.oack = self._negotiate(size)
-            source = NetasciiReader(reader) if self.netascii else reader
+            source: BlockReader = NetasciiReader(reader) if self.netascii else reader
             engine: Sender | Receiver = Sender(
                 self._send,
                 self._reactor,
                 self.options,
                 source,
-                retries=policy.retries,
-                rollover=policy.rollover,
-                timeout=policy.timeout,
+                settings,
                 sendsPairs=self._sendsPairs,
                 sendWindow=None if self._sender is None else self._sender.sendWindow,
             )
-            engine.unansweredRetries = policy.unansweredRetries
-            engine.finalResends = policy.finalResends
             self.engine = engine
             self._watch(engine)
             engine.start(OptionAck(self.oack).toBytes() if self.oack else None)
         else:
             self._writer = writer = IWriter(handle)
-            sink: Any = NetasciiWriter(writer) if self.netascii else writer
+            sink: BlockWriter = writer
+            if self.netascii:
+                sink = self._netasciiSink = NetasciiWriter(writer)
             engine = Receiver(
                 self._send,
                 self._reactor,
                 self.options,
                 sink,
-                retries=policy.retries,
-                timeout=policy.timeout,
+                settings,
                 commit=self._commit,
-                dally=max(policy.dally, policy.timeout),
             )
-            engine.unansweredRetries = policy.unansweredRetries
-            engine.repeatFinalAck = True
             if (
                 self.options.windowsize > 1
                 and self.server.tracer is None  # a trace reads datagram by datagram
@@ -625,25 +638,14 @@ class TFTPSession(DatagramProtocol):
                 self.transport.receiveCoalesced()  # a window of DATA in one read (GRO)
             self.engine = engine
             self._watch(engine)
-            if self.oack:
-                # Granted only the defaults, ACK 0 means the same to a client as the OACK:
-                # it may nudge a client whose DATA 1 was lost (curl waits 72 s otherwise).
-                defaults = self.options.blksize == 512 and self.options.windowsize == 1
-                engine.start(
-                    OptionAck(self.oack).toBytes(),
-                    resendInitial=False,
-                    patience=policy.firstDataWait,
-                    nudge=encodeAck(0) if defaults else None,
-                    nudges=policy.unansweredRetries,
-                )
-            else:
-                engine.start(encodeAck(0))
+            # An OACK waits for DATA 1 (ServerPolicy.firstDataWait), maybe nudged with ACK 0.
+            engine.start(OptionAck(self.oack).toBytes() if self.oack else encodeAck(0))
 
     def _commit(self) -> Any:
         writer = self._writer
         assert writer is not None
-        if self.netascii:
-            sink = self.engine._writer  # type: ignore[union-attr]
+        sink = self._netasciiSink
+        if sink is not None:
             d = maybeDeferred(sink.flush).addCallback(lambda _: writer.finish())
         else:
             d = maybeDeferred(writer.finish)
