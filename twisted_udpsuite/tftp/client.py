@@ -14,7 +14,7 @@ import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from typing import IO, Protocol, TypeAlias, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IDelayedCall
@@ -41,6 +41,7 @@ from twisted_udpsuite.tftp.transfer import (
     BlockReader,
     BlockWriter,
     EngineSettings,
+    OutgoingPacket,
     Receiver,
     Sender,
     TransferStats,
@@ -52,13 +53,24 @@ from twisted_udpsuite.tftp.wire import (
     ErrorCode,
     MalformedPacket,
     OptionAck,
+    Packet,
     ReadRequest,
     WriteRequest,
     encodeAck,
     parsePacket,
 )
 
-__all__ = ["DEFAULT_TIMEOUT", "ProgressCallback", "TransferResult", "get", "put"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "DownloadTarget",
+    "ProgressCallback",
+    "Readable",
+    "TransferResult",
+    "UploadSource",
+    "Writable",
+    "get",
+    "put",
+]
 
 DEFAULT_TIMEOUT = 1.0
 """Seconds to wait for the server's first answer before resending the request."""
@@ -93,22 +105,42 @@ class TransferResult:
     fellBack: bool = False
 
 
-class _Sink(Protocol):
-    def write(self, data: bytes) -> None: ...
+class Writable(Protocol):
+    """Anything a download can be written to: a binary file, an L{IConsumer}."""
+
+    def write(self, data: bytes, /) -> object:
+        """Take the next bytes of the file."""
+
+
+class Readable(Protocol):
+    """Anything an upload can be read from: a binary file."""
+
+    def read(self, size: int, /) -> bytes:
+        """Up to C{size} bytes; C{b""} at the end."""
+
+
+DownloadTarget: TypeAlias = "str | bytes | os.PathLike[str] | FilePath[str] | Writable"
+"""Where L{get} writes: a path (published atomically), or a L{Writable}."""
+
+UploadSource: TypeAlias = (
+    "bytes | bytearray | memoryview | str | os.PathLike[str] | FilePath[str] | Readable"
+)
+"""What L{put} sends: the bytes themselves, a path, or a L{Readable}."""
 
 
 class _Destination:
     """Where a download goes: a path (published atomically) or the caller's sink."""
 
-    def __init__(self, destination: Any) -> None:
+    def __init__(self, destination: DownloadTarget) -> None:
         self._writer: AtomicFileWriter | None = None
-        self._buffer = bytearray()
+        self._buffer: list[bytes] = []  # written in one call once _WRITE_BUFFER bytes wait
+        self._buffered = 0
         self.written = 0
         if isinstance(destination, str | bytes | os.PathLike):
             destination = FilePath(os.fsdecode(destination))
         if isinstance(destination, FilePath):
             self._writer = AtomicFileWriter(destination, overwrite=True)
-            self._sink: _Sink = self._writer
+            self._sink: Writable = self._writer
         elif IConsumer.providedBy(destination) or hasattr(destination, "write"):
             self._sink = destination
         else:
@@ -121,20 +153,23 @@ class _Destination:
                 self._sink.write(data)
                 return
             # One write(2) per block would cost more than the block's own sendto.
-            self._buffer += data
-            if len(self._buffer) >= _WRITE_BUFFER:
-                self._writer.write(self._buffer)
-                self._buffer = bytearray()
+            self._buffer.append(data)
+            self._buffered += len(data)
+            if self._buffered >= _WRITE_BUFFER:
+                self._writeBuffer(self._writer)
+
+    def _writeBuffer(self, writer: AtomicFileWriter) -> None:
+        buffer, self._buffer, self._buffered = self._buffer, [], 0
+        writer.write(b"".join(buffer))
 
     def commit(self) -> None:
         if self._writer is not None:
             if self._buffer:
-                self._writer.write(self._buffer)
-                self._buffer = bytearray()
+                self._writeBuffer(self._writer)
             self._writer.commit()
 
     def abort(self) -> None:
-        self._buffer = bytearray()
+        self._buffer, self._buffered = [], 0
         if self._writer is not None:
             self._writer.abort()
 
@@ -142,34 +177,35 @@ class _Destination:
 class _Source:
     """What an upload reads: a path, bytes, or a file-like object with C{read(n)}."""
 
-    def __init__(self, source: Any, netascii: bool) -> None:
-        self._close: BinaryIO | None = None
+    def __init__(self, source: UploadSource, netascii: bool) -> None:
+        self._close: IO[bytes] | None = None
         self.size: int | None = None
         if isinstance(source, bytes | bytearray | memoryview):
             source = io.BytesIO(bytes(source))
         elif isinstance(source, str | os.PathLike):
             source = FilePath(os.fsdecode(source))
         if isinstance(source, FilePath):
-            self._close = source.open("rb")
+            self._close = source.open()  # (binary: FilePath opens no other way)
             source = self._close
         if not hasattr(source, "read"):
             raise TypeError(f"cannot read an upload from {source!r}")
-        self._file: BinaryIO = source
+        self._file: Readable = source
         self.bytesRead = 0
         self.size = self._measure(netascii)
 
     def _measure(self, netascii: bool) -> int | None:
         """The size on the wire, for C{tsize}, if the source can tell without consuming it."""
+        file = cast(IO[bytes], self._file)  # if it is not seekable, AttributeError says so
         try:
-            if not self._file.seekable():
+            if not file.seekable():
                 return None
-            start = self._file.tell()
+            start = file.tell()
             if not netascii:
-                end = self._file.seek(0, os.SEEK_END)
-                self._file.seek(start)
+                end = file.seek(0, os.SEEK_END)
+                file.seek(start)
                 return end - start
-            size = netasciiSize(iter(lambda: self._file.read(65536), b""))
-            self._file.seek(start)
+            size = netasciiSize(iter(lambda: file.read(65536), b""))
+            file.seek(start)
             return size
         except (OSError, AttributeError, ValueError):
             return None
@@ -318,7 +354,7 @@ class _ClientTransfer(DatagramProtocol):
             return  # forged: ERROR 5 to a broadcast source would reach a whole LAN
         self._write(Error(ErrorCode.UNKNOWN_TRANSFER_ID, "Unknown transfer ID").toBytes(), addr)
 
-    def _answerReceived(self, packet: Any, addr: tuple[str, int]) -> None:
+    def _answerReceived(self, packet: Packet, addr: tuple[str, int]) -> None:
         """The server's first packet: it fixes the TID and says which options hold."""
         if isinstance(packet, Error):
             self._peer = addr
@@ -373,9 +409,10 @@ class _ClientTransfer(DatagramProtocol):
 
     # The blocks: the shared engine (twisted_udpsuite.tftp.transfer)
 
-    def _sendToPeer(self, packet: bytes) -> None:
+    def _sendToPeer(self, packet: OutgoingPacket) -> None:
+        # Bytes-like: the engines here are not told that send takes (header, payload) pairs.
         if not self._closed and self._peer is not None:
-            self._write(packet, self._peer)
+            self._write(cast(bytes, packet), self._peer)
 
     def _receiveWindows(self) -> None:
         """
@@ -387,8 +424,9 @@ class _ClientTransfer(DatagramProtocol):
         if options.windowsize < 2:
             return
         transport = self.transport
-        if hasattr(transport, "receiveCoalesced") and not self.traced:
-            transport.receiveCoalesced()
+        receiveCoalesced = getattr(transport, "receiveCoalesced", None)  # a TransferPort's
+        if receiveCoalesced is not None and not self.traced:
+            receiveCoalesced()
         wanted = windowBuffer(options.blksize, options.windowsize)
         got, short = reserveReceiveBuffer(getattr(transport, "socket", transport), wanted)
         if short:
@@ -438,14 +476,13 @@ class _ClientTransfer(DatagramProtocol):
         self._engine = engine
         engine.done.addCallbacks(self._engineDone, self._engineFailed)
         engine.finished.addCallback(lambda _: self._closePort())
-        if self._isRead:
-            if first is None:
-                engine.start(encodeAck(0))
-            else:
-                engine.start(None)
-                engine.dataReceived(first.block, first.data)
+        if isinstance(engine, Sender):
+            engine.start(None)
+        elif first is None:
+            engine.start(encodeAck(0))
         else:
             engine.start(None)
+            engine.dataReceived(first.block, first.data)
 
     def _commitDestination(self) -> None:
         """Publish the download before its last ACK, so a failure reaches the server."""
@@ -474,8 +511,10 @@ class _ClientTransfer(DatagramProtocol):
     # Endings
 
     def _write(self, packet: bytes, addr: tuple[str, int]) -> None:
+        transport = self.transport
+        assert transport is not None  # only a listening transfer sends
         try:
-            self.transport.write(packet, addr)
+            transport.write(packet, addr)
         except OSError as e:
             self.log.warn("cannot send to {peer}: {error}", peer=addr, error=e)
 
@@ -485,7 +524,7 @@ class _ClientTransfer(DatagramProtocol):
         if sendError and self._peer is not None:
             message = error.message or type(error).__name__
             self._write(Error(error.code, message).toBytes(), self._peer)
-        self._finish(Failure(error))
+        self._finish(Failure(error))  # type: ignore[no-untyped-call]  # (unannotated)
 
     def _cancel(self, d: Deferred[TransferResult]) -> None:
         """Cancelling the Deferred: tell the server, then clean up (L{done} errbacks itself)."""
@@ -508,7 +547,7 @@ class _ClientTransfer(DatagramProtocol):
         try:
             self._cleanUp(succeeded)
         except Exception:
-            outcome = Failure()
+            outcome = Failure()  # type: ignore[no-untyped-call]  # (unannotated in Twisted)
         engine = self._engine
         if engine is None or engine.finished.called:
             self._closePort()
@@ -641,7 +680,7 @@ def get(
     reactor: IReactorUDPTime | None,
     server: tuple[str, int],
     remote: str | bytes,
-    destination: Any,
+    destination: DownloadTarget,
     *,
     mode: str = "octet",
     blksize: int | None = None,
@@ -701,7 +740,7 @@ def get(
 def put(
     reactor: IReactorUDPTime | None,
     server: tuple[str, int],
-    source: Any,
+    source: UploadSource,
     remote: str | bytes,
     *,
     mode: str = "octet",

@@ -246,7 +246,12 @@ class _Rto:
         self.rto = min(self.maximum, max(MIN_RTO, self.srtt + 4 * self.rttvar))
 
     def backoff(self, tries: int) -> float:
-        return min(self.ceiling, self.rto * (2**tries))
+        return min(self.ceiling, self.rto * 2.0**tries)
+
+
+def _caught() -> Failure:
+    """The exception being handled, as a Failure (Twisted leaves C{Failure()} unannotated)."""
+    return Failure()  # type: ignore[no-untyped-call]
 
 
 def _ioError(failure: Failure) -> errors.TFTPError:
@@ -420,7 +425,7 @@ class _Engine:
         if sendError:
             self._send(errorPacket(error.code, error.message or type(error).__name__))
         self._end()
-        self.done.errback(Failure(error))
+        self.done.errback(error)
         self._close()
 
     def _end(self) -> None:
@@ -547,7 +552,7 @@ class Sender(_Engine):
             try:
                 chunk = reader.read(blksize)
             except Exception:
-                self._readFailed(Failure())
+                self._readFailed(_caught())
                 return
             # Deferred is an ABC (Awaitable): isinstance() on each block's bytes is slow.
             if type(chunk) is not bytes and isinstance(chunk, Deferred):
@@ -555,9 +560,10 @@ class Sender(_Engine):
                 chunk.addCallbacks(self._readDone, self._readFailed, callbackArgs=(b"",))
                 break
             if len(chunk) < blksize and chunk:
-                chunk = self._topUp(chunk)
-                if chunk is None:
+                topped = self._topUp(chunk)
+                if topped is None:
                     return
+                chunk = topped
             self._addBlock(chunk)
             if self._over:
                 return
@@ -577,7 +583,7 @@ class Sender(_Engine):
                 got += n
         except Exception:
             view.release()
-            self._readFailed(Failure())
+            self._readFailed(_caught())
             return None
         view.release()
         number = wrapBlock(self._base + len(self._window), self._rollover)
@@ -594,7 +600,7 @@ class Sender(_Engine):
             try:
                 more = self._reader.read(self._blksize - len(chunk))
             except Exception:
-                self._readFailed(Failure())
+                self._readFailed(_caught())
                 return None
             if isinstance(more, Deferred):
                 self._reading = True
@@ -1026,7 +1032,7 @@ class Receiver(_Engine):
             try:
                 written = write(datagram[4:])
             except Exception:
-                self._writeFailed(Failure())
+                self._writeFailed(_caught())
                 return
             if written is not None and isinstance(written, Deferred):
                 written.addErrback(self._writeFailed)  # (not expected of such a writer)
@@ -1067,7 +1073,7 @@ class Receiver(_Engine):
         try:
             written = self._writer.write(payload) if payload else None
         except Exception:
-            self._writeFailed(Failure())
+            self._writeFailed(_caught())
             return
         if written is not None and isinstance(written, Deferred):  # (an ABC: slow isinstance)
             self._busy = True
@@ -1122,7 +1128,7 @@ class Receiver(_Engine):
         try:
             result = self._commit()
         except Exception:
-            self._committed(Failure(), ack)
+            self._committed(_caught(), ack)
             return
         if isinstance(result, Deferred):
             result.addBoth(self._committed, ack)
