@@ -21,10 +21,11 @@ import random
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IDelayedCall, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -34,7 +35,7 @@ from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
 from twisted_udpsuite.drain import Drain, IDrainable
 from twisted_udpsuite.localaddress import ILocalAddressReceiver, writeFrom
 from twisted_udpsuite.ratelimit import PerSourceLimiter
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorUDPTime, reactorOr
 from twisted_udpsuite.tftp import errors
 from twisted_udpsuite.tftp.backend import IBackend, IReader, IWriter
 from twisted_udpsuite.tftp.batching import DatagramSender, senderFor
@@ -55,7 +56,9 @@ from twisted_udpsuite.tftp.transfer import (
     BlockReader,
     BlockWriter,
     EngineSettings,
+    OutgoingPacket,
     Receiver,
+    Send,
     Sender,
     TransferStats,
     errorPacket,
@@ -96,6 +99,8 @@ ABORTED_AFTER_OACK = "aborted-after-oack"
 """The client ended it after our OACK: a PXE ROM that only wanted C{tsize}. Routine."""
 CUT = "cut"
 """The server stopped the transfer (it was shutting down)."""
+
+Address = tuple[str, int]
 
 MAX_PACKET = 65536
 """Receive buffer for every TFTP socket: blksize reaches 65464 (RFC 2348)."""
@@ -199,6 +204,11 @@ class ServerPolicy:
         )
 
 
+def _whenDone(call: Callable[[], Deferred[None] | None]) -> Deferred[None]:
+    """C{maybeDeferred} for a call whose result is None or a Deferred of it."""
+    return cast("Deferred[None]", maybeDeferred(call))
+
+
 @implementer(ILocalAddressReceiver, IDrainable)
 class TFTPServerProtocol(DatagramProtocol):
     """
@@ -220,7 +230,7 @@ class TFTPServerProtocol(DatagramProtocol):
         backend: IBackend,
         policy: ServerPolicy | None = None,
         *,
-        reactor: Any = None,
+        reactor: IReactorUDPTime | None = None,
         interface: str | None = None,
         tracer: IWireTracer | None = None,
     ) -> None:
@@ -243,16 +253,22 @@ class TFTPServerProtocol(DatagramProtocol):
 
     def startProtocol(self) -> None:
         if self._interface is None:
-            self._interface = self.transport.getHost().host
+            self._interface = self._port.getHost().host
+
+    @property
+    def _port(self) -> IUDPTransport:
+        transport = self.transport
+        assert transport is not None  # (listening)
+        return transport
 
     def stopProtocol(self) -> None:
         for session in list(self.sessions.values()):
             session.abort(errors.TFTPError("Server shutting down"))
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+    def datagramReceived(self, datagram: bytes, addr: Address) -> None:
         self.datagramReceivedAt(datagram, addr, None)
 
-    def datagramReceivedAt(self, datagram: bytes, addr: Any, local: str | None) -> None:
+    def datagramReceivedAt(self, datagram: bytes, addr: Address, local: str | None) -> None:
         """A request sent to C{local}: its transfer port is bound there (None: as we are)."""
         if self.tracer is not None:
             self.tracer.datagram(False, self._here(local), (addr[0], addr[1]), datagram)
@@ -262,7 +278,7 @@ class TFTPServerProtocol(DatagramProtocol):
             self.log.failure("handling a request from {peer}", peer=addr)
 
     def _here(self, local: str | None) -> tuple[str, int]:
-        return (local or self._interface or "", self.transport.getHost().port)
+        return (local or self._interface or "", self._port.getHost().port)
 
     def _reply(self, packet: bytes, addr: tuple[str, int], local: str | None) -> None:
         if self.tracer is not None:
@@ -385,7 +401,9 @@ class TFTPServerProtocol(DatagramProtocol):
                 return
             except CannotListenError:
                 continue
-        raise CannotListenError(address, 0, OSError(errno.EADDRINUSE, "port range in use"))
+        raise CannotListenError(  # type: ignore[no-untyped-call]  # (unannotated in Twisted)
+            address, 0, OSError(errno.EADDRINUSE, "port range in use")
+        )
 
     def _fittingBlksize(self, local: str, client: str) -> int | None:
         """The largest blksize whose DATA fits the MTU towards C{client}, if known."""
@@ -500,8 +518,9 @@ class TFTPSession(DatagramProtocol):
         self.stats = TransferStats()
         self._sendsPairs = False  # set when _send is a real socket's (sendmsg)
         self.maxBlksize: int | None = None  # a cap below the policy's (--fit-mtu)
-        self._deadline: Any = None  # the policy's maxDuration
+        self._deadline: IDelayedCall | None = None  # the policy's maxDuration
         self._sender: DatagramSender | None = None
+        self._send: Send = self._writeToPeer  # or the DatagramSender's, once listening
 
     @property
     def filename(self) -> str:
@@ -518,13 +537,15 @@ class TFTPSession(DatagramProtocol):
         if sender is None:
             return
         self._sender = sender
-        self._send = sender.send  # type: ignore[method-assign]
+        self._send = sender.send
         self._sendsPairs = True
+        # A udp.Port (or a test's port): maxThroughput and socket are not in IUDPTransport.
+        port: Any = self.transport
         if self.isRead:
             # One datagram per wake-up: a download's peer answers our DATA with one ACK,
             # so udp.Port's second recvfrom (EAGAIN, raised and caught) is pure cost.
-            self.transport.maxThroughput = 1
-        sock = getattr(self.transport, "socket", self.transport)
+            port.maxThroughput = 1
+        sock = getattr(port, "socket", port)
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
             try:
                 sock.setsockopt(socket.SOL_SOCKET, option, self.server.policy.socketBuffer)
@@ -534,9 +555,12 @@ class TFTPSession(DatagramProtocol):
     def _fileShrankSoon(self) -> None:
         self._reactor.callLater(0, self._fileShrank)  # (called from inside the engine's send)
 
-    def _send(self, packet: Any) -> None:
+    def _writeToPeer(self, packet: OutgoingPacket) -> None:
+        transport = self.transport
+        assert transport is not None  # (listening)
         try:
-            self.transport.write(packet, self.peer)
+            # Bytes-like: pairs go only to a DatagramSender's send, which replaces this one.
+            transport.write(cast(bytes, packet), self.peer)
         except Exception as e:
             self.log.debug("cannot send to {peer}: {error}", peer=self.peer, error=e)
 
@@ -552,6 +576,7 @@ class TFTPSession(DatagramProtocol):
         maxDuration = self.server.policy.maxDuration
         if maxDuration is not None:
             self._deadline = self._reactor.callLater(maxDuration, self._tookTooLong)
+        d: Deferred[Any]  # fires with the IReader or IWriter
         if self.isRead:
             d = maybeDeferred(backend.openRead, self.request.filename, self.peer)
         else:
@@ -594,10 +619,13 @@ class TFTPSession(DatagramProtocol):
         if deadline is not None and deadline.active():
             deadline.cancel()
 
-    def _opened(self, handle: Any) -> None:
+    def _opened(self, handle: object) -> None:
         self._opening = None
         if self._ended:
-            (handle.close if self.isRead else handle.abort)()
+            if self.isRead:
+                IReader(handle).close()
+            else:
+                IWriter(handle).abort()
             return
         settings = self.server.policy.engineSettings()
         if self.isRead:
@@ -630,29 +658,29 @@ class TFTPSession(DatagramProtocol):
                 settings,
                 commit=self._commit,
             )
+            receiveCoalesced = getattr(self.transport, "receiveCoalesced", None)
             if (
                 self.options.windowsize > 1
                 and self.server.tracer is None  # a trace reads datagram by datagram
-                and hasattr(self.transport, "receiveCoalesced")
+                and receiveCoalesced is not None
             ):
-                self.transport.receiveCoalesced()  # a window of DATA in one read (GRO)
+                receiveCoalesced()  # a window of DATA in one read (GRO)
             self.engine = engine
             self._watch(engine)
             # An OACK waits for DATA 1 (ServerPolicy.firstDataWait), maybe nudged with ACK 0.
             engine.start(OptionAck(self.oack).toBytes() if self.oack else encodeAck(0))
 
-    def _commit(self) -> Any:
+    def _commit(self) -> Deferred[None]:
         writer = self._writer
         assert writer is not None
         sink = self._netasciiSink
         if sink is not None:
-            d = maybeDeferred(sink.flush).addCallback(lambda _: writer.finish())
+            d = _whenDone(sink.flush).addCallback(lambda _: _whenDone(writer.finish))
         else:
-            d = maybeDeferred(writer.finish)
+            d = _whenDone(writer.finish)
 
-        def done(result: object) -> object:
+        def done(_: None) -> None:
             self._committed = True
-            return result
 
         return d.addCallback(done)
 
@@ -706,10 +734,10 @@ class TFTPSession(DatagramProtocol):
         self.log.debug(
             "stray packet from {source} to the session of {peer}", source=addr, peer=self.peer
         )
+        transport = self.transport
+        assert transport is not None  # (listening)
         try:
-            self.transport.write(
-                errorPacket(ErrorCode.UNKNOWN_TRANSFER_ID, "Unknown transfer ID"), addr
-            )
+            transport.write(errorPacket(ErrorCode.UNKNOWN_TRANSFER_ID, "Unknown transfer ID"), addr)
         except Exception as e:
             self.log.debug("cannot answer {source}: {error}", source=addr, error=e)
 

@@ -11,12 +11,13 @@ service instead. Library users keep L{TFTPService}.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorCore
 
 from twisted_udpsuite import ports
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorUDPTime, reactorOr
 from twisted_udpsuite.service import Listener, ListeningService
 from twisted_udpsuite.tftp.backend import IBackend
 from twisted_udpsuite.tftp.server import MAX_PACKET, ServerPolicy, TFTPServerProtocol
@@ -46,7 +47,7 @@ class TFTPService(ListeningService):
         *,
         port: int = ports.TFTP,
         interface: str = "",
-        reactor: Any = None,
+        reactor: IReactorUDPTime | None = None,
         tracer: IWireTracer | None = None,
     ) -> None:
         reactor = reactorOr(reactor)
@@ -90,7 +91,7 @@ class _RequestTimingProtocol(TFTPServerProtocol):
 
     lastRequest = 0.0
 
-    def datagramReceivedAt(self, datagram: bytes, addr: Any, local: str | None) -> None:
+    def datagramReceivedAt(self, datagram: bytes, addr: tuple[str, int], local: str | None) -> None:
         self.lastRequest = self._reactor.seconds()
         super().datagramReceivedAt(datagram, addr, local)
 
@@ -105,7 +106,8 @@ class InetdTFTPService(TFTPService):
     @param stop: called to exit (the reactor's C{stop} by default).
     """
 
-    protocolClass = _RequestTimingProtocol
+    protocolClass: type[_RequestTimingProtocol] = _RequestTimingProtocol
+    protocol: _RequestTimingProtocol
 
     #: How often the idle time is looked at while transfers run.
     busyCheck = 1.0
@@ -117,15 +119,16 @@ class InetdTFTPService(TFTPService):
         *,
         fd: int,
         idleTimeout: float = INETD_TIMEOUT,
-        reactor: Any = None,
+        reactor: IReactorUDPTime | None = None,
         stop: Callable[[], None] | None = None,
         tracer: IWireTracer | None = None,
     ) -> None:
         super().__init__(backend, policy, port=0, reactor=reactor, tracer=tracer)
         self.listeners[0].inherited = fd
         self.idleTimeout = idleTimeout
-        self._stop = stop if stop is not None else self._reactor.stop
-        self._check: Any = None
+        # The reactor stops (the process exits) unless told otherwise.
+        self._stop = stop if stop is not None else cast(IReactorCore, self._reactor).stop
+        self._check: IDelayedCall | None = None
 
     def startService(self) -> None:
         super().startService()

@@ -11,7 +11,7 @@ L{TFTPService}.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorTime
@@ -41,10 +41,11 @@ from twisted_udpsuite.tftp.remap import RemapError, RemapRules
 from twisted_udpsuite.tftp.server import ServerPolicy
 from twisted_udpsuite.tftp.service import INETD_TIMEOUT, InetdTFTPService, TFTPService
 from twisted_udpsuite.tftp.trace import IWireTracer, PcapWriter, TracerGroup, logTracer
-from twisted_udpsuite.tftp.workerpool import MultiProcessTFTPService
+from twisted_udpsuite.tftp.workerpool import IReactorProcessUDPTime, MultiProcessTFTPService
 
 __all__ = [
     "DEFAULT_CACHE_SIZE",
+    "IReactorTFTPService",
     "MAX_WORKERS",
     "SPEC",
     "Options",
@@ -122,7 +123,7 @@ class Options(ServiceOptions):
     """C{twistd -n udpsuite tftp}: a TFTP server (RFC 1350, 2347-2349, 7440)."""
 
     defaultPort = ports.TFTP
-    optFlags = [
+    optFlags: list[list[str | None]] = [
         ["writable", "w", "Accept uploads (off by default)."],
         ["allow-overwrite", None, "Uploads may replace existing files (atomically)."],
         ["no-create", None, "Uploads may not create new files (only with --allow-overwrite)."],
@@ -145,7 +146,8 @@ class Options(ServiceOptions):
             "Lower blksize so DATA fits the MTU of the interface the request came in on.",
         ],
     ]
-    optParameters = [
+    # name, short name, default, help, coerce: of no one type (Twisted declares none)
+    optParameters: list[list[Any]] = [
         [
             "max-blksize",
             None,
@@ -347,7 +349,7 @@ class Options(ServiceOptions):
         argv = ["--port", str(self["port"]), "--interface", self["interface"]]
         argv += ["--root", self["root"].path]
         for name, *_ in self.optFlags:
-            if self[name]:
+            if name is not None and self[name]:
                 argv.append(f"--{name}")
         for name, _, default, *_ in self.optParameters:
             value = self[name]
@@ -420,7 +422,12 @@ class Options(ServiceOptions):
         return backend
 
 
-def makeService(options: Options, reactor: IReactorNetwork | None = None) -> IService:
+class IReactorTFTPService(IReactorProcessUDPTime, IReactorNetwork):
+    """What L{makeService}'s services may ask of the reactor: UDP and timers, processes for
+    C{--workers}, TCP and name resolution for C{--origin}, stopping for C{--inetd}."""
+
+
+def makeService(options: Options, reactor: IReactorTFTPService | None = None) -> IService:
     """
     Build the TFTP service from parsed L{Options}: L{TFTPService}; with C{--inetd} an
     L{InetdTFTPService}; with C{--workers N} (N > 1) a L{MultiProcessTFTPService}, whose

@@ -40,7 +40,12 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProcessTransport,
+    IReactorProcess,
+    IReactorTime,
+)
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import (
     ILogObserver,
@@ -141,8 +146,15 @@ class WorkerProtocol(ProcessProtocol):
         self.ended: Deferred[None] = Deferred()
         self._buffers: dict[int, bytes] = {1: b"", 2: b""}
 
+    @property
+    def process(self) -> IProcessTransport:
+        """The worker's process, once spawned."""
+        transport = self.transport
+        assert transport is not None  # (spawnProcess connects it at once)
+        return transport
+
     def connectionMade(self) -> None:
-        self.pid = self.transport.pid
+        self.pid = self.process.pid
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         buffer = self._buffers.get(childFD, b"") + data
@@ -195,7 +207,7 @@ class WorkerPool:
         command: Callable[[int], list[str]],
         count: int,
         *,
-        reactor: Any = None,
+        reactor: IReactorProcessTime | None = None,
         observer: ILogObserver | None = None,
         env: dict[str, str] | None = None,
         minBackoff: float = 0.5,
@@ -214,7 +226,7 @@ class WorkerPool:
         self.stopTimeout = stopTimeout
         self.workers: dict[int, WorkerProtocol] = {}
         self._failures: dict[int, int] = {}
-        self._restarts: dict[int, Any] = {}
+        self._restarts: dict[int, IDelayedCall] = {}
         self._fd: int | None = None
         self._stopping = False
 
@@ -321,8 +333,8 @@ class WorkerPool:
         for worker in list(self.workers.values()):
             waits.append(worker.ended)
             try:
-                worker.transport.closeStdin()
-                worker.transport.signalProcess("TERM")
+                worker.process.closeStdin()
+                worker.process.signalProcess("TERM")
             except (ProcessExitedAlready, OSError):
                 pass  # it is ending anyway; processEnded fires all the same
         if not waits:
@@ -344,7 +356,7 @@ class WorkerPool:
                 pid=worker.pid,
             )
             try:
-                worker.transport.signalProcess("KILL")
+                worker.process.signalProcess("KILL")
             except (ProcessExitedAlready, OSError):
                 pass
 
@@ -427,7 +439,7 @@ class MultiProcessTFTPService(Service):
         return self.server.bound
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        super().privilegedStartService()  # type: ignore[no-untyped-call]  # (unannotated)
         self.server.privilegedStartService()
 
     def drain(self, timeout: float) -> Deferred[Any]:
@@ -442,7 +454,7 @@ class MultiProcessTFTPService(Service):
         port = self.server.listeningPort
         # One request per reactor turn in every process (see the module docstring).
         port.maxThroughput = 1
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # (unannotated in Twisted)
         self.pool.start(port.fileno())
         self.log.info(
             "tftp serving in {processes} processes (this one and {workers} workers)",
@@ -451,5 +463,5 @@ class MultiProcessTFTPService(Service):
         )
 
     def stopService(self) -> Deferred[Any]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # (unannotated in Twisted)
         return DeferredList([self.pool.stop(), maybeDeferred(self.server.stopService)])
