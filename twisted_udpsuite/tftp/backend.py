@@ -27,6 +27,7 @@ How a requested name becomes a path (the rule, for PXE and Windows clients as fo
 
 from __future__ import annotations
 
+import io
 import math
 import mmap
 import os
@@ -138,7 +139,7 @@ class FileReader:
     """
 
     def __init__(self, fd: int, size: int) -> None:
-        self._file = open(fd, "rb", buffering=_READ_BUFFER)  # noqa: SIM115 (closed by close())
+        self._file = io.BufferedReader(io.FileIO(fd, "r"), _READ_BUFFER)  # closed by close()
         self.size: int | None = size
         self.read = self._file.read
         self.readinto = self._file.readinto
@@ -190,7 +191,7 @@ class FileWriter:
 
     def _drain(self) -> None:
         try:
-            self._atomic.write(self._buffer)
+            self._atomic.write(bytes(self._buffer))
         except OSError as e:
             raise _openError(e) from e
         finally:
@@ -233,7 +234,7 @@ class FilesystemBackend:
 
     def __init__(
         self,
-        root: FilePath,
+        root: FilePath[str],
         *,
         writable: bool = False,
         allowCreate: bool = True,
@@ -326,7 +327,7 @@ class FilesystemBackend:
             raise AccessViolation("No files for this client")
         return bases
 
-    def _resolveIn(self, base: FilePath, name: bytes) -> FilePath[str]:
+    def _resolveIn(self, base: FilePath[str], name: bytes) -> FilePath[str]:
         try:
             path = safeDescendant(base, name, backslashSeparator=True)
             if self.ignoreCase and not os.path.lexists(path.path):
@@ -396,7 +397,7 @@ class FilesystemBackend:
         return FileWriter(atomic, self.maxUploadSize)
 
 
-def _caseless(base: FilePath, name: bytes) -> str:
+def _caseless(base: FilePath[str], name: bytes) -> str:
     """
     C{name} (already checked by L{safeDescendant}) with each segment spelt as an existing
     entry of its directory that differs only in case, where the segment as written does
