@@ -126,7 +126,8 @@ def processPolicy(policy: ServerPolicy, processes: int, index: int) -> ServerPol
 TEXT_FIELD = "tftpWorkerText"
 """
 The field in which a worker sends an event's text, formatted where the values are whole
-(JSON turns a tuple into a list and L{eventAsJSON}'s flattening drops format specs).
+(JSON turns a tuple into a list and L{twisted.logger.eventAsJSON}'s flattening drops
+format specs).
 """
 
 

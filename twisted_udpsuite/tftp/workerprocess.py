@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.tftp.test_workerpool -*-
 """
 One worker process of C{twistd -n udpsuite tftp --workers N}, started by
-L{twisted_udpsuite.tftp.workerpool.WorkerPool}; not meant to be run by hand.
+L{twisted_udpsuite.tftp.workerpool.WorkerPool}; not meant to be run by hand. Its command
+line::
 
     python -m twisted_udpsuite.tftp.workerprocess --fd 3 --index I [the parent's tftp options]
 
@@ -129,7 +130,8 @@ class JSONLineObserver:
 def serve(options: WorkerOptions, reactor: IReactorUDPTime) -> Any:
     """
     Adopt the inherited socket and serve on it; return the port (a C{udp.Port}: its
-    C{protocol} and C{maxThroughput} are not in L{IListeningPort}).
+    C{protocol} and C{maxThroughput} are not in
+    L{twisted.internet.interfaces.IListeningPort}).
     """
     processes, index = options["workers"], options["index"]
     protocol = TFTPServerProtocol(
