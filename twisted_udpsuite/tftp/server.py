@@ -444,7 +444,7 @@ class TFTPServerProtocol(DatagramProtocol):
             self._perClient.pop(client, None)
         self._drain.check(not self._active)
 
-    # Stopping without cutting transfers (#11 §4)
+    # Stopping without cutting transfers
 
     def drain(self, timeout: float) -> Deferred[None]:
         """
@@ -826,7 +826,7 @@ class TFTPSession(DatagramProtocol):
         level: LogLevel | None = None,
         reason: str = "",
     ) -> None:
-        """The one event per transfer (CONTRACT.md): stable fields, and a readable line."""
+        """The one event per transfer: stable fields (for observers), and a readable line."""
         stats = self.stats
         if error is not None:
             reason = str(error)

@@ -71,7 +71,7 @@ class TFTPService(ListeningService):
 
     def startService(self) -> None:
         cleanStaleUploads = getattr(self.protocol.backend, "cleanStaleUploads", None)
-        if cleanStaleUploads is not None:  # a crash's unfinished uploads (#19 §3)
+        if cleanStaleUploads is not None:  # a crash's unfinished uploads
             cleanStaleUploads()
         super().startService()
 

@@ -791,7 +791,7 @@ class Sender(_Engine):
         # Let go of the packets and of the reader's mapping before the session hears we are
         # done (finished): the session and the engine refer to each other, so they go only
         # when a garbage collection finds them, and until then the slices held here would
-        # keep the file mapped and its descriptor open (#16: an idle server kept them all).
+        # keep the file mapped and its descriptor open (an idle server would keep them all).
         if not self._closed:
             del self._window[:]
             self._sent = 0

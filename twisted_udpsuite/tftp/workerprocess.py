@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         stopping.append(why)
         log.info("tftp worker {index}: {why}, stopping", index=options["index"], why=why)
-        # Running transfers finish first, for up to --drain seconds (#11 §4).
+        # Running transfers finish first, for up to --drain seconds.
         drained = served[0].protocol.drain(options["drain"]) if served else succeed(None)
         drained.addBoth(lambda _: stopReactor())
 
