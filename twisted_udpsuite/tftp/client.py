@@ -457,7 +457,7 @@ class _ClientTransfer(DatagramProtocol):
                 send,
                 self._reactor,
                 self._options,
-                _CountingWriter(sink, self._progress, self._options.tsize),
+                _CountingWriter(sink, _Progress(self._progress, self._options.tsize)),
                 self._settings,
                 commit=self._commitDestination,
                 writesAtOnce=True,
@@ -469,7 +469,7 @@ class _ClientTransfer(DatagramProtocol):
                 send,
                 self._reactor,
                 self._options,
-                _CountingReader(source, self._source.size, self._progress),
+                _CountingReader(source, _Progress(self._progress, self._source.size)),
                 self._settings,
                 sendWindow=None if sender is None else sender.sendWindow,
             )
@@ -600,35 +600,39 @@ class _ClientTransfer(DatagramProtocol):
         return 0
 
 
-class _CountingWriter:
-    """Passes wire bytes to the destination and reports progress against C{tsize}."""
+class _Progress:
+    """Counts the wire bytes moved and reports them to C{progress}, against C{total}."""
 
-    def __init__(
-        self, destination: BlockWriter, progress: ProgressCallback | None, total: int | None
-    ) -> None:
-        self._destination = destination
+    def __init__(self, progress: ProgressCallback | None, total: int | None) -> None:
         self._progress = progress
         self._total = total
         self.count = 0
 
-    def write(self, data: bytes) -> None | Deferred[None]:
-        written = self._destination.write(data)
-        self.count += len(data)
+    def moved(self, count: int) -> None:
+        self.count += count
         if self._progress is not None:
             self._progress(self.count, self._total)
+
+
+class _CountingWriter:
+    """Passes wire bytes to the destination, counting them."""
+
+    def __init__(self, destination: BlockWriter, progress: _Progress) -> None:
+        self._destination = destination
+        self._progress = progress
+
+    def write(self, data: bytes) -> None | Deferred[None]:
+        written = self._destination.write(data)
+        self._progress.moved(len(data))
         return written
 
 
 class _CountingReader:
-    """Reads wire blocks from the source and reports progress against its wire size."""
+    """Reads wire blocks from the source, counting them."""
 
-    def __init__(
-        self, source: BlockReader, total: int | None, progress: ProgressCallback | None
-    ) -> None:
+    def __init__(self, source: BlockReader, progress: _Progress) -> None:
         self._source = source
-        self._total = total
         self._progress = progress
-        self.count = 0
 
     def read(self, n: int) -> bytes | Deferred[bytes]:
         block = self._source.read(n)
@@ -637,9 +641,7 @@ class _CountingReader:
         return self._counted(block)
 
     def _counted(self, block: bytes) -> bytes:
-        self.count += len(block)
-        if self._progress is not None:
-            self._progress(self.count, self._total)
+        self._progress.moved(len(block))
         return block
 
 
