@@ -24,7 +24,7 @@ from twisted.web.client import Agent, readBody
 
 from tests.conftest import requirePeer
 from tests.process import BackgroundProcess, runProcess, venvScript
-from tests.tftp.test_workers import waitUntil
+from tests.tftp.test_workerpool import waitUntil
 
 TFTP_LISTENING = rb"tftp listening on \S*:(\d+)"
 METRICS_LISTENING = rb"metrics listening on 127\.0\.0\.1:(\d+) \(TCP\)"

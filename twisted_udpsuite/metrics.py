@@ -10,7 +10,7 @@ several suites in one process, library users and tests stay apart):
     C{bytes}, C{duration}, C{retransmits}, C{reason}), a field-only event when a transfer
     starts (C{tftpTransferStarted}) and the C{tftpRefused} field of a refused request.
     With C{--workers N} every worker's events are relayed into the parent's log
-    (L{twisted_udpsuite.tftp.workers}), so the parent's scrape counts the whole server;
+    (L{twisted_udpsuite.tftp.workerpool}), so the parent's scrape counts the whole server;
     a worker that dies takes its running transfers off the gauge (C{tftpWorkerEnded}).
   - The other services keep counters anyway (L{EchoStats}, the responder's stats, the
     room's sequence number, the file factory's counts): L{SuiteMetrics.watch} registers

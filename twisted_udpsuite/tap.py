@@ -33,7 +33,7 @@ from twisted_udpsuite.ipmsg import service as ipmsg
 from twisted_udpsuite.metrics import MetricsService, SuiteMetrics
 from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
 from twisted_udpsuite.service import ServiceSpec, checkInterface, checkPort, numberOption
-from twisted_udpsuite.tftp import service as tftp
+from twisted_udpsuite.tftp import tap as tftp
 
 __all__ = ["SERVICES", "Options", "makeService"]
 

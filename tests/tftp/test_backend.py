@@ -23,6 +23,7 @@ from twisted_udpsuite.tftp.backend import (
     IReader,
     IWriter,
 )
+from twisted_udpsuite.tftp.errors import TFTPError, errorForOSError
 
 PEER = ("192.0.2.2", 1234)
 
@@ -197,3 +198,22 @@ def test_readOnlyRootIsNotCleaned(root: FilePath) -> None:
     stale = _leftover(root, "a.bin", 7200)
     assert FilesystemBackend(root).cleanStaleUploads() == []
     assert stale.exists()
+
+
+@pytest.mark.parametrize(
+    "error, expected, message",
+    [
+        (FileNotFoundError(errno.ENOENT, "x"), FileNotFound, "File not found"),
+        (OSError(errno.ENOTDIR, "x"), FileNotFound, "File not found"),
+        (FileExistsError(errno.EEXIST, "x"), FileExists, "File already exists"),
+        (PermissionError(errno.EACCES, "x"), AccessViolation, "Access violation"),
+        (OSError(errno.ELOOP, "x"), AccessViolation, "Access violation"),
+        (OSError(errno.ENOSPC, "x"), DiskFull, "Disk full or allocation exceeded"),
+        (OSError(errno.EDQUOT, "x"), DiskFull, "Disk full or allocation exceeded"),
+        (OSError(errno.EIO, "x"), TFTPError, f"Cannot open file: {os.strerror(errno.EIO)}"),
+    ],
+)
+def test_errorForOSError(error: OSError, expected: type, message: str) -> None:
+    """One mapping from a local failure to the TFTP error a peer is sent."""
+    mapped = errorForOSError(error, "Cannot open file")
+    assert type(mapped) is expected and mapped.message == message

@@ -464,3 +464,22 @@ def test_uploadFinalAckLost() -> None:
     assert result.retransmits >= 1
     settle(net)
     assert net.clock.getDelayedCalls() == []
+
+
+def test_noReactorMeansTheGlobalOne(monkeypatch: Any) -> None:
+    """
+    C{get(None, ...)} and C{put(None, ...)} run on the global reactor (here a host of the
+    in-memory network standing in for it): the client once kept the C{None} and failed
+    with AttributeError as soon as its port started.
+    """
+    import twisted.internet
+
+    net, client, server = setUp({b"f": b"hello" * 300})
+    monkeypatch.setattr(twisted.internet, "reactor", client, raising=False)
+    sink = io.BytesIO()
+    result = net.runUntil(get(None, SERVER, "f", sink))
+    assert sink.getvalue() == b"hello" * 300 and result.bytes == 1500
+    result = net.runUntil(put(None, SERVER, b"up" * 400, "u"))
+    assert server.uploads[b"u"] == b"up" * 400 and result.bytes == 800
+    settle(net)
+    assert net.clock.getDelayedCalls() == []

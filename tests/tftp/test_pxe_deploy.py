@@ -36,7 +36,7 @@ from twisted_udpsuite.tftp.options import (
 )
 from twisted_udpsuite.tftp.remap import RemapRules
 from twisted_udpsuite.tftp.server import ServerPolicy
-from twisted_udpsuite.tftp.service import Options, PortRange
+from twisted_udpsuite.tftp.tap import Options, PortRange
 from twisted_udpsuite.tftp.wire import Error, ReadRequest
 
 

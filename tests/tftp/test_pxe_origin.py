@@ -458,7 +458,7 @@ _ACTIVATION_CHECK = """
 import os, sys
 os.environ["LISTEN_PID"] = str(os.getpid())
 os.environ["LISTEN_FDS"] = "1"
-from twisted_udpsuite.tftp.service import Options
+from twisted_udpsuite.tftp.tap import Options
 options = Options()
 options.parseOptions(["--origin", "http://127.0.0.1:9/"])
 options.backend()

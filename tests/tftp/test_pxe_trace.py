@@ -25,7 +25,7 @@ from tests.conftest import requirePeer
 from tests.process import BackgroundProcess, runProcess, venvScript
 from tests.tftp.test_server import SERVER, _file, _World
 from twisted_udpsuite.tftp import client
-from twisted_udpsuite.tftp.service import Options
+from twisted_udpsuite.tftp.tap import Options
 from twisted_udpsuite.tftp.trace import (
     IWireTracer,
     PcapWriter,

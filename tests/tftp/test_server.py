@@ -18,6 +18,7 @@ from twisted_udpsuite.tftp import client, errors
 from twisted_udpsuite.tftp.backend import FilesystemBackend, IBackend, IReader
 from twisted_udpsuite.tftp.options import ServerOptionLimits
 from twisted_udpsuite.tftp.server import ServerPolicy, TFTPServerProtocol
+from twisted_udpsuite.tftp.transfer import EngineSettings
 from twisted_udpsuite.tftp.wire import (
     Ack,
     Data,
@@ -1087,3 +1088,28 @@ def test_uploadStopsDallyingWhenTheClientsPortCloses(root: FilePath) -> None:
     assert [r.fate for r in world.net.datagrams][-1] == "unreachable"
     assert root.child("w").getContent() == b"end"
     world.settle()
+
+
+def test_engineSettingsFromPolicy() -> None:
+    """Each transfer's engine runs by the policy: a dally is never shorter than the timeout,
+    and an upload's OACK is nudged at most as often as an unanswered peer is retried."""
+    policy = ServerPolicy(
+        retries=7,
+        timeout=2.0,
+        rollover=1,
+        unansweredRetries=2,
+        finalResends=4,
+        dally=1.0,
+        firstDataWait=30.0,
+    )
+    assert policy.engineSettings() == EngineSettings(
+        retries=7,
+        timeout=2.0,
+        rollover=1,
+        unansweredRetries=2,
+        finalResends=4,
+        dally=2.0,
+        firstDataWait=30.0,
+        nudges=2,
+        repeatFinalAck=True,
+    )

@@ -12,10 +12,10 @@ from twisted.internet.protocol import DatagramProtocol
 
 from twisted_udpsuite.testing import EventClock, MemoryNetwork
 from twisted_udpsuite.tftp import errors
+from twisted_udpsuite.tftp.netascii import NetasciiReader, NetasciiWriter
 from twisted_udpsuite.tftp.options import TransferOptions
 from twisted_udpsuite.tftp.transfer import (
-    NetasciiReader,
-    NetasciiWriter,
+    EngineSettings,
     Receiver,
     Sender,
     TransferStats,
@@ -70,10 +70,9 @@ def _transfer(
         a,
         options,
         reader if reader is not None else io.BytesIO(payload),
-        rollover=rollover,
-        retries=retries,
+        EngineSettings(rollover=rollover, retries=retries),
     )
-    receiver = Receiver(pb.send, b, options, sink, retries=retries)
+    receiver = Receiver(pb.send, b, options, sink, EngineSettings(retries=retries))
     pa.engine, pb.engine = sender, receiver
     if oack:
         sender.start(b"\x00\x06blksize\x00" + str(options.blksize).encode() + b"\x00")
@@ -228,7 +227,9 @@ def test_timeoutGivesUp() -> None:
 
     clock = Clock()
     out: list[bytes] = []
-    sender = Sender(out.append, clock, TransferOptions(), io.BytesIO(b"z" * 10), retries=3)
+    sender = Sender(
+        out.append, clock, TransferOptions(), io.BytesIO(b"z" * 10), EngineSettings(retries=3)
+    )
     sender.start()
     failures: list[Any] = []
     sender.done.addErrback(failures.append)
@@ -263,7 +264,7 @@ def test_peerErrorStops() -> None:
 
     clock = Clock()
     out: list[bytes] = []
-    receiver = Receiver(out.append, clock, TransferOptions(), _Sink(), dally=0)
+    receiver = Receiver(out.append, clock, TransferOptions(), _Sink(), EngineSettings(dally=0))
     receiver.start(encodeAck(0))
     failures: list[Any] = []
     receiver.done.addErrback(failures.append)
@@ -351,7 +352,11 @@ class _Timed:
 def _curlLikeReceiver(wire: _Timed) -> Receiver:
     """An upload's receiver after curl asked for timeout 5 (its own resend interval)."""
     receiver = Receiver(
-        wire.send, wire.clock, TransferOptions(timeout=5), _Sink(), retries=12, timeout=1.0
+        wire.send,
+        wire.clock,
+        TransferOptions(timeout=5),
+        _Sink(),
+        EngineSettings(retries=12, timeout=1.0),
     )
     receiver.start(encodeAck(0))
     return receiver

@@ -21,6 +21,7 @@ from twisted_udpsuite.tftp.wire import (
     encodeAck,
     encodeData,
     parsePacket,
+    wrapBlock,
 )
 
 PACKET_TYPES = (ReadRequest, WriteRequest, Data, Ack, Error, OptionAck)
@@ -477,3 +478,21 @@ def test_errorConstructorValidates() -> None:
     for args in [(-1, ""), (0x10000, ""), (0, "a\x00b")]:
         with pytest.raises(ValueError):
             Error(*args)
+
+
+@pytest.mark.parametrize(
+    "absolute, rollover, wire",
+    [
+        (1, 0, 1),
+        (65535, 0, 65535),
+        (65536, 0, 0),
+        (65537, 0, 1),
+        (65535, 1, 65535),
+        (65536, 1, 1),
+        (65536 + 65534, 1, 65535),
+        (65536 + 65535, 1, 1),
+    ],
+)
+def test_wrapBlock(absolute: int, rollover: int, wire: int) -> None:
+    """After 65535 block numbers go on from the rollover: 0 (most peers) or 1."""
+    assert wrapBlock(absolute, rollover) == wire

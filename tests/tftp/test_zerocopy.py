@@ -23,7 +23,7 @@ from twisted_udpsuite.tftp.backend import FilesystemBackend
 from twisted_udpsuite.tftp.options import TransferOptions
 from twisted_udpsuite.tftp.server import ServerPolicy
 from twisted_udpsuite.tftp.service import TFTPService
-from twisted_udpsuite.tftp.transfer import Receiver, Sender
+from twisted_udpsuite.tftp.transfer import EngineSettings, Receiver, Sender
 
 
 class _MappedReader:
@@ -65,9 +65,10 @@ def test_mappedTransfer(size: int, windowsize: int) -> None:
     b.listenUDP(2000, pb, maxPacketSize=65536)
     options = TransferOptions(blksize=8192, windowsize=windowsize)
     sink = io.BytesIO()
-    pa.engine = Sender(pa.send, a, options, _MappedReader(data), retries=30, sendsPairs=True)
-    pb.engine = Receiver(pb.send, b, options, sink, retries=30)
-    pb.engine.start(resendInitial=False)
+    settings = EngineSettings(retries=30)
+    pa.engine = Sender(pa.send, a, options, _MappedReader(data), settings, sendsPairs=True)
+    pb.engine = Receiver(pb.send, b, options, sink, settings)
+    pb.engine.start()
     pa.engine.start()
     sent = net.runUntil(pa.engine.done)
     received = net.runUntil(pb.engine.done)

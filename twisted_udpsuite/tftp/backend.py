@@ -27,7 +27,7 @@ How a requested name becomes a path (the rule, for PXE and Windows clients as fo
 
 from __future__ import annotations
 
-import errno
+import io
 import math
 import mmap
 import os
@@ -55,6 +55,7 @@ from twisted_udpsuite.tftp.errors import (
     FileExists,
     FileNotFound,
     TFTPError,
+    errorForOSError,
 )
 from twisted_udpsuite.tftp.remap import RemapRefused, RemapRules
 
@@ -73,9 +74,13 @@ __all__ = [
 
 _READ_BUFFER = 256 * 1024
 _WRITE_BUFFER = 256 * 1024
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 Peer = tuple[str, int]
+
+
+def _openError(error: OSError) -> TFTPError:
+    return errorForOSError(error, "Cannot open file")
+
 
 CLIENT_ROOTS = ("fallback", "isolate")
 """L{FilesystemBackend}'s C{clientRoots} modes: C{ROOT/<client address>/} first, then
@@ -122,18 +127,6 @@ class IBackend(Interface):
         """Start an upload of C{size} bytes (None: not announced), or fail."""
 
 
-def _mapOSError(e: OSError, name: str) -> TFTPError:
-    if isinstance(e, FileNotFoundError) or e.errno == errno.ENOTDIR:
-        return FileNotFound("File not found")
-    if isinstance(e, FileExistsError):
-        return FileExists("File already exists")
-    if isinstance(e, PermissionError | IsADirectoryError) or e.errno in (errno.ELOOP,):
-        return AccessViolation("Access violation")
-    if e.errno in _DISK_FULL:
-        return DiskFull("Disk full or allocation exceeded")
-    return TFTPError(f"Cannot open file: {os.strerror(e.errno) if e.errno else e}")
-
-
 @implementer(IReader)
 class FileReader:
     """
@@ -146,7 +139,7 @@ class FileReader:
     """
 
     def __init__(self, fd: int, size: int) -> None:
-        self._file = open(fd, "rb", buffering=_READ_BUFFER)  # noqa: SIM115 (closed by close())
+        self._file = io.BufferedReader(io.FileIO(fd, "r"), _READ_BUFFER)  # closed by close()
         self.size: int | None = size
         self.read = self._file.read
         self.readinto = self._file.readinto
@@ -198,9 +191,9 @@ class FileWriter:
 
     def _drain(self) -> None:
         try:
-            self._atomic.write(self._buffer)
+            self._atomic.write(bytes(self._buffer))
         except OSError as e:
-            raise _mapOSError(e, "") from e
+            raise _openError(e) from e
         finally:
             self._buffer.clear()
 
@@ -211,7 +204,7 @@ class FileWriter:
             self._atomic.commit()
         except OSError as e:
             self._atomic.abort()
-            raise _mapOSError(e, "") from e
+            raise _openError(e) from e
 
     def abort(self) -> None:
         self._buffer.clear()
@@ -241,7 +234,7 @@ class FilesystemBackend:
 
     def __init__(
         self,
-        root: FilePath,
+        root: FilePath[str],
         *,
         writable: bool = False,
         allowCreate: bool = True,
@@ -334,7 +327,7 @@ class FilesystemBackend:
             raise AccessViolation("No files for this client")
         return bases
 
-    def _resolveIn(self, base: FilePath, name: bytes) -> FilePath[str]:
+    def _resolveIn(self, base: FilePath[str], name: bytes) -> FilePath[str]:
         try:
             path = safeDescendant(base, name, backslashSeparator=True)
             if self.ignoreCase and not os.path.lexists(path.path):
@@ -366,7 +359,7 @@ class FilesystemBackend:
             # O_NONBLOCK: opening a FIFO must not hang the reactor; checked on the descriptor.
             fd = os.open(path.path, flags)
         except OSError as e:
-            raise _mapOSError(e, path.path) from None
+            raise _openError(e) from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -389,7 +382,7 @@ class FilesystemBackend:
         except FileNotFoundError:
             st = None
         except OSError as e:
-            raise _mapOSError(e, path.path) from None
+            raise _openError(e) from None
         if st is not None:
             if not stat.S_ISREG(st.st_mode):
                 raise AccessViolation("Not a regular file")
@@ -400,11 +393,11 @@ class FilesystemBackend:
         try:
             atomic = AtomicFileWriter(path, overwrite=self.allowOverwrite)
         except OSError as e:
-            raise _mapOSError(e, path.path) from None
+            raise _openError(e) from None
         return FileWriter(atomic, self.maxUploadSize)
 
 
-def _caseless(base: FilePath, name: bytes) -> str:
+def _caseless(base: FilePath[str], name: bytes) -> str:
     """
     C{name} (already checked by L{safeDescendant}) with each segment spelt as an existing
     entry of its directory that differs only in case, where the segment as written does

@@ -31,11 +31,12 @@ import socket
 import struct
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IReadDescriptor
+from twisted.internet.interfaces import IListeningPort, IReactorFDSet, IReactorUDP, IReadDescriptor
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -43,6 +44,9 @@ from zope.interface import implementer
 from twisted_udpsuite import unreachable
 from twisted_udpsuite.localaddress import BAD_SOURCE_ERRORS, packetInfo
 from twisted_udpsuite.unreachable import UnreachableReportingPort
+
+if TYPE_CHECKING:
+    from twisted_udpsuite.tftp.transfer import OutgoingPacket
 
 __all__ = [
     "MAX_SEGMENTS",
@@ -94,8 +98,8 @@ def segmentationAvailable(sock: Any) -> bool:
     return True
 
 
-def _length(packet: Any) -> int:
-    if type(packet) is tuple:
+def _length(packet: OutgoingPacket) -> int:
+    if isinstance(packet, tuple):
         return sum(len(part) for part in packet)
     return len(packet)
 
@@ -141,9 +145,9 @@ class DatagramSender:
         self.batches = 0
         self._control: dict[int, list[tuple[int, int, bytes]]] = {}
 
-    def send(self, packet: Any) -> None:
+    def send(self, packet: OutgoingPacket) -> None:
         """One datagram: bytes-like, or a C{(header, payload)} pair sent as one."""
-        if type(packet) is tuple:
+        if isinstance(packet, tuple):
             self._call(packet, self._info)
         elif self._info:
             self._call((packet,), self._info)
@@ -156,7 +160,7 @@ class DatagramSender:
                     if attempt == 2 or not self._failed(e):
                         return
 
-    def sendWindow(self, packets: Sequence[Any]) -> None:
+    def sendWindow(self, packets: Sequence[OutgoingPacket]) -> None:
         """
         Several datagrams, each of the first one's length but the last (which may be
         shorter): in as few GSO batches as the kernel's limits allow, or one call each.
@@ -178,10 +182,10 @@ class DatagramSender:
             self._control = {size: control}
         for start in range(0, count, perBatch):
             batch = packets[start : start + perBatch]
-            buffers: list[Any] = []
+            buffers: list[bytes | bytearray | memoryview] = []
             last = len(batch) - 1
             for index, packet in enumerate(batch):
-                if type(packet) is tuple:
+                if isinstance(packet, tuple):
                     buffers += packet
                 else:
                     buffers.append(packet)
@@ -203,7 +207,11 @@ class DatagramSender:
                 return
             self.batches += 1
 
-    def _call(self, buffers: Any, control: list[tuple[int, int, bytes]]) -> bool:
+    def _call(
+        self,
+        buffers: Sequence[bytes | bytearray | memoryview],
+        control: list[tuple[int, int, bytes]],
+    ) -> bool:
         """C{sendmsg}; False only if a GSO batch was refused (the caller falls back)."""
         for attempt in (1, 2):
             try:
@@ -326,7 +334,7 @@ class TransferPoller:
     ROUNDS = 4
     log = Logger()
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IReactorFDSet) -> None:
         self._reactor = reactor
         self._epoll = select.epoll()
         self._ports: dict[int, TransferPort] = {}
@@ -349,7 +357,7 @@ class TransferPoller:
     def add(self, port: TransferPort) -> None:
         if port in self._fds:
             return
-        fd = port.fileno()
+        fd = port.fileno()  # type: ignore[no-untyped-call]  # (unannotated in Twisted)
         try:
             self._epoll.register(fd, select.EPOLLIN)
         except FileExistsError:  # a closed socket's number, reused before it was removed
@@ -396,11 +404,12 @@ class TransferPoller:
                 port.doRead()
             else:
                 self.remove(port)
-                port.readConnectionLost(Failure(ConnectionDone()))
+                port.readConnectionLost(Failure(ConnectionDone()))  # type: ignore[no-untyped-call]
         except BaseException:
             self.log.failure("reading {port}", port=port)
             self.remove(port)
-            port.connectionLost(Failure())
+            # Failure() and udp.Port.connectionLost are unannotated in Twisted.
+            port.connectionLost(Failure())  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure) -> None:
         """The reactor is done with us (it is shutting down): so with every port, as it
@@ -408,15 +417,15 @@ class TransferPoller:
         for port in list(self._fds):
             self.remove(port)
             try:
-                port.connectionLost(reason)
+                port.connectionLost(reason)  # type: ignore[no-untyped-call]
             except Exception:
                 self.log.failure("closing {port}", port=port)
 
 
-_pollers: WeakKeyDictionary[Any, TransferPoller] = WeakKeyDictionary()
+_pollers: WeakKeyDictionary[IReactorFDSet, TransferPoller] = WeakKeyDictionary()
 
 
-def _pollerFor(reactor: Any) -> TransferPoller:
+def _pollerFor(reactor: IReactorFDSet) -> TransferPoller:
     poller = _pollers.get(reactor)
     if poller is None:
         poller = _pollers[reactor] = TransferPoller(reactor)
@@ -493,8 +502,12 @@ class TransferPort(UnreachableReportingPort):
 
 
 def listenUDP(
-    reactor: Any, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 65536
-) -> Any:
+    reactor: IReactorUDP,
+    port: int,
+    protocol: DatagramProtocol,
+    interface: str = "",
+    maxPacketSize: int = 65536,
+) -> IListeningPort:
     """A transfer port: a L{TransferPort} where L{unreachable.listenUDP} gives its own."""
     return unreachable.listenUDP(
         reactor, port, protocol, interface, maxPacketSize, portType=TransferPort

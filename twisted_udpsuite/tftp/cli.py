@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
@@ -28,6 +29,7 @@ from twisted_udpsuite.command import (
     targetOption,
 )
 from twisted_udpsuite.progress import ProgressBar, formatBytes
+from twisted_udpsuite.reactors import IReactorNetwork
 from twisted_udpsuite.service import numberOption
 from twisted_udpsuite.tftp import client, errors
 from twisted_udpsuite.tftp.options import (
@@ -40,7 +42,7 @@ from twisted_udpsuite.tftp.options import (
 )
 from twisted_udpsuite.tftp.trace import IWireTracer, PcapWriter, TextTracer, TracerGroup
 
-__all__ = ["COMMAND", "GetOptions", "Options", "PutOptions", "runTFTP"]
+__all__ = ["COMMAND", "GetOptions", "IReactorNetwork", "Options", "PutOptions", "runTFTP"]
 
 
 def _mode(value: str) -> str:
@@ -178,7 +180,7 @@ def describeError(error: BaseException) -> str:
     return str(error) or error.__class__.__name__
 
 
-def _tracer(reactor: Any, sub: Any, console: Console) -> TracerGroup | None:
+def _tracer(reactor: IReactorTime, sub: usage.Options, console: Console) -> TracerGroup | None:
     """C{--trace} (lines on standard error) and C{--pcap FILE}, or None."""
     tracers: list[IWireTracer] = []
     if sub["trace"]:
@@ -191,7 +193,7 @@ def _tracer(reactor: Any, sub: Any, console: Console) -> TracerGroup | None:
     return TracerGroup(tracers) if tracers else None
 
 
-async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
+async def runTFTP(reactor: IReactorNetwork, options: Options, console: Console) -> int:
     """Run C{tftp get} or C{tftp put}; 0 on success, failures are L{CommandError}s."""
     sub = options.subOptions
     isGet = options.subCommand == "get"
@@ -228,7 +230,7 @@ async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
     try:
         if isGet:
             if local == "-":
-                destination: Any = console.binaryOutput()
+                destination: client.DownloadTarget = console.binaryOutput()
             else:
                 destination = FilePath(os.path.abspath(local))
             try:
@@ -239,7 +241,7 @@ async def runTFTP(reactor: Any, options: Options, console: Console) -> int:
                 raise CommandError(f"get {remote}: cannot write {local}: {e.strerror}") from None
         else:
             if local == "-":
-                source: Any = sys.stdin.buffer
+                source: client.UploadSource = sys.stdin.buffer
             else:
                 if not os.path.isfile(local):
                     raise CommandError(f"put: {local}: not a readable file")

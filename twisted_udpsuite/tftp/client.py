@@ -14,7 +14,7 @@ import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from typing import IO, Protocol, TypeAlias, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IDelayedCall
@@ -25,11 +25,11 @@ from twisted.python.filepath import FilePath
 
 from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
 from twisted_udpsuite.paths import AtomicFileWriter
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorUDPTime, reactorOr
 from twisted_udpsuite.tftp import errors
 from twisted_udpsuite.tftp.batching import listenUDP as listenTransferPort
 from twisted_udpsuite.tftp.batching import reserveReceiveBuffer, senderFor, windowBuffer
-from twisted_udpsuite.tftp.netascii import NetasciiDecoder, NetasciiEncoder, netasciiSize
+from twisted_udpsuite.tftp.netascii import NetasciiReader, NetasciiWriter, netasciiSize
 from twisted_udpsuite.tftp.options import (
     OptionRefused,
     TransferOptions,
@@ -37,7 +37,15 @@ from twisted_udpsuite.tftp.options import (
     buildRequestOptions,
 )
 from twisted_udpsuite.tftp.trace import IWireTracer, traceProtocol
-from twisted_udpsuite.tftp.transfer import Receiver, Sender, TransferStats
+from twisted_udpsuite.tftp.transfer import (
+    BlockReader,
+    BlockWriter,
+    EngineSettings,
+    OutgoingPacket,
+    Receiver,
+    Sender,
+    TransferStats,
+)
 from twisted_udpsuite.tftp.wire import (
     Ack,
     Data,
@@ -45,13 +53,24 @@ from twisted_udpsuite.tftp.wire import (
     ErrorCode,
     MalformedPacket,
     OptionAck,
+    Packet,
     ReadRequest,
     WriteRequest,
     encodeAck,
     parsePacket,
 )
 
-__all__ = ["DEFAULT_TIMEOUT", "ProgressCallback", "TransferResult", "get", "put"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "DownloadTarget",
+    "ProgressCallback",
+    "Readable",
+    "TransferResult",
+    "UploadSource",
+    "Writable",
+    "get",
+    "put",
+]
 
 DEFAULT_TIMEOUT = 1.0
 """Seconds to wait for the server's first answer before resending the request."""
@@ -86,54 +105,71 @@ class TransferResult:
     fellBack: bool = False
 
 
-class _Sink(Protocol):
-    def write(self, data: bytes) -> None: ...
+class Writable(Protocol):
+    """Anything a download can be written to: a binary file, an L{IConsumer}."""
+
+    def write(self, data: bytes, /) -> object:
+        """Take the next bytes of the file."""
+
+
+class Readable(Protocol):
+    """Anything an upload can be read from: a binary file."""
+
+    def read(self, size: int, /) -> bytes:
+        """Up to C{size} bytes; C{b""} at the end."""
+
+
+DownloadTarget: TypeAlias = "str | bytes | os.PathLike[str] | FilePath[str] | Writable"
+"""Where L{get} writes: a path (published atomically), or a L{Writable}."""
+
+UploadSource: TypeAlias = (
+    "bytes | bytearray | memoryview | str | os.PathLike[str] | FilePath[str] | Readable"
+)
+"""What L{put} sends: the bytes themselves, a path, or a L{Readable}."""
 
 
 class _Destination:
     """Where a download goes: a path (published atomically) or the caller's sink."""
 
-    def __init__(self, destination: Any, netascii: bool) -> None:
+    def __init__(self, destination: DownloadTarget) -> None:
         self._writer: AtomicFileWriter | None = None
-        self._decoder = NetasciiDecoder() if netascii else None
-        self._buffer = bytearray()
+        self._buffer: list[bytes] = []  # written in one call once _WRITE_BUFFER bytes wait
+        self._buffered = 0
         self.written = 0
         if isinstance(destination, str | bytes | os.PathLike):
             destination = FilePath(os.fsdecode(destination))
         if isinstance(destination, FilePath):
             self._writer = AtomicFileWriter(destination, overwrite=True)
-            self._sink: _Sink = self._writer
+            self._sink: Writable = self._writer
         elif IConsumer.providedBy(destination) or hasattr(destination, "write"):
             self._sink = destination
         else:
             raise TypeError(f"cannot write a download to {destination!r}")
 
     def write(self, data: bytes) -> None:
-        if self._decoder is not None:
-            data = self._decoder.decode(data)
         if data:
             self.written += len(data)
             if self._writer is None:
                 self._sink.write(data)
                 return
             # One write(2) per block would cost more than the block's own sendto.
-            self._buffer += data
-            if len(self._buffer) >= _WRITE_BUFFER:
-                self._writer.write(self._buffer)
-                self._buffer = bytearray()
+            self._buffer.append(data)
+            self._buffered += len(data)
+            if self._buffered >= _WRITE_BUFFER:
+                self._writeBuffer(self._writer)
+
+    def _writeBuffer(self, writer: AtomicFileWriter) -> None:
+        buffer, self._buffer, self._buffered = self._buffer, [], 0
+        writer.write(b"".join(buffer))
 
     def commit(self) -> None:
-        decoder, self._decoder = self._decoder, None
-        if decoder is not None:
-            self.write(decoder.flush())
         if self._writer is not None:
             if self._buffer:
-                self._writer.write(self._buffer)
-                self._buffer = bytearray()
+                self._writeBuffer(self._writer)
             self._writer.commit()
 
     def abort(self) -> None:
-        self._buffer = bytearray()
+        self._buffer, self._buffered = [], 0
         if self._writer is not None:
             self._writer.abort()
 
@@ -141,54 +177,44 @@ class _Destination:
 class _Source:
     """What an upload reads: a path, bytes, or a file-like object with C{read(n)}."""
 
-    def __init__(self, source: Any, netascii: bool) -> None:
-        self._close: BinaryIO | None = None
+    def __init__(self, source: UploadSource, netascii: bool) -> None:
+        self._close: IO[bytes] | None = None
         self.size: int | None = None
         if isinstance(source, bytes | bytearray | memoryview):
             source = io.BytesIO(bytes(source))
         elif isinstance(source, str | os.PathLike):
             source = FilePath(os.fsdecode(source))
         if isinstance(source, FilePath):
-            self._close = source.open("rb")
+            self._close = source.open()  # (binary: FilePath opens no other way)
             source = self._close
         if not hasattr(source, "read"):
             raise TypeError(f"cannot read an upload from {source!r}")
-        self._file: BinaryIO = source
-        self._encoder = NetasciiEncoder() if netascii else None
-        self._pending = b""
-        self.read = 0
+        self._file: Readable = source
+        self.bytesRead = 0
         self.size = self._measure(netascii)
 
     def _measure(self, netascii: bool) -> int | None:
         """The size on the wire, for C{tsize}, if the source can tell without consuming it."""
+        file = cast(IO[bytes], self._file)  # if it is not seekable, AttributeError says so
         try:
-            if not self._file.seekable():
+            if not file.seekable():
                 return None
-            start = self._file.tell()
+            start = file.tell()
             if not netascii:
-                end = self._file.seek(0, os.SEEK_END)
-                self._file.seek(start)
+                end = file.seek(0, os.SEEK_END)
+                file.seek(start)
                 return end - start
-            size = netasciiSize(iter(lambda: self._file.read(65536), b""))
-            self._file.seek(start)
+            size = netasciiSize(iter(lambda: file.read(65536), b""))
+            file.seek(start)
             return size
         except (OSError, AttributeError, ValueError):
             return None
 
-    def readBlock(self, size: int) -> bytes:
-        """The next C{size} wire bytes (fewer only at the end)."""
-        if self._encoder is None:
-            chunk = self._file.read(size)
-            self.read += len(chunk)
-            return chunk
-        while len(self._pending) < size:
-            chunk = self._file.read(size)
-            if not chunk:
-                break
-            self.read += len(chunk)
-            self._pending += self._encoder.encode(chunk)
-        block, self._pending = self._pending[:size], self._pending[size:]
-        return block
+    def read(self, size: int) -> bytes:
+        """Up to C{size} local bytes (C{b""} at the end)."""
+        chunk = self._file.read(size)
+        self.bytesRead += len(chunk)
+        return chunk
 
     def close(self) -> None:
         if self._close is not None:
@@ -209,32 +235,30 @@ class _ClientTransfer(DatagramProtocol):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorUDPTime,
         server: tuple[str, int],
         filename: bytes,
         *,
         isRead: bool,
         mode: str,
         requested: dict[str, str],
-        timeout: float,
-        retries: int,
+        settings: EngineSettings,
         progress: ProgressCallback | None,
         destination: _Destination | None = None,
         source: _Source | None = None,
-        rollover: int = 0,
     ) -> None:
-        self._rollover = rollover
+        self._settings = settings
         self._reactor = reactor
         self._server = server
         self._filename = filename
         self._isRead = isRead
         self._mode = mode
         self._requested = requested
-        self._timeout = timeout
-        self._retries = retries
         self._progress = progress
         self._destination = destination
         self._source = source
+        # Between the engine (wire bytes) and the file (local bytes) in netascii mode.
+        self._netasciiWriter: NetasciiWriter | None = None
         self._peer: tuple[str, int] | None = None
         self._timer: IDelayedCall | None = None
         self._tries = 0
@@ -267,11 +291,11 @@ class _ClientTransfer(DatagramProtocol):
         self._armRequestTimer()
 
     def _armRequestTimer(self) -> None:
-        self._timer = self._reactor.callLater(self._timeout, self._requestTimedOut)
+        self._timer = self._reactor.callLater(self._settings.timeout, self._requestTimedOut)
 
     def _requestTimedOut(self) -> None:
         self._timer = None
-        if self._tries >= self._retries:
+        if self._tries >= self._settings.retries:
             self._fail(
                 errors.TransferTimeout(
                     f"no answer from {self._server[0]} port {self._server[1]} "
@@ -330,7 +354,7 @@ class _ClientTransfer(DatagramProtocol):
             return  # forged: ERROR 5 to a broadcast source would reach a whole LAN
         self._write(Error(ErrorCode.UNKNOWN_TRANSFER_ID, "Unknown transfer ID").toBytes(), addr)
 
-    def _answerReceived(self, packet: Any, addr: tuple[str, int]) -> None:
+    def _answerReceived(self, packet: Packet, addr: tuple[str, int]) -> None:
         """The server's first packet: it fixes the TID and says which options hold."""
         if isinstance(packet, Error):
             self._peer = addr
@@ -385,9 +409,10 @@ class _ClientTransfer(DatagramProtocol):
 
     # The blocks: the shared engine (twisted_udpsuite.tftp.transfer)
 
-    def _sendToPeer(self, packet: bytes) -> None:
+    def _sendToPeer(self, packet: OutgoingPacket) -> None:
+        # Bytes-like: the engines here are not told that send takes (header, payload) pairs.
         if not self._closed and self._peer is not None:
-            self._write(packet, self._peer)
+            self._write(cast(bytes, packet), self._peer)
 
     def _receiveWindows(self) -> None:
         """
@@ -399,8 +424,9 @@ class _ClientTransfer(DatagramProtocol):
         if options.windowsize < 2:
             return
         transport = self.transport
-        if hasattr(transport, "receiveCoalesced") and not self.traced:
-            transport.receiveCoalesced()
+        receiveCoalesced = getattr(transport, "receiveCoalesced", None)  # a TransferPort's
+        if receiveCoalesced is not None and not self.traced:
+            receiveCoalesced()
         wanted = windowBuffer(options.blksize, options.windowsize)
         got, short = reserveReceiveBuffer(getattr(transport, "socket", transport), wanted)
         if short:
@@ -420,48 +446,55 @@ class _ClientTransfer(DatagramProtocol):
         assert self._peer is not None
         sender = None if self.traced else senderFor(self.transport, self._peer)
         send = self._sendToPeer if sender is None else sender.send
+        netascii = self._mode == "netascii"
         if self._isRead:
             assert self._destination is not None
             self._receiveWindows()
+            sink: BlockWriter = self._destination
+            if netascii:
+                sink = self._netasciiWriter = NetasciiWriter(self._destination)
             engine = Receiver(
                 send,
                 self._reactor,
                 self._options,
-                _CountingWriter(self._destination, self._progress, self._options.tsize),
-                retries=self._retries,
-                timeout=self._timeout,
+                _CountingWriter(sink, _Progress(self._progress, self._options.tsize)),
+                self._settings,
                 commit=self._commitDestination,
                 writesAtOnce=True,
             )
         else:
             assert self._source is not None
+            source: BlockReader = NetasciiReader(self._source) if netascii else self._source
             engine = Sender(
                 send,
                 self._reactor,
                 self._options,
-                _CountingReader(self._source, self._progress),
-                retries=self._retries,
-                rollover=self._rollover,
-                timeout=self._timeout,
+                _CountingReader(source, _Progress(self._progress, self._source.size)),
+                self._settings,
                 sendWindow=None if sender is None else sender.sendWindow,
             )
         self._engine = engine
         engine.done.addCallbacks(self._engineDone, self._engineFailed)
         engine.finished.addCallback(lambda _: self._closePort())
-        if self._isRead:
-            if first is None:
-                engine.start(encodeAck(0))
-            else:
-                engine.start(None)
-                engine.dataReceived(first.block, first.data)
+        if isinstance(engine, Sender):
+            engine.start(None)
+        elif first is None:
+            engine.start(encodeAck(0))
         else:
             engine.start(None)
+            engine.dataReceived(first.block, first.data)
 
     def _commitDestination(self) -> None:
         """Publish the download before its last ACK, so a failure reaches the server."""
         assert self._destination is not None
         self._committed = True
-        self._destination.commit()
+        self._publish(self._destination)
+
+    def _publish(self, destination: _Destination) -> None:
+        """Write what the netascii decoder holds back, then publish the file."""
+        if self._netasciiWriter is not None:
+            self._netasciiWriter.flush()
+        destination.commit()
 
     def _engineDone(self, stats: TransferStats) -> None:
         self._retransmits += stats.retransmits
@@ -478,8 +511,10 @@ class _ClientTransfer(DatagramProtocol):
     # Endings
 
     def _write(self, packet: bytes, addr: tuple[str, int]) -> None:
+        transport = self.transport
+        assert transport is not None  # only a listening transfer sends
         try:
-            self.transport.write(packet, addr)
+            transport.write(packet, addr)
         except OSError as e:
             self.log.warn("cannot send to {peer}: {error}", peer=addr, error=e)
 
@@ -489,7 +524,7 @@ class _ClientTransfer(DatagramProtocol):
         if sendError and self._peer is not None:
             message = error.message or type(error).__name__
             self._write(Error(error.code, message).toBytes(), self._peer)
-        self._finish(Failure(error))
+        self._finish(Failure(error))  # type: ignore[no-untyped-call]  # (unannotated)
 
     def _cancel(self, d: Deferred[TransferResult]) -> None:
         """Cancelling the Deferred: tell the server, then clean up (L{done} errbacks itself)."""
@@ -512,7 +547,7 @@ class _ClientTransfer(DatagramProtocol):
         try:
             self._cleanUp(succeeded)
         except Exception:
-            outcome = Failure()
+            outcome = Failure()  # type: ignore[no-untyped-call]  # (unannotated in Twisted)
         engine = self._engine
         if engine is None or engine.finished.called:
             self._closePort()
@@ -530,7 +565,7 @@ class _ClientTransfer(DatagramProtocol):
         if destination is not None:
             if succeeded and not self._committed:
                 try:
-                    destination.commit()
+                    self._publish(destination)
                 except Exception:
                     destination.abort()
                     raise
@@ -561,46 +596,66 @@ class _ClientTransfer(DatagramProtocol):
         if self._destination is not None:
             return self._destination.written
         if self._source is not None:
-            return self._source.read
+            return self._source.bytesRead
         return 0
 
 
-class _CountingWriter:
-    """Passes wire bytes to the destination and reports progress against C{tsize}."""
+class _Progress:
+    """Counts the wire bytes moved and reports them to C{progress}, against C{total}."""
 
-    def __init__(
-        self, destination: _Destination, progress: ProgressCallback | None, total: int | None
-    ) -> None:
-        self._destination = destination
+    def __init__(self, progress: ProgressCallback | None, total: int | None) -> None:
         self._progress = progress
         self._total = total
         self.count = 0
 
-    def write(self, data: bytes) -> None:
-        self._destination.write(data)
-        self.count += len(data)
+    def moved(self, count: int) -> None:
+        self.count += count
         if self._progress is not None:
             self._progress(self.count, self._total)
 
 
-class _CountingReader:
-    """Reads wire blocks from the source and reports progress against its size."""
+class _CountingWriter:
+    """Passes wire bytes to the destination, counting them."""
 
-    def __init__(self, source: _Source, progress: ProgressCallback | None) -> None:
+    def __init__(self, destination: BlockWriter, progress: _Progress) -> None:
+        self._destination = destination
+        self._progress = progress
+
+    def write(self, data: bytes) -> None | Deferred[None]:
+        written = self._destination.write(data)
+        self._progress.moved(len(data))
+        return written
+
+
+class _CountingReader:
+    """Reads wire blocks from the source, counting them."""
+
+    def __init__(self, source: BlockReader, progress: _Progress) -> None:
         self._source = source
         self._progress = progress
-        self.count = 0
 
-    def read(self, n: int) -> bytes:
-        block = self._source.readBlock(n)
-        self.count += len(block)
-        if self._progress is not None:
-            self._progress(self.count, self._source.size)
+    def read(self, n: int) -> bytes | Deferred[bytes]:
+        block = self._source.read(n)
+        if isinstance(block, Deferred):
+            return block.addCallback(self._counted)
+        return self._counted(block)
+
+    def _counted(self, block: bytes) -> bytes:
+        self._progress.moved(len(block))
         return block
 
 
 def _filename(remote: str | bytes) -> bytes:
     return remote.encode("utf-8") if isinstance(remote, str) else bytes(remote)
+
+
+def _settings(timeout: int | None, retries: int, rollover: int = 0) -> EngineSettings:
+    """The engine's settings for a client transfer: C{timeout} also times the request."""
+    return EngineSettings(
+        retries=retries,
+        timeout=float(timeout) if timeout else DEFAULT_TIMEOUT,
+        rollover=rollover,
+    )
 
 
 def _checkMode(mode: str) -> str:
@@ -611,7 +666,7 @@ def _checkMode(mode: str) -> str:
 
 
 def _listen(
-    reactor: Any,
+    reactor: IReactorUDPTime,
     server: tuple[str, int],
     protocol: _ClientTransfer,
     tracer: IWireTracer | None = None,
@@ -624,10 +679,10 @@ def _listen(
 
 
 def get(
-    reactor: Any,
+    reactor: IReactorUDPTime | None,
     server: tuple[str, int],
     remote: str | bytes,
-    destination: Any,
+    destination: DownloadTarget,
     *,
     mode: str = "octet",
     blksize: int | None = None,
@@ -641,7 +696,8 @@ def get(
     """
     Download C{remote} from a TFTP server.
 
-    @param reactor: Provides C{listenUDP} and C{callLater} (a L{MemoryHost} in tests).
+    @param reactor: Provides C{listenUDP} and C{callLater} (a
+        L{twisted_udpsuite.testing.MemoryHost} in tests); C{None}: the global reactor.
     @param server: The server's (IP address, port); IPv6 works too.
     @param destination: A path (C{str} or L{FilePath}), written to a temporary sibling and
         renamed over it only when the whole file has arrived; or anything with C{write}
@@ -658,11 +714,12 @@ def get(
         (L{errors.FileNotFound}, L{errors.TransferTimeout}, ...). Cancelling it sends an ERROR
         to the server, closes the port, stops the timers and removes the temporary file.
     """
+    reactor = reactorOr(reactor)
     mode = _checkMode(mode)
     requested = buildRequestOptions(
         blksize=blksize, timeout=timeout, tsize=0 if tsize else None, windowsize=windowsize
     )
-    sink = _Destination(destination, netascii=mode == "netascii")
+    sink = _Destination(destination)
     protocol = _ClientTransfer(
         reactor,
         server,
@@ -670,13 +727,12 @@ def get(
         isRead=True,
         mode=mode,
         requested=requested,
-        timeout=float(timeout) if timeout else DEFAULT_TIMEOUT,
-        retries=retries,
+        settings=_settings(timeout, retries),
         progress=progress,
         destination=sink,
     )
     try:
-        _listen(reactorOr(reactor), server, protocol, tracer)
+        _listen(reactor, server, protocol, tracer)
     except Exception:
         sink.abort()
         raise
@@ -684,9 +740,9 @@ def get(
 
 
 def put(
-    reactor: Any,
+    reactor: IReactorUDPTime | None,
     server: tuple[str, int],
-    source: Any,
+    source: UploadSource,
     remote: str | bytes,
     *,
     mode: str = "octet",
@@ -708,9 +764,9 @@ def put(
     @param rollover: The block number after 65535: 0 (what most servers expect) or 1.
     @return: As for L{get}; the other parameters too.
     """
+    reactor = reactorOr(reactor)
     mode = _checkMode(mode)
-    if rollover not in (0, 1):
-        raise ValueError("rollover must be 0 or 1")
+    settings = _settings(timeout, retries, rollover)
     reader = _Source(source, netascii=mode == "netascii")
     try:
         requested = buildRequestOptions(
@@ -726,13 +782,11 @@ def put(
             isRead=False,
             mode=mode,
             requested=requested,
-            timeout=float(timeout) if timeout else DEFAULT_TIMEOUT,
-            retries=retries,
+            settings=settings,
             progress=progress,
             source=reader,
-            rollover=rollover,
         )
-        _listen(reactorOr(reactor), server, protocol, tracer)
+        _listen(reactor, server, protocol, tracer)
     except Exception:
         reader.close()
         raise

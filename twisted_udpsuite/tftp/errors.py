@@ -4,10 +4,14 @@ TFTP failures as exceptions, one class per RFC 1350 / RFC 2347 error code.
 A transfer that ends with an ERROR packet (from the peer, or one we send) fails with the
 matching class, so callers catch what they care about (C{except FileNotFound}) and read the
 peer's own words in C{message}. L{errorFor} maps a received ERROR to its class; C{code} on
-every class gives the code to send for it.
+every class gives the code to send for it; L{errorForOSError} maps a local failure to the
+error to send.
 """
 
 from __future__ import annotations
+
+import errno
+import os
 
 from twisted_udpsuite.tftp.wire import Error, ErrorCode
 
@@ -25,6 +29,7 @@ __all__ = [
     "TransferTimeout",
     "UnknownTransferID",
     "errorFor",
+    "errorForOSError",
 ]
 
 
@@ -128,3 +133,23 @@ def errorFor(packet: Error) -> TFTPError:
     """The exception for an ERROR packet received from the peer, carrying its message."""
     cls = _BY_CODE.get(int(packet.code), RemoteError)
     return cls(packet.message, int(packet.code))
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def errorForOSError(error: OSError, doing: str) -> TFTPError:
+    """
+    The TFTP error that tells a peer about a local C{error}: a missing file, one that
+    exists, a refused access, a full disk, or else ERROR 0 saying what we were C{doing}
+    (C{"Cannot open file"}) and why.
+    """
+    if isinstance(error, FileNotFoundError) or error.errno == errno.ENOTDIR:
+        return FileNotFound("File not found")
+    if isinstance(error, FileExistsError):
+        return FileExists("File already exists")
+    if isinstance(error, PermissionError | IsADirectoryError) or error.errno == errno.ELOOP:
+        return AccessViolation("Access violation")
+    if error.errno in _DISK_FULL:
+        return DiskFull("Disk full or allocation exceeded")
+    return TFTPError(f"{doing}: {os.strerror(error.errno) if error.errno else error}")

@@ -10,15 +10,26 @@ Python loop per byte.
 Encoding maps each byte on its own, so it needs no state; decoding holds back a CR that ends a
 chunk until the next chunk shows what follows it. Encoding then decoding gives back any input
 exactly, because every CR on the wire is then followed by LF or NUL.
+
+L{NetasciiReader} and L{NetasciiWriter} put the two between a transfer engine
+(L{twisted_udpsuite.tftp.transfer}) and the local file, for the client and the server alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred
+
+if TYPE_CHECKING:
+    from twisted_udpsuite.tftp.transfer import BlockReader, BlockWriter
 
 __all__ = [
     "NetasciiDecoder",
     "NetasciiEncoder",
+    "NetasciiReader",
+    "NetasciiWriter",
     "decodeNetascii",
     "encodeNetascii",
     "netasciiSize",
@@ -64,7 +75,7 @@ class NetasciiEncoder:
 
     def encode(self, chunk: bytes) -> bytes:
         """Translate the next chunk of local data."""
-        return chunk.replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")
+        return encodeNetascii(chunk)
 
     def flush(self) -> bytes:
         """End of the data: nothing is ever held back, so nothing is left."""
@@ -92,7 +103,7 @@ class NetasciiDecoder:
         if chunk.endswith(b"\r"):
             self._pendingCR = True
             chunk = chunk[:-1]
-        return chunk.replace(b"\r\n", b"\n").replace(b"\r\0", b"\r")
+        return decodeNetascii(chunk)
 
     def flush(self) -> bytes:
         """End of the data: a CR still held back was a bare CR, so it is kept."""
@@ -100,3 +111,68 @@ class NetasciiDecoder:
             self._pendingCR = False
             return b"\r"
         return b""
+
+
+class NetasciiReader:
+    """
+    Wraps a local reader so that a L{twisted_udpsuite.tftp.transfer.Sender} reads netascii
+    wire bytes.
+    """
+
+    def __init__(self, reader: BlockReader) -> None:
+        self._reader = reader
+        self._encoder = NetasciiEncoder()
+        self._pending = b""
+        self._eof = False
+
+    def read(self, n: int) -> bytes | Deferred[bytes]:
+        """Up to C{n} wire bytes; C{b""} at the end."""
+        while len(self._pending) < n and not self._eof:
+            chunk = self._reader.read(max(n, 8192))
+            if isinstance(chunk, Deferred):
+                return chunk.addCallback(self._got, n)
+            self._absorb(chunk)
+        return self._take(n)
+
+    def _absorb(self, chunk: bytes) -> None:
+        if chunk:
+            self._pending += self._encoder.encode(chunk)
+        else:
+            self._eof = True
+
+    def _got(self, chunk: bytes, n: int) -> bytes | Deferred[bytes]:
+        self._absorb(chunk)
+        return self.read(n)
+
+    def _take(self, n: int) -> bytes:
+        block, self._pending = self._pending[:n], self._pending[n:]
+        return block
+
+    def close(self) -> None:
+        """Close the wrapped reader if it can be closed."""
+        close = getattr(self._reader, "close", None)
+        if close is not None:
+            close()
+
+
+class NetasciiWriter:
+    """Wraps a local writer so that a
+    L{twisted_udpsuite.tftp.transfer.Receiver} can give it netascii wire bytes."""
+
+    def __init__(self, writer: BlockWriter) -> None:
+        self._writer = writer
+        self._decoder = NetasciiDecoder()
+
+    def write(self, data: bytes) -> None | Deferred[None]:
+        """Decode and pass on (a CR ending the chunk waits for the next one)."""
+        local = self._decoder.decode(data)
+        if local:
+            return self._writer.write(local)
+        return None
+
+    def flush(self) -> None | Deferred[None]:
+        """The end of the data: pass on a held-back bare CR."""
+        rest = self._decoder.flush()
+        if rest:
+            return self._writer.write(rest)
+        return None

@@ -36,16 +36,17 @@ import json
 import os
 import stat
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, cast
 from urllib.parse import quote, urlsplit
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
-from twisted.web._newclient import ResponseDone  # not .client: see HTTPOriginBackend._http
 from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 from twisted_udpsuite.paths import (
@@ -55,9 +56,13 @@ from twisted_udpsuite.paths import (
     isTemporaryName,
     requestSegments,
 )
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
 from twisted_udpsuite.tftp.backend import FileReader, IBackend, IReader, IWriter, Peer
 from twisted_udpsuite.tftp.errors import AccessViolation, FileNotFound, TFTPError
+from twisted_udpsuite.twistedprivate import ResponseDone
+
+if TYPE_CHECKING:
+    from treq.client import HTTPClient
 
 __all__ = [
     "HIGH_WATER",
@@ -150,7 +155,12 @@ class OriginCache:
     """
 
     def __init__(
-        self, directory: FilePath, maxBytes: int, *, freshFor: float = 60.0, clock: Any = None
+        self,
+        directory: FilePath[str],
+        maxBytes: int,
+        *,
+        freshFor: float = 60.0,
+        clock: IReactorTime | None = None,
     ) -> None:
         if maxBytes <= 0:
             raise ValueError("maxBytes must be positive")
@@ -322,11 +332,11 @@ class OriginReader(Protocol):
 
     def __init__(
         self,
-        response: Any,
+        response: IResponse,
         url: str,
         fill: CacheFill | None,
         *,
-        clock: Any,
+        clock: IReactorTime,
         idleTimeout: float,
     ) -> None:
         self.size = _length(response)
@@ -336,7 +346,7 @@ class OriginReader(Protocol):
         self._lastModified = _header(response, b"last-modified")
         self._clock = clock
         self._idleTimeout = idleTimeout
-        self._idle: Any = None
+        self._idle: IDelayedCall | None = None
         self._buffer = bytearray()
         self._waiting: tuple[Deferred[bytes], int] | None = None
         self._received = 0
@@ -344,7 +354,12 @@ class OriginReader(Protocol):
         self._error: TFTPError | None = None
         self._closed = False
         self._paused = False
-        response.deliverBody(self)
+        response.deliverBody(self)  # type: ignore[no-untyped-call]  # (unannotated)
+
+    @property
+    def _producer(self) -> IPushProducer:
+        """The body's transport, which pauses, resumes and stops the origin's response."""
+        return cast(IPushProducer, self.transport)
 
     def connectionMade(self) -> None:
         self._armIdle()
@@ -364,13 +379,14 @@ class OriginReader(Protocol):
         if len(self._buffer) >= HIGH_WATER and not self._paused:
             self._paused = True
             self._disarmIdle()  # our pause: the origin is not the one idling
-            self.transport.pauseProducing()
+            self._producer.pauseProducing()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._ended = True
         self._disarmIdle()
-        whole = reason is not None and reason.check(ResponseDone) is not None
-        if reason is not None and reason.check(PotentialDataLoss) and self.size is None:
+        error = reason.value if reason is not None else None
+        whole = isinstance(error, ResponseDone)
+        if isinstance(error, PotentialDataLoss) and self.size is None:
             whole = True  # no length announced: the end of the connection is the end
         if whole and self.size is not None and self._received != self.size:
             whole = False
@@ -418,7 +434,7 @@ class OriginReader(Protocol):
         if self._paused and len(self._buffer) < _LOW_WATER and not self._ended:
             self._paused = False
             self._armIdle()
-            self.transport.resumeProducing()
+            self._producer.resumeProducing()
         return chunk
 
     def _armIdle(self) -> None:
@@ -437,7 +453,7 @@ class OriginReader(Protocol):
     def _stalled(self) -> None:
         self._idle = None
         self._error = TFTPError(f"Origin sent nothing for {self._idleTimeout:g} s")
-        self.transport.stopProducing()  # connectionLost follows
+        self._producer.stopProducing()  # connectionLost follows
 
     def close(self) -> None:
         """
@@ -453,13 +469,13 @@ class OriginReader(Protocol):
             if self._paused:
                 self._paused = False
                 self._armIdle()
-                self.transport.resumeProducing()
+                self._producer.resumeProducing()
             return
         self._disarmIdle()
-        self.transport.stopProducing()
+        self._producer.stopProducing()
 
 
-def _header(response: Any, name: bytes) -> str | None:
+def _header(response: IResponse, name: bytes) -> str | None:
     values = response.headers.getRawHeaders(name)
     return values[-1].decode("latin-1") if values else None
 
@@ -467,8 +483,8 @@ def _header(response: Any, name: bytes) -> str | None:
 class _Discard(Protocol):
     """Reads (and drops) a body we do not want: the connection is then reusable."""
 
-    def __init__(self, response: Any) -> None:
-        response.deliverBody(self)
+    def __init__(self, response: IResponse) -> None:
+        response.deliverBody(self)  # type: ignore[no-untyped-call]  # (unannotated)
 
     def dataReceived(self, data: bytes) -> None:
         pass
@@ -492,8 +508,8 @@ class HTTPOriginBackend:
         base: str,
         *,
         cache: OriginCache | None = None,
-        reactor: Any = None,
-        client: Any = None,
+        reactor: IReactorNetwork | None = None,
+        client: HTTPClient | None = None,
         timeout: float = 30.0,
     ) -> None:
         self.base = originBase(base)
@@ -502,7 +518,7 @@ class HTTPOriginBackend:
         self._client = client
         self.timeout = timeout
 
-    def _http(self) -> Any:
+    def _http(self) -> HTTPClient:
         """
         The HTTP client, made when first needed: importing treq (and so Twisted's
         endpoints, whose systemd parser takes C{LISTEN_FDS} from the environment as it is
@@ -512,8 +528,10 @@ class HTTPOriginBackend:
             from treq.client import HTTPClient
             from twisted.web.client import Agent, HTTPConnectionPool
 
-            pool = HTTPConnectionPool(self._reactor, persistent=True)
-            self._client = HTTPClient(Agent(self._reactor, pool=pool))
+            # (HTTPConnectionPool and Agent are unannotated in Twisted)
+            pool = HTTPConnectionPool(self._reactor, persistent=True)  # type: ignore[no-untyped-call]
+            agent = Agent(self._reactor, pool=pool)  # type: ignore[no-untyped-call]
+            self._client = HTTPClient(agent)
         return self._client
 
     def urlFor(self, name: bytes) -> str:
@@ -535,7 +553,7 @@ class HTTPOriginBackend:
         url = self.urlFor(name)
         cache = self.cache
         entry = cache.lookup(url) if cache is not None else None
-        headers: dict[bytes, list[bytes]] = {}
+        headers: dict[bytes | str, list[bytes | str]] = {}
         if entry is not None:
             if cache.isFresh(entry):  # type: ignore[union-attr]
                 return succeed(cache.open(entry))  # type: ignore[union-attr]
@@ -548,7 +566,7 @@ class HTTPOriginBackend:
             self._answered, self._failed, callbackArgs=(url, entry), errbackArgs=(url, entry)
         )
 
-    def _answered(self, response: Any, url: str, entry: CacheEntry | None) -> IReader:
+    def _answered(self, response: IResponse, url: str, entry: CacheEntry | None) -> IReader:
         code = response.code
         cache = self.cache
         if code == 200:
@@ -599,6 +617,6 @@ class HTTPOriginBackend:
         raise AccessViolation("Uploads are disabled")
 
 
-def _length(response: Any) -> int | None:
+def _length(response: IResponse) -> int | None:
     length = response.length
     return length if isinstance(length, int) else None

@@ -21,10 +21,11 @@ import random
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IDelayedCall, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -34,12 +35,13 @@ from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
 from twisted_udpsuite.drain import Drain, IDrainable
 from twisted_udpsuite.localaddress import ILocalAddressReceiver, writeFrom
 from twisted_udpsuite.ratelimit import PerSourceLimiter
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorUDPTime, reactorOr
 from twisted_udpsuite.tftp import errors
 from twisted_udpsuite.tftp.backend import IBackend, IReader, IWriter
 from twisted_udpsuite.tftp.batching import DatagramSender, senderFor
 from twisted_udpsuite.tftp.batching import listenUDP as listenTransferPort
 from twisted_udpsuite.tftp.mtu import routeMTU
+from twisted_udpsuite.tftp.netascii import NetasciiReader, NetasciiWriter
 from twisted_udpsuite.tftp.options import (
     ServerOptionLimits,
     TransferOptions,
@@ -51,9 +53,12 @@ from twisted_udpsuite.tftp.options import (
 from twisted_udpsuite.tftp.trace import IWireTracer, traceProtocol
 from twisted_udpsuite.tftp.transfer import (
     DEFAULT_TIMEOUT,
-    NetasciiReader,
-    NetasciiWriter,
+    BlockReader,
+    BlockWriter,
+    EngineSettings,
+    OutgoingPacket,
     Receiver,
+    Send,
     Sender,
     TransferStats,
     errorPacket,
@@ -61,6 +66,7 @@ from twisted_udpsuite.tftp.transfer import (
 from twisted_udpsuite.tftp.wire import (
     ErrorCode,
     MalformedPacket,
+    Opcode,
     OptionAck,
     ReadRequest,
     WriteRequest,
@@ -94,10 +100,13 @@ ABORTED_AFTER_OACK = "aborted-after-oack"
 CUT = "cut"
 """The server stopped the transfer (it was shutting down)."""
 
+Address = tuple[str, int]
+
 MAX_PACKET = 65536
 """Receive buffer for every TFTP socket: blksize reaches 65464 (RFC 2348)."""
 
-_REQUEST_OPCODES = (1, 2)
+_REQUEST_OPCODES = (int(Opcode.RRQ), int(Opcode.WRQ))
+_REQUEST_HEADS = tuple(opcode.to_bytes(2, "big") for opcode in _REQUEST_OPCODES)
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,25 @@ class ServerPolicy:
         if self.maxDuration is not None and self.maxDuration <= 0:
             raise ValueError("maxDuration must be positive")
 
+    def engineSettings(self) -> EngineSettings:
+        """What every transfer's engine does by this policy (downloads and uploads alike)."""
+        return EngineSettings(
+            retries=self.retries,
+            timeout=self.timeout,
+            rollover=self.rollover,
+            unansweredRetries=self.unansweredRetries,
+            finalResends=self.finalResends,
+            dally=max(self.dally, self.timeout),
+            firstDataWait=self.firstDataWait,
+            nudges=self.unansweredRetries,
+            repeatFinalAck=True,
+        )
+
+
+def _whenDone(call: Callable[[], Deferred[None] | None]) -> Deferred[None]:
+    """C{maybeDeferred} for a call whose result is None or a Deferred of it."""
+    return cast("Deferred[None]", maybeDeferred(call))
+
 
 @implementer(ILocalAddressReceiver, IDrainable)
 class TFTPServerProtocol(DatagramProtocol):
@@ -202,7 +230,7 @@ class TFTPServerProtocol(DatagramProtocol):
         backend: IBackend,
         policy: ServerPolicy | None = None,
         *,
-        reactor: Any = None,
+        reactor: IReactorUDPTime | None = None,
         interface: str | None = None,
         tracer: IWireTracer | None = None,
     ) -> None:
@@ -225,16 +253,22 @@ class TFTPServerProtocol(DatagramProtocol):
 
     def startProtocol(self) -> None:
         if self._interface is None:
-            self._interface = self.transport.getHost().host
+            self._interface = self._port.getHost().host
+
+    @property
+    def _port(self) -> IUDPTransport:
+        transport = self.transport
+        assert transport is not None  # (listening)
+        return transport
 
     def stopProtocol(self) -> None:
         for session in list(self.sessions.values()):
             session.abort(errors.TFTPError("Server shutting down"))
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+    def datagramReceived(self, datagram: bytes, addr: Address) -> None:
         self.datagramReceivedAt(datagram, addr, None)
 
-    def datagramReceivedAt(self, datagram: bytes, addr: Any, local: str | None) -> None:
+    def datagramReceivedAt(self, datagram: bytes, addr: Address, local: str | None) -> None:
         """A request sent to C{local}: its transfer port is bound there (None: as we are)."""
         if self.tracer is not None:
             self.tracer.datagram(False, self._here(local), (addr[0], addr[1]), datagram)
@@ -244,7 +278,7 @@ class TFTPServerProtocol(DatagramProtocol):
             self.log.failure("handling a request from {peer}", peer=addr)
 
     def _here(self, local: str | None) -> tuple[str, int]:
-        return (local or self._interface or "", self.transport.getHost().port)
+        return (local or self._interface or "", self._port.getHost().port)
 
     def _reply(self, packet: bytes, addr: tuple[str, int], local: str | None) -> None:
         if self.tracer is not None:
@@ -259,7 +293,7 @@ class TFTPServerProtocol(DatagramProtocol):
             return
         session = self.sessions.get(addr)
         if session is not None:
-            isRequest = datagram[:2] in (b"\x00\x01", b"\x00\x02")
+            isRequest = datagram[:2] in _REQUEST_HEADS
             if not (isRequest and session in self._dallying):
                 # A repeated request (our first answer was lost): one session, answered again.
                 if isRequest and session.engine is not None:
@@ -367,7 +401,9 @@ class TFTPServerProtocol(DatagramProtocol):
                 return
             except CannotListenError:
                 continue
-        raise CannotListenError(address, 0, OSError(errno.EADDRINUSE, "port range in use"))
+        raise CannotListenError(  # type: ignore[no-untyped-call]  # (unannotated in Twisted)
+            address, 0, OSError(errno.EADDRINUSE, "port range in use")
+        )
 
     def _fittingBlksize(self, local: str, client: str) -> int | None:
         """The largest blksize whose DATA fits the MTU towards C{client}, if known."""
@@ -408,7 +444,7 @@ class TFTPServerProtocol(DatagramProtocol):
             self._perClient.pop(client, None)
         self._drain.check(not self._active)
 
-    # Stopping without cutting transfers (#11 §4)
+    # Stopping without cutting transfers
 
     def drain(self, timeout: float) -> Deferred[None]:
         """
@@ -472,6 +508,7 @@ class TFTPSession(DatagramProtocol):
         self._reactor = server._reactor
         self._reader: IReader | None = None
         self._writer: IWriter | None = None
+        self._netasciiSink: NetasciiWriter | None = None  # between the engine and _writer
         self._committed = False
         self._ended = False
         self._closed = False
@@ -481,8 +518,9 @@ class TFTPSession(DatagramProtocol):
         self.stats = TransferStats()
         self._sendsPairs = False  # set when _send is a real socket's (sendmsg)
         self.maxBlksize: int | None = None  # a cap below the policy's (--fit-mtu)
-        self._deadline: Any = None  # the policy's maxDuration
+        self._deadline: IDelayedCall | None = None  # the policy's maxDuration
         self._sender: DatagramSender | None = None
+        self._send: Send = self._writeToPeer  # or the DatagramSender's, once listening
 
     @property
     def filename(self) -> str:
@@ -499,13 +537,15 @@ class TFTPSession(DatagramProtocol):
         if sender is None:
             return
         self._sender = sender
-        self._send = sender.send  # type: ignore[method-assign]
+        self._send = sender.send
         self._sendsPairs = True
+        # A udp.Port (or a test's port): maxThroughput and socket are not in IUDPTransport.
+        port: Any = self.transport
         if self.isRead:
             # One datagram per wake-up: a download's peer answers our DATA with one ACK,
             # so udp.Port's second recvfrom (EAGAIN, raised and caught) is pure cost.
-            self.transport.maxThroughput = 1
-        sock = getattr(self.transport, "socket", self.transport)
+            port.maxThroughput = 1
+        sock = getattr(port, "socket", port)
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
             try:
                 sock.setsockopt(socket.SOL_SOCKET, option, self.server.policy.socketBuffer)
@@ -515,9 +555,12 @@ class TFTPSession(DatagramProtocol):
     def _fileShrankSoon(self) -> None:
         self._reactor.callLater(0, self._fileShrank)  # (called from inside the engine's send)
 
-    def _send(self, packet: Any) -> None:
+    def _writeToPeer(self, packet: OutgoingPacket) -> None:
+        transport = self.transport
+        assert transport is not None  # (listening)
         try:
-            self.transport.write(packet, self.peer)
+            # Bytes-like: pairs go only to a DatagramSender's send, which replaces this one.
+            transport.write(cast(bytes, packet), self.peer)
         except Exception as e:
             self.log.debug("cannot send to {peer}: {error}", peer=self.peer, error=e)
 
@@ -533,6 +576,7 @@ class TFTPSession(DatagramProtocol):
         maxDuration = self.server.policy.maxDuration
         if maxDuration is not None:
             self._deadline = self._reactor.callLater(maxDuration, self._tookTooLong)
+        d: Deferred[Any]  # fires with the IReader or IWriter
         if self.isRead:
             d = maybeDeferred(backend.openRead, self.request.filename, self.peer)
         else:
@@ -575,82 +619,68 @@ class TFTPSession(DatagramProtocol):
         if deadline is not None and deadline.active():
             deadline.cancel()
 
-    def _opened(self, handle: Any) -> None:
+    def _opened(self, handle: object) -> None:
         self._opening = None
         if self._ended:
-            (handle.close if self.isRead else handle.abort)()
+            if self.isRead:
+                IReader(handle).close()
+            else:
+                IWriter(handle).abort()
             return
-        policy = self.server.policy
+        settings = self.server.policy.engineSettings()
         if self.isRead:
             self._reader = reader = IReader(handle)
             size = None if self.netascii else reader.size
             self.options, self.oack = self._negotiate(size)
-            source = NetasciiReader(reader) if self.netascii else reader
+            source: BlockReader = NetasciiReader(reader) if self.netascii else reader
             engine: Sender | Receiver = Sender(
                 self._send,
                 self._reactor,
                 self.options,
                 source,
-                retries=policy.retries,
-                rollover=policy.rollover,
-                timeout=policy.timeout,
+                settings,
                 sendsPairs=self._sendsPairs,
                 sendWindow=None if self._sender is None else self._sender.sendWindow,
             )
-            engine.unansweredRetries = policy.unansweredRetries
-            engine.finalResends = policy.finalResends
             self.engine = engine
             self._watch(engine)
             engine.start(OptionAck(self.oack).toBytes() if self.oack else None)
         else:
             self._writer = writer = IWriter(handle)
-            sink: Any = NetasciiWriter(writer) if self.netascii else writer
+            sink: BlockWriter = writer
+            if self.netascii:
+                sink = self._netasciiSink = NetasciiWriter(writer)
             engine = Receiver(
                 self._send,
                 self._reactor,
                 self.options,
                 sink,
-                retries=policy.retries,
-                timeout=policy.timeout,
+                settings,
                 commit=self._commit,
-                dally=max(policy.dally, policy.timeout),
             )
-            engine.unansweredRetries = policy.unansweredRetries
-            engine.repeatFinalAck = True
+            receiveCoalesced = getattr(self.transport, "receiveCoalesced", None)
             if (
                 self.options.windowsize > 1
                 and self.server.tracer is None  # a trace reads datagram by datagram
-                and hasattr(self.transport, "receiveCoalesced")
+                and receiveCoalesced is not None
             ):
-                self.transport.receiveCoalesced()  # a window of DATA in one read (GRO)
+                receiveCoalesced()  # a window of DATA in one read (GRO)
             self.engine = engine
             self._watch(engine)
-            if self.oack:
-                # Granted only the defaults, ACK 0 means the same to a client as the OACK:
-                # it may nudge a client whose DATA 1 was lost (curl waits 72 s otherwise).
-                defaults = self.options.blksize == 512 and self.options.windowsize == 1
-                engine.start(
-                    OptionAck(self.oack).toBytes(),
-                    resendInitial=False,
-                    patience=policy.firstDataWait,
-                    nudge=encodeAck(0) if defaults else None,
-                    nudges=policy.unansweredRetries,
-                )
-            else:
-                engine.start(encodeAck(0))
+            # An OACK waits for DATA 1 (ServerPolicy.firstDataWait), maybe nudged with ACK 0.
+            engine.start(OptionAck(self.oack).toBytes() if self.oack else encodeAck(0))
 
-    def _commit(self) -> Any:
+    def _commit(self) -> Deferred[None]:
         writer = self._writer
         assert writer is not None
-        if self.netascii:
-            sink = self.engine._writer  # type: ignore[union-attr]
-            d = maybeDeferred(sink.flush).addCallback(lambda _: writer.finish())
+        sink = self._netasciiSink
+        if sink is not None:
+            d = _whenDone(sink.flush).addCallback(lambda _: _whenDone(writer.finish))
         else:
-            d = maybeDeferred(writer.finish)
+            d = _whenDone(writer.finish)
 
-        def done(result: object) -> object:
+        def done(_: None) -> None:
             self._committed = True
-            return result
 
         return d.addCallback(done)
 
@@ -704,10 +734,10 @@ class TFTPSession(DatagramProtocol):
         self.log.debug(
             "stray packet from {source} to the session of {peer}", source=addr, peer=self.peer
         )
+        transport = self.transport
+        assert transport is not None  # (listening)
         try:
-            self.transport.write(
-                errorPacket(ErrorCode.UNKNOWN_TRANSFER_ID, "Unknown transfer ID"), addr
-            )
+            transport.write(errorPacket(ErrorCode.UNKNOWN_TRANSFER_ID, "Unknown transfer ID"), addr)
         except Exception as e:
             self.log.debug("cannot answer {source}: {error}", source=addr, error=e)
 
@@ -796,7 +826,7 @@ class TFTPSession(DatagramProtocol):
         level: LogLevel | None = None,
         reason: str = "",
     ) -> None:
-        """The one event per transfer (CONTRACT.md): stable fields, and a readable line."""
+        """The one event per transfer: stable fields (for observers), and a readable line."""
         stats = self.stats
         if error is not None:
             reason = str(error)

@@ -19,13 +19,25 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import IO
 
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from twisted_udpsuite.addresses import hostOf
-from twisted_udpsuite.tftp.wire import MalformedPacket, parsePacket
+from twisted_udpsuite.tftp.transfer import OutgoingPacket
+from twisted_udpsuite.tftp.wire import (
+    Ack,
+    Data,
+    Error,
+    MalformedPacket,
+    Opcode,
+    ReadRequest,
+    WriteRequest,
+    parsePacket,
+)
 
 __all__ = [
     "IWireTracer",
@@ -47,7 +59,7 @@ _RECORD_HEADER = struct.Struct("<IIII")
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _IPV6 = struct.Struct("!IHBB16s16s")
 _UDP = struct.Struct("!HHHH")
-_OPCODES = {1: "RRQ", 2: "WRQ", 3: "DATA", 4: "ACK", 5: "ERROR", 6: "OACK"}
+_OPCODES = {int(opcode): opcode.name for opcode in Opcode}
 
 
 class IWireTracer(Interface):
@@ -69,15 +81,15 @@ def describe(data: bytes) -> str:
         opcode = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
         name = _OPCODES.get(opcode, f"opcode {opcode}") if opcode is not None else "runt"
         return f"malformed {name} ({len(data)} bytes: {e})"
-    kind = _OPCODES[data[1]]
-    if kind in ("RRQ", "WRQ"):
+    if isinstance(packet, ReadRequest | WriteRequest):
+        kind = "RRQ" if isinstance(packet, ReadRequest) else "WRQ"
         name = packet.filename.decode("utf-8", "backslashreplace")
         return f"{kind} {name!r} {packet.mode}{_options(packet.options)}"[:300]
-    if kind == "DATA":
+    if isinstance(packet, Data):
         return f"DATA {packet.block} {len(packet.data)} bytes"
-    if kind == "ACK":
+    if isinstance(packet, Ack):
         return f"ACK {packet.block}"
-    if kind == "ERROR":
+    if isinstance(packet, Error):
         return f"ERROR {packet.code} {packet.message!r}"
     return f"OACK{_options(packet.options)}"
 
@@ -115,7 +127,7 @@ def logTracer() -> TextTracer:
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -153,7 +165,7 @@ class PcapWriter:
     @param clock: gives the timestamps (C{seconds()}).
     """
 
-    def __init__(self, out: IO[bytes], clock: Any) -> None:
+    def __init__(self, out: IO[bytes], clock: IReactorTime) -> None:
         self._out = out
         self._clock = clock
         self._ident = 0
@@ -194,13 +206,13 @@ class TracerGroup:
                 close()
 
 
-def _wire(packet: Any) -> bytes:
+def _wire(packet: OutgoingPacket) -> bytes:
     """A packet as sent: bytes, or the engine's (header, payload) pair."""
-    return b"".join(packet) if type(packet) is tuple else bytes(packet)
+    return b"".join(packet) if isinstance(packet, tuple) else bytes(packet)
 
 
 def traceProtocol(
-    protocol: Any, tracer: IWireTracer, send: str, peer: Address | None = None
+    protocol: DatagramProtocol, tracer: IWireTracer, send: str, peer: Address | None = None
 ) -> None:
     """
     Report what C{protocol} receives (its C{datagramReceived}) and sends (its method
@@ -212,24 +224,23 @@ def traceProtocol(
     sender = getattr(protocol, send)
 
     def local() -> Address:
-        host = protocol.transport.getHost()
+        transport = protocol.transport
+        assert transport is not None  # a protocol receives and sends only while listening
+        host = transport.getHost()
         return (host.host, host.port)
 
-    def datagramReceived(datagram: bytes, addr: Any) -> None:
+    def datagramReceived(datagram: bytes, addr: Address) -> None:
         tracer.datagram(False, local(), (addr[0], addr[1]), datagram)
         received(datagram, addr)
 
-    if peer is None:
+    def tracedTo(packet: OutgoingPacket, addr: Address) -> None:
+        tracer.datagram(True, local(), (addr[0], addr[1]), _wire(packet))
+        sender(packet, addr)
 
-        def traced(packet: Any, addr: Any) -> None:
-            tracer.datagram(True, local(), (addr[0], addr[1]), _wire(packet))
-            sender(packet, addr)
+    def tracedToPeer(packet: OutgoingPacket) -> None:
+        assert peer is not None
+        tracer.datagram(True, local(), peer, _wire(packet))
+        sender(packet)
 
-    else:
-
-        def traced(packet: Any) -> None:  # type: ignore[misc]
-            tracer.datagram(True, local(), peer, _wire(packet))
-            sender(packet)
-
-    protocol.datagramReceived = datagramReceived
-    setattr(protocol, send, traced)
+    setattr(protocol, "datagramReceived", datagramReceived)  # noqa: B010 (on the instance)
+    setattr(protocol, send, tracedTo if peer is None else tracedToPeer)

@@ -2,33 +2,32 @@
 """
 The TFTP block engine shared by the client and the server: no sockets, only callables.
 
-API (stable; the client and the server both build on it):
+API (stable; the client and the server both build on it)::
 
-    sender = Sender(send, clock, options, reader, retries=5, rollover=0, timeout=1.0)
+    settings = EngineSettings(retries=5, timeout=1.0)  # see ServerPolicy.engineSettings
+    sender = Sender(send, clock, options, reader, settings)
     sender.start(initial=None)     # initial: an OACK to send first and hold until ACK 0
     sender.datagramReceived(raw)   # or ackReceived(block) / errorReceived(code, message)
     sender.done                    # Deferred[TransferStats]; fails with errors.TFTPError
     sender.finished                # Deferred[None]: the engine wants no more packets
 
-    receiver = Receiver(send, clock, options, writer, retries=5, timeout=1.0, commit=None)
+    receiver = Receiver(send, clock, options, writer, settings, commit=None)
     receiver.start(initial=b"...")  # ACK 0 or an OACK, resent until DATA 1; None if no initial
     receiver.datagramReceived(raw)  # or dataReceived(block, payload) / errorReceived(...)
     receiver.done / receiver.finished  # done fires at the last block; finished after dallying
 
     engine.abort(error, sendError=True)  # stop now (sends ERROR error.code unless told not to)
     engine.repeatInitial()          # the peer repeated its request: resend the OACK / ACK 0
-    engine.unansweredRetries = 3    # retry budget until the peer first answers (servers)
     engine.peerUnreachable()        # ICMP port unreachable from the peer: it is gone
-    sender.finalResends = 3         # then done, unconfirmed, without the final ACK (servers)
     sender.peerMovedOn()            # the peer's host asked for another file: end soon
-    receiver.start(oack, resendInitial=False, patience=160.0)  # only repeatInitial() resends
 
 C{send(packet)} writes one datagram to the peer: bytes-like, or, for a L{Sender} with
 C{sendsPairs} whose reader offers a C{mapping}, a C{(header, payload)} pair to send as one
 datagram (C{sendmsg}). A L{Sender}'s optional C{sendWindow(packets)} sends several at once
 (a window in one system call: GSO). C{clock} is an L{IReactorTime}.
 C{reader.read(n)} returns up to C{n} bytes (C{b""} at the end) or a Deferred of them; a short
-read is topped up before it becomes a (short, final) block. C{writer.write(data)} may return a
+read is topped up before it becomes a (short, final) block. Netascii readers and writers wrap
+the local ones (L{twisted_udpsuite.tftp.netascii}). C{writer.write(data)} may return a
 Deferred: no ACK goes out until it fires. C{commit()} (optional) runs after the last block is
 written and before its ACK, so a failure to publish an upload reaches the peer as an ERROR.
 
@@ -37,20 +36,21 @@ once on a gap); the sender resends from the first unacknowledged block on a time
 inside the window, and ignores duplicate ACKs (RFC 1123: no Sorcerer's Apprentice). The
 retransmission timeout follows the measured round trip (SRTT + 4 RTTVAR, as TCP) within
 [L{MIN_RTO}, the negotiated or given timeout], doubling on each retry (a sender's up to
-L{QUIET_GAP}). Block numbers wrap after 65535 to C{rollover} (0 or 1) when sending; the
-receiver accepts either. Sending ERRORs for timeouts is left out (the peer is gone); every
-other failure sends one. A receiver's re-ACK timer starts from its own C{timeout}, not the
-negotiated one (that is the peer's resend interval), and no round trip is sampled from an
-exchange in which either side resent (Karn's rule). When a window stops short (its tail
+L{QUIET_GAP}). Block numbers wrap after 65535 to C{rollover} (0 or 1) when sending
+(L{twisted_udpsuite.tftp.wire.wrapBlock}); the receiver accepts either. Sending ERRORs for
+timeouts is left out (the peer is gone); every other failure sends one. A receiver's re-ACK
+timer starts from its own C{timeout}, not the negotiated one (that is the peer's resend
+interval), and no round trip is sampled from an exchange in which either side resent
+(Karn's rule). When a window stops short (its tail
 lost) the receiver's timer ACKs the last block it has (RFC 7440 §4), not the previous ACK.
 """
 
 from __future__ import annotations
 
-import errno
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol, TypeAlias
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -58,25 +58,32 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_udpsuite.tftp import errors
-from twisted_udpsuite.tftp.netascii import NetasciiDecoder, NetasciiEncoder
-from twisted_udpsuite.tftp.options import TransferOptions
+from twisted_udpsuite.tftp.options import DEFAULT_BLKSIZE, TransferOptions
 from twisted_udpsuite.tftp.wire import (
     Ack,
     Data,
     Error,
     MalformedPacket,
+    Opcode,
     OptionAck,
     Packet,
     parsePacket,
+    wrapBlock,
 )
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "MIN_RTO",
     "OACK_QUIET",
-    "NetasciiReader",
-    "NetasciiWriter",
+    "QUIET_GAP",
+    "BlockReader",
+    "BlockWriter",
+    "Commit",
+    "EngineSettings",
+    "OutgoingPacket",
     "Receiver",
+    "Send",
+    "SendWindow",
     "Sender",
     "TransferStats",
     "errorPacket",
@@ -107,10 +114,9 @@ instead: DATA 1 without a received OACK is taken for "options refused" and read 
 _HEADER = struct.Struct("!HH")
 _pack = _HEADER.pack
 _unpack = _HEADER.unpack_from
-_DATA = 3
-_ACK = 4
-_ERROR = 5
-_OACK = 6
+_DATA = int(Opcode.DATA)
+_ACK = int(Opcode.ACK)
+_OACK_OPCODE = struct.pack("!H", Opcode.OACK)
 _LARGE_BLOCK = 4096
 """From this blksize on, blocks are sent from a reader's mapping or read into their packet:
 below it, the Python calls per block cost more than the copies they save."""
@@ -126,7 +132,7 @@ class TransferStats:
     """
     What a transfer moved. C{bytes} counts wire payload (netascii-encoded in that mode);
     C{retransmits} counts packets sent again (DATA, ACK or the initial OACK/ACK 0).
-    A L{Sender} that ended without its final ACK (L{Sender.finalResends},
+    A L{Sender} that ended without its final ACK (L{EngineSettings.finalResends},
     L{Sender.peerMovedOn}, L{_Engine.peerUnreachable}) counts the unconfirmed blocks too.
     """
 
@@ -138,12 +144,86 @@ class TransferStats:
     """Why the final ACK never came though every block was sent ("": it came)."""
 
 
-class _Reader(Protocol):
-    def read(self, n: int) -> bytes | Deferred[bytes]: ...
+@dataclass(frozen=True)
+class EngineSettings:
+    """
+    How an engine retries, waits and ends: built by the client from its arguments, and by
+    the server from its policy (L{twisted_udpsuite.tftp.server.ServerPolicy.engineSettings}).
+    Each engine reads the fields that concern its direction.
+
+    @ivar retries: Resends of an unanswered packet before the transfer fails.
+    @ivar timeout: Largest retransmission timeout (s) when the peer negotiated none; a
+        L{Receiver}'s re-ACK timer starts from it even when the peer did.
+    @ivar rollover: The block number a L{Sender} sends after 65535 (0, as most peers, or 1).
+    @ivar unansweredRetries: Retry budget until the peer first answers (C{None}:
+        C{retries}). A server lowers it: every resend to a spoofed source is reflection
+        traffic.
+    @ivar finalResends: Resends of a L{Sender}'s last window, with no word from the peer,
+        after which the transfer ends as done but unconfirmed
+        (L{TransferStats.unconfirmed}); C{None}: the retry budget, then a failure. A server
+        sets it: iPXE, pxelinux and curl close their port as soon as they have sent the
+        final ACK, so a lost final ACK is never resent and the last block's resends go
+        nowhere. A peer that has not got the last window says so (it repeats its ACK of the
+        block before it) and gets the whole budget.
+    @ivar dally: How long a L{Receiver} stays after its last ACK to answer a repeated last
+        DATA (C{None}: its largest backed-off timeout).
+    @ivar firstDataWait: With an OACK as the initial packet, how long (s) a L{Receiver}
+        waits silently for DATA 1, never resending the OACK on its timer (only
+        L{Receiver.repeatInitial}, for a repeated request, sends it again and restarts the
+        wait); C{None}: the OACK is resent on the timer like any packet. curl takes every
+        OACK for a go-ahead and reads its next chunk into block 1, so an OACK resent while
+        its DATA 1 is lost stores the file without its first block; and it resends a lost
+        DATA 1 only on its own per-block timer (72 s with no C{--max-time}).
+    @ivar nudges: During C{firstDataWait}, where the OACK granted only the defaults
+        (blksize 512, windowsize 1), ACK 0s sent at most this many times on the
+        retransmission timer instead: it means the same to a client as that OACK, curl
+        answers it by resending DATA 1 at once, and a client whose OACK was lost takes it
+        for "options refused" and goes on with the defaults, which is what was granted.
+    @ivar repeatFinalAck: A L{Receiver} sends its final ACK once more, unasked, after a
+        round trip or two: a lost final ACK costs curl a 72 s wait (it resends the last
+        DATA only on its own timer).
+    """
+
+    retries: int = 5
+    timeout: float = DEFAULT_TIMEOUT
+    rollover: int = 0
+    unansweredRetries: int | None = None
+    finalResends: int | None = None
+    dally: float | None = None
+    firstDataWait: float | None = None
+    nudges: int = 0
+    repeatFinalAck: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rollover not in (0, 1):
+            raise ValueError("rollover must be 0 or 1")
 
 
-class _Writer(Protocol):
-    def write(self, data: bytes) -> None | Deferred[None]: ...
+OutgoingPacket: TypeAlias = "bytes | bytearray | tuple[bytes, memoryview]"
+"""A datagram to send: bytes-like, or a C{(header, payload)} pair sent as one (C{sendmsg})."""
+
+Send: TypeAlias = Callable[[OutgoingPacket], None]
+"""C{send(packet)}: writes one datagram to the peer."""
+
+SendWindow: TypeAlias = Callable[[Sequence[OutgoingPacket]], None]
+"""C{sendWindow(packets)}: writes several datagrams to the peer at once."""
+
+Commit: TypeAlias = Callable[[], "Deferred[None] | None"]
+"""C{commit()}: publishes a received file; may return a Deferred."""
+
+
+class BlockReader(Protocol):
+    """What a L{Sender} reads the file from (wire bytes)."""
+
+    def read(self, n: int) -> bytes | Deferred[bytes]:
+        """Up to C{n} bytes, C{b""} at the end, or a Deferred of them."""
+
+
+class BlockWriter(Protocol):
+    """What a L{Receiver} writes the file to (wire bytes)."""
+
+    def write(self, data: bytes) -> None | Deferred[None]:
+        """Write C{data}; a Deferred holds the next ACK back until it fires."""
 
 
 class _Rto:
@@ -170,16 +250,21 @@ class _Rto:
         self.rto = min(self.maximum, max(MIN_RTO, self.srtt + 4 * self.rttvar))
 
     def backoff(self, tries: int) -> float:
-        return min(self.ceiling, self.rto * (2**tries))
+        return min(self.ceiling, self.rto * 2.0**tries)
 
 
-def _toOSErrorCode(failure: Failure) -> errors.TFTPError:
-    """Map a backend failure to the TFTP error to send."""
+def _caught() -> Failure:
+    """The exception being handled, as a Failure (Twisted leaves C{Failure()} unannotated)."""
+    return Failure()  # type: ignore[no-untyped-call]
+
+
+def _ioError(failure: Failure) -> errors.TFTPError:
+    """The TFTP error to send for a reader's, writer's or commit's failure."""
     value = failure.value
     if isinstance(value, errors.TFTPError):
         return value
-    if isinstance(value, OSError) and value.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return errors.DiskFull("Disk full or allocation exceeded")
+    if isinstance(value, OSError):
+        return errors.errorForOSError(value, "I/O error")
     return errors.TFTPError(f"I/O error: {value}")
 
 
@@ -190,17 +275,16 @@ class _Engine:
 
     def __init__(
         self,
-        send: Any,
+        send: Send,
         clock: IReactorTime,
         options: TransferOptions,
-        retries: int,
-        timeout: float,
+        settings: EngineSettings,
     ) -> None:
         self._send = send
         self._clock = clock
         self.options = options
-        self.retries = retries
-        maximum = float(options.timeout) if options.timeout else float(timeout)
+        self.settings = settings
+        maximum = float(options.timeout) if options.timeout else float(settings.timeout)
         self._rto = _Rto(max(maximum, MIN_RTO))
         self.stats = TransferStats()
         self.done: Deferred[TransferStats] = Deferred()
@@ -209,9 +293,6 @@ class _Engine:
         self._deadline = 0.0
         self._tries = 0
         self._heard = False
-        self.unansweredRetries: int | None = None
-        """Retry budget until the peer first answers (None: C{retries}). A server lowers it:
-        every resend to a spoofed source is reflection traffic."""
         self._started = clock.seconds()
         self._over = False
         self._closed = False
@@ -244,9 +325,10 @@ class _Engine:
 
     def _retry(self) -> bool:
         """Count one more retry; False (and the transfer failed) when the budget is spent."""
-        budget = self.retries
-        if not self._heard and self.unansweredRetries is not None:
-            budget = min(budget, self.unansweredRetries)
+        settings = self.settings
+        budget = settings.retries
+        if not self._heard and settings.unansweredRetries is not None:
+            budget = min(budget, settings.unansweredRetries)
         if self._tries >= budget:
             self._fail(
                 errors.TransferTimeout(f"no answer after {self._tries + 1} tries"),
@@ -347,7 +429,7 @@ class _Engine:
         if sendError:
             self._send(errorPacket(error.code, error.message or type(error).__name__))
         self._end()
-        self.done.errback(Failure(error))
+        self.done.errback(error)
         self._close()
 
     def _end(self) -> None:
@@ -372,9 +454,8 @@ class Sender(_Engine):
     """
     Sends a file as DATA blocks (a download on the server, an upload on the client).
 
-    @param reader: C{read(n) -> bytes | Deferred[bytes]}, already in wire form (see
-        L{NetasciiReader}).
-    @param rollover: the block number after 65535 (0, as most peers, or 1).
+    @param reader: Already in wire form (see
+        L{twisted_udpsuite.tftp.netascii.NetasciiReader}).
     @param sendsPairs: C{send} also takes C{(header, payload)} pairs, sent as one datagram
         with the kernel copying the payload (C{sendmsg}): only then is a reader's
         C{mapping} used. Copying a mapping in Python is not safe (a file that shrinks
@@ -389,20 +470,16 @@ class Sender(_Engine):
 
     def __init__(
         self,
-        send: Any,
+        send: Send,
         clock: IReactorTime,
         options: TransferOptions,
-        reader: _Reader,
+        reader: BlockReader,
+        settings: EngineSettings = EngineSettings(),
         *,
-        retries: int = 5,
-        rollover: int = 0,
-        timeout: float = DEFAULT_TIMEOUT,
         sendsPairs: bool = False,
-        sendWindow: Any = None,
+        sendWindow: SendWindow | None = None,
     ) -> None:
-        super().__init__(send, clock, options, retries, timeout)
-        if rollover not in (0, 1):
-            raise ValueError("rollover must be 0 or 1")
+        super().__init__(send, clock, options, settings)
         self._reader = reader
         self._sendWindow = sendWindow
         # Large blocks, or windows sent in batches: if send() takes (header, payload) pairs
@@ -414,14 +491,14 @@ class Sender(_Engine):
         mapping = getattr(reader, "mapping", None) if (large or batched) and sendsPairs else None
         self._mapping: memoryview | None = mapping
         self._readinto = getattr(reader, "readinto", None) if large else None
-        self._rollover = rollover
+        self._rollover = settings.rollover
         self._blksize = options.blksize
         self._windowsize = options.windowsize
         # Block numbers inside the engine are absolute (1, 2, ... past 65535); _base is the
         # first unacknowledged one and _window holds the packets from _base that were built.
         self._base = 1
         self._ackedWire = 0  # wire number of block _base - 1
-        self._window: list[Any] = []  # bytes-like packets, or (header, payload) pairs
+        self._window: list[OutgoingPacket] = []
         self._lastLength = 0  # payload length of the final block, once built
         self._sent = 0  # how many of _window have been sent at least once
         self._eof = False  # the final (short) block is in _window
@@ -431,18 +508,6 @@ class Sender(_Engine):
         self._clean = True  # nothing resent since _sentAt: the next ACK is a valid RTT sample
         self._stillWaiting = False  # the peer asked again for a block before the last window
         self._probing = False  # peerMovedOn: one last resend, then the end
-        self.finalResends: int | None = None
-        """Resends of the last window, with no word from the peer, after which the transfer
-        ends as done but unconfirmed (L{TransferStats.unconfirmed}); C{None}: the retry
-        budget, then a failure. A server sets it: iPXE, pxelinux and curl close their port
-        as soon as they have sent the final ACK, so a lost final ACK is never resent and
-        the last block's resends go nowhere. A peer that has not got the last window says
-        so (it repeats its ACK of the block before it) and gets the whole budget."""
-
-    def _wire(self, absolute: int) -> int:
-        if self._rollover == 0 or absolute < 65536:
-            return absolute & 0xFFFF
-        return (absolute - 1) % 65535 + 1
 
     def start(self, initial: bytes | None = None) -> None:
         """
@@ -480,7 +545,7 @@ class Sender(_Engine):
                 if len(payload) < blksize:
                     self._eof = True
                     self._lastLength = len(payload)
-                window.append((_pack(_DATA, self._wire(absolute)), payload))
+                window.append((_pack(_DATA, wrapBlock(absolute, self._rollover)), payload))
                 continue
             if readinto is not None:
                 packet = self._readPacket(readinto)
@@ -491,7 +556,7 @@ class Sender(_Engine):
             try:
                 chunk = reader.read(blksize)
             except Exception:
-                self._readFailed(Failure())
+                self._readFailed(_caught())
                 return
             # Deferred is an ABC (Awaitable): isinstance() on each block's bytes is slow.
             if type(chunk) is not bytes and isinstance(chunk, Deferred):
@@ -499,15 +564,16 @@ class Sender(_Engine):
                 chunk.addCallbacks(self._readDone, self._readFailed, callbackArgs=(b"",))
                 break
             if len(chunk) < blksize and chunk:
-                chunk = self._topUp(chunk)
-                if chunk is None:
+                topped = self._topUp(chunk)
+                if topped is None:
                     return
+                chunk = topped
             self._addBlock(chunk)
             if self._over:
                 return
         self._flush()
 
-    def _readPacket(self, readinto: Any) -> bytearray | None:
+    def _readPacket(self, readinto: Callable[[memoryview], int | None]) -> bytearray | None:
         """Large blocks: read straight into the packet buffer (one copy instead of three)."""
         blksize = self._blksize
         packet = bytearray(4 + blksize)
@@ -521,10 +587,11 @@ class Sender(_Engine):
                 got += n
         except Exception:
             view.release()
-            self._readFailed(Failure())
+            self._readFailed(_caught())
             return None
         view.release()
-        _HEADER.pack_into(packet, 0, _DATA, self._wire(self._base + len(self._window)))
+        number = wrapBlock(self._base + len(self._window), self._rollover)
+        _HEADER.pack_into(packet, 0, _DATA, number)
         if got < blksize:
             del packet[4 + got :]
             self._eof = True
@@ -537,7 +604,7 @@ class Sender(_Engine):
             try:
                 more = self._reader.read(self._blksize - len(chunk))
             except Exception:
-                self._readFailed(Failure())
+                self._readFailed(_caught())
                 return None
             if isinstance(more, Deferred):
                 self._reading = True
@@ -575,14 +642,14 @@ class Sender(_Engine):
         if self._over:
             return
         self.log.failure("reading the file failed", failure)
-        self._fail(_toOSErrorCode(failure), sendError=True)
+        self._fail(_ioError(failure), sendError=True)
 
     def _addBlock(self, chunk: bytes) -> None:
         if len(chunk) > self._blksize:
             self._fail(errors.TFTPError("reader returned too much"), sendError=True)
             return
         absolute = self._base + len(self._window)
-        self._window.append(_pack(_DATA, self._wire(absolute)) + chunk)
+        self._window.append(_pack(_DATA, wrapBlock(absolute, self._rollover)) + chunk)
         if len(chunk) < self._blksize:
             self._eof = True
             self._lastLength = len(chunk)
@@ -728,7 +795,7 @@ class Sender(_Engine):
         # Let go of the packets and of the reader's mapping before the session hears we are
         # done (finished): the session and the engine refer to each other, so they go only
         # when a garbage collection finds them, and until then the slices held here would
-        # keep the file mapped and its descriptor open (#16: an idle server kept them all).
+        # keep the file mapped and its descriptor open (an idle server would keep them all).
         if not self._closed:
             del self._window[:]
             self._sent = 0
@@ -750,12 +817,13 @@ class Sender(_Engine):
         if self._probing:
             self._endUnconfirmed("the client moved on to another file")
             return
+        finalResends = self.settings.finalResends
         if (
-            self.finalResends is not None
+            finalResends is not None
             and self._heard
             and not self._stillWaiting
             and self._lastWindowOut()
-            and self._tries >= self.finalResends
+            and self._tries >= finalResends
         ):
             self._endUnconfirmed(f"no final ACK after {self._tries} resends")
             return
@@ -786,12 +854,10 @@ class Receiver(_Engine):
     """
     Receives a file as DATA blocks (an upload on the server, a download on the client).
 
-    @param writer: C{write(data) -> None | Deferred}, given wire bytes (see
-        L{NetasciiWriter}).
+    @param writer: Given wire bytes (see
+        L{twisted_udpsuite.tftp.netascii.NetasciiWriter}).
     @param commit: called once after the last block is written and before its ACK; may
         return a Deferred; an exception becomes an ERROR to the peer.
-    @param dally: how long to stay after the last ACK to answer a repeated last DATA;
-        defaults to the maximum timeout.
     @param writesAtOnce: the writer never returns a Deferred, so a window read whole
         (L{windowReceived}) may be ACKed before it is written.
     """
@@ -800,18 +866,17 @@ class Receiver(_Engine):
 
     def __init__(
         self,
-        send: Any,
+        send: Send,
         clock: IReactorTime,
         options: TransferOptions,
-        writer: _Writer,
+        writer: BlockWriter,
+        settings: EngineSettings = EngineSettings(),
         *,
-        retries: int = 5,
-        timeout: float = DEFAULT_TIMEOUT,
-        commit: Any = None,
-        dally: float | None = None,
+        commit: Commit | None = None,
         writesAtOnce: bool = False,
     ) -> None:
-        super().__init__(send, clock, options, retries, timeout)
+        super().__init__(send, clock, options, settings)
+        timeout = settings.timeout
         self._writesAtOnce = writesAtOnce
         # The negotiated timeout is how long the *peer* waits before it resends (curl asks
         # for 5 or 6 s), not a round trip: our re-ACK timer starts from our own timeout and
@@ -823,7 +888,7 @@ class Receiver(_Engine):
         self._commit = commit
         self._blksize = options.blksize
         self._windowsize = options.windowsize
-        self._dally = self._rto.ceiling if dally is None else dally
+        self._dally = self._rto.ceiling if settings.dally is None else settings.dally
         self._next = 1  # absolute number of the block expected next
         self._scheme: int | None = None  # rollover seen from the peer: 0, 1 or unknown
         self._wrapGap = False
@@ -835,57 +900,30 @@ class Receiver(_Engine):
         self._busy = False  # a write (or commit) is in progress: incoming DATA is dropped
         self._finalAck: bytes | None = None
         self._initialPacket: bytes | None = None
-        self._resendInitial = True
         self._patience: float | None = None
         self._waitUntil = 0.0  # with patience: when the wait for DATA 1 ends
         self._nudge: bytes | None = None
         self._nudgesLeft = 0
         self._finalAgain: IDelayedCall | None = None
-        self.repeatFinalAck = False
-        """Send the final ACK once more, unasked, after a round trip or two: a lost final
-        ACK costs curl a 72 s wait (it resends the last DATA only on its own timer)."""
 
-    def _wireFor(self, absolute: int, scheme: int) -> int:
-        if scheme == 0 or absolute < 65536:
-            return absolute & 0xFFFF
-        return (absolute - 1) % 65535 + 1
-
-    def start(
-        self,
-        initial: bytes | None = None,
-        *,
-        resendInitial: bool = True,
-        patience: float | None = None,
-        nudge: bytes | None = None,
-        nudges: int = 0,
-    ) -> None:
+    def start(self, initial: bytes | None = None) -> None:
         """
         Begin: send C{initial} (ACK 0 or an OACK), resent until DATA 1 comes; with C{None}
-        (a client whose DATA 1 already arrived) just wait for L{dataReceived}.
-
-        @param resendInitial: C{False} leaves resending C{initial} to L{repeatInitial} (a
-            server answering a repeated WRQ): curl takes every OACK for a go-ahead and reads
-            its next chunk into block 1, so an OACK resent on our timer while its DATA 1 is
-            lost stores the file without its first block.
-        @param patience: with C{resendInitial=False}, how long (s) to wait silently for DATA 1
-            after C{initial} (sent again by L{repeatInitial}) before giving up; C{None}: the
-            retry budget's timeouts. After an OACK curl resends a lost DATA 1 only on its own
-            per-block timer (72 s with no C{--max-time}).
-        @param nudge: with C{patience}, a packet to send instead of C{initial} on our
-            retransmission timer, at most C{nudges} times, while DATA 1 does not come: ACK 0
-            where the OACK granted nothing but the defaults (blksize 512, windowsize 1).
-            curl resends DATA 1 at once on an ACK it did not expect, and a client whose
-            OACK was lost takes ACK 0 for "options refused" and goes on with the defaults,
-            which is what was granted.
+        (a client whose DATA 1 already arrived) just wait for L{dataReceived}. An OACK
+        waits for DATA 1 as L{EngineSettings.firstDataWait} and L{EngineSettings.nudges}
+        say.
         """
-        self._resendInitial = resendInitial
         if initial is not None:
             self._initialPacket = initial
             self._sendAck(initial)
-            if not resendInitial and patience is not None:
-                self._patience = patience
-                self._waitUntil = self._clock.seconds() + patience
-                self._nudge, self._nudgesLeft = nudge, nudges if nudge is not None else 0
+            wait = self.settings.firstDataWait
+            if wait is not None and initial[:2] == _OACK_OPCODE:
+                self._patience = wait
+                self._waitUntil = self._clock.seconds() + wait
+                options = self.options
+                if options.blksize == DEFAULT_BLKSIZE and options.windowsize == 1:
+                    # Granted only the defaults: ACK 0 means the same as the OACK.
+                    self._nudge, self._nudgesLeft = _pack(_ACK, 0), self.settings.nudges
                 self._fresh = False  # DATA 1 may be the peer's own late resend: no RTT sample
                 self._arm(self._nextWait())
         else:
@@ -939,7 +977,7 @@ class Receiver(_Engine):
                 self._wrapGap = True
                 return 1
         scheme = self._scheme or 0
-        want = self._wireFor(expected, scheme)
+        want = wrapBlock(expected, scheme)
         if block == want:
             return 0
         cycle = 65535 if scheme == 1 and expected >= 65536 else 65536
@@ -974,7 +1012,7 @@ class Receiver(_Engine):
             for datagram in datagrams:  # the first wrap: let _classify learn the scheme
                 self.datagramReceived(datagram)
             return
-        wireFor = self._wireFor
+        wireFor = wrapBlock
         for index, datagram in enumerate(datagrams):
             if len(datagram) != size or _unpack(datagram) != (
                 _DATA,
@@ -998,7 +1036,7 @@ class Receiver(_Engine):
             try:
                 written = write(datagram[4:])
             except Exception:
-                self._writeFailed(Failure())
+                self._writeFailed(_caught())
                 return
             if written is not None and isinstance(written, Deferred):
                 written.addErrback(self._writeFailed)  # (not expected of such a writer)
@@ -1022,7 +1060,7 @@ class Receiver(_Engine):
             elif not self._gapAcked:
                 self._gapAcked = True
                 self.stats.retransmits += 1
-                self._sendAck(_pack(_ACK, self._wireFor(self._next - 1, self._scheme or 0)))
+                self._sendAck(_pack(_ACK, wrapBlock(self._next - 1, self._scheme or 0)))
                 self._fresh = False  # what answers it is the peer's resend (Karn)
             return
         if self._fresh:
@@ -1039,7 +1077,7 @@ class Receiver(_Engine):
         try:
             written = self._writer.write(payload) if payload else None
         except Exception:
-            self._writeFailed(Failure())
+            self._writeFailed(_caught())
             return
         if written is not None and isinstance(written, Deferred):  # (an ABC: slow isinstance)
             self._busy = True
@@ -1073,7 +1111,7 @@ class Receiver(_Engine):
         if self._over:
             return
         self.log.failure("writing the file failed", failure)
-        self._fail(_toOSErrorCode(failure), sendError=True)
+        self._fail(_ioError(failure), sendError=True)
 
     def _afterWrite(self, block: int, final: bool) -> None:
         if final:
@@ -1094,7 +1132,7 @@ class Receiver(_Engine):
         try:
             result = self._commit()
         except Exception:
-            self._committed(Failure(), ack)
+            self._committed(_caught(), ack)
             return
         if isinstance(result, Deferred):
             result.addBoth(self._committed, ack)
@@ -1106,7 +1144,7 @@ class Receiver(_Engine):
         if self._over:
             return
         if isinstance(result, Failure):
-            self._fail(_toOSErrorCode(result), sendError=True)
+            self._fail(_ioError(result), sendError=True)
             return
         self._finalize(ack)
 
@@ -1118,7 +1156,7 @@ class Receiver(_Engine):
             return  # the owner stopped it at once
         if self._dally > 0:
             self._timer = self._clock.callLater(self._dally, self._close)
-            if self.repeatFinalAck:
+            if self.settings.repeatFinalAck:
                 again = min(2 * self._rto.rto, self._dally / 2)
                 self._finalAgain = self._clock.callLater(again, self._sendFinalAgain)
         else:
@@ -1175,77 +1213,13 @@ class Receiver(_Engine):
             # or dropped by a full receive buffer). ACK the last one we have, so the sender
             # goes on from there instead of resending the whole window into the same loss.
             # Not a retry: the peer moved since our last ACK.
-            self._sendAck(_pack(_ACK, self._wireFor(self._next - 1, self._scheme or 0)))
+            self._sendAck(_pack(_ACK, wrapBlock(self._next - 1, self._scheme or 0)))
             self._fresh = False  # the sender's own timer may have resent meanwhile (Karn)
             return
         if not self._retry():
             return
         self._fresh = False
-        if self._next == 1 and not self._resendInitial and self._lastAck is self._initialPacket:
-            self._arm(2 * self._rto.backoff(self._tries))
-            return
         self._ackedAt = self._clock.seconds()
         self._send(self._lastAck)
         self._inWindow = 0
         self._arm(2 * self._rto.backoff(self._tries))
-
-
-class NetasciiReader:
-    """Wraps a local reader so that L{Sender} reads netascii wire bytes."""
-
-    def __init__(self, reader: _Reader) -> None:
-        self._reader = reader
-        self._encoder = NetasciiEncoder()
-        self._pending = b""
-        self._eof = False
-
-    def read(self, n: int) -> bytes | Deferred[bytes]:
-        """Up to C{n} wire bytes; C{b""} at the end."""
-        while len(self._pending) < n and not self._eof:
-            chunk = self._reader.read(max(n, 8192))
-            if isinstance(chunk, Deferred):
-                return chunk.addCallback(self._got, n)
-            self._absorb(chunk)
-        return self._take(n)
-
-    def _absorb(self, chunk: bytes) -> None:
-        if chunk:
-            self._pending += self._encoder.encode(chunk)
-        else:
-            self._eof = True
-
-    def _got(self, chunk: bytes, n: int) -> bytes | Deferred[bytes]:
-        self._absorb(chunk)
-        return self.read(n)
-
-    def _take(self, n: int) -> bytes:
-        block, self._pending = self._pending[:n], self._pending[n:]
-        return block
-
-    def close(self) -> None:
-        """Close the wrapped reader if it can be closed."""
-        close = getattr(self._reader, "close", None)
-        if close is not None:
-            close()
-
-
-class NetasciiWriter:
-    """Wraps a local writer so that L{Receiver} can give it netascii wire bytes."""
-
-    def __init__(self, writer: _Writer) -> None:
-        self._writer = writer
-        self._decoder = NetasciiDecoder()
-
-    def write(self, data: bytes) -> None | Deferred[None]:
-        """Decode and pass on (a CR ending the chunk waits for the next one)."""
-        local = self._decoder.decode(data)
-        if local:
-            return self._writer.write(local)
-        return None
-
-    def flush(self) -> None | Deferred[None]:
-        """The end of the data: pass on a held-back bare CR."""
-        rest = self._decoder.flush()
-        if rest:
-            return self._writer.write(rest)
-        return None

@@ -49,10 +49,21 @@ __all__ = [
     "encodeAck",
     "encodeData",
     "parsePacket",
+    "wrapBlock",
 ]
 
 MAX_BLOCK = 0xFFFF
 """Block numbers are 16-bit; transfers longer than this wrap around."""
+
+
+def wrapBlock(absolute: int, rollover: int) -> int:
+    """
+    The 16-bit wire number of block C{absolute} (counted from 1 without wrapping): after
+    L{MAX_BLOCK} the numbers go on from C{rollover}, 0 (most peers) or 1.
+    """
+    if rollover == 0 or absolute <= MAX_BLOCK:
+        return absolute & MAX_BLOCK
+    return (absolute - 1) % MAX_BLOCK + 1
 
 
 class Opcode(IntEnum):

@@ -13,7 +13,7 @@ from twisted.python.filepath import FilePath
 from twisted_udpsuite import tap
 from twisted_udpsuite.testing import MemoryNetwork
 from twisted_udpsuite.tftp import client, errors
-from twisted_udpsuite.tftp.service import Options, makeService
+from twisted_udpsuite.tftp.tap import Options, makeService
 
 
 def _parse(*argv: str) -> Options:

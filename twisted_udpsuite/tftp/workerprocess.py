@@ -1,9 +1,10 @@
-# -*- test-case-name: tests.tftp.test_workers -*-
+# -*- test-case-name: tests.tftp.test_workerpool -*-
 """
 One worker process of C{twistd -n udpsuite tftp --workers N}, started by
-L{twisted_udpsuite.tftp.workers.WorkerPool}; not meant to be run by hand.
+L{twisted_udpsuite.tftp.workerpool.WorkerPool}; not meant to be run by hand. Its command
+line::
 
-    python -m twisted_udpsuite.tftp.worker --fd 3 --index I [the parent's tftp options]
+    python -m twisted_udpsuite.tftp.workerprocess --fd 3 --index I [the parent's tftp options]
 
 It serves requests arriving on the inherited socket C{--fd} (adopted, never bound here) with
 the same options as the parent, its share of the totals being L{processPolicy} for process
@@ -24,25 +25,50 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from twisted.internet import abstract, fdesc
 from twisted.internet.defer import succeed
 from twisted.internet.error import ReactorNotRunning
-from twisted.logger import Logger, eventAsJSON, formatEvent, globalLogBeginner
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorFDSet,
+    IReactorFromThreads,
+    IReactorSocket,
+)
+from twisted.logger import ILogObserver, Logger, eventAsJSON, formatEvent, globalLogBeginner
 from twisted.python import usage
 from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
 
 from twisted_udpsuite.activation import describe
 from twisted_udpsuite.drain import DEFAULT_DRAIN
 from twisted_udpsuite.localaddress import adoptDatagramPort
+from twisted_udpsuite.reactors import IReactorUDPTime
 from twisted_udpsuite.tftp.server import MAX_PACKET, TFTPServerProtocol
-from twisted_udpsuite.tftp.service import Options
-from twisted_udpsuite.tftp.workers import TEXT_FIELD, processPolicy
+from twisted_udpsuite.tftp.tap import Options
+from twisted_udpsuite.tftp.workerpool import TEXT_FIELD, processPolicy
 
-__all__ = ["JSONLineObserver", "ParentWatch", "WorkerOptions", "main", "serve"]
+if TYPE_CHECKING:
+    from twisted.internet.posixbase import PosixReactorBase
+
+__all__ = [
+    "IReactorWorker",
+    "JSONLineObserver",
+    "ParentWatch",
+    "WorkerOptions",
+    "main",
+    "serve",
+]
 
 log = Logger(namespace="twisted_udpsuite.tftp.workers")
+
+
+class IReactorWorker(
+    IReactorUDPTime, IReactorSocket, IReactorFDSet, IReactorCore, IReactorFromThreads, Interface
+):
+    """What a worker process asks of its reactor: its socket and timers, the parent's pipe,
+    stopping, and the SIGTERM handler's call back into the reactor."""
 
 
 class WorkerOptions(Options):
@@ -69,23 +95,25 @@ class ParentWatch(abstract.FileDescriptor):
     the parent ends, however it ends.
     """
 
-    def __init__(self, reactor: Any, fd: int, onClose: Callable[[], None]) -> None:
+    def __init__(self, reactor: IReactorFDSet, fd: int, onClose: Callable[[], None]) -> None:
         super().__init__(reactor)
         self._fd = fd
         self._onClose = onClose
-        fdesc.setNonBlocking(fd)
+        fdesc.setNonBlocking(fd)  # type: ignore[no-untyped-call]  # (unannotated in Twisted)
 
     def fileno(self) -> int:
         return self._fd
 
-    def doRead(self) -> Any:
-        return fdesc.readFromFD(self._fd, lambda data: None)
+    def doRead(self) -> object:
+        # (fdesc is unannotated in Twisted)
+        return fdesc.readFromFD(self._fd, lambda data: None)  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure) -> None:
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]  # (unannotated)
         self._onClose()
 
 
+@implementer(ILogObserver)
 class JSONLineObserver:
     """
     Writes each log event as one line of JSON (L{eventAsJSON} never contains a newline),
@@ -106,8 +134,12 @@ class JSONLineObserver:
             pass  # the parent is gone; the pipe watch ends us
 
 
-def serve(options: WorkerOptions, reactor: Any) -> Any:
-    """Adopt the inherited socket and serve on it; return the port."""
+def serve(options: WorkerOptions, reactor: IReactorWorker) -> Any:
+    """
+    Adopt the inherited socket and serve on it; return the port (a C{udp.Port}: its
+    C{protocol} and C{maxThroughput} are not in
+    L{twisted.internet.interfaces.IListeningPort}).
+    """
     processes, index = options["workers"], options["index"]
     protocol = TFTPServerProtocol(
         options.backend(),
@@ -117,7 +149,7 @@ def serve(options: WorkerOptions, reactor: Any) -> Any:
         tracer=options.tracer(reactor),
     )
     fd = options["fd"]
-    port = adoptDatagramPort(reactor, fd, describe(fd).family, protocol, MAX_PACKET)
+    port: Any = adoptDatagramPort(reactor, fd, describe(fd).family, protocol, MAX_PACKET)
     os.close(fd)  # the port holds its own duplicate
     port.maxThroughput = 1  # one request per reactor turn, as in the parent
     log.info(
@@ -133,12 +165,16 @@ def main(argv: list[str] | None = None) -> None:
     """Run one worker until the parent goes away or SIGTERM arrives."""
     options = WorkerOptions()
     try:
-        options.parseOptions(sys.argv[1:] if argv is None else argv)
+        options.parseOptions(  # type: ignore[no-untyped-call]  # (unannotated in Twisted)
+            sys.argv[1:] if argv is None else argv
+        )
     except usage.UsageError as e:
         sys.stderr.write(f"tftp worker: error: {e}\n")
         raise SystemExit(2) from None
 
-    from twisted.internet import reactor
+    from twisted.internet import reactor as installed
+
+    reactor = cast(IReactorWorker, installed)
 
     out = open(os.dup(1), "w", encoding="utf-8")  # lives as long as the process
     globalLogBeginner.beginLoggingTo([JSONLineObserver(out)], redirectStandardIO=True)
@@ -152,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         stopping.append(why)
         log.info("tftp worker {index}: {why}, stopping", index=options["index"], why=why)
-        # Running transfers finish first, for up to --drain seconds (#11 §4).
+        # Running transfers finish first, for up to --drain seconds.
         drained = served[0].protocol.drain(options["drain"]) if served else succeed(None)
         drained.addBoth(lambda _: stopReactor())
 
@@ -166,13 +202,15 @@ def main(argv: list[str] | None = None) -> None:
     # its own), so a TERM right after start-up still stops the worker in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(stop, "SIGTERM received"))
-    ParentWatch(reactor, 0, lambda: stop("parent gone")).startReading()
+    watch = ParentWatch(reactor, 0, lambda: stop("parent gone"))
+    watch.startReading()  # type: ignore[no-untyped-call]  # (unannotated in Twisted)
     try:
         served.append(serve(options, reactor))
     except Exception:
         log.failure("tftp worker {index} cannot serve", index=options["index"])
         raise SystemExit(1) from None
-    reactor.run(installSignalHandlers=False)
+    # (a POSIX reactor's run, which IReactorCore.run does not declare the keyword of)
+    cast("PosixReactorBase", reactor).run(installSignalHandlers=False)
 
 
 if __name__ == "__main__":

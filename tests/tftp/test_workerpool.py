@@ -29,15 +29,16 @@ from tests.helpers import assertNoResult, successResultOf
 from tests.process import BackgroundProcess, runProcess, venvScript
 from twisted_udpsuite import tap
 from twisted_udpsuite.tftp.server import ServerPolicy
-from twisted_udpsuite.tftp.service import Options, TFTPService, makeService
-from twisted_udpsuite.tftp.worker import JSONLineObserver, WorkerOptions
-from twisted_udpsuite.tftp.workers import (
+from twisted_udpsuite.tftp.service import TFTPService
+from twisted_udpsuite.tftp.tap import Options, makeService
+from twisted_udpsuite.tftp.workerpool import (
     WORKER_MODULE,
     MultiProcessTFTPService,
     WorkerPool,
     processPolicy,
     share,
 )
+from twisted_udpsuite.tftp.workerprocess import JSONLineObserver, WorkerOptions
 
 
 def _parse(*argv: str, kind: type[Options] = Options) -> Options:
@@ -594,7 +595,8 @@ def test_parentBindsWhilePrivilegedAndSpawnsAfter(tmp_path: Path) -> None:
     """
     reactor = _BindingProcessReactor()
     options = _parse("--root", str(tmp_path), "--workers", "2", "--port", "69")
-    service = MultiProcessTFTPService(options, reactor=reactor)
+    service = makeService(options, reactor)
+    assert isinstance(service, MultiProcessTFTPService)
     service.privilegedStartService()
     assert [p.number for p in reactor.bound] == [69] and service.bound
     assert reactor.spawned == []

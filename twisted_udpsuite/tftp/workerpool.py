@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.tftp.test_workers -*-
+# -*- test-case-name: tests.tftp.test_workerpool -*-
 """
 C{twistd -n udpsuite tftp --workers N}: N processes serve one TFTP port.
 
@@ -40,6 +40,12 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProcessTransport,
+    IReactorProcess,
+    IReactorTime,
+)
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import (
     ILogObserver,
@@ -48,14 +54,20 @@ from twisted.logger import (
     globalLogPublisher,
 )
 from twisted.python.failure import Failure
+from zope.interface import Interface
 
+from twisted_udpsuite import ports
 from twisted_udpsuite.drain import DEFAULT_DRAIN
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
 from twisted_udpsuite.service import Listener
+from twisted_udpsuite.tftp.backend import IBackend
 from twisted_udpsuite.tftp.server import ServerPolicy
-from twisted_udpsuite.tftp.service import Options, TFTPService
+from twisted_udpsuite.tftp.service import TFTPService
+from twisted_udpsuite.tftp.trace import IWireTracer
 
 __all__ = [
+    "IReactorProcessTime",
+    "IReactorProcessNetwork",
     "TEXT_FIELD",
     "WORKER_MODULE",
     "MultiProcessTFTPService",
@@ -64,13 +76,22 @@ __all__ = [
     "share",
 ]
 
-WORKER_MODULE = "twisted_udpsuite.tftp.worker"
-"""The module a worker process runs (C{python -m ...}); see L{twisted_udpsuite.tftp.worker}."""
+WORKER_MODULE = "twisted_udpsuite.tftp.workerprocess"
+"""The module a worker process runs (C{python -m ...}); see
+L{twisted_udpsuite.tftp.workerprocess}."""
 
 SOCKET_FD = 3
 """The descriptor number of the shared request socket in a worker."""
 
 _MAX_LINE = 1 << 20  # a worker's log line longer than this is cut (a runaway stderr)
+
+
+class IReactorProcessTime(IReactorProcess, IReactorTime):
+    """A reactor for L{WorkerPool}: it spawns the workers and times their restarts."""
+
+
+class IReactorProcessNetwork(IReactorProcessTime, IReactorNetwork, Interface):
+    """A reactor for L{MultiProcessTFTPService}: its own TFTP server, and the workers."""
 
 
 def share(total: int, processes: int, index: int) -> int:
@@ -106,7 +127,8 @@ def processPolicy(policy: ServerPolicy, processes: int, index: int) -> ServerPol
 TEXT_FIELD = "tftpWorkerText"
 """
 The field in which a worker sends an event's text, formatted where the values are whole
-(JSON turns a tuple into a list and L{eventAsJSON}'s flattening drops format specs).
+(JSON turns a tuple into a list and L{twisted.logger.eventAsJSON}'s flattening drops
+format specs).
 """
 
 
@@ -126,8 +148,15 @@ class WorkerProtocol(ProcessProtocol):
         self.ended: Deferred[None] = Deferred()
         self._buffers: dict[int, bytes] = {1: b"", 2: b""}
 
+    @property
+    def process(self) -> IProcessTransport:
+        """The worker's process, once spawned."""
+        transport = self.transport
+        assert transport is not None  # (spawnProcess connects it at once)
+        return transport
+
     def connectionMade(self) -> None:
-        self.pid = self.transport.pid
+        self.pid = self.process.pid
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         buffer = self._buffers.get(childFD, b"") + data
@@ -180,7 +209,7 @@ class WorkerPool:
         command: Callable[[int], list[str]],
         count: int,
         *,
-        reactor: Any = None,
+        reactor: IReactorProcessTime | None = None,
         observer: ILogObserver | None = None,
         env: dict[str, str] | None = None,
         minBackoff: float = 0.5,
@@ -199,7 +228,7 @@ class WorkerPool:
         self.stopTimeout = stopTimeout
         self.workers: dict[int, WorkerProtocol] = {}
         self._failures: dict[int, int] = {}
-        self._restarts: dict[int, Any] = {}
+        self._restarts: dict[int, IDelayedCall] = {}
         self._fd: int | None = None
         self._stopping = False
 
@@ -306,8 +335,8 @@ class WorkerPool:
         for worker in list(self.workers.values()):
             waits.append(worker.ended)
             try:
-                worker.transport.closeStdin()
-                worker.transport.signalProcess("TERM")
+                worker.process.closeStdin()
+                worker.process.signalProcess("TERM")
             except (ProcessExitedAlready, OSError):
                 pass  # it is ending anyway; processEnded fires all the same
         if not waits:
@@ -329,7 +358,7 @@ class WorkerPool:
                 pid=worker.pid,
             )
             try:
-                worker.transport.signalProcess("KILL")
+                worker.process.signalProcess("KILL")
             except (ProcessExitedAlready, OSError):
                 pass
 
@@ -337,15 +366,22 @@ class WorkerPool:
 class MultiProcessTFTPService(Service):
     """
     C{twistd -n udpsuite tftp --workers N}: a L{TFTPService} in this process plus N-1 worker
-    processes (C{python -m twisted_udpsuite.tftp.worker}) serving the same socket, with the
-    same options; see the module docstring for how the limits are split.
+    processes (C{python -m twisted_udpsuite.tftp.workerprocess}) serving the same socket,
+    with the same options; see the module docstring for how the limits are split.
 
     The port is bound as L{TFTPService} binds it (in L{privilegedStartService} under twistd,
     so the workers, started in L{startService}, run without the privileges); starting raises
     L{twisted.internet.error.CannotListenError} if it cannot be bound, before any worker is
     started.
 
-    @param options: Parsed L{Options}; C{options["workers"]} is N.
+    @param argv: The TFTP options for the workers, as C{twistd -n udpsuite tftp} takes them
+        (L{twisted_udpsuite.tftp.tap.Options.toArgv}); they build their own policy and
+        backend from them, as this process built C{policy} and C{backend}.
+    @param policy: The policy of the whole server; this process runs its share
+        (L{processPolicy}).
+    @param backend: What this process serves.
+    @param processes: N, the processes serving the port (this one included).
+    @param drain: Seconds each worker lets its transfers finish on SIGTERM.
     @param python: The interpreter that runs the workers (this one by default).
     """
 
@@ -353,27 +389,30 @@ class MultiProcessTFTPService(Service):
 
     def __init__(
         self,
-        options: Options,
+        argv: list[str],
+        policy: ServerPolicy,
+        backend: IBackend,
         *,
-        reactor: Any = None,
+        processes: int,
+        port: int = ports.TFTP,
+        interface: str = "",
+        tracer: IWireTracer | None = None,
+        drain: float = DEFAULT_DRAIN,
+        reactor: IReactorProcessNetwork | None = None,
         python: str = sys.executable,
         observer: ILogObserver | None = None,
     ) -> None:
         self._reactor = reactorOr(reactor)
-        self.processes: int = options["workers"]
+        self.processes = processes
         self.server = TFTPService(
-            options.backend(),
-            processPolicy(options.policy(), self.processes, 0),
-            port=options["port"],
-            interface=options["interface"],
+            backend,
+            processPolicy(policy, processes, 0),
+            port=port,
+            interface=interface,
             reactor=self._reactor,
-            tracer=options.tracer(self._reactor),
+            tracer=tracer,
         )
-        argv = options.toArgv()
-        # Drain (#11 §4): each worker drains its own transfers on SIGTERM, for the
-        # top-level --drain (put in these options by the tap); TERM to KILL outlasts it.
-        drain = float(options.get("drain", DEFAULT_DRAIN))
-        argv += ["--drain", str(drain)]
+        workerArgv = [*argv, "--drain", str(drain)]
         self.pool = WorkerPool(
             lambda index: [
                 python,
@@ -383,12 +422,12 @@ class MultiProcessTFTPService(Service):
                 str(SOCKET_FD),
                 "--index",
                 str(index),
-                *argv,
+                *workerArgv,
             ],
-            self.processes - 1,
+            processes - 1,
             reactor=self._reactor,
             observer=observer,
-            stopTimeout=drain + 5.0,
+            stopTimeout=drain + 5.0,  # TERM to KILL outlasts the workers' drain
         )
 
     @property
@@ -402,7 +441,7 @@ class MultiProcessTFTPService(Service):
         return self.server.bound
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        super().privilegedStartService()  # type: ignore[no-untyped-call]  # (unannotated)
         self.server.privilegedStartService()
 
     def drain(self, timeout: float) -> Deferred[Any]:
@@ -417,7 +456,7 @@ class MultiProcessTFTPService(Service):
         port = self.server.listeningPort
         # One request per reactor turn in every process (see the module docstring).
         port.maxThroughput = 1
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # (unannotated in Twisted)
         self.pool.start(port.fileno())
         self.log.info(
             "tftp serving in {processes} processes (this one and {workers} workers)",
@@ -426,5 +465,5 @@ class MultiProcessTFTPService(Service):
         )
 
     def stopService(self) -> Deferred[Any]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # (unannotated in Twisted)
         return DeferredList([self.pool.stop(), maybeDeferred(self.server.stopService)])
