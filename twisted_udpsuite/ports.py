@@ -14,6 +14,9 @@ FILES = 8000
 #: The file server's plain (tutorial) protocol: off unless C{--plain-port} is given,
 #: and C{udpsuite fetch --plain HOST} without a port asks here.
 FILES_PLAIN = 8001
+#: IP Messenger's fixed port (not ours to choose: every IPMsg client answers only to it).
+IPMSG = 2425
 
-#: The suite's own UDP service ports.
-SUITE_UDP_PORTS = frozenset({ECHO, TFTP, CHATROOM, RESPONDER})
+#: The suite's own UDP service ports, and IPMsg's (a datagram echoed to an IPMsg
+#: client would be read as an entry or a message from the echo service).
+SUITE_UDP_PORTS = frozenset({ECHO, TFTP, CHATROOM, RESPONDER, IPMSG})

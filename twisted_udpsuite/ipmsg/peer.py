@@ -50,7 +50,7 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface import Interface, implementer
 
-from twisted_udpsuite import __version__
+from twisted_udpsuite import __version__, ports
 from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
 from twisted_udpsuite.command import showAddress
 from twisted_udpsuite.discovery.interfaces import broadcastInterfaces, directedBroadcasts
@@ -80,7 +80,7 @@ __all__ = [
 
 Address = tuple[str, int]
 
-IPMSG_PORT = 2425
+IPMSG_PORT = ports.IPMSG
 #: Our version field: "1", then who we are (as iptux and FeiQ add theirs).
 VERSION = f"1_udpsuite {__version__}"
 #: Datagrams longer than this are not read (IP Messenger's own receive buffer).
