@@ -272,6 +272,19 @@ def test_adoptedSocketsMadeNonBlocking() -> None:
         assert os.get_blocking(fd) is False
 
 
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_adoptedDatagramSocketsLoseBroadcast(family: int) -> None:
+    """
+    A UDP socket handed over with C{SO_BROADCAST} (systemd's C{Broadcast=yes}) is adopted
+    without it: a service that answers must not be able to answer a broadcast address.
+    """
+    with socket.socket(family, socket.SOCK_DGRAM) as inherited:
+        inherited.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        listener = Listener("t", "udp", 69, DatagramProtocol(), inherited=inherited.fileno())
+        ListeningService([listener], _Reactor()).startService()
+        assert inherited.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST) == 0
+
+
 def test_failedDrainStillCloses() -> None:
     """A drain that fails is logged, and the ports close all the same."""
     reactor = _Reactor()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -266,6 +268,11 @@ class ListeningService(Service):
             setNonBlocking(fd)  # type: ignore[no-untyped-call]
         if listener.transport == "udp":
             if fd is not None:
+                # systemd's Broadcast=yes (or an inetd) may hand the socket over with
+                # SO_BROADCAST; no answering socket of the suite holds it (a protocol
+                # that broadcasts sets it for the moment it needs it).
+                with socket.socket(fileno=os.dup(fd)) as inherited:
+                    inherited.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 0)
                 family = describe(fd).family
                 return adoptDatagramPort(
                     reactor, fd, family, listener.protocol, listener.maxPacketSize
