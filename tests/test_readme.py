@@ -164,6 +164,24 @@ def test_namedThingsExist(page: Path) -> None:
     assert missing == [], _name(page)
 
 
+def test_theUnitsShownAreTheShippedOnes() -> None:
+    """
+    A unit a page shows (an ini block headed by its file name) is the one in
+    C{twisted_udpsuite/deploy/}, comments aside.
+    """
+    shown = 0
+    for page in PAGES:
+        for block in re.findall(r"^```ini\n(.*?)^```$", page.read_text(), re.MULTILINE | re.DOTALL):
+            unit = TOP / "twisted_udpsuite" / "deploy" / block.splitlines()[0].lstrip("# ")
+            if not unit.is_file():
+                continue
+            settings = [line for line in block.splitlines() if line and not line.startswith("#")]
+            shipped = unit.read_text().splitlines()
+            assert settings == [line for line in shipped if line and not line.startswith("#")]
+            shown += 1
+    assert shown >= 2
+
+
 @pytest.mark.parametrize(
     "index", range(len(runnableExamples())), ids=[n for n, _ in runnableExamples()]
 )
