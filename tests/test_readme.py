@@ -1,6 +1,7 @@
 """
 The README and the pages under docs/: their library examples run as written, their links
-lead somewhere, and the names they mention exist.
+lead somewhere, the names they mention exist, their option tables are the programs'
+options, and the units they show are the shipped ones.
 
 Convention: a fenced block whose opening fence is exactly ```` ```python runnable ```` is a
 complete script (it starts and stops its own reactor, e.g. with C{task.react}, and binds
@@ -22,8 +23,10 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.python import usage
 
 from tests.process import runProcess
+from twisted_udpsuite import cli, tap
 
 pytestmark = pytest.mark.integration
 
@@ -162,6 +165,74 @@ def test_namedThingsExist(page: Path) -> None:
                     found = getattr(found, attribute)
                 break
     assert missing == [], _name(page)
+
+
+def _section(page: str, title: str) -> str:
+    """The text of C{docs/page} under the heading C{## title}, to the next such heading."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert match is not None, (page, title)
+    return match.group(1)
+
+
+def _tabled(section: str) -> set[str]:
+    """The long options in the first column of a section's option tables."""
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `--")]
+    return {option for row in rows for option in re.findall(r"`(--[a-z0-9-]+)", row)}
+
+
+def _accepted(options: usage.Options, subCommands: bool = True) -> set[str]:
+    """
+    The long options C{options} accepts (and, with C{subCommands}, its subcommands'), but
+    --help and --version.
+    """
+    names = {f"--{name.rstrip('=')}" for name in options.longOpt}
+    if subCommands:
+        for _, _, subOptions, _ in getattr(options, "subCommands", None) or []:
+            names |= _accepted(subOptions())
+    return names - {"--help", "--version"}
+
+
+#: Where each service's options are tabled.
+SERVICE_PAGES = {
+    "echo": "echo.md",
+    "chatroom": "chat.md",
+    "responder": "discovery.md",
+    "tftp": "tftp.md",
+    "files": "files.md",
+    "ipmsg": "ipmsg.md",
+}
+#: Where each command's options are tabled: (page, section).
+COMMAND_PAGES = {
+    "echo": ("echo.md", "Command line"),
+    "send": ("command-line.md", "Sending one datagram"),
+    "tftp": ("tftp.md", "Command line"),
+    "fetch": ("files.md", "Command line"),
+    "ls": ("files.md", "Command line"),
+    "chat": ("chat.md", "Command line"),
+    "discover": ("discovery.md", "Command line"),
+    "ipmsg": ("ipmsg.md", "Command line"),
+}
+
+
+def test_optionTablesAreTheOptions() -> None:
+    """
+    The option tables list exactly the options the programs take: each service's (and
+    C{twistd udpsuite}'s own) and each command's (C{fetch} and C{ls} share a table).
+    """
+    services = (DOCS / "services.md").read_text(encoding="utf-8")
+    assert _tabled(services) == _accepted(tap.Options(), subCommands=False)
+    assert sorted(SERVICE_PAGES) == sorted(spec.name for spec in tap.SERVICES)
+    for spec in tap.SERVICES:
+        assert _tabled(_section(SERVICE_PAGES[spec.name], "Service")) == _accepted(
+            spec.options()
+        ), spec.name
+    assert sorted(COMMAND_PAGES) == sorted(command.name for command in cli.COMMANDS)
+    tables: dict[tuple[str, str], set[str]] = {}
+    for command in cli.COMMANDS:
+        tables.setdefault(COMMAND_PAGES[command.name], set()).update(_accepted(command.options()))
+    for (page, title), accepted in tables.items():
+        assert _tabled(_section(page, title)) == accepted, (page, title)
 
 
 def test_theUnitsShownAreTheShippedOnes() -> None:
