@@ -188,6 +188,121 @@ def _http(names: list[str]) -> list[bytes]:
     return requests
 
 
+def _ipmsg(names: list[str]) -> list[bytes]:
+    from twisted_udpsuite.ipmsg import wire
+    from twisted_udpsuite.ipmsg.wire import Attachment, Mode, Packet
+
+    caps = wire.FILEATTACHOPT | wire.CAPUTF8OPT
+    check = Mode.SENDMSG | wire.SENDCHECKOPT
+
+    def packet(version: str, command: int, body: str = "", *extra: str, **kw: str) -> bytes:
+        user, host, encoding = kw.get("user", "fuzz"), kw.get("host", "pc"), kw.get("enc", "utf-8")
+        return Packet(version, 1_700_000_000, user, host, command, body, extra, encoding).toBytes()
+
+    extension = wire.entryExtension("fuzz", "pc", "模糊 fuzz", "测试组")
+    offer = wire.encodeAttachments(
+        [
+            Attachment(0, names[0], 3000, 0x6560_0000),
+            Attachment(1, "a::b:c.txt", 0x10, 0x6560_0000, 1, ("16=6560abcd", "14=0")),
+            Attachment(2, "目录", 0, 0, Attachment.DIRECTORY),
+            Attachment(3, "../../etc/passwd", 7, 0),
+            Attachment(4, "big", 2**40, 0),
+        ]
+    )
+    return [
+        # Entries: plain, GBK (no UTF8OPT), draft-10 extension, iptux's, absence, exit.
+        b"1:1:a:b:1:",
+        packet("1", Mode.BR_ENTRY | caps, "fuzz", "lab", extension),
+        packet(
+            "1_lbt4_10#128#000C29000000#0#0#0#4001#9",
+            Mode.BR_ENTRY | caps,
+            "张三",
+            "研发部",
+            extension,
+            enc="gbk",
+        ),  # fmt: skip
+        packet(
+            "1_iptux 0.8.3", Mode.BR_ENTRY | wire.ABSENCEOPT | caps, "tux", "lab", "icon", "utf-8"
+        ),  # fmt: skip
+        packet("1", Mode.ANSENTRY | caps, "fuzz", "lab", extension),
+        packet("1", Mode.BR_ABSENCE | wire.ABSENCEOPT, "fuzz [away]", "lab"),
+        packet("1", Mode.BR_EXIT, "fuzz", "lab"),
+        # Messages: acknowledged, GBK, sealed with a read check, broadcast, auto-reply,
+        # retried, not to be listed.
+        packet("1", check | wire.UTF8OPT, "hello 你好 🙂"),
+        packet("1", check, "你好,世界", enc="gbk"),
+        packet("1", check | wire.SECRETOPT | wire.READCHECKOPT | wire.UTF8OPT, "sealed"),
+        packet("1", Mode.SENDMSG | wire.SECRETOPT, "sealed, no check"),
+        packet("1", check | wire.BROADCASTOPT, "to all"),
+        packet("1", check | wire.AUTORETOPT, "I am away"),
+        packet("1", check | wire.RETRYOPT | wire.NOADDLISTOPT, "again"),
+        packet("1", check | wire.UTF8OPT, "x" * 1200),
+        # File offers: "::" in a name, a directory, a path, a huge size, iptux's separators.
+        packet("1", check | wire.FILEATTACHOPT | wire.UTF8OPT, "files", offer),
+        packet("1", check | wire.FILEATTACHOPT, "", "0:" + names[0] + ":bb8:0:1:\a:", enc="gbk"),
+        # Answers, read checks, information, files.
+        packet("1", Mode.RECVMSG, "1700000000"),
+        packet("1", Mode.READMSG | wire.READCHECKOPT, "1700000000"),
+        packet("1", Mode.READMSG, "1700000000"),
+        packet("1", Mode.ANSREADMSG, "1700000000"),
+        packet("1", Mode.GETINFO),
+        packet("1", Mode.GETABSENCEINFO),
+        packet("1", Mode.RELEASEFILES, "1700000000"),
+        packet("1_iptux 0.8.3", Mode.IPTUX_ASKSHARED),
+        packet("1", Mode.GETFILEDATA, "6553f100:0:0"),
+        packet("1", Mode.GETLIST),
+        packet("1", Mode.IPTUX_SENDMSG | wire.UTF8OPT, "group chat", "lab"),
+    ]
+
+
+def _ipmsgFiles(names: list[str]) -> list[bytes]:
+    """GETFILEDATA requests; L{fuzzTCP} adds ones for files really offered to it."""
+    from twisted_udpsuite.ipmsg.wire import FileRequest
+
+    requests = []
+    for request in (FileRequest(0x6553F100, 0), FileRequest(1, 2, 0x10), FileRequest(2**63, 0)):
+        requests.append(_getFileData(request))
+    return requests + [b"1:1:a:b:96:0:0:0:", b"1:1:a:b:96:0:0:0\0"]
+
+
+def _getFileData(request: Any) -> bytes:
+    from twisted_udpsuite.ipmsg.wire import Mode, Packet
+
+    header = Packet("1_iptux 0.8.3", 7, "fuzz", "pc", Mode.GETFILEDATA, request.toText())
+    return header.toBytes() + b"\0"
+
+
+def offeredRequests(target: tuple[str, int]) -> list[bytes]:
+    """
+    GETFILEDATA requests for files really offered to us (127.0.0.1): ask the IPMsg
+    service for its shared files (iptux's ASKSHARED), acknowledge the offer, and request
+    each file from its start, its middle, its end and beyond.
+    """
+    from twisted_udpsuite.ipmsg import wire
+    from twisted_udpsuite.ipmsg.wire import FileRequest, Mode, Packet
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(2)
+    try:
+        ask = Packet("1_iptux 0.8.3", 1, "fuzz", "pc", Mode.IPTUX_ASKSHARED)
+        sock.sendto(ask.toBytes(), target)
+        while True:
+            offer = wire.decodePacket(sock.recv(65536))
+            if offer.mode == Mode.SENDMSG and offer.has(wire.FILEATTACHOPT):
+                break
+        ack = Packet("1", 2, "fuzz", "pc", Mode.RECVMSG, str(offer.packetNo))
+        sock.sendto(ack.toBytes(), target)
+    finally:
+        sock.close()
+    requests = []
+    for attachment in wire.parseAttachments(offer.extra[0]):
+        for offset in (0, attachment.size // 2, attachment.size, attachment.size + 1):
+            request = FileRequest(offer.packetNo, attachment.fileId, offset)
+            requests.append(_getFileData(request))
+    return requests
+
+
 CORPORA: dict[str, Callable[[list[str]], list[bytes]]] = {
     "tftp": _tftp,
     "echo": _echo,
@@ -195,11 +310,46 @@ CORPORA: dict[str, Callable[[list[str]], list[bytes]]] = {
     "responder": _responder,
     "files": _files,
     "http": _http,
+    "ipmsg": _ipmsg,
+    "ipmsg-files": _ipmsgFiles,
 }
 """Valid inputs per service, from the names of the files it serves."""
 
-KINDS = {"tftp": "udp", "echo": "udp", "chatroom": "udp", "responder": "udp"}
+KINDS = {"tftp": "udp", "echo": "udp", "chatroom": "udp", "responder": "udp", "ipmsg": "udp"}
 """How each service is reached; anything not here is TCP."""
+
+
+def ipmsgAnswersAllowed(data: bytes, attempts: int) -> int:
+    """
+    The most datagrams the IPMsg service promises to write back for C{data}: nothing for
+    what is not an IPMsg packet or asks for nothing; one answer (ANSENTRY to BR_ENTRY,
+    RECVMSG to SENDMSG with SENDCHECKOPT unless BROADCASTOPT or AUTORETOPT, ANSREADMSG to
+    READMSG with READCHECKOPT, SENDINFO, SENDABSENCEINFO); and what it sends until
+    acknowledged, up to C{attempts} times: the READMSG of a sealed message it opens when
+    that asks for a read check (else once), the offer of its shared files to iptux's
+    ASKSHARED.
+    """
+    from twisted_udpsuite.ipmsg import wire
+    from twisted_udpsuite.ipmsg.wire import MalformedPacket, Mode
+
+    try:
+        command = wire.splitPacket(data).command
+    except MalformedPacket:
+        return 0
+    mode = command & 0xFF
+    if mode == Mode.SENDMSG:
+        acknowledged = command & wire.SENDCHECKOPT and not command & (
+            wire.BROADCASTOPT | wire.AUTORETOPT
+        )
+        opened = 0
+        if command & wire.SECRETOPT:
+            opened = attempts if command & wire.READCHECKOPT else 1
+        return bool(acknowledged) + opened
+    if mode == Mode.READMSG:
+        return int(bool(command & wire.READCHECKOPT))
+    if mode == Mode.IPTUX_ASKSHARED:
+        return attempts
+    return int(mode in (Mode.BR_ENTRY, Mode.GETINFO, Mode.GETABSENCEINFO))
 
 
 def fuzzUDP(plan: dict[str, Any], rng: random.Random, corpus: list[bytes]) -> dict[str, Any]:
@@ -213,6 +363,10 @@ def fuzzUDP(plan: dict[str, Any], rng: random.Random, corpus: list[bytes]) -> di
     sent = [0] * len(sockets)
     received = [0] * len(sockets)
     joined = [False] * len(sockets)
+    # IPMsg: the datagrams each source got, and the most it was promised.
+    answers = [0] * len(sockets)
+    allowed = [0] * len(sockets)
+    largest = 0
     others: list[tuple[str, int]] = []  # ports that answered besides the target's
     inputs = 0
     started = time.monotonic()
@@ -228,6 +382,8 @@ def fuzzUDP(plan: dict[str, Any], rng: random.Random, corpus: list[bytes]) -> di
             else:
                 sent[index] += len(data)
                 joined[index] = joined[index] or b"JOIN" in data
+                if "attempts" in plan:
+                    allowed[index] += ipmsgAnswersAllowed(data, plan["attempts"])
             inputs += 1
         readable, _, _ = select.select(sockets, [], [], 0.002)
         for sock in readable:
@@ -238,6 +394,8 @@ def fuzzUDP(plan: dict[str, Any], rng: random.Random, corpus: list[bytes]) -> di
                 except (BlockingIOError, ConnectionRefusedError):
                     break
                 received[index] += len(data)
+                answers[index] += 1
+                largest = max(largest, len(data))
                 if source != target and source not in others:
                     others.append(source)
                     del others[:-64]
@@ -245,9 +403,12 @@ def fuzzUDP(plan: dict[str, Any], rng: random.Random, corpus: list[bytes]) -> di
     for index, sock in enumerate(sockets):
         while True:
             try:
-                received[index] += len(sock.recv(65536))
+                data = sock.recv(65536)
             except (BlockingIOError, ConnectionRefusedError):
                 break
+            received[index] += len(data)
+            answers[index] += 1
+            largest = max(largest, len(data))
         sock.close()
     quiet = [i for i in range(len(sockets)) if not joined[i]]  # never asked to be a member
     return {
@@ -257,6 +418,12 @@ def fuzzUDP(plan: dict[str, Any], rng: random.Random, corpus: list[bytes]) -> di
         "worstRatio": max((received[i] / max(sent[i], 1) for i in quiet), default=0.0),
         "nonMemberBytesSent": sum(sent[i] for i in quiet),
         "nonMemberBytesReceived": sum(received[i] for i in quiet),
+        "datagramsReceived": sum(answers),
+        "largestReceived": largest,
+        "sourcesAnsweredBeyondPromise": [
+            (i, answers[i], allowed[i]) for i in range(len(sockets)) if answers[i] > allowed[i]
+        ][:10],
+        "sourcesGettingMoreBytes": sum(received[i] > sent[i] for i in range(len(sockets))),
     }
 
 
@@ -305,6 +472,8 @@ def fuzzTCP(plan: dict[str, Any], rng: random.Random, corpus: list[bytes]) -> di
 def fuzz(plan: dict[str, Any]) -> dict[str, Any]:
     rng = random.Random(plan["seed"])
     corpus = CORPORA[plan["service"]](plan["names"])
+    if plan["service"] == "ipmsg-files":
+        corpus += offeredRequests((plan["target"][0], plan["target"][1]))
     if KINDS.get(plan["service"]) == "udp":
         return fuzzUDP(plan, rng, corpus)
     return fuzzTCP(plan, rng, corpus)

@@ -11,8 +11,12 @@ L{tests.soak.fuzzer.CORPORA}).
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import os
 import random
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,9 @@ import pytest_twisted
 from tests.conftest import requirePeer
 from tests.process import BackgroundProcess, runProcess, venvScript
 from tests.soak import figures
-from tests.soak.harness import drive, excerpts, sleep, tracebacks
+from tests.soak.harness import DRIVER_ENV, drive, driverArgv, excerpts, sleep, tracebacks
+from tests.tftp import lossnet
+from twisted_udpsuite.ipmsg import IPMsgPeer
 
 pytestmark = [pytest.mark.soak, pytest.mark.integration]
 
@@ -42,15 +48,24 @@ class Target:
     @ivar fuzzed: the fuzzer's services aimed at it, by the listening line they take
         the port from (C{files} and C{http} share one process).
     @ivar noAmplification: it promises that a non-member never gets more than it sent.
+    @ivar namespace: it broadcasts, so it runs (and is fuzzed and served) only inside a
+        network namespace of the test's own.
+    @ivar answersAllowed: it promises each source at most the datagrams
+        L{tests.soak.fuzzer.ipmsgAnswersAllowed} counts for what that source sent.
     """
 
     options: list[str]
     fuzzed: dict[str, bytes]
     noAmplification: bool = False
+    namespace: bool = False
+    answersAllowed: bool = False
 
 
 TARGETS = {
-    "tftp": Target(["tftp", "--writable"], {"tftp": rb"tftp listening on 127\.0\.0\.1:(\d+)"}),
+    "tftp": Target(
+        ["tftp", "--writable", "--root", "{root}"],
+        {"tftp": rb"tftp listening on 127\.0\.0\.1:(\d+)"},
+    ),
     "echo": Target(["echo"], {"echo": rb"echo listening on 127\.0\.0\.1:(\d+) \(UDP\)"}, True),
     "chatroom": Target(
         ["chatroom", "--max-members", "5000"],
@@ -63,13 +78,30 @@ TARGETS = {
         True,
     ),
     "files": Target(
-        ["files", "--http-port", "0"],
+        ["files", "--http-port", "0", "--root", "{root}"],
         {
             "files": rb"files listening on 127\.0\.0\.1:(\d+)",
             "http": rb"files-http listening on 127\.0\.0\.1:(\d+)",
         },
     ),
+    "ipmsg": Target(
+        ["ipmsg", "--nick", "box", "--share", "{root}", "--accept-files", "--root", "{inbox}"],
+        {
+            "ipmsg": rb"ipmsg listening on 127\.0\.0\.1:(\d+) \(UDP\)",
+            "ipmsg-files": rb"ipmsg files listening on 127\.0\.0\.1:(\d+) \(TCP\)",
+        },
+        namespace=True,
+        answersAllowed=True,
+    ),
 }
+"""
+The services fuzzed. IPMsg shares C{root} (to iptux's ASKSHARED, which is how its TCP
+side gets offers to serve) and fetches what it is offered into C{inbox}, which only the
+good client's files may reach.
+"""
+
+#: How often the IPMsg service sends what waits for an answer (the default it runs with).
+IPMSG_ATTEMPTS = inspect.signature(IPMsgPeer).parameters["attempts"].default
 
 
 class NotServed(Exception):
@@ -77,8 +109,9 @@ class NotServed(Exception):
 
 
 async def servedWithin(
-    reactor: Any, seconds: float, name: str, port: int, tmp_path: Path, root: Path
-) -> float:
+    reactor: Any, seconds: float, name: str, port: int, tmp_path: Path, root: Path,
+    prefix: list[str],
+) -> float:  # fmt: skip
     """
     Wait until a good client of C{name} is served; how long that took. Requests the fuzz
     left running (a TFTP transfer waits for an ACK that never comes) may hold the limits
@@ -87,7 +120,7 @@ async def servedWithin(
     started = reactor.seconds()
     while True:
         try:
-            await goodClient(reactor, name, port, tmp_path, root)
+            await goodClient(reactor, name, port, tmp_path, root, prefix)
             return reactor.seconds() - started
         except NotServed:
             if reactor.seconds() - started > seconds:
@@ -95,11 +128,17 @@ async def servedWithin(
             await sleep(reactor, 1)
 
 
-async def goodClient(reactor: Any, name: str, port: int, tmp_path: Path, root: Path) -> None:
-    """A well-behaved client of service C{name} is served (the assertion fails if not)."""
+async def goodClient(
+    reactor: Any, name: str, port: int, tmp_path: Path, root: Path, prefix: list[str]
+) -> None:
+    """
+    A well-behaved client of service C{name} is served (the assertion fails if not), run
+    with C{prefix} (inside the service's namespace, if it has one).
+    """
     cli = venvScript("udpsuite")
     where = f"127.0.0.1:{port}"
     got = tmp_path / f"good-{name}"
+    env = None
     if name == "tftp":
         argv = [cli, "tftp", "get", "-q", where, "hello.bin", str(got)]
     elif name == "files":
@@ -110,9 +149,15 @@ async def goodClient(reactor: Any, name: str, port: int, tmp_path: Path, root: P
         argv = [cli, "echo", "-q", "-c", "3", "-i", "0.1", where]
     elif name == "chatroom":
         argv = [cli, "send", "-w", "1", where, f"JOIN good{random.randrange(10**6)}"]
+    elif name.startswith("ipmsg"):
+        plan = {"target": ["127.0.0.1", port], "fetch": "hello.bin", "into": str(got),
+                "give": str(tmp_path / GIFT)}  # fmt: skip
+        (tmp_path / f"{name}-client.json").write_text(json.dumps(plan))
+        argv = driverArgv([], "ipmsgclient", tmp_path / f"{name}-client.json")
+        env = DRIVER_ENV
     else:
         argv = [cli, "discover", "--to", "127.0.0.1", "-p", str(port), "-t", "2"]
-    out, err, code = await runProcess(reactor, argv, timeout=30)
+    out, err, code = await runProcess(reactor, [*prefix, *argv], env=env, timeout=60)
     if code != 0:
         raise NotServed(name, out, err)
     if name in ("tftp", "files", "http"):
@@ -122,8 +167,16 @@ async def goodClient(reactor: Any, name: str, port: int, tmp_path: Path, root: P
         assert b"3 probes sent, 3 received" in out, out
     elif name == "chatroom":
         assert b"OK JOINED good" in out, out
+    elif name.startswith("ipmsg"):
+        result = json.loads(out.splitlines()[-1])
+        assert result["fetched"] == hashlib.sha256((root / "hello.bin").read_bytes()).hexdigest()
+        assert result["given"] == 1, result
     else:
         assert b"fuzzed" in out, out
+
+
+GIFT = "gift.bin"
+"""The file the good IPMsg client offers the service (its drop box fetches it)."""
 
 
 @pytest.mark.parametrize("service", list(TARGETS))
@@ -132,57 +185,74 @@ async def test_fuzz(reactor: Any, tmp_path: Path, service: str) -> None:
     """
     Seconds of seeded random and mutated inputs: no traceback, a good client served after,
     memory bounded, and for echo, the chat room and the responder no reply bytes to a
-    non-member beyond what it sent.
+    non-member beyond what it sent; IPMsg answered no source beyond its promise
+    (L{tests.soak.fuzzer.ipmsgAnswersAllowed}), and fetched into its inbox nothing but
+    what the good client offered it.
     """
     target = TARGETS[service]
     root = tmp_path / "root"
     (root / "sub").mkdir(parents=True)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
     rng = random.Random(SEED)
     (root / "hello.bin").write_bytes(rng.randbytes(3000))
     (root / "sub" / "inner.txt").write_bytes(b"inner\n" * 100)
     (root / "big.bin").write_bytes(rng.randbytes(200_000))
-    argv = [venvScript("twistd"), "-n", "--pidfile=", "udpsuite", "--drain", "2", *target.options]
-    argv += ["--port", "0", "--interface", "127.0.0.1"]
-    if service in ("tftp", "files"):
-        argv += ["--root", str(root)]
-    server = BackgroundProcess(reactor, argv)
+    (tmp_path / GIFT).write_bytes(rng.randbytes(5000))
     seconds = figures.seconds(4.0, 60.0)
     results = {}
-    try:
-        ports = {
-            name: int((await server.waitFor(pattern)).group(1))
-            for name, pattern in target.fuzzed.items()
-        }
-        for name, port in ports.items():
-            await goodClient(reactor, name, port, tmp_path, root)
-        before = figures.rss(server.pid)
-        for name, port in ports.items():
-            plan = {
-                "service": name,
-                "target": ["127.0.0.1", port],
-                "names": SERVED,
-                "seconds": seconds,
-                "seed": SEED,
-                "sources": 1000,
-                "rate": 3000,
+    async with AsyncExitStack() as stack:
+        prefix: list[str] = []
+        if target.namespace:
+            namespace = lossnet.namespace(reactor, tag=f"fuzz{service}")
+            prefix = await stack.enter_async_context(namespace)
+        argv = [*prefix, venvScript("twistd"), "-n", "--pidfile=", "udpsuite", "--drain", "2"]
+        argv += [option.format(root=root, inbox=inbox) for option in target.options]
+        argv += ["--port", "0", "--interface", "127.0.0.1"]
+        server = BackgroundProcess(reactor, argv)
+        try:
+            ports = {
+                name: int((await server.waitFor(pattern)).group(1))
+                for name, pattern in target.fuzzed.items()
             }
-            results[name] = await drive(
-                reactor, [], "fuzzer", plan, tmp_path / f"{name}.json", seconds + 60
-            )
-        waits = {
-            name: await servedWithin(reactor, 90, name, port, tmp_path, root)
-            for name, port in ports.items()
-        }
-        after = figures.rss(server.pid)
-    finally:
-        await server.stop()
+            for name, port in ports.items():
+                await goodClient(reactor, name, port, tmp_path, root, prefix)
+            before = figures.rss(server.pid)
+            for name, port in ports.items():
+                plan = {
+                    "service": name,
+                    "target": ["127.0.0.1", port],
+                    "names": SERVED,
+                    "seconds": seconds,
+                    "seed": SEED,
+                    "sources": 1000,
+                    "rate": 3000,
+                }
+                if target.answersAllowed:
+                    plan["attempts"] = IPMSG_ATTEMPTS
+                results[name] = await drive(
+                    reactor, prefix, "fuzzer", plan, tmp_path / f"{name}.json", seconds + 60
+                )
+            waits = {
+                name: await servedWithin(reactor, 90, name, port, tmp_path, root, prefix)
+                for name, port in ports.items()
+            }
+            after = figures.rss(server.pid)
+        finally:
+            await server.stop()
+            (tmp_path / "server.log").write_bytes(server.output)  # for a look after a failure
     assert not tracebacks(server.output), excerpts(server.output)
     # A bound on growth, not a measure: the fuzzed state (members, buckets, sessions
     # dallying) is all bounded by the services' limits; a leak per input would pass it.
     assert after["rss"] - before["rss"] < 48 * 1024, (before, after)
+    gift = (tmp_path / GIFT).read_bytes()
+    for received in inbox.iterdir():  # nothing but the gifts, whole (no part files)
+        assert received.name.startswith("gift") and received.read_bytes() == gift, received
     for name, result in results.items():
         if target.noAmplification:
             assert result["nonMemberBytesReceived"] <= result["nonMemberBytesSent"], result
+        if target.answersAllowed and "sourcesAnsweredBeyondPromise" in result:
+            assert result["sourcesAnsweredBeyondPromise"] == [], result
         figures.record(
             f"fuzz-{name}",
             seed=SEED,
@@ -190,6 +260,9 @@ async def test_fuzz(reactor: Any, tmp_path: Path, service: str) -> None:
             inputs=result["inputs"],
             bytesSent=result["bytesSent"],
             bytesReceived=result["bytesReceived"],
+            datagramsReceived=result.get("datagramsReceived"),
+            largestReceived=result.get("largestReceived"),
+            sourcesGettingMoreBytes=result.get("sourcesGettingMoreBytes"),
             connections=result.get("connections"),
             servedAgainAfter=round(waits[name], 1),
             rssBeforeKiB=before["rss"],
@@ -205,5 +278,4 @@ def test_everyServiceIsFuzzed() -> None:
 
     assert {n for t in TARGETS.values() for n in t.fuzzed} <= set(CORPORA)
     served = {spec.name for spec in tap.SERVICES}
-    # IPMsg is being built on its own branch: its corpus and target join here with it.
-    assert served - set(TARGETS) <= {"ipmsg"}, served - set(TARGETS)
+    assert served <= set(TARGETS), served - set(TARGETS)
