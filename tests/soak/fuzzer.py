@@ -6,7 +6,8 @@ Each input is random bytes, a valid input of the service's corpus, or one mutate
 flipped, bytes replaced, inserted, deleted, cut, repeated, or two inputs spliced, and
 "interesting" values: NULs, 0xff, huge numbers, C{../}, long runs). The inputs come from
 one C{random.Random(seed)}, so a run's inputs repeat exactly (what the server answered
-and when may not: it is a real process).
+and when may not: it is a real process; nor do the packet numbers of the files IPMsg
+really offers the fuzzer, L{offeredRequests}).
 
 UDP targets get datagrams from many loopback source addresses in turn (127.0.2.1, ...),
 so that each source stays under the services' per-source limits and the parsers, not the
@@ -16,11 +17,13 @@ targets get connections that send a few (mutated) request lines in random pieces
 what comes back for a moment, and close or reset.
 
 Prints one JSON line: inputs sent, bytes both ways, and per source the bytes sent and
-received (for the no-amplification check of the services that promise it).
+received (for the no-amplification check of the services that promise it), or for IPMsg
+(given C{attempts}) the sources that got more datagrams than L{ipmsgAnswersAllowed}
+allows for what they sent.
 
-To fuzz another service (IPMsg, once it exists): add its corpus to L{CORPORA} (a function
-of the served file names returning valid inputs), with its kind in L{KINDS}, and a target
-entry in C{tests/soak/test_fuzz.py}.
+To fuzz another service: add its corpus to L{CORPORA} (a function of the served file
+names returning valid inputs), with its kind in L{KINDS}, and a target entry in
+C{tests/soak/test_fuzz.py}.
 """
 
 from __future__ import annotations
