@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import json
 import random
-import select
+import resource
+import selectors
 import socket
 import struct
 import sys
@@ -355,6 +356,161 @@ def ipmsgAnswersAllowed(data: bytes, attempts: int) -> int:
     return int(mode in (Mode.BR_ENTRY, Mode.GETINFO, Mode.GETABSENCEINFO))
 
 
+def ipmsgAcknowledgement(rng: random.Random, answer: bytes) -> bytes | None:
+    """
+    What a fuzz source says back to a packet of the IPMsg service that waits for an
+    answer (a READMSG with READCHECKOPT, an offer of shared files), half of the time:
+    the right acknowledgement, or one naming the opened message instead.
+    """
+    from twisted_udpsuite.ipmsg import wire
+    from twisted_udpsuite.ipmsg.wire import MalformedPacket, Mode, Packet
+
+    try:
+        packet = wire.decodePacket(answer)
+    except MalformedPacket:
+        return None
+    if rng.random() < 0.5:
+        return None
+    if packet.mode == Mode.READMSG and packet.has(wire.READCHECKOPT):
+        number = str(packet.packetNo) if rng.random() < 0.7 else packet.body
+        return Packet("1", rng.randrange(2**32), "fuzz", "pc", Mode.ANSREADMSG, number).toBytes()
+    if packet.mode == Mode.SENDMSG and packet.has(wire.SENDCHECKOPT):
+        number = str(packet.packetNo)
+        return Packet("1", rng.randrange(2**32), "fuzz", "pc", Mode.RECVMSG, number).toBytes()
+    return None
+
+
+PATTERN = bytes(range(251)) * 4200
+"""What the fuzz sources serve as the files they offer IPMsg: byte C{k} of each is
+C{PATTERN[k]} (up to 1 MiB), so that a file the service publishes can be checked."""
+
+
+class FileSenders:
+    """
+    IPMsg: the fuzz sources' side of the files they offer. The first C{count} sources
+    also listen on TCP at their own address and port, where the service's drop box comes
+    to fetch what they offered (as recorded from the offers they sent), and each request
+    for a file it offered is answered one way at random: the whole file (L{PATTERN} from
+    the offset asked for), less, more, nothing, a reset, or no answer until the end; any
+    other request, garbage.
+    """
+
+    FOR_OFFERED = ("whole", "short", "long", "close", "reset", "hold")
+    WAYS = (*FOR_OFFERED, "garbage")
+
+    def __init__(
+        self,
+        rng: random.Random,
+        sockets: list[socket.socket],
+        count: int,
+        selector: selectors.BaseSelector,
+    ) -> None:
+        self.rng = rng
+        self.selector = selector
+        self.listeners: dict[socket.socket, int] = {}
+        for index, udp in enumerate(sockets[:count]):
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                listener.bind(udp.getsockname())
+            except OSError:  # that port is taken for TCP: this source does without
+                listener.close()
+                continue
+            listener.listen(16)
+            listener.setblocking(False)
+            self.listeners[listener] = index
+            selector.register(listener, selectors.EVENT_READ, self)
+        self.offers: dict[tuple[int, int], dict[int, int]] = {}
+        self.requests: dict[socket.socket, tuple[int, bytes]] = {}
+        self.held: list[socket.socket] = []
+        self.answered = dict.fromkeys(self.WAYS, 0)
+        self.wholeSizes: set[int] = set()
+
+    def noteSent(self, index: int, data: bytes) -> None:
+        """Remember the files offered by what source C{index} sent, if it offered any."""
+        from twisted_udpsuite.ipmsg import wire
+        from twisted_udpsuite.ipmsg.wire import MalformedPacket, Mode
+
+        try:
+            packet = wire.decodePacket(data)
+            if packet.mode != Mode.SENDMSG or not packet.has(wire.FILEATTACHOPT):
+                return
+            files = wire.parseAttachments(packet.extra[0]) if packet.extra else []
+        except MalformedPacket:
+            return
+        if len(self.offers) < 100_000:
+            self.offers[(index, packet.packetNo)] = {a.fileId: a.size for a in files}
+
+    def readable(self, sock: socket.socket) -> None:
+        if sock in self.listeners:
+            try:
+                connection, _ = sock.accept()
+            except OSError:
+                return
+            connection.setblocking(False)
+            self.requests[connection] = (self.listeners[sock], b"")
+            self.selector.register(connection, selectors.EVENT_READ, self)
+            return
+        index, request = self.requests[sock]
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        request += data
+        if data and b"\0" not in request and len(request) < 8192:
+            self.requests[sock] = (index, request)
+            return
+        del self.requests[sock]
+        self.selector.unregister(sock)
+        self._answer(sock, index, request)
+
+    def _answer(self, sock: socket.socket, index: int, request: bytes) -> None:
+        from twisted_udpsuite.ipmsg import wire
+        from twisted_udpsuite.ipmsg.wire import MalformedPacket
+
+        try:
+            asked = wire.parseFileRequest(wire.decodePacket(request.rstrip(b"\0")).body)
+            size = self.offers[(index, asked.packetNo)][asked.fileId]
+        except (MalformedPacket, KeyError, IndexError):
+            asked, size = None, 0
+        # Garbage only where no file was offered: a part of an offered file kept for a
+        # resume holds nothing but the PATTERN, so whatever is published must match it.
+        way = self.rng.choice(self.FOR_OFFERED) if asked is not None else "garbage"
+        if way in ("whole", "long") and size + 5000 > len(PATTERN):
+            way = "short"
+        self.answered[way] += 1
+        offset = asked.offset if asked is not None else 0
+        data = b""
+        if way == "whole":
+            data = PATTERN[offset:size]
+            self.wholeSizes.add(size)
+        elif way == "short":
+            cut = self.rng.randrange(max(min(size - offset, 1 << 20), 1))
+            data = PATTERN[offset : offset + cut]
+        elif way == "long":
+            data = PATTERN[offset : size + self.rng.randrange(1, 5000)]
+        elif way == "garbage":
+            data = self.rng.randbytes(self.rng.randrange(1, 5000))
+        elif way == "hold":
+            self.held.append(sock)
+            return
+        try:
+            if data:
+                sock.settimeout(2)
+                sock.sendall(data)
+            if way == "reset":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        sock.close()
+
+    def close(self) -> dict[str, Any]:
+        for sock in [*self.listeners, *self.requests, *self.held]:
+            sock.close()
+        return {"answered": self.answered, "wholeSizes": sorted(self.wholeSizes)}
+
+
 def fuzzUDP(plan: dict[str, Any], rng: random.Random, corpus: list[bytes]) -> dict[str, Any]:
     target = (plan["target"][0], plan["target"][1])
     sockets = []
@@ -370,6 +526,10 @@ def fuzzUDP(plan: dict[str, Any], rng: random.Random, corpus: list[bytes]) -> di
     answers = [0] * len(sockets)
     allowed = [0] * len(sockets)
     largest = 0
+    selector = selectors.DefaultSelector()  # select() takes no descriptor above 1023
+    for index, sock in enumerate(sockets):
+        selector.register(sock, selectors.EVENT_READ, index)
+    senders = FileSenders(rng, sockets, plan.get("fileSenders", 0), selector)
     others: list[tuple[str, int]] = []  # ports that answered besides the target's
     inputs = 0
     started = time.monotonic()
@@ -387,10 +547,13 @@ def fuzzUDP(plan: dict[str, Any], rng: random.Random, corpus: list[bytes]) -> di
                 joined[index] = joined[index] or b"JOIN" in data
                 if "attempts" in plan:
                     allowed[index] += ipmsgAnswersAllowed(data, plan["attempts"])
+                    senders.noteSent(index, data)
             inputs += 1
-        readable, _, _ = select.select(sockets, [], [], 0.002)
-        for sock in readable:
-            index = sockets.index(sock)
+        for key, _ in selector.select(0.002):
+            if key.data is senders:
+                senders.readable(key.fileobj)
+                continue
+            index, sock = key.data, sockets[key.data]
             while True:
                 try:
                     data, source = sock.recvfrom(65536)
@@ -399,6 +562,9 @@ def fuzzUDP(plan: dict[str, Any], rng: random.Random, corpus: list[bytes]) -> di
                 received[index] += len(data)
                 answers[index] += 1
                 largest = max(largest, len(data))
+                if "attempts" in plan and (ack := ipmsgAcknowledgement(rng, data)) is not None:
+                    sock.sendto(ack, source)
+                    sent[index] += len(ack)
                 if source != target and source not in others:
                     others.append(source)
                     del others[:-64]
@@ -413,6 +579,8 @@ def fuzzUDP(plan: dict[str, Any], rng: random.Random, corpus: list[bytes]) -> di
             answers[index] += 1
             largest = max(largest, len(data))
         sock.close()
+    fileSenders = senders.close()
+    selector.close()
     quiet = [i for i in range(len(sockets)) if not joined[i]]  # never asked to be a member
     return {
         "inputs": inputs,
@@ -427,6 +595,7 @@ def fuzzUDP(plan: dict[str, Any], rng: random.Random, corpus: list[bytes]) -> di
             (i, answers[i], allowed[i]) for i in range(len(sockets)) if answers[i] > allowed[i]
         ][:10],
         "sourcesGettingMoreBytes": sum(received[i] > sent[i] for i in range(len(sockets))),
+        "fileSenders": fileSenders,
     }
 
 
@@ -473,6 +642,10 @@ def fuzzTCP(plan: dict[str, Any], rng: random.Random, corpus: list[bytes]) -> di
 
 
 def fuzz(plan: dict[str, Any]) -> dict[str, Any]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # a socket or two per source
+    wanted = 2 * plan.get("sources", 0) + 512
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
     rng = random.Random(plan["seed"])
     corpus = CORPORA[plan["service"]](plan["names"])
     if plan["service"] == "ipmsg-files":

@@ -35,7 +35,7 @@ import pytest_twisted
 from tests.conftest import requirePeer
 from tests.process import BackgroundProcess, runProcess, venvScript
 from tests.soak import figures
-from tests.soak.fuzzer import KINDS
+from tests.soak.fuzzer import KINDS, PATTERN
 from tests.soak.harness import DRIVER_ENV, drive, driverArgv, excerpts, sleep, tracebacks
 from tests.tftp import lossnet
 from twisted_udpsuite.ipmsg import IPMsgPeer
@@ -204,6 +204,7 @@ async def test_fuzz(reactor: Any, tmp_path: Path, service: str) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     rng = random.Random(SEED)
+    served = [Path("sub"), *map(Path, SERVED)]
     (root / "hello.bin").write_bytes(rng.randbytes(3000))
     (root / "sub" / "inner.txt").write_bytes(b"inner\n" * 100)
     (root / "big.bin").write_bytes(rng.randbytes(200_000))
@@ -239,6 +240,7 @@ async def test_fuzz(reactor: Any, tmp_path: Path, service: str) -> None:
                 }
                 if target.answersAllowed:
                     plan["attempts"] = IPMSG_ATTEMPTS
+                    plan["fileSenders"] = 300
                 results[name] = await drive(
                     reactor, prefix, "fuzzer", plan, tmp_path / f"{name}.json", seconds + 60
                 )
@@ -254,9 +256,8 @@ async def test_fuzz(reactor: Any, tmp_path: Path, service: str) -> None:
     # A bound on growth, not a measure: the fuzzed state (members, buckets, sessions
     # dallying) is all bounded by the services' limits; a leak per input would pass it.
     assert after["rss"] - before["rss"] < 48 * 1024, (before, after)
-    gift = (tmp_path / GIFT).read_bytes()
-    for received in inbox.iterdir():  # nothing but the gifts, whole (no part files)
-        assert received.name.startswith("gift") and received.read_bytes() == gift, received
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == sorted(served), "root changed"
+    parts = checkInbox(inbox, (tmp_path / GIFT).read_bytes(), results)
     for name, result in results.items():
         if target.noAmplification:
             assert result["nonMemberBytesReceived"] <= result["nonMemberBytesSent"], result
@@ -271,6 +272,8 @@ async def test_fuzz(reactor: Any, tmp_path: Path, service: str) -> None:
             bytesSent=result["bytesSent"],
             bytesReceived=result["bytesReceived"],
             datagramsReceived=result.get("datagramsReceived"),
+            filesFetchedFrom=result.get("fileSenders", {}).get("answered"),
+            partFilesLeft=parts if name == "ipmsg" else None,
             largestReceived=result.get("largestReceived"),
             sourcesGettingMoreBytes=result.get("sourcesGettingMoreBytes"),
             connections=result.get("connections"),
@@ -279,6 +282,25 @@ async def test_fuzz(reactor: Any, tmp_path: Path, service: str) -> None:
             rssAfterKiB=after["rss"],
             rssPeakKiB=after["peak"],
         )
+
+
+def checkInbox(inbox: Path, gift: bytes, results: dict[str, Any]) -> int:
+    """
+    What the IPMsg drop box fetched during the fuzz: each file it published is a gift of
+    the good client, or a file a fuzz source sent whole (its bytes the L{PATTERN}, its
+    size one sent whole); the part files kept for a resume hold nothing but the pattern.
+    How many part files it left.
+    """
+    whole = set(results.get("ipmsg", {}).get("fileSenders", {}).get("wholeSizes", []))
+    parts = 0
+    for received in inbox.iterdir():
+        data = received.read_bytes()
+        if received.name.startswith("."):
+            assert received.name.endswith(".part") and data == PATTERN[: len(data)], received
+            parts += 1
+        elif data != gift:
+            assert data == PATTERN[: len(data)] and len(data) in whole, received
+    return parts
 
 
 def test_everyServiceIsFuzzed() -> None:
