@@ -244,6 +244,7 @@ def _ipmsg(names: list[str]) -> list[bytes]:
         # File offers: "::" in a name, a directory, a path, a huge size, iptux's separators.
         packet("1", check | wire.FILEATTACHOPT | wire.UTF8OPT, "files", offer),
         packet("1", check | wire.FILEATTACHOPT, "", "0:" + names[0] + ":bb8:0:1:\a:", enc="gbk"),
+        packet("1", check | wire.FILEATTACHOPT, "twins", "0:twin.txt:10:0:1:\a1:twin.txt:20:0:1:"),
         # Answers, read checks, information, files.
         packet("1", Mode.RECVMSG, "1700000000"),
         packet("1", Mode.READMSG | wire.READCHECKOPT, "1700000000"),

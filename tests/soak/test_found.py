@@ -208,3 +208,43 @@ def test_httpTargetNotInOriginForm(tmp_path: Path, target: bytes) -> None:
         channel.dataReceived(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     assert transport.value().startswith(b"HTTP/1.1 400 "), transport.value()[:200]
     assert [formatEvent(e) for e in events if e.get("log_failure")] == []
+
+
+def test_dropBoxTakesTwoFilesOfOneNameAtOnce(tmp_path: Path) -> None:
+    """
+    Found by the IPMsg fuzz (#16 §5; seeds 2, 4 and 5, 4 s): two files of one name
+    offered at once (one offer holding both, or two offers before the first fetch ended)
+    were both fetched to the same free name; the second to finish could not be published
+    over the first and was thrown away, although every byte of it had come (with seed 3,
+    two fetches of one offer shared a part file: the second found it published away).
+    Each now gets a name, and so a part file, of its own.
+    """
+    from tests.ipmsg.helpers import PREFIX, member
+    from tests.ipmsg.test_files import connectTCP
+    from tests.ipmsg.test_service import service
+    from twisted_udpsuite.ipmsg.files import FileOffers, FileServerFactory
+
+    net = MemoryNetwork()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "report.txt").write_bytes(f"from {folder}\n".encode())
+    alice = member(net, 1, "Alice")
+    alice.peer.offers = FileOffers(alice.host)
+    server = FileServerFactory(alice.peer.offers, alice.host)
+    box = service(net, tmp_path, "--root", str(inbox), "--accept-files")
+    box.startService()
+    net.advance(1.1)
+    paths = [FilePath(str(tmp_path / folder / "report.txt")) for folder in ("a", "b")]
+    net.runUntil(alice.peer.offerFiles((f"{PREFIX}.10", 2425), paths, "both"))
+    with capturedLogs() as events:
+        pumps = [connectTCP(box.peer._reactor, server, alice.address[0]) for _ in paths]
+        for pump in pumps:
+            assert pump is not None
+            pump.flush()
+    assert sorted(p.read_bytes() for p in inbox.iterdir()) == [b"from a\n", b"from b\n"]
+    assert sorted(p.name for p in inbox.iterdir()) == ["report (1).txt", "report.txt"]
+    assert not [e for e in events if "failed" in e.get("log_format", "")]
+    box.stopService()
+    net.advance(1)

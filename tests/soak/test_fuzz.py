@@ -288,11 +288,12 @@ def checkInbox(inbox: Path, gift: bytes, results: dict[str, Any]) -> int:
     """
     What the IPMsg drop box fetched during the fuzz: each file it published is a gift of
     the good client, or a file a fuzz source sent whole (its bytes the L{PATTERN}, its
-    size one sent whole); the part files kept for a resume hold nothing but the pattern.
-    How many part files it left.
+    size one sent whole), and every file sent whole was published; the part files kept
+    for a resume hold nothing but the pattern. How many part files it left.
     """
-    whole = set(results.get("ipmsg", {}).get("fileSenders", {}).get("wholeSizes", []))
-    parts = 0
+    senders = results.get("ipmsg", {}).get("fileSenders", {})
+    whole = set(senders.get("wholeSizes", []))
+    parts = published = 0
     for received in inbox.iterdir():
         data = received.read_bytes()
         if received.name.startswith("."):
@@ -300,6 +301,9 @@ def checkInbox(inbox: Path, gift: bytes, results: dict[str, Any]) -> int:
             parts += 1
         elif data != gift:
             assert data == PATTERN[: len(data)] and len(data) in whole, received
+            published += 1
+    # Each file sent whole is published (and nothing else): none is lost.
+    assert published == senders.get("answered", {}).get("whole", 0), (published, senders)
     return parts
 
 
