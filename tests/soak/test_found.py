@@ -212,11 +212,11 @@ def test_httpTargetNotInOriginForm(tmp_path: Path, target: bytes) -> None:
 
 def test_dropBoxTakesTwoFilesOfOneNameAtOnce(tmp_path: Path) -> None:
     """
-    Found by the IPMsg fuzz (#16 §5; seeds 2, 4 and 5, 4 s): two files of one name
-    offered at once (one offer holding both, or two offers before the first fetch ended)
-    were both fetched to the same free name; the second to finish could not be published
-    over the first and was thrown away, although every byte of it had come (with seed 3,
-    two fetches of one offer shared a part file: the second found it published away).
+    Found by the IPMsg fuzz (#16 §5; seeds 3 and 5, 4 s): two files of one name offered
+    at once (one offer holding both, or two offers before the first fetch ended) were
+    both fetched to the same free name; the second to finish could not be published over
+    the first and was thrown away, although every byte of it had come (with seed 4, two
+    fetches of one offer shared a part file: the second found it published away).
     Each now gets a name, and so a part file, of its own.
     """
     from tests.ipmsg.helpers import PREFIX, member
