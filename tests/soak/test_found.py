@@ -248,3 +248,21 @@ def test_dropBoxTakesTwoFilesOfOneNameAtOnce(tmp_path: Path) -> None:
     assert not [e for e in events if "failed" in e.get("log_format", "")]
     box.stopService()
     net.advance(1)
+
+
+def test_utf8OptionMeansUTF8OnTheWire() -> None:
+    """
+    Found by the IPMsg wire fuzz (hypothesis, C{tests/ipmsg/test_wire.py::test_roundTrip},
+    while this fuzz target was run with C{tests/ipmsg}): a packet with UTF8OPT but another
+    code page was written in that code page, and every reader (ours too) decoded its
+    header and body as UTF-8: C{\\x80} came back as C{"\\ufffd0\\ufffd0"}. UTF8OPT now
+    means UTF-8 on the wire, whatever the packet's code page.
+    """
+    from twisted_udpsuite.ipmsg.wire import UTF8OPT, Mode, Packet, decodePacket
+
+    command = Mode.SENDMSG | UTF8OPT
+    packet = Packet("1", 7, "张", "pc", command, "\x80 你好", ("附件",), "gb18030")
+    decoded = decodePacket(packet.toBytes(), encoding="gb18030")
+    assert (decoded.user, decoded.body, decoded.extra) == ("张", "\x80 你好", ("附件",))
+    plain = Packet("1", 7, "张", "pc", Mode.SENDMSG, "你好", (), "gb18030")
+    assert "你好".encode("gb18030") in plain.toBytes()  # without UTF8OPT: its code page
