@@ -61,6 +61,9 @@ class Target:
         network namespace of the test's own.
     @ivar answersAllowed: it promises each source at most the datagrams
         L{tests.soak.fuzzer.ipmsgAnswersAllowed} counts for what that source sent.
+    @ivar settles: within seconds of the fuzz's end it holds no more files open than
+        before it. Not TFTP: a transfer the fuzz began waits out the retransmission
+        timeout it asked for (up to 255 s, RFC 2349) before it gives up.
     """
 
     options: list[str]
@@ -68,12 +71,14 @@ class Target:
     noAmplification: bool = False
     namespace: bool = False
     answersAllowed: bool = False
+    settles: bool = True
 
 
 TARGETS = {
     "tftp": Target(
         ["tftp", "--writable", "--root", "{root}"],
         {"tftp": rb"tftp listening on 127\.0\.0\.1:(\d+)"},
+        settles=False,
     ),
     "echo": Target(["echo"], {"echo": rb"echo listening on 127\.0\.0\.1:(\d+) \(UDP\)"}, True),
     "chatroom": Target(
@@ -193,10 +198,10 @@ GIFT = "gift.bin"
 async def test_fuzz(reactor: Any, tmp_path: Path, service: str) -> None:
     """
     Seconds of seeded random and mutated inputs: no traceback, a good client served after,
-    memory bounded, and for echo, the chat room and the responder no reply bytes to a
-    non-member beyond what it sent; IPMsg answered no source beyond its promise
-    (L{tests.soak.fuzzer.ipmsgAnswersAllowed}), and fetched into its inbox nothing but
-    what the good client offered it.
+    memory bounded, no file descriptor left open, and for echo, the chat room and the
+    responder no reply bytes to a non-member beyond what it sent; IPMsg answered no
+    source beyond its promise (L{tests.soak.fuzzer.ipmsgAnswersAllowed}), and its inbox
+    holds what it was sent whole and nothing else (L{checkInbox}).
     """
     target = TARGETS[service]
     root = tmp_path / "root"
@@ -228,6 +233,7 @@ async def test_fuzz(reactor: Any, tmp_path: Path, service: str) -> None:
             for name, port in ports.items():
                 await goodClient(reactor, name, port, tmp_path, root, prefix)
             before = figures.rss(server.pid)
+            fdsBefore = figures.openFiles(server.pid)
             for name, port in ports.items():
                 plan = {
                     "service": name,
@@ -249,6 +255,7 @@ async def test_fuzz(reactor: Any, tmp_path: Path, service: str) -> None:
                 for name, port in ports.items()
             }
             after = figures.rss(server.pid)
+            fdsAfter = await settledFiles(reactor, server.pid, len(fdsBefore))
         finally:
             await server.stop()
             (tmp_path / "server.log").write_bytes(server.output)  # for a look after a failure
@@ -256,6 +263,8 @@ async def test_fuzz(reactor: Any, tmp_path: Path, service: str) -> None:
     # A bound on growth, not a measure: the fuzzed state (members, buckets, sessions
     # dallying) is all bounded by the services' limits; a leak per input would pass it.
     assert after["rss"] - before["rss"] < 48 * 1024, (before, after)
+    if target.settles:
+        assert len(fdsAfter) <= len(fdsBefore), (fdsBefore, fdsAfter)  # none leaked
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == sorted(served), "root changed"
     parts = checkInbox(inbox, (tmp_path / GIFT).read_bytes(), results)
     for name, result in results.items():
@@ -285,8 +294,23 @@ async def test_fuzz(reactor: Any, tmp_path: Path, service: str) -> None:
             rssBeforeKiB=before["rss"],
             rssAfterKiB=after["rss"],
             rssPeakKiB=after["peak"],
+            openFilesBefore=len(fdsBefore),
+            openFilesAfter=len(fdsAfter),
             **ipmsg,
         )
+
+
+async def settledFiles(reactor: Any, pid: int, wanted: int) -> dict[str, str]:
+    """
+    The open files of process C{pid} once they are down to C{wanted} (connections the
+    fuzz left are closing), or after 10 s.
+    """
+    for _ in range(50):
+        found = figures.openFiles(pid)
+        if len(found) <= wanted:
+            break
+        await sleep(reactor, 0.2)
+    return found
 
 
 def checkInbox(inbox: Path, gift: bytes, results: dict[str, Any]) -> int:
