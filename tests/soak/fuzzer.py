@@ -420,26 +420,43 @@ class FileSenders:
             listener.setblocking(False)
             self.listeners[listener] = index
             selector.register(listener, selectors.EVENT_READ, self)
-        self.offers: dict[tuple[int, int], dict[int, int]] = {}
+        self.offers: dict[tuple[int, int], dict[int, int] | None] = {}
         self.requests: dict[socket.socket, tuple[int, bytes]] = {}
         self.held: list[socket.socket] = []
         self.answered = dict.fromkeys(self.WAYS, 0)
         self.wholeSizes: set[int] = set()
 
     def noteSent(self, index: int, data: bytes) -> None:
-        """Remember the files offered by what source C{index} sent, if it offered any."""
+        """
+        Remember the sizes of the files offered by what source C{index} sent, if it
+        offered any. Where the service may see other sizes than we do (the offer reads
+        otherwise in UTF-8 and GB18030, or its packet number came before with other
+        files), the sizes are unknown (L{None}): such files are never sent whole, more,
+        or less, as what would be whole is not known.
+        """
         from twisted_udpsuite.ipmsg import wire
         from twisted_udpsuite.ipmsg.wire import MalformedPacket, Mode
 
         try:
-            packet = wire.decodePacket(data)
-            if packet.mode != Mode.SENDMSG or not packet.has(wire.FILEATTACHOPT):
-                return
-            files = wire.parseAttachments(packet.extra[0]) if packet.extra else []
+            raw = wire.splitPacket(data)
         except MalformedPacket:
             return
+        if raw.command & 0xFF != Mode.SENDMSG or not raw.command & wire.FILEATTACHOPT:
+            return
+        readings = []
+        for encoding in ("utf-8", "gb18030"):
+            packet = wire.decodePacket(data, encoding)
+            try:
+                files = wire.parseAttachments(packet.extra[0]) if packet.extra else []
+            except MalformedPacket:
+                files = []
+            readings.append({a.fileId: a.size for a in files})
+        key = (index, raw.packetNo)
+        sizes: dict[int, int] | None = readings[0] if readings[0] == readings[1] else None
+        if key in self.offers and self.offers[key] != sizes:
+            sizes = None
         if len(self.offers) < 100_000:
-            self.offers[(index, packet.packetNo)] = {a.fileId: a.size for a in files}
+            self.offers[key] = sizes
 
     def readable(self, sock: socket.socket) -> None:
         if sock in self.listeners:
@@ -472,12 +489,18 @@ class FileSenders:
 
         try:
             asked = wire.parseFileRequest(wire.decodePacket(request.rstrip(b"\0")).body)
-            size = self.offers[(index, asked.packetNo)][asked.fileId]
+            sizes = self.offers[(index, asked.packetNo)]
+            size = sizes[asked.fileId] if sizes is not None else None
         except (MalformedPacket, KeyError, IndexError):
             asked, size = None, 0
         # Garbage only where no file was offered: a part of an offered file kept for a
         # resume holds nothing but the PATTERN, so whatever is published must match it.
-        way = self.rng.choice(self.FOR_OFFERED) if asked is not None else "garbage"
+        if asked is None:
+            way = "garbage"
+        elif size is None:
+            way, size = self.rng.choice(self.FOR_OFFERED[3:]), 0
+        else:
+            way = self.rng.choice(self.FOR_OFFERED)
         if way in ("whole", "long") and size + 5000 > len(PATTERN):
             way = "short"
         self.answered[way] += 1
