@@ -193,6 +193,7 @@ def _http(names: list[str]) -> list[bytes]:
 
 
 def _ipmsg(names: list[str]) -> list[bytes]:
+    """IPMsg datagrams, as built by its own codec (so valid ones), with GBK where peers write it."""
     from twisted_udpsuite.ipmsg import wire
     from twisted_udpsuite.ipmsg.wire import Attachment, Mode, Packet
 
@@ -224,10 +225,10 @@ def _ipmsg(names: list[str]) -> list[bytes]:
             "研发部",
             extension,
             enc="gbk",
-        ),  # fmt: skip
+        ),
         packet(
             "1_iptux 0.8.3", Mode.BR_ENTRY | wire.ABSENCEOPT | caps, "tux", "lab", "icon", "utf-8"
-        ),  # fmt: skip
+        ),
         packet("1", Mode.ANSENTRY | caps, "fuzz", "lab", extension),
         packet("1", Mode.BR_ABSENCE | wire.ABSENCEOPT, "fuzz [away]", "lab"),
         packet("1", Mode.BR_EXIT, "fuzz", "lab"),
