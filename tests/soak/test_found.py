@@ -208,3 +208,61 @@ def test_httpTargetNotInOriginForm(tmp_path: Path, target: bytes) -> None:
         channel.dataReceived(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     assert transport.value().startswith(b"HTTP/1.1 400 "), transport.value()[:200]
     assert [formatEvent(e) for e in events if e.get("log_failure")] == []
+
+
+def test_dropBoxTakesTwoFilesOfOneNameAtOnce(tmp_path: Path) -> None:
+    """
+    Found by the IPMsg fuzz (#16 §5; seeds 3 and 5, 4 s): two files of one name offered
+    at once (one offer holding both, or two offers before the first fetch ended) were
+    both fetched to the same free name; the second to finish could not be published over
+    the first and was thrown away, although every byte of it had come (with seed 4, two
+    fetches of one offer shared a part file: the second found it published away).
+    Each now gets a name, and so a part file, of its own.
+    """
+    from tests.ipmsg.helpers import PREFIX, member
+    from tests.ipmsg.test_files import connectTCP
+    from tests.ipmsg.test_service import service
+    from twisted_udpsuite.ipmsg.files import FileOffers, FileServerFactory
+
+    net = MemoryNetwork()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "report.txt").write_bytes(f"from {folder}\n".encode())
+    alice = member(net, 1, "Alice")
+    alice.peer.offers = FileOffers(alice.host)
+    server = FileServerFactory(alice.peer.offers, alice.host)
+    box = service(net, tmp_path, "--root", str(inbox), "--accept-files")
+    box.startService()
+    net.advance(1.1)
+    paths = [FilePath(str(tmp_path / folder / "report.txt")) for folder in ("a", "b")]
+    net.runUntil(alice.peer.offerFiles((f"{PREFIX}.10", 2425), paths, "both"))
+    with capturedLogs() as events:
+        pumps = [connectTCP(box.peer._reactor, server, alice.address[0]) for _ in paths]
+        for pump in pumps:
+            assert pump is not None
+            pump.flush()
+    assert sorted(p.read_bytes() for p in inbox.iterdir()) == [b"from a\n", b"from b\n"]
+    assert sorted(p.name for p in inbox.iterdir()) == ["report (1).txt", "report.txt"]
+    assert not [e for e in events if "failed" in e.get("log_format", "")]
+    box.stopService()
+    net.advance(1)
+
+
+def test_utf8OptionMeansUTF8OnTheWire() -> None:
+    """
+    Found by the IPMsg wire fuzz (hypothesis, C{tests/ipmsg/test_wire.py::test_roundTrip},
+    while this fuzz target was run with C{tests/ipmsg}): a packet with UTF8OPT but another
+    code page was written in that code page, and every reader (ours too) decoded its
+    header and body as UTF-8: C{\\x80} came back as C{"\\ufffd0\\ufffd0"}. UTF8OPT now
+    means UTF-8 on the wire, whatever the packet's code page.
+    """
+    from twisted_udpsuite.ipmsg.wire import UTF8OPT, Mode, Packet, decodePacket
+
+    command = Mode.SENDMSG | UTF8OPT
+    packet = Packet("1", 7, "张", "pc", command, "\x80 你好", ("附件",), "gb18030")
+    decoded = decodePacket(packet.toBytes(), encoding="gb18030")
+    assert (decoded.user, decoded.body, decoded.extra) == ("张", "\x80 你好", ("附件",))
+    plain = Packet("1", 7, "张", "pc", Mode.SENDMSG, "你好", (), "gb18030")
+    assert "你好".encode("gb18030") in plain.toBytes()  # without UTF8OPT: its code page

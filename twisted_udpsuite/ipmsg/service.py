@@ -69,6 +69,8 @@ class DropBox:
 
     @param maxFileSize: larger offers are refused (C{None}: no limit).
     @ivar received: the files fetched.
+    @ivar fetching: the paths of the fetches under way (each file its own name, and so
+        its own part file, even when several of one name come at once).
     """
 
     log = Logger(namespace="twisted_udpsuite.ipmsg")
@@ -79,6 +81,7 @@ class DropBox:
         self.root = root
         self.maxFileSize = maxFileSize
         self.received: list[FetchResult] = []
+        self.fetching: set[str] = set()
 
     def peerJoined(self, peer: PeerInfo) -> None:
         self.log.info("ipmsg: {peer} joined", peer=_safe(peer.describe()))
@@ -145,7 +148,9 @@ class DropBox:
             self.log.info("ipmsg: cannot fetch {file}: {error}", file=_safe(attachment.name),
                           error=e)  # fmt: skip
             return
+        self.fetching.add(target.path)
         d.addCallbacks(done, failed)
+        d.addBoth(lambda _: self.fetching.discard(target.path))
 
     def _target(self, name: str) -> FilePath[str] | None:
         """A free path in the root for C{name}: C{NAME}, else C{NAME (1).ext}... ."""
@@ -159,7 +164,7 @@ class DropBox:
                 return None
             if "/" in candidate or path.parent() != FilePath(os.path.realpath(self.root.path)):
                 return None
-            if not os.path.lexists(path.path):
+            if not os.path.lexists(path.path) and path.path not in self.fetching:
                 return path
         return None
 

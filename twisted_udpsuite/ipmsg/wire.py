@@ -173,8 +173,9 @@ class Packet:
 
     def toBytes(self) -> bytes:
         """
-        The datagram.  The header and body are encoded with L{encoding}
-        (unencodable characters become C{?}); an extra section that starts with
+        The datagram.  The header and body are encoded with L{encoding}, or
+        UTF-8 if the command has L{UTF8OPT} (as every reader decodes it);
+        unencodable characters become C{?}.  An extra section that starts with
         C{\\n} (the entry extension) is UTF-8.
 
         @raise MalformedPacket: if a field would break the framing (a C{:} in the
@@ -190,9 +191,10 @@ class Packet:
         if "\0" in self.body or any("\0" in x for x in self.extra):
             raise MalformedPacket("a section holds NUL")
         head = f"{self.version}:{self.packetNo}:{self.user}:{self.host}:{self.command}:"
-        parts = [_encode(head + self.body, self.encoding)]
+        encoding = "utf-8" if self.command & UTF8OPT else self.encoding
+        parts = [_encode(head + self.body, encoding)]
         for section in self.extra:
-            parts.append(_encode(section, "utf-8" if section.startswith("\n") else self.encoding))
+            parts.append(_encode(section, "utf-8" if section.startswith("\n") else encoding))
         return b"\0".join(parts)
 
 
