@@ -11,7 +11,7 @@ C{bash .ci/install-peers && bash .ci/setup '.[test]'}:
 
     python bench/soak.py [--report soak.jsonl] [-k PYTEST_EXPRESSION]
 
-Takes about 15 minutes on two cores. C{UDPSUITE_FUZZ_SEED} replays another fuzz seed.
+Takes about 17 minutes on two cores. C{UDPSUITE_FUZZ_SEED} replays another fuzz seed.
 """
 
 from __future__ import annotations
