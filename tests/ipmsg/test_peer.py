@@ -130,6 +130,33 @@ def test_lossAndDuplication(seed: int) -> None:
     stop(alice, bob)
 
 
+def test_unansweredTableBounded() -> None:
+    """
+    Past C{maxUnanswered} packets awaiting an answer, a new one fails at once (nothing
+    sent, nothing kept, counted); those already waiting keep their retries, and once one
+    ends there is room again. A flood of sealed messages or ASKSHAREDs from many forged
+    sources would otherwise grow the retry table at the full accepted rate.
+    """
+    net = MemoryNetwork()
+    alice = member(net, 1, "Alice", maxUnanswered=2)
+    nobody = [(f"{PREFIX}.{n}", 2425) for n in (7, 8, 9)]
+    first, second = (alice.peer.sendMessage(a, "anyone?") for a in nobody[:2])
+    third = alice.peer.sendMessage(nobody[2], "anyone?")
+    failureResultOf(third, NotAcknowledged)
+    assert not [r for r in net.datagrams if r.destination == nobody[2]]
+    assert alice.peer.stats.dropped == {"unanswered table full": 1}
+    net.advance(10)
+    failureResultOf(first, NotAcknowledged)
+    failureResultOf(second, NotAcknowledged)
+    assert len([r for r in net.datagrams if r.destination == nobody[0]]) == 6
+    fourth = alice.peer.sendMessage(nobody[2], "now?")
+    net.advance(10)
+    failureResultOf(fourth, NotAcknowledged)
+    assert len([r for r in net.datagrams if r.destination == nobody[2]]) == 6
+    assert net.clock.getDelayedCalls() == []
+    stop(alice)
+
+
 def test_notAcknowledged() -> None:
     """
     With nobody there, the message is sent C{attempts} times, 0.75 s apart,

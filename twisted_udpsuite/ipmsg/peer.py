@@ -289,6 +289,10 @@ class IPMsgPeer(DatagramProtocol):
         BR_ENTRY to by unicast, for peers that broadcasts do not reach.
     @param peerLifetime: seconds after which a silent peer is forgotten.
     @param rate: datagrams per second taken from one source address (C{burst} at once).
+    @param maxUnanswered: how many of our packets may wait for an answer at once
+        (messages, READMSGs, offers to an ASKSHARED); past it a new one fails at once with
+        L{NotAcknowledged}, so that a flood of sealed messages or ASKSHAREDs from many
+        sources cannot grow the retry table without bound.
     @param random: the source of the ANSENTRY delays (seed it in tests).
     @ivar peers: the table, by address, least recently heard first.
     """
@@ -316,6 +320,7 @@ class IPMsgPeer(DatagramProtocol):
         attempts: int = 6,
         maxSeen: int = 2048,
         maxPending: int = 256,
+        maxUnanswered: int = 1024,
         random: random.Random | None = None,
         offers: Any = None,
         broadcasts: Any = None,
@@ -339,6 +344,7 @@ class IPMsgPeer(DatagramProtocol):
         self.attempts = attempts
         self.maxSeen = maxSeen
         self.maxPending = maxPending
+        self.maxUnanswered = maxUnanswered
         self.offers = offers
         #: The files to offer an iptux user who asks for our shared files (None: none).
         self.sharedFiles: Callable[[], list[FilePath[str]]] | None = None
@@ -843,6 +849,9 @@ class IPMsgPeer(DatagramProtocol):
 
     def _sendUntilAnswered(self, packet: Packet, address: Address, answer: int) -> Deferred[int]:
         key = (int(answer), packet.packetNo)
+        if len(self._outgoing) >= self.maxUnanswered:
+            self.stats.drop("unanswered table full")
+            return fail(NotAcknowledged(f"{len(self._outgoing)} packets already await an answer"))
 
         def cancel(d: Deferred[int]) -> None:
             outgoing = self._outgoing.pop(key, None)
