@@ -250,6 +250,48 @@ def test_dropBoxTakesTwoFilesOfOneNameAtOnce(tmp_path: Path) -> None:
     net.advance(1)
 
 
+def test_dropBoxFetchesAtMostMaxFetchesAtOnce(tmp_path: Path) -> None:
+    """
+    Found reading the IPMsg fuzz's figures (#16 §5): one offer datagram may list hundreds
+    of files, and the drop box opened a TCP fetch for each at once. Past C{maxFetches}
+    an attachment is refused with a log line saying why; when a fetch ends there is room.
+    """
+    from tests.ipmsg.helpers import PREFIX, member
+    from tests.ipmsg.test_files import connectTCP
+    from tests.ipmsg.test_service import service
+    from twisted_udpsuite.ipmsg.files import FileOffers, FileServerFactory
+
+    net = MemoryNetwork()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    names = [f"f{n}.txt" for n in range(3)]
+    for name in names:
+        (tmp_path / name).write_bytes(name.encode())
+    alice = member(net, 1, "Alice")
+    alice.peer.offers = FileOffers(alice.host)
+    server = FileServerFactory(alice.peer.offers, alice.host)
+    box = service(net, tmp_path, "--root", str(inbox), "--accept-files")
+    box.dropBox.maxFetches = 2
+    box.startService()
+    net.advance(1.1)
+    paths = [FilePath(str(tmp_path / name)) for name in names]
+    with capturedLogs() as events:
+        net.runUntil(alice.peer.offerFiles((f"{PREFIX}.10", 2425), paths, "three"))
+        refused = [formatEvent(e) for e in events if "refused" in e.get("log_format", "")]
+        assert refused == [
+            f"ipmsg: refused f2.txt from {PREFIX}.1: 2 files are being fetched already"
+        ]
+        assert len(box.dropBox.fetching) == 2
+        for _ in range(2):
+            pump = connectTCP(box.peer._reactor, server, alice.address[0])
+            assert pump is not None
+            pump.flush()
+    assert sorted(p.name for p in inbox.iterdir()) == ["f0.txt", "f1.txt"]
+    assert box.dropBox.fetching == set()
+    box.stopService()
+    net.advance(1)
+
+
 def test_utf8OptionMeansUTF8OnTheWire() -> None:
     """
     Found by the IPMsg wire fuzz (hypothesis, C{tests/ipmsg/test_wire.py::test_roundTrip},

@@ -68,6 +68,8 @@ class DropBox:
     Logs messages and presence; with C{root}, fetches offered files into it.
 
     @param maxFileSize: larger offers are refused (C{None}: no limit).
+    @param maxFetches: how many files are fetched at once; an offer past it is refused
+        (one offer may list hundreds of files, each its own TCP connection).
     @ivar received: the files fetched.
     @ivar fetching: the paths of the fetches under way (each file its own name, and so
         its own part file, even when several of one name come at once).
@@ -76,10 +78,11 @@ class DropBox:
     log = Logger(namespace="twisted_udpsuite.ipmsg")
 
     def __init__(self, peer: IPMsgPeer, root: FilePath[str] | None = None,
-                 maxFileSize: int | None = None) -> None:  # fmt: skip
+                 maxFileSize: int | None = None, maxFetches: int = 16) -> None:  # fmt: skip
         self.peer = peer
         self.root = root
         self.maxFileSize = maxFileSize
+        self.maxFetches = maxFetches
         self.received: list[FetchResult] = []
         self.fetching: set[str] = set()
 
@@ -122,6 +125,8 @@ class DropBox:
             reason = "not a regular file"
         elif self.maxFileSize is not None and attachment.size > self.maxFileSize:
             reason = f"larger than {self.maxFileSize} bytes"
+        elif len(self.fetching) >= self.maxFetches:
+            reason = f"{len(self.fetching)} files are being fetched already"
         target = None if reason else self._target(attachment.name)
         if target is None:
             self.log.info("ipmsg: refused {file} from {peer}: {reason}",
