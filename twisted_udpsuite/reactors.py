@@ -37,7 +37,7 @@ class IReactorTCPTime(IReactorTCP, IReactorTime):
 
 
 class IReactorNetwork(
-    IReactorUDP, IReactorTCP, IReactorTime, IReactorCore, IReactorPluggableNameResolver
+    IReactorUDPTime, IReactorTCPTime, IReactorCore, IReactorPluggableNameResolver
 ):
     """Everything a service or a command-line client may ask: both transports, timers,
     start-up and shutdown hooks, and name resolution."""

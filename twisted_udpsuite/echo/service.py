@@ -4,8 +4,6 @@ The echo service: UDP and TCP echo on one port number, and its twistd options.
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet.interfaces import IListeningPort, IUDPTransport
 
 from twisted_udpsuite import ports
@@ -16,7 +14,7 @@ from twisted_udpsuite.echo.server import (
     TCPEchoFactory,
     UDPEchoProtocol,
 )
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
 from twisted_udpsuite.service import (
     Listener,
     ListeningService,
@@ -34,7 +32,7 @@ class EchoService(ListeningService):
     RFC 862 echo on UDP and TCP, bound to the same port number.
 
     With C{port=0} the UDP port is chosen first and TCP takes the same
-    number.  Starting raises L{twisted.internet.error.CannotListenError}
+    number.  Starting raises C{twisted.internet.error.CannotListenError}
     if either port cannot be bound (and leaves neither bound).
 
     @ivar stats: the L{EchoStats} both sides update.
@@ -46,7 +44,7 @@ class EchoService(ListeningService):
         interface: str = "",
         policy: EchoPolicy | None = None,
         tcp: bool = True,
-        reactor: Any = None,
+        reactor: IReactorNetwork | None = None,
     ) -> None:
         reactor = reactorOr(reactor)
         self.port = port
@@ -64,12 +62,14 @@ class EchoService(ListeningService):
     @property
     def udpPort(self) -> IUDPTransport | None:
         """The bound UDP port, once started."""
-        return self.portOf(0)
+        port: IUDPTransport | None = self.portOf(0)
+        return port
 
     @property
     def tcpPort(self) -> IListeningPort | None:
-        """The bound TCP port, once started (L{None} with C{tcp=False})."""
-        return self.portOf(1)
+        """The bound TCP port, once started (C{None} with C{tcp=False})."""
+        port: IListeningPort | None = self.portOf(1)
+        return port
 
 
 class Options(ServiceOptions):
@@ -116,7 +116,7 @@ class Options(ServiceOptions):
         )
 
 
-def makeService(options: Options, reactor: Any = None) -> EchoService:
+def makeService(options: Options, reactor: IReactorNetwork | None = None) -> EchoService:
     """Build the echo service from parsed L{Options}."""
     return EchoService(
         port=options["port"],
