@@ -16,7 +16,7 @@ from twisted.web import http, pages, server, static
 from zope.interface import implementer
 
 from twisted_udpsuite.drain import Drain, IDrainable
-from twisted_udpsuite.files.server import RequestCounts
+from twisted_udpsuite.files.counts import RequestCounts
 from twisted_udpsuite.paths import isTemporaryName, isWithin
 from twisted_udpsuite.reactors import reactorOr
 

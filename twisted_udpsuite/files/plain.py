@@ -33,22 +33,15 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
-from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from twisted_udpsuite.files.client import FetchError
-from twisted_udpsuite.files.server import (
-    FileServerFactory,
-    _tuneTransport,
-    errorStatus,
-    openRegularFile,
-    peerText,
-    resolveFile,
-    startBody,
-)
+from twisted_udpsuite.files.senders import startBody
+from twisted_udpsuite.files.served import errorStatus, openRegularFile, resolveFile
+from twisted_udpsuite.files.server import FileServerConnection, FileServerFactory
 from twisted_udpsuite.files.wire import Status
 from twisted_udpsuite.paths import AtomicFileWriter, UnsafePath
 from twisted_udpsuite.reactors import reactorOr
@@ -134,7 +127,7 @@ class NameReader:
 
 
 @implementer(IHalfCloseableProtocol)
-class PlainFileProtocol(Protocol):
+class PlainFileProtocol(FileServerConnection):
     """
     One plain request: read the name, send the file (or nothing), close.
 
@@ -144,36 +137,21 @@ class PlainFileProtocol(Protocol):
     """
 
     factory: PlainFileFactory
-    log = Logger(namespace="twisted_udpsuite.files")
 
     def connectionMade(self) -> None:
+        super().connectionMade()
         self._reader = NameReader(self.factory.maxName)
         self._name: bytes | None = None
         self._started = self.factory.reactor.seconds()
-        self._sender: Any = None
         self._done = False
-        self._cut = False
         self._stalled = False
         self._gapCall: IDelayedCall | None = None
         self._headerCall: IDelayedCall | None = None
-        self._idleCall: IDelayedCall | None = None
-        _tuneTransport(self.transport)
-        _, self.peer = peerText(self.transport)
-        self.resetTimeout()
 
     # Timers
 
-    def resetTimeout(self) -> None:
-        """Traffic happened: restart the idle timer (the body senders call this too)."""
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.reset(self.factory.idleTimeout)
-        elif not self._done:
-            self._idleCall = self.factory.reactor.callLater(
-                self.factory.idleTimeout, self._idleTimedOut
-            )
-
-    def _idleTimedOut(self) -> None:
-        self._idleCall = None
+    def timeoutConnection(self) -> None:
+        """No traffic for the idle timeout: abort a stalled body or close, or refuse."""
         if self._sender is not None:
             self.log.info("aborting stalled transfer to {peer}", peer=self.peer)
             self._stalled = True
@@ -194,13 +172,12 @@ class PlainFileProtocol(Protocol):
         self._refuse(Status.TIMEOUT, "name timeout", "the name did not end in time")
 
     def _cancelTimers(self, idle: bool = True) -> None:
-        calls = [self._gapCall, self._headerCall] + ([self._idleCall] if idle else [])
-        for call in calls:
+        for call in (self._gapCall, self._headerCall):
             if call is not None and call.active():
                 call.cancel()
         self._gapCall = self._headerCall = None
         if idle:
-            self._idleCall = None
+            self.setTimeout(None)
 
     # Input
 
@@ -261,11 +238,6 @@ class PlainFileProtocol(Protocol):
             return
         self._sender = startBody(self, fd, 0, st, None, trailer=False)
 
-    def replaceSender(self, sender: Any) -> None:
-        """Continue the body with C{sender} (the sendfile path gave up on this file)."""
-        self._sender = sender
-        sender.start()
-
     def bodyDone(self, sent: int, outcome: str, abort: bool = False, aborted: bool = False) -> None:
         """The body sender finished (or failed, or the client went away)."""
         self._sender = None
@@ -312,11 +284,6 @@ class PlainFileProtocol(Protocol):
         if self._sender is None and not self._done:
             self._refuse(Status.BUSY, "server stopping", "the server is stopping")
 
-    def cut(self) -> None:
-        """The drain time is over: drop the connection, logging its body as C{cut}."""
-        self._cut = True
-        self.transport.abortConnection()
-
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._sender is not None:
             self._sender.stopProducing()
@@ -325,7 +292,7 @@ class PlainFileProtocol(Protocol):
                 Status.BAD_REQUEST, "client disconnected", 0, "gone before its name ended"
             )
         self._cancelTimers()
-        self.factory.connectionClosed(self)  # type: ignore[arg-type]
+        self.factory.connectionClosed(self)
 
 
 class PlainFileFactory(FileServerFactory):
