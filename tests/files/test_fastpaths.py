@@ -20,8 +20,7 @@ from twisted.python.filepath import FilePath
 
 from tests.files.helpers import Reader, pumpBody, serve
 from tests.files.test_integration import _fetchUntil, addressOf, fileSha, writeBlocks
-from twisted_udpsuite.files import client, clientprotocol, sinks
-from twisted_udpsuite.files import senders
+from twisted_udpsuite.files import client, clientprotocol, senders, sinks
 from twisted_udpsuite.files.service import FileService
 from twisted_udpsuite.files.wire import Fetch, Stat, encodeRequest
 
@@ -60,8 +59,7 @@ class Spy:
 
     def kinds(self) -> list[str]:
         return [
-            "sendfile" if isinstance(s, senders.SendfileSender) else "copy"
-            for s in self.senders
+            "sendfile" if isinstance(s, senders.SendfileSender) else "copy" for s in self.senders
         ]
 
 

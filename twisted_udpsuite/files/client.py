@@ -36,9 +36,9 @@ from twisted_udpsuite.files.errors import (
     TransferInterrupted,
 )
 from twisted_udpsuite.files.partfile import PartFile
-from twisted_udpsuite.files.sinks import FetchSink, StreamSink
+from twisted_udpsuite.files.sinks import FetchSink, StreamSink, Writer
 from twisted_udpsuite.files.wire import Fetch, ListDir, Request, ResponseHead, Stat, Status
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorTCPTime, reactorOr
 
 __all__ = [
     "DigestMismatch",
@@ -104,7 +104,7 @@ def _checkHead(head: ResponseHead | None) -> ResponseHead:
 
 
 def _query(
-    reactor: Any,
+    reactor: IReactorTCPTime,
     address: tuple[str, int],
     request: Request,
     timeout: float,
@@ -125,13 +125,22 @@ def _query(
 
 
 def listDirectory(
-    reactor: Any, address: tuple[str, int], path: str = "", *, timeout: float = 30.0
+    reactor: IReactorTCPTime | None,
+    address: tuple[str, int],
+    path: str = "",
+    *,
+    timeout: float = 30.0,
 ) -> Deferred[list[DirectoryEntry]]:
-    """The entries of directory C{path} on the server (sorted by name)."""
+    """
+    The entries of directory C{path} on the server (sorted by name).
+
+    @param reactor: C{None}: the global reactor.
+    """
+    reactor = reactorOr(reactor)
 
     def parse(result: tuple[ResponseHead, bytes]) -> list[DirectoryEntry]:
         head, body = result
-        entries = []
+        entries: list[DirectoryEntry] = []
         for line in body.splitlines():
             try:
                 item = json.loads(line)
@@ -148,9 +157,14 @@ def listDirectory(
 
 
 def stat(
-    reactor: Any, address: tuple[str, int], path: str, *, timeout: float = 30.0
+    reactor: IReactorTCPTime | None, address: tuple[str, int], path: str, *, timeout: float = 30.0
 ) -> Deferred[StatResult]:
-    """Kind, mtime and (for a file) size and version of C{path} on the server."""
+    """
+    Kind, mtime and (for a file) size and version of C{path} on the server.
+
+    @param reactor: C{None}: the global reactor.
+    """
+    reactor = reactorOr(reactor)
 
     def parse(result: tuple[ResponseHead, bytes]) -> StatResult:
         head, _ = result
@@ -167,10 +181,10 @@ def stat(
 
 
 def fetch(
-    reactor: Any,
+    reactor: IReactorTCPTime | None,
     address: tuple[str, int],
     remote: str,
-    destination: FilePath,
+    destination: FilePath[str],
     *,
     progress: Callable[[int, int | None], None] | None = None,
     timeout: float = 30.0,
@@ -276,10 +290,11 @@ def fetch(
     outer: Deferred[FetchResult] = Deferred(cancel)
 
     def translate(result: Any) -> Any:
-        if isinstance(result, Failure) and result.check(OSError):
-            e = result.value
-            if e.errno == errno.ENOSPC:
-                return Failure(FetchError("no space left on the device; the part file is kept"))
+        if isinstance(result, Failure) and isinstance(result.value, OSError):
+            if result.value.errno == errno.ENOSPC:
+                return Failure(  # type: ignore[no-untyped-call]
+                    FetchError("no space left on the device; the part file is kept")
+                )
         return result
 
     inner.addBoth(translate).chainDeferred(outer)
@@ -287,10 +302,10 @@ def fetch(
 
 
 def fetchTo(
-    reactor: Any,
+    reactor: IReactorTCPTime | None,
     address: tuple[str, int],
     remote: str,
-    output: Any,
+    output: Writer,
     *,
     progress: Callable[[int, int | None], None] | None = None,
     timeout: float = 30.0,

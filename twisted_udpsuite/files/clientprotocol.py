@@ -133,7 +133,7 @@ class FileClientProtocol(Protocol, IdleTimeout):
 
     def timeoutConnection(self) -> None:
         """No byte from the server for the idle timeout: close, failing the requests."""
-        self.lostReason = Failure(FetchError(f"no data from the server for {self._idleTimeout}s"))
+        self.lostReason = Failure(FetchError(f"no data from the server for {self._idleTimeout}s"))  # type: ignore[no-untyped-call]
         self.transport.abortConnection()
 
     def request(self, request: Request, sink: ResponseSink) -> Deferred[Any]:
@@ -151,10 +151,10 @@ class FileClientProtocol(Protocol, IdleTimeout):
             self._dispatch(self._parser.feed(data))
             self._maybeSplice()
         except MalformedFrame as e:
-            self.lostReason = Failure(FetchError(f"bad answer from the server: {e}"))
+            self.lostReason = Failure(FetchError(f"bad answer from the server: {e}"))  # type: ignore[no-untyped-call]
             self.transport.abortConnection()
         except Exception:
-            self.lostReason = Failure()
+            self.lostReason = Failure()  # type: ignore[no-untyped-call]
             self.transport.abortConnection()
 
     def _checkOpening(self, data: bytes) -> bool:
@@ -169,7 +169,7 @@ class FileClientProtocol(Protocol, IdleTimeout):
             shown = (self._opening + data[4 - len(self._opening) :])[:24]
             self.lostReason = Failure(
                 FetchError(f"not a udpsuite file server: it answered {shown!r}")
-            )
+            )  # type: ignore[no-untyped-call]
             self._opening = None
             self.transport.abortConnection()
             return False
@@ -220,18 +220,18 @@ class FileClientProtocol(Protocol, IdleTimeout):
         self._splicing = True
         # The reactor calls transport.doRead when the socket is readable; Twisted's
         # own abortConnection replaces it the same way.
-        self.transport.doRead = self._spliceRead
+        self.transport.doRead = self._spliceRead  # type: ignore[attr-defined]  # a tcp.Connection
 
     def _stopSplice(self) -> None:
         self._splicing = False
         if self.transport.__dict__.get("doRead") == self._spliceRead:
-            del self.transport.doRead
+            del self.transport.doRead  # type: ignore[attr-defined]
 
     def _spliceRead(self) -> Any:
         """The transport's C{doRead} while splicing: returns what C{doRead} would."""
         assert self._pipe is not None
         pipeRead, pipeWrite = self._pipe
-        socket = self.transport.fileno()
+        socket = self.transport.fileno()  # type: ignore[attr-defined]  # a tcp.Connection
         budget = SPLICE_TURN
         while budget > 0 and self._splicing:
             want = min(self._parser.bodyRemaining, self._pipeSize)
@@ -260,7 +260,7 @@ class FileClientProtocol(Protocol, IdleTimeout):
                     self._stopSplice()
                 self._dispatch(events)
             except Exception:
-                self.lostReason = Failure()
+                self.lostReason = Failure()  # type: ignore[no-untyped-call]
                 self._stopSplice()
                 self.transport.abortConnection()
                 return None
@@ -275,8 +275,8 @@ class FileClientProtocol(Protocol, IdleTimeout):
             self._pipe = None
         self.setTimeout(None)
         failure = self.lostReason or reason
-        if failure.check(ConnectionDone, ConnectionLost):
-            failure = Failure(TransferInterrupted("the connection was lost"))
+        if failure.check(ConnectionDone, ConnectionLost):  # type: ignore[no-untyped-call]
+            failure = Failure(TransferInterrupted("the connection was lost"))  # type: ignore[no-untyped-call]
         sinks, self._sinks = self._sinks, []
         for sink in sinks:
             sink.onLost(failure)
@@ -290,7 +290,7 @@ def canSplice(transport: object) -> bool:
         and hasattr(fcntl, "F_SETPIPE_SZ")
         and isinstance(transport, tcp.Connection)
         and not getattr(transport, "TLS", False)
-        and transport.connected
+        and bool(transport.connected)
     )
 
 
@@ -305,7 +305,7 @@ async def connect(
     protocol = FileClientProtocol(reactor, idleTimeout)
     endpoint = HostnameEndpoint(reactor, address[0], address[1], timeout=timeout)
     try:
-        await connectProtocol(endpoint, protocol)
+        await connectProtocol(endpoint, protocol)  # type: ignore[no-untyped-call]
     except (CancelledError, ConnectingCancelledError):
         raise CancelledError() from None
     except Exception as e:

@@ -9,8 +9,11 @@ import errno
 import hashlib
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Protocol
 
+from twisted.internet.interfaces import IReactorTime
+
+from twisted_udpsuite.connections import IConnectionTransport
 from twisted_udpsuite.files import partfile
 from twisted_udpsuite.files.clientprotocol import NO_SPLICE, ResponseSink
 from twisted_udpsuite.files.errors import InsufficientSpace
@@ -18,10 +21,17 @@ from twisted_udpsuite.files.hashing import StreamHasher
 from twisted_udpsuite.files.partfile import PartFile
 from twisted_udpsuite.files.wire import MalformedFrame, ResponseHead, Trailer
 
-__all__ = ["FetchSink", "StreamSink"]
+__all__ = ["FetchSink", "StreamSink", "Writer"]
 
 #: Spliced bytes handed to the hasher at once (read back in one job).
 HASH_RANGE = 1024 * 1024
+
+
+class Writer(Protocol):
+    """Where a streamed body goes: anything with C{write(bytes)} (standard output)."""
+
+    def write(self, data: bytes, /) -> object:
+        """Take the next bytes."""
 
 
 class FetchSink(ResponseSink):
@@ -39,8 +49,8 @@ class FetchSink(ResponseSink):
         self.progress = progress
         self.fd = -1
         self.hasher: StreamHasher | None = None
-        self.reactor: Any = None
-        self.transport: Any = None
+        self.reactor: IReactorTime | None = None
+        self.transport: IConnectionTransport | None = None
         self.received = 0
         self.written = 0
         self.total = 0
@@ -177,7 +187,7 @@ class FetchSink(ResponseSink):
         self.deferred.callback(self.head)
 
     def _backlog(self, behind: bool) -> None:
-        if self.transport is not None and self.transport.connected:
+        if self.transport is not None and self.transport.connected:  # type: ignore[attr-defined]
             if behind:
                 self.transport.pauseProducing()
             else:
@@ -195,7 +205,7 @@ class FetchSink(ResponseSink):
 class StreamSink(ResponseSink):
     """Passes a FETCH body on to a writer as it arrives, hashing it (no part file)."""
 
-    def __init__(self, output: Any, progress: Callable[[int, int | None], None] | None) -> None:
+    def __init__(self, output: Writer, progress: Callable[[int, int | None], None] | None) -> None:
         super().__init__()
         self.output = output
         self.progress = progress
