@@ -1,1 +1,64 @@
-"""TCP file serving: framing, server, resuming client and CLI (issue #7)."""
+"""
+TCP file serving: a framed protocol (pipelined FETCH/LIST/STAT, resumable downloads
+checked by sha256), the socket tutorials' plain protocol, and a service that serves a
+root over both and over HTTP.
+
+The library's names are importable from here: the client functions (L{fetch},
+L{fetchTo}, L{listDirectory}, L{stat}, L{fetchPlain}, L{fetchPlainTo}), their results
+and errors, the server factories and the service.
+"""
+
+from twisted_udpsuite.files.client import (
+    DirectoryEntry,
+    FetchResult,
+    StatResult,
+    fetch,
+    fetchTo,
+    listDirectory,
+    stat,
+)
+from twisted_udpsuite.files.counts import RequestCounts
+from twisted_udpsuite.files.errors import (
+    DigestMismatch,
+    FetchError,
+    FileChanged,
+    InsufficientSpace,
+    ServerError,
+    TransferInterrupted,
+)
+from twisted_udpsuite.files.plain import (
+    NothingReceived,
+    PlainFileFactory,
+    PlainFileProtocol,
+    PlainResult,
+    fetchPlain,
+    fetchPlainTo,
+)
+from twisted_udpsuite.files.server import FileServerFactory, FileServerProtocol
+from twisted_udpsuite.files.service import FileService
+
+__all__ = [
+    "DigestMismatch",
+    "DirectoryEntry",
+    "FetchError",
+    "FetchResult",
+    "FileChanged",
+    "FileServerFactory",
+    "FileServerProtocol",
+    "FileService",
+    "InsufficientSpace",
+    "NothingReceived",
+    "PlainFileFactory",
+    "PlainFileProtocol",
+    "PlainResult",
+    "RequestCounts",
+    "ServerError",
+    "StatResult",
+    "TransferInterrupted",
+    "fetch",
+    "fetchPlain",
+    "fetchPlainTo",
+    "fetchTo",
+    "listDirectory",
+    "stat",
+]

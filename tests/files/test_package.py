@@ -1,0 +1,23 @@
+"""What C{twisted_udpsuite.files} exports: the names the docs import, and nothing missing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import twisted_udpsuite.files as files
+
+
+def test_libraryNames() -> None:
+    """The documented library names are exported, and every exported name exists."""
+    documented = {"fetch", "listDirectory", "stat", "FileServerFactory", "NothingReceived",
+                  "PlainFileFactory", "fetchPlain", "FetchError", "FetchResult"}  # fmt: skip
+    assert documented <= set(files.__all__)
+    assert [name for name in files.__all__ if not hasattr(files, name)] == []
+
+
+def test_noWebUntilAsked() -> None:
+    """Importing the package does not load twisted.web (only the HTTP port needs it)."""
+    code = "import sys, twisted_udpsuite.files; print('twisted.web' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
