@@ -133,7 +133,7 @@ class LimitedServerFactory(_Factory[_P]):
 
 class IdleTimeout(TimeoutMixin):
     """
-    Twisted's L{TimeoutMixin}, typed, on the clock a protocol names in C{clock}.
+    Twisted's C{TimeoutMixin}, typed, on the clock a protocol names in C{clock}.
 
     The protocol sets C{clock} before L{setTimeout}, calls L{resetTimeout} on traffic
     and overrides C{timeoutConnection}.

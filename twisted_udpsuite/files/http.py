@@ -39,7 +39,7 @@ class ConfinedFile(static.File):
             path.decode("utf-8")
         except UnicodeDecodeError:
             # No such name can exist here; Twisted answers the same 404 but logs each
-            # one with a traceback (found by the fuzzer, #16 §5).
+            # one with a traceback.
             return pages.notFound()
         child = super().getChild(path, request)  # type: ignore[no-untyped-call]
         if isinstance(child, static.File):
@@ -53,7 +53,7 @@ class ConfinedFile(static.File):
         if byteRange is not None and not byteRange.isascii():
             # A Range header is ASCII or malformed, and a malformed one is ignored (RFC 9110
             # §14.2); Twisted's own notice of it decodes it as UTF-8, and any other byte
-            # made that a traceback and a 500 (found by the fuzzer, #16 §5).
+            # makes that a traceback and a 500.
             request.requestHeaders.removeHeader(b"range")
         return super().makeProducer(request, fileForReading)  # type: ignore[no-untyped-call]
 
@@ -95,8 +95,8 @@ class _Request(server.Request):
     def process(self) -> None:
         if not self.uri.isascii() or not self.path.startswith(b"/"):
             # A request target is ASCII in origin form (RFC 9112 §3.2); Twisted drops the
-            # first byte as if it were the slash and renders the rest, so C{\x92sub/} was a
-            # traceback and a 500 from its listing (found by the fuzzer, #16 §5).
+            # first byte as if it were the slash and renders the rest, so C{\x92sub/} would be a
+            # traceback and a 500 from its listing.
             self.setResponseCode(http.BAD_REQUEST)
             self.setHeader(b"content-type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
             self.write(b"bad request target\n")  # type: ignore[no-untyped-call]
