@@ -201,23 +201,34 @@ async def test_sendfileRefusedFallsBackToCopying(
     assert spy.senders[0].sent == 200000 and spy.senders[1].sent == SIZE
 
 
-class SlowReader(protocol.Protocol):
-    """Asks for one FETCH, stops reading at once, and collects what it is later given."""
+class Pipeliner(protocol.Protocol):
+    """Sends several requests in one write and parses every answer."""
 
-    def __init__(self) -> None:
-        self.reader = Reader(True)
+    def __init__(self, requests: list[Any]) -> None:
+        self.requests = requests
+        self.reader = Reader(*(isinstance(r, Fetch) for r in requests))
         self.done: Deferred[Any] = Deferred()
 
     def connectionMade(self) -> None:
-        self.transport.pauseProducing()
-        self.transport.write(encodeRequest(Fetch("f.bin")))
+        self.transport.write(b"".join(encodeRequest(r) for r in self.requests))
 
     def dataReceived(self, data: bytes) -> None:
-        if self.reader.feed(data):
+        if len(self.reader.feed(data)) == len(self.requests):
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Any) -> None:
         self.done.callback(self.reader.responses)
+
+
+class SlowReader(Pipeliner):
+    """Asks for one FETCH, stops reading at once, and collects what it is later given."""
+
+    def __init__(self) -> None:
+        super().__init__([Fetch("f.bin")])
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()
+        super().connectionMade()
 
 
 @pytest_twisted.ensureDeferred
@@ -292,25 +303,6 @@ async def test_spliceRefusedFallsBackToReading(
     result = await client.fetch(reactor, addressOf(svc), "f.bin", local).addTimeout(60, reactor)
     assert result.sha256 == digest == fileSha(local.path) and result.size == SIZE
     assert 0 < spy.spliced < SIZE // 2
-
-
-class Pipeliner(protocol.Protocol):
-    """Sends several requests in one write and parses every answer."""
-
-    def __init__(self, requests: list[Any]) -> None:
-        self.requests = requests
-        self.reader = Reader(*(isinstance(r, Fetch) for r in requests))
-        self.done: Deferred[Any] = Deferred()
-
-    def connectionMade(self) -> None:
-        self.transport.write(b"".join(encodeRequest(r) for r in self.requests))
-
-    def dataReceived(self, data: bytes) -> None:
-        if len(self.reader.feed(data)) == len(self.requests):
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason: Any) -> None:
-        self.done.callback(self.reader.responses)
 
 
 @pytest_twisted.ensureDeferred

@@ -4,6 +4,8 @@ The echo service: UDP and TCP echo on one port number, and its twistd options.
 
 from __future__ import annotations
 
+from typing import cast
+
 from twisted.internet.interfaces import IListeningPort, IUDPTransport
 
 from twisted_udpsuite import ports
@@ -62,14 +64,12 @@ class EchoService(ListeningService):
     @property
     def udpPort(self) -> IUDPTransport | None:
         """The bound UDP port, once started."""
-        port: IUDPTransport | None = self.portOf(0)
-        return port
+        return cast("IUDPTransport | None", self.portOf(0))
 
     @property
     def tcpPort(self) -> IListeningPort | None:
         """The bound TCP port, once started (C{None} with C{tcp=False})."""
-        port: IListeningPort | None = self.portOf(1)
-        return port
+        return cast("IListeningPort | None", self.portOf(1))
 
 
 class Options(ServiceOptions):

@@ -9,23 +9,21 @@ and errors, the server factories and the service.
 """
 
 from twisted_udpsuite.files.client import (
+    DigestMismatch,
     DirectoryEntry,
+    FetchError,
     FetchResult,
+    FileChanged,
+    InsufficientSpace,
+    ServerError,
     StatResult,
+    TransferInterrupted,
     fetch,
     fetchTo,
     listDirectory,
     stat,
 )
 from twisted_udpsuite.files.counts import RequestCounts
-from twisted_udpsuite.files.errors import (
-    DigestMismatch,
-    FetchError,
-    FileChanged,
-    InsufficientSpace,
-    ServerError,
-    TransferInterrupted,
-)
 from twisted_udpsuite.files.plain import (
     NothingReceived,
     PlainFileFactory,
@@ -38,27 +36,30 @@ from twisted_udpsuite.files.server import FileServerFactory, FileServerProtocol
 from twisted_udpsuite.files.service import FileService
 
 __all__ = [
-    "DigestMismatch",
-    "DirectoryEntry",
-    "FetchError",
-    "FetchResult",
-    "FileChanged",
-    "FileServerFactory",
-    "FileServerProtocol",
-    "FileService",
-    "InsufficientSpace",
-    "NothingReceived",
-    "PlainFileFactory",
-    "PlainFileProtocol",
-    "PlainResult",
-    "RequestCounts",
-    "ServerError",
-    "StatResult",
-    "TransferInterrupted",
+    # The framed protocol's client: its functions, results and errors.
     "fetch",
-    "fetchPlain",
-    "fetchPlainTo",
     "fetchTo",
     "listDirectory",
     "stat",
+    "FetchResult",
+    "DirectoryEntry",
+    "StatResult",
+    "FetchError",
+    "ServerError",
+    "DigestMismatch",
+    "FileChanged",
+    "TransferInterrupted",
+    "InsufficientSpace",
+    # The plain protocol, both sides.
+    "fetchPlain",
+    "fetchPlainTo",
+    "PlainResult",
+    "NothingReceived",
+    "PlainFileFactory",
+    "PlainFileProtocol",
+    # The framed server and the service.
+    "FileServerFactory",
+    "FileServerProtocol",
+    "FileService",
+    "RequestCounts",
 ]

@@ -372,10 +372,10 @@ class _PlainReceiver(Protocol, IdleTimeout):
     ) -> None:
         self.clock = reactor
         self._name = name
+        self._failure: Failure | None = None
         self._write = write
         self._progress = progress
         self._idleTimeout = idleTimeout
-        self._failure: Failure | None = None
         self.received = 0
         self.done: Deferred[int] = Deferred()
 

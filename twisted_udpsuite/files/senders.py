@@ -64,17 +64,14 @@ _NO_SENDFILE = frozenset(
 class SenderSettings(Protocol):
     """What a body sender asks of its server factory."""
 
+    #: Seconds between two turns of a sender.
+    turnDelay: float
+    #: Whether a body may go out with C{os.sendfile}.
+    sendfile: bool
+
     @property
     def reactor(self) -> IReactorTime:
         """Turns are scheduled, and the hasher runs, on this reactor."""
-
-    @property
-    def turnDelay(self) -> float:
-        """Seconds between two turns of a sender."""
-
-    @property
-    def sendfile(self) -> bool:
-        """Whether a body may go out with C{os.sendfile}."""
 
     def rememberDigest(self, version: str, digest: str) -> None:
         """Keep the sha256 of a file version read whole."""
@@ -96,17 +93,12 @@ class _SocketConnection(Protocol):
 class BodyOwner(Protocol):
     """The protocol a body sender sends for (L{twisted_udpsuite.files.server}, plain)."""
 
+    transport: IConnectionTransport
+    log: Logger
+
     @property
     def factory(self) -> SenderSettings:
         """The server factory."""
-
-    @property
-    def transport(self) -> IConnectionTransport:
-        """The connection."""
-
-    @property
-    def log(self) -> Logger:
-        """Where a sender logs."""
 
     def resetTimeout(self) -> None:
         """Bytes went out: the connection is not idle."""

@@ -14,7 +14,7 @@ port to open on purpose; L{ports.FILES_PLAIN} (8001) is its conventional number.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.interfaces import IListeningPort
 from twisted.python import usage
@@ -94,8 +94,7 @@ class FileService(ListeningService):
     @property
     def listening(self) -> IListeningPort | None:
         """The file protocol's port, once started."""
-        port: IListeningPort | None = self.portOf(0)
-        return port
+        return cast("IListeningPort | None", self.portOf(0))
 
     @property
     def httpListening(self) -> IListeningPort | None:
