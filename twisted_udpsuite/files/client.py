@@ -20,7 +20,6 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -211,7 +210,7 @@ def fetch(
     destination = destination.asTextMode()
     part = PartFile(destination, remote)
     started = reactor.seconds()
-    state: dict[str, Any] = {}
+    state: dict[str, FileClientProtocol] = {}
 
     async def go() -> FetchResult:
         for attempt in range(retryChanged + 1):
@@ -289,7 +288,7 @@ def fetch(
 
     outer: Deferred[FetchResult] = Deferred(cancel)
 
-    def translate(result: Any) -> Any:
+    def translate(result: FetchResult | Failure) -> FetchResult | Failure:
         if isinstance(result, Failure) and isinstance(result.value, OSError):
             if result.value.errno == errno.ENOSPC:
                 return Failure(  # type: ignore[no-untyped-call]
