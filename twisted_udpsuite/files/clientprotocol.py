@@ -14,10 +14,16 @@ import re
 from typing import Any
 
 from twisted.internet import main, tcp
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    connectProtocol,
+)
 from twisted.internet.error import ConnectingCancelledError, ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -43,7 +49,7 @@ try:
 except ImportError:  # not POSIX: no splice path either
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["FileClientProtocol", "ResponseSink", "canSplice", "connect"]
+__all__ = ["FileClientProtocol", "ResponseSink", "canSplice", "clientEndpoint", "connect"]
 
 #: Bytes asked of the socket per read.
 RECV_SIZE = 256 * 1024
@@ -294,6 +300,20 @@ def canSplice(transport: object) -> bool:
     )
 
 
+def clientEndpoint(
+    reactor: IReactorTCPTime, host: str, port: int, timeout: float
+) -> IStreamClientEndpoint:
+    """
+    The endpoint that connects to C{host}: an address directly, a name through a
+    L{HostnameEndpoint} (resolved by the reactor's resolver, each address tried).
+    """
+    if isIPAddress(host):
+        return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+    if isIPv6Address(host):
+        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)  # type: ignore[no-untyped-call]
+    return HostnameEndpoint(reactor, host, port, timeout=timeout)
+
+
 async def connect(
     reactor: IReactorTCPTime, address: tuple[str, int], timeout: float, idleTimeout: float
 ) -> FileClientProtocol:
@@ -303,7 +323,7 @@ async def connect(
     attempt (C{CancelledError}).
     """
     protocol = FileClientProtocol(reactor, idleTimeout)
-    endpoint = HostnameEndpoint(reactor, address[0], address[1], timeout=timeout)
+    endpoint = clientEndpoint(reactor, address[0], address[1], timeout)
     try:
         await connectProtocol(endpoint, protocol)  # type: ignore[no-untyped-call]
     except (CancelledError, ConnectingCancelledError):
