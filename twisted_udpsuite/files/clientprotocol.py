@@ -305,7 +305,7 @@ def clientEndpoint(
 ) -> IStreamClientEndpoint:
     """
     The endpoint that connects to C{host}: an address directly, a name through a
-    L{HostnameEndpoint} (resolved by the reactor's resolver, each address tried).
+    C{HostnameEndpoint} (resolved by the reactor's resolver, each address tried).
     """
     if isIPAddress(host):
         return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
