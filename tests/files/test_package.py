@@ -21,3 +21,17 @@ def test_noWebUntilAsked() -> None:
     code = "import sys, twisted_udpsuite.files; print('twisted.web' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_importLeavesSystemdSockets() -> None:
+    """
+    Importing the package (as twistd's plugin does) leaves systemd's LISTEN_* variables
+    for the services' activation: twisted.internet.endpoints would clear them.
+    """
+    code = (
+        "import os; os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1',"
+        " LISTEN_FDNAMES='files'); import twisted_udpsuite.files, twisted_udpsuite.tap;"
+        " print(os.environ.get('LISTEN_FDS'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"

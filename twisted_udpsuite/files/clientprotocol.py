@@ -16,12 +16,6 @@ from typing import Any
 from twisted.internet import main, tcp
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    connectProtocol,
-)
 from twisted.internet.error import ConnectingCancelledError, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
@@ -307,6 +301,15 @@ def clientEndpoint(
     The endpoint that connects to C{host}: an address directly, a name through a
     C{HostnameEndpoint} (resolved by the reactor's resolver, each address tried).
     """
+    # Imported here, not with the module: importing twisted.internet.endpoints reads
+    # and clears systemd's LISTEN_FDS (for its systemd: endpoint strings), and a
+    # service importing this package must still find its sockets there.
+    from twisted.internet.endpoints import (
+        HostnameEndpoint,
+        TCP4ClientEndpoint,
+        TCP6ClientEndpoint,
+    )
+
     if isIPAddress(host):
         return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
     if isIPv6Address(host):
@@ -322,6 +325,8 @@ async def connect(
     port) within C{timeout} seconds.  Fails with L{FetchError}; cancelling stops the
     attempt (C{CancelledError}).
     """
+    from twisted.internet.endpoints import connectProtocol  # see clientEndpoint
+
     protocol = FileClientProtocol(reactor, idleTimeout)
     endpoint = clientEndpoint(reactor, address[0], address[1], timeout)
     try:
