@@ -14,14 +14,15 @@ import pytest_twisted
 from twisted.copyright import version as twistedVersion
 from twisted.internet import abstract, udp
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from twisted_udpsuite.twistedprivate import (
-    ResponseDone,
     SocketBoundPort,
     earliestCall,
+    isResponseDone,
     overrideDoRead,
     popDueCall,
     restoreDoRead,
@@ -201,7 +202,8 @@ def test_overrideDoReadNeedsARealTransport() -> None:
 
 
 def test_responseDone() -> None:
-    """L{ResponseDone} is the class Twisted's HTTP client ends a body with."""
-    from twisted.web.client import ResponseDone as public
+    """L{isResponseDone} knows the reason Twisted's HTTP client ends a whole body with."""
+    from twisted.web.client import ResponseDone
 
-    assert ResponseDone is public, _changed("twisted.web._newclient.ResponseDone")
+    assert isResponseDone(ResponseDone()), _changed("twisted.web._newclient.ResponseDone")
+    assert not isResponseDone(ConnectionDone()) and not isResponseDone(None)

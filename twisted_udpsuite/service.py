@@ -21,6 +21,7 @@ from twisted.internet.fdesc import setNonBlocking
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
 
 from twisted_udpsuite.activation import describe
 from twisted_udpsuite.drain import DEFAULT_DRAIN, IDrainable
@@ -114,6 +115,22 @@ class ServiceOptions(usage.Options):
         self["interface"] = checkInterface(value)
 
     opt_i = opt_interface
+
+
+class ServedRootOptions(ServiceOptions):
+    """L{ServiceOptions} of a service that serves a directory: C{--root}, by default the
+    current directory (TFTP, files)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["root"] = FilePath(os.getcwd())
+
+    def opt_root(self, value: str) -> None:
+        """Directory to serve (default: the current directory)."""
+        path = FilePath(os.path.abspath(value))
+        if not path.isdir():
+            raise usage.UsageError(f"--root: {value!r} is not a directory")
+        self["root"] = path
 
 
 @dataclass(frozen=True)

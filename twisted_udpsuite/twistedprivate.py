@@ -18,9 +18,11 @@ What is relied on:
   - The reactor calling C{doRead} on a transport as an attribute looked up on each read
     (Twisted's own C{abortConnection} replaces it the same way): L{overrideDoRead} and
     L{restoreDoRead}.
-  - C{twisted.web._newclient.ResponseDone}, the reason a streamed HTTP body ended, here
-    as C{ResponseDone}: C{twisted.web.client} exports it too, but importing that module
-    early imports Twisted's endpoints, whose systemd parser reads C{LISTEN_FDS}.
+  - C{twisted.web._newclient.ResponseDone}, the reason a streamed HTTP body ended, tested
+    by L{isResponseDone}: C{twisted.web.client} exports it too, but importing that module
+    early imports Twisted's endpoints, whose systemd parser reads C{LISTEN_FDS}; and it is
+    imported only when asked, so that the suite's UDP and file services never load
+    C{twisted.web}.
 """
 
 from __future__ import annotations
@@ -33,12 +35,11 @@ from twisted.internet.base import DelayedCall
 from twisted.internet.interfaces import IReactorFDSet
 from twisted.internet.protocol import AbstractDatagramProtocol
 from twisted.internet.task import Clock
-from twisted.web._newclient import ResponseDone
 
 __all__ = [
-    "ResponseDone",
     "SocketBoundPort",
     "earliestCall",
+    "isResponseDone",
     "overrideDoRead",
     "popDueCall",
     "restoreDoRead",
@@ -133,3 +134,10 @@ def restoreDoRead(transport: object, doRead: Callable[[], Any]) -> None:
     """Undo L{overrideDoRead}C{(transport, doRead)}, if that is still in place."""
     if vars(transport).get("doRead") == doRead:
         delattr(transport, "doRead")
+
+
+def isResponseDone(reason: BaseException | None) -> bool:
+    """Whether C{reason} says a streamed HTTP body ended whole (Twisted's C{ResponseDone})."""
+    from twisted.web._newclient import ResponseDone
+
+    return isinstance(reason, ResponseDone)

@@ -47,6 +47,13 @@ async def test_udpPing(reactor: Any, echoService: EchoService) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_pingWithoutReactor(reactor: Any, echoService: EchoService) -> None:
+    """ping(None, ...) uses the global reactor."""
+    result = await ping(None, ("127.0.0.1", portOf(echoService)), count=1).addTimeout(10, reactor)
+    assert result.received == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_largestDatagram(reactor: Any, echoService: EchoService) -> None:
     """A 65507-byte datagram comes back whole (no 8 KiB recvfrom truncation)."""
     result = await ping(

@@ -18,7 +18,7 @@ from twisted.test.iosim import (
 )
 
 from tests.helpers import assertNoResult, failureResultOf, successResultOf
-from twisted_udpsuite.files import client
+from twisted_udpsuite.files import client, clientprotocol, partfile
 from twisted_udpsuite.files.server import FileServerFactory
 
 ADDRESS = ("127.0.0.1", 8000)
@@ -192,7 +192,7 @@ def test_listAndStat(root: Any) -> None:
 def test_pipelinedOnOneConnection(root: Any, tmp_path: Any) -> None:
     """The client protocol pipelines requests; answers come back in order."""
     net = Net(root)
-    d = client._connect(net.reactor, ADDRESS, 5, 5)  # type: ignore[attr-defined]
+    d = clientprotocol.connect(net.reactor, ADDRESS, 5, 5)
     from twisted.internet.defer import Deferred
 
     d = Deferred.fromCoroutine(d)
@@ -201,9 +201,9 @@ def test_pipelinedOnOneConnection(root: Any, tmp_path: Any) -> None:
     proto = successResultOf(d)
     from twisted_udpsuite.files.wire import ListDir, Stat
 
-    a = proto.request(Stat("d/x"), client._Sink())
-    b = proto.request(ListDir("d"), client._Sink())
-    c = proto.request(Stat("missing"), client._Sink())
+    a = proto.request(Stat("d/x"), clientprotocol.ResponseSink())
+    b = proto.request(ListDir("d"), clientprotocol.ResponseSink())
+    c = proto.request(Stat("missing"), clientprotocol.ResponseSink())
     pump.flush()
     assert successResultOf(a)[0].fields["length"] == "2"
     assert b'"x"' in successResultOf(b)[1]
@@ -300,7 +300,7 @@ def test_insufficientSpace(root: Any, local: FilePath, monkeypatch: Any) -> None
     sidecar = local.siblingExtension(".part.json").getContent()
 
     free = [size - held - 1]
-    monkeypatch.setattr(client, "freeSpace", lambda directory: free[0])
+    monkeypatch.setattr(partfile, "freeSpace", lambda directory: free[0])
     d = client.fetch(net.reactor, ADDRESS, "data.bin", local)
     net.run(net.connect())
     failure = failureResultOf(d, client.InsufficientSpace)
@@ -319,9 +319,9 @@ def test_insufficientSpace(root: Any, local: FilePath, monkeypatch: Any) -> None
 
 def test_freeSpace(tmp_path: Any) -> None:
     """freeSpace reports the filesystem's room for an unprivileged writer, or None."""
-    free = client.freeSpace(str(tmp_path))
+    free = partfile.freeSpace(str(tmp_path))
     assert free is not None and free > 0
-    assert client.freeSpace(str(tmp_path / "missing")) is None
+    assert partfile.freeSpace(str(tmp_path / "missing")) is None
 
 
 @pytest.mark.parametrize("answer", [[b"LIST \n"], [b"L", b"IST \n"], [b"20", b"0OK\n"]])
@@ -335,11 +335,11 @@ def test_answerThatIsNotTheFileProtocol(answer: list[bytes]) -> None:
     from twisted_udpsuite.files.wire import ListDir
 
     reactor = MemoryReactorClock()
-    protocol = client.FileClientProtocol(reactor)
+    protocol = clientprotocol.FileClientProtocol(reactor)
     transport = StringTransport()
     transport.abortConnection = lambda: protocol.connectionLost()  # type: ignore[method-assign]
     protocol.makeConnection(transport)
-    d = protocol.request(ListDir(""), client._Sink())
+    d = protocol.request(ListDir(""), clientprotocol.ResponseSink())
     for data in answer:
         if not d.called:  # an aborted connection delivers nothing more
             protocol.dataReceived(data)

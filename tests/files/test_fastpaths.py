@@ -20,8 +20,7 @@ from twisted.python.filepath import FilePath
 
 from tests.files.helpers import Reader, pumpBody, serve
 from tests.files.test_integration import _fetchUntil, addressOf, fileSha, writeBlocks
-from twisted_udpsuite.files import client
-from twisted_udpsuite.files import server as serverModule
+from twisted_udpsuite.files import client, clientprotocol, senders, sinks
 from twisted_udpsuite.files.service import FileService
 from twisted_udpsuite.files.wire import Fetch, Stat, encodeRequest
 
@@ -34,34 +33,33 @@ class Spy:
     """Records the senders the server picks and the bytes the client splices."""
 
     def __init__(self, monkeypatch: Any) -> None:
-        self.senders: list[serverModule._BodySender] = []
+        self.senders: list[senders.BodySender] = []
         self.spliced = 0
         spy = self
 
-        class Copying(serverModule._BodySender):
+        class Copying(senders.BodySender):
             def start(self) -> None:
                 spy.senders.append(self)
                 super().start()
 
-        class Sendfile(serverModule._SendfileSender):
+        class Sendfile(senders.SendfileSender):
             def start(self) -> None:
                 spy.senders.append(self)
                 super().start()
 
-        monkeypatch.setattr(serverModule, "_BodySender", Copying)
-        monkeypatch.setattr(serverModule, "_SendfileSender", Sendfile)
-        original = client._FetchSink.onSpliced
+        monkeypatch.setattr(senders, "BodySender", Copying)
+        monkeypatch.setattr(senders, "SendfileSender", Sendfile)
+        original = sinks.FetchSink.onSpliced
 
         def onSpliced(sink: Any, pipe: int, length: int) -> None:
             spy.spliced += length
             original(sink, pipe, length)
 
-        monkeypatch.setattr(client._FetchSink, "onSpliced", onSpliced)
+        monkeypatch.setattr(sinks.FetchSink, "onSpliced", onSpliced)
 
     def kinds(self) -> list[str]:
         return [
-            "sendfile" if isinstance(s, serverModule._SendfileSender) else "copy"
-            for s in self.senders
+            "sendfile" if isinstance(s, senders.SendfileSender) else "copy" for s in self.senders
         ]
 
 
@@ -88,7 +86,7 @@ async def test_sendfileColdThenCached(
     svc, digest = served
     spy = Spy(monkeypatch)
     path = os.path.join(svc.root.path, "f.bin")
-    version = serverModule.fileVersion(os.stat(path))
+    version = senders.fileVersion(os.stat(path))
     for name in ("a.bin", "b.bin"):
         local = FilePath(str(tmp_path / name))
         result = await client.fetch(reactor, addressOf(svc), "f.bin", local).addTimeout(60, reactor)
@@ -111,7 +109,7 @@ async def test_sendfileHashBacklogWaits(
     svc, digest = served
     pauses: list[bool] = []
 
-    class SmallBudget(serverModule.StreamHasher):
+    class SmallBudget(senders.StreamHasher):
         def __init__(self, reactor: Any, backlog: Any, **kwargs: Any) -> None:
             def recorded(behind: bool) -> None:
                 pauses.append(behind)
@@ -119,7 +117,7 @@ async def test_sendfileHashBacklogWaits(
 
             super().__init__(reactor, recorded, **{**kwargs, "rangeHigh": 1 << 20})
 
-    monkeypatch.setattr(serverModule, "StreamHasher", SmallBudget)
+    monkeypatch.setattr(senders, "StreamHasher", SmallBudget)
     local = FilePath(str(tmp_path / "f.bin"))
     result = await client.fetch(reactor, addressOf(svc), "f.bin", local).addTimeout(60, reactor)
     assert result.sha256 == digest == fileSha(local.path)
@@ -184,7 +182,7 @@ async def test_sendfileRefusedFallsBackToCopying(
     svc, digest = served
     path = os.path.join(svc.root.path, "f.bin")
     if cached:
-        svc.factory.rememberDigest(serverModule.fileVersion(os.stat(path)), digest)
+        svc.factory.rememberDigest(senders.fileVersion(os.stat(path)), digest)
     spy = Spy(monkeypatch)
     realSendfile = os.sendfile
     calls = [0]
@@ -195,7 +193,7 @@ async def test_sendfileRefusedFallsBackToCopying(
             raise OSError(errno.EINVAL, "Invalid argument")
         return realSendfile(out, in_, offset, min(count, 100000))
 
-    monkeypatch.setattr(serverModule.os, "sendfile", sendfile)
+    monkeypatch.setattr(senders.os, "sendfile", sendfile)
     local = FilePath(str(tmp_path / "f.bin"))
     result = await client.fetch(reactor, addressOf(svc), "f.bin", local).addTimeout(60, reactor)
     assert result.sha256 == digest == fileSha(local.path)
@@ -203,23 +201,34 @@ async def test_sendfileRefusedFallsBackToCopying(
     assert spy.senders[0].sent == 200000 and spy.senders[1].sent == SIZE
 
 
-class SlowReader(protocol.Protocol):
-    """Asks for one FETCH, stops reading at once, and collects what it is later given."""
+class Pipeliner(protocol.Protocol):
+    """Sends several requests in one write and parses every answer."""
 
-    def __init__(self) -> None:
-        self.reader = Reader(True)
+    def __init__(self, requests: list[Any]) -> None:
+        self.requests = requests
+        self.reader = Reader(*(isinstance(r, Fetch) for r in requests))
         self.done: Deferred[Any] = Deferred()
 
     def connectionMade(self) -> None:
-        self.transport.pauseProducing()
-        self.transport.write(encodeRequest(Fetch("f.bin")))
+        self.transport.write(b"".join(encodeRequest(r) for r in self.requests))
 
     def dataReceived(self, data: bytes) -> None:
-        if self.reader.feed(data):
+        if len(self.reader.feed(data)) == len(self.requests):
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Any) -> None:
         self.done.callback(self.reader.responses)
+
+
+class SlowReader(Pipeliner):
+    """Asks for one FETCH, stops reading at once, and collects what it is later given."""
+
+    def __init__(self) -> None:
+        super().__init__([Fetch("f.bin")])
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()
+        super().connectionMade()
 
 
 @pytest_twisted.ensureDeferred
@@ -232,14 +241,14 @@ async def test_sendfileSlowReader(
     """
     svc, digest = served
     path = os.path.join(svc.root.path, "f.bin")
-    svc.factory.rememberDigest(serverModule.fileVersion(os.stat(path)), digest)
+    svc.factory.rememberDigest(senders.fileVersion(os.stat(path)), digest)
     spy = Spy(monkeypatch)
     reader = SlowReader()
     factory = protocol.ClientFactory.forProtocol(lambda: reader)
     reactor.connectTCP(*addressOf(svc), factory)
     await deferLater(reactor, 0.5, lambda: None)
     [sender] = spy.senders
-    assert isinstance(sender, serverModule._SendfileSender)
+    assert isinstance(sender, senders.SendfileSender)
     stalled = sender.sent
     await deferLater(reactor, 0.2, lambda: None)
     transport = sender._protocol.transport
@@ -260,12 +269,12 @@ def test_inMemoryFallback(tmp_path: Any) -> None:
     clock, factory, proto, tr = serve(tmp_path)
     for _ in range(2):
         proto.dataReceived(encodeRequest(Fetch("f")))
-        assert type(proto._sender) is serverModule._BodySender
+        assert type(proto._sender) is senders.BodySender
         pumpBody(clock, tr)
     first, second = Reader(True, True).feed(tr.value())
     assert first[1] == second[1] and first[2] == second[2]
-    assert not serverModule._canSendfile(tr)
-    assert not client._canSplice(StringTransport())
+    assert not senders.canSendfile(tr)
+    assert not clientprotocol.canSplice(StringTransport())
 
 
 @pytest.mark.parametrize("refused", ["socket", "file"])
@@ -296,25 +305,6 @@ async def test_spliceRefusedFallsBackToReading(
     assert 0 < spy.spliced < SIZE // 2
 
 
-class Pipeliner(protocol.Protocol):
-    """Sends several requests in one write and parses every answer."""
-
-    def __init__(self, requests: list[Any]) -> None:
-        self.requests = requests
-        self.reader = Reader(*(isinstance(r, Fetch) for r in requests))
-        self.done: Deferred[Any] = Deferred()
-
-    def connectionMade(self) -> None:
-        self.transport.write(b"".join(encodeRequest(r) for r in self.requests))
-
-    def dataReceived(self, data: bytes) -> None:
-        if len(self.reader.feed(data)) == len(self.requests):
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason: Any) -> None:
-        self.done.callback(self.reader.responses)
-
-
 @pytest_twisted.ensureDeferred
 async def test_sendfilePipelined(
     reactor: Any, served: tuple[FileService, str], monkeypatch: Any
@@ -325,9 +315,9 @@ async def test_sendfilePipelined(
     """
     svc, digest = served
     path = os.path.join(svc.root.path, "f.bin")
-    svc.factory.rememberDigest(serverModule.fileVersion(os.stat(path)), digest)
+    svc.factory.rememberDigest(senders.fileVersion(os.stat(path)), digest)
     spy = Spy(monkeypatch)
-    version = serverModule.fileVersion(os.stat(path))
+    version = senders.fileVersion(os.stat(path))
     requests = [Stat("f.bin"), Fetch("f.bin"), Fetch("f.bin", 12345, version), Stat("f.bin")]
     asker = Pipeliner(requests)
     reactor.connectTCP(*addressOf(svc), protocol.ClientFactory.forProtocol(lambda: asker))

@@ -172,6 +172,32 @@ async def test_listAndStatOverTCP(reactor: Any, service: FileService) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_listDirectoryWithoutReactor(reactor: Any, service: FileService) -> None:
+    """listDirectory(None, ...) uses the global reactor (it used to fail on None)."""
+    os.mkdir(os.path.join(service.root.path, "dir"))
+    entries = await client.listDirectory(None, addressOf(service), "").addTimeout(10, reactor)
+    assert [(e.name, e.kind) for e in entries] == [("dir", "dir")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_statWithoutReactor(reactor: Any, service: FileService) -> None:
+    """stat(None, ...) uses the global reactor (it used to fail on None)."""
+    with open(os.path.join(service.root.path, "a"), "wb") as f:
+        f.write(b"abc")
+    info = await client.stat(None, addressOf(service), "a").addTimeout(10, reactor)
+    assert info.kind == "file" and info.size == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_listByHostName(reactor: Any, service: FileService) -> None:
+    """The client resolves a host name (localhost) and connects to what it names."""
+    os.mkdir(os.path.join(service.root.path, "dir"))
+    port = addressOf(service)[1]
+    entries = await client.listDirectory(reactor, ("localhost", port)).addTimeout(10, reactor)
+    assert [e.name for e in entries] == ["dir"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_curlHttpPort(reactor: Any, service: FileService, tmp_path: Any) -> None:
     """curl fetches the same files over --http-port: whole, a Range, a listing; no escape."""
     curl = requirePeer("curl")

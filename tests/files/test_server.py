@@ -12,6 +12,7 @@ from twisted.logger import capturedLogs
 from zope.interface.verify import verifyObject
 
 from tests.files.helpers import Reader, connect, pumpBody, serve, sha
+from twisted_udpsuite.files import senders
 from twisted_udpsuite.files import server as serverModule
 from twisted_udpsuite.files.wire import Fetch, ListDir, Stat, encodeRequest
 
@@ -218,12 +219,12 @@ def test_pausedConsumerMemoryFlat(root: Any) -> None:
     for _ in range(50):  # nobody reads: nothing more is produced
         clock.advance(0)
     stalled = tr.buffered
-    assert stalled <= 64 * 1024 + serverModule.CHUNK + 4096
+    assert stalled <= 64 * 1024 + senders.CHUNK + 4096
     while tr.producer is not None:
         tr.drain()
         clock.advance(0)
     tr.drain()
-    assert tr.maxBuffered <= 64 * 1024 + serverModule.CHUNK + 4096
+    assert tr.maxBuffered <= 64 * 1024 + senders.CHUNK + 4096
     assert tr.drained > size
 
 

@@ -42,7 +42,8 @@ class FromAddress:
         self._address = address
 
     def connectTCP(self, host: str, port: int, factory: Any, **kw: Any) -> Any:
-        return self._reactor.connectTCP(host, port, factory, bindAddress=(self._address, 0), **kw)
+        kw["bindAddress"] = (self._address, 0)  # the client's endpoint passes bindAddress=None
+        return self._reactor.connectTCP(host, port, factory, **kw)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reactor, name)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.python import usage
 
 from twisted_udpsuite import ports
@@ -22,6 +20,7 @@ from twisted_udpsuite.echo.client import (
     PingResult,
     ping,
 )
+from twisted_udpsuite.reactors import IReactorNetwork
 from twisted_udpsuite.service import numberOption
 
 
@@ -54,7 +53,7 @@ class Options(CommandOptions):
             raise usage.UsageError("--size: at most 65507 bytes fit in a UDP datagram")
 
 
-async def runEcho(reactor: Any, options: Options, console: Console) -> int:
+async def runEcho(reactor: IReactorNetwork, options: Options, console: Console) -> int:
     host, port = options["target"]
     address = await resolveHost(reactor, host)
     shown = showAddress(address, port)

@@ -13,14 +13,14 @@ import statistics
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from twisted_udpsuite.addresses import hostOf
+from twisted_udpsuite.reactors import IReactorUDPTime, reactorOr
 
 __all__ = ["PROBE_HEADER_SIZE", "PingCancelled", "PingReply", "PingResult", "ping"]
 
@@ -84,11 +84,12 @@ class PingCancelled(CancelledError):
 
 
 class _Pinger(DatagramProtocol):
+    transport: IUDPTransport
     log = Logger(namespace="twisted_udpsuite.echo.client")
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorUDPTime,
         target: tuple[str, int],
         count: int,
         interval: float,
@@ -183,7 +184,7 @@ class _Pinger(DatagramProtocol):
 
 
 def ping(
-    reactor: Any,
+    reactor: IReactorUDPTime | None,
     target: tuple[str, int],
     *,
     count: int = 5,
@@ -197,7 +198,7 @@ def ping(
     Send C{count} probes of C{size} bytes to an echo server, one every
     C{interval} seconds, and time the replies.
 
-    @param reactor: provides C{listenUDP} and C{callLater}.
+    @param reactor: provides C{listenUDP} and C{callLater} (C{None}: the global reactor).
     @param target: the server's (IP address, port); IPv6 works too.
     @param timeout: how long to wait for each probe's reply.
     @param onReply: called with each L{PingReply} as it arrives.
@@ -213,6 +214,7 @@ def ping(
         raise ValueError(f"size must be from {PROBE_HEADER_SIZE} to 65507 bytes")
     if interval < 0 or timeout <= 0:
         raise ValueError("interval must be >= 0 and timeout > 0")
+    reactor = reactorOr(reactor)
     pinger = _Pinger(reactor, target, count, interval, size, timeout, onReply, onTimeout)
     interface = "::" if ":" in target[0] else ""
     reactor.listenUDP(0, pinger, interface=interface, maxPacketSize=65536)

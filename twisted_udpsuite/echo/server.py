@@ -24,15 +24,14 @@ from twisted.internet.interfaces import (
     IPushProducer,
     IReactorTime,
 )
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
+from twisted.internet.protocol import DatagramProtocol, Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_udpsuite import ports
 from twisted_udpsuite.addresses import hostOf, isUnanswerableSource
-from twisted_udpsuite.connections import ConnectionLimits
+from twisted_udpsuite.connections import IConnectionTransport, IdleTimeout, LimitedServerFactory
 from twisted_udpsuite.localaddress import ILocalAddressReceiver, writeFrom
 from twisted_udpsuite.ratelimit import PerSourceLimiter, TokenBucket
 from twisted_udpsuite.reactors import reactorOr
@@ -62,11 +61,11 @@ class EchoPolicy:
     """
     The limits of an echo service.
 
-    @ivar rate: replies per second allowed to one source address (L{None}:
+    @ivar rate: replies per second allowed to one source address (C{None}:
         no per-source limit).
     @ivar burst: replies a source may get at once before C{rate} applies.
     @ivar globalRate: replies per second in total, whatever the source (the
-        cap on forged sources spread over many addresses; L{None}: none).
+        cap on forged sources spread over many addresses; C{None}: none).
     @ivar deniedSourcePorts: datagrams from these source ports are dropped.
     @ivar logRate: echo/drop log lines per second before they are folded
         into a count (keeps a flood from flooding the log too).
@@ -148,7 +147,7 @@ class UDPEchoProtocol(DatagramProtocol):
     """
     RFC 862 UDP echo: each acceptable datagram goes back to its sender, unchanged.
 
-    @param reactor: the clock for rate limits (L{None}: the global reactor).
+    @param reactor: the clock for rate limits (C{None}: the global reactor).
     @param policy: the limits (default L{EchoPolicy}()).
     @param stats: counters to update, e.g. shared with a L{TCPEchoFactory}.
     @ivar stats: the L{EchoStats} being updated.
@@ -230,7 +229,7 @@ class UDPEchoProtocol(DatagramProtocol):
 
 
 @implementer(IPushProducer, IHalfCloseableProtocol)
-class TCPEchoProtocol(Protocol, TimeoutMixin):
+class TCPEchoProtocol(Protocol, IdleTimeout):
     """
     RFC 862 TCP echo, paced by the reader.
 
@@ -242,6 +241,7 @@ class TCPEchoProtocol(Protocol, TimeoutMixin):
     """
 
     factory: TCPEchoFactory
+    transport: IConnectionTransport
     log = Logger(namespace="twisted_udpsuite.echo")
 
     timedOut = False
@@ -249,7 +249,7 @@ class TCPEchoProtocol(Protocol, TimeoutMixin):
     def connectionMade(self) -> None:
         self._started = self.factory.clock.seconds()
         self.bytesEchoed = 0
-        self.callLater = self.factory.clock.callLater
+        self.clock = self.factory.clock
         self.setTimeout(self.factory.idleTimeout)
         self.transport.registerProducer(self, True)
 
@@ -284,16 +284,16 @@ class TCPEchoProtocol(Protocol, TimeoutMixin):
         self.factory.connectionClosed(self)
 
 
-def _peerText(transport: Any) -> str:
-    peer: IAddress = transport.getPeer()
+def _peerText(transport: IConnectionTransport) -> str:
+    peer = transport.getPeer()
     return f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
 
 
-class TCPEchoFactory(Factory):
+class TCPEchoFactory(LimitedServerFactory[TCPEchoProtocol]):
     """
     Makes L{TCPEchoProtocol}s, within connection limits.
 
-    @param reactor: the clock for idle timeouts (L{None}: the global reactor).
+    @param reactor: the clock for idle timeouts (C{None}: the global reactor).
     @param stats: counters to update (shared with the UDP side by the service).
     @param maxConnections: open connections allowed in total.
     @param maxPerHost: open connections allowed per client address.
@@ -302,7 +302,6 @@ class TCPEchoFactory(Factory):
 
     protocol = TCPEchoProtocol
     log = Logger(namespace="twisted_udpsuite.echo")
-    noisy = False
 
     def __init__(
         self,
@@ -312,30 +311,25 @@ class TCPEchoFactory(Factory):
         maxPerHost: int = 16,
         idleTimeout: float = 300.0,
     ) -> None:
-        reactor = reactorOr(reactor)
-        self.clock = reactor
+        super().__init__(maxConnections, maxPerHost)
+        self.clock = reactorOr(reactor)
         self.stats = stats if stats is not None else EchoStats()
-        self.limits = ConnectionLimits(maxConnections, maxPerHost)
         self.idleTimeout = idleTimeout
 
-    def buildProtocol(self, addr: IAddress) -> Protocol | None:
-        host = hostOf(getattr(addr, "host", str(addr)))
-        refusal = self.limits.refusal(host)
-        if refusal is not None:
-            self.log.warn(
-                "refused echo connection from {peer}: {limit} limit", peer=host, limit=refusal
-            )
-            return None
-        self.limits.opened(host)
-        self.stats.connections += 1
+    def refuseConnection(self, host: str, limit: str) -> Protocol | None:
+        """Log the refusal; the connection is closed at once."""
+        self.log.warn("refused echo connection from {peer}: {limit} limit", peer=host, limit=limit)
+        return None
+
+    def buildProtocol(self, addr: IAddress | None) -> TCPEchoProtocol | None:
         proto = super().buildProtocol(addr)
-        assert proto is not None
-        proto.peerHost = host  # type: ignore[attr-defined]
+        if proto is not None:
+            self.stats.connections += 1
         return proto
 
-    def connectionClosed(self, proto: TCPEchoProtocol) -> None:
-        host: str = proto.peerHost  # type: ignore[attr-defined]
-        self.limits.closed(host)
+    def connectionClosed(self, proto: TCPEchoProtocol) -> str:
+        """Count the connection closed and log what it echoed."""
+        host = super().connectionClosed(proto)
         self.stats.bytes += proto.bytesEchoed
         self.stats.peer(host).bytes += proto.bytesEchoed
         self.log.info(
@@ -347,3 +341,4 @@ class TCPEchoFactory(Factory):
             file=None,
             outcome="timed out" if proto.timedOut else "closed",
         )
+        return host

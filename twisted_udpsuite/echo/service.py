@@ -4,7 +4,7 @@ The echo service: UDP and TCP echo on one port number, and its twistd options.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
 from twisted.internet.interfaces import IListeningPort, IUDPTransport
 
@@ -16,7 +16,7 @@ from twisted_udpsuite.echo.server import (
     TCPEchoFactory,
     UDPEchoProtocol,
 )
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
 from twisted_udpsuite.service import (
     Listener,
     ListeningService,
@@ -35,7 +35,7 @@ class EchoService(ListeningService):
     RFC 862 echo on UDP and TCP, bound to the same port number.
 
     With C{port=0} the UDP port is chosen first and TCP takes the same
-    number.  Starting raises L{twisted.internet.error.CannotListenError}
+    number.  Starting raises C{twisted.internet.error.CannotListenError}
     if either port cannot be bound (and leaves neither bound).
 
     @ivar stats: the L{EchoStats} both sides update.
@@ -47,7 +47,7 @@ class EchoService(ListeningService):
         interface: str = "",
         policy: EchoPolicy | None = None,
         tcp: bool = True,
-        reactor: Any = None,
+        reactor: IReactorNetwork | None = None,
     ) -> None:
         reactor = reactorOr(reactor)
         self.port = port
@@ -65,12 +65,12 @@ class EchoService(ListeningService):
     @property
     def udpPort(self) -> IUDPTransport | None:
         """The bound UDP port, once started."""
-        return self.portOf(0)
+        return cast("IUDPTransport | None", self.portOf(0))
 
     @property
     def tcpPort(self) -> IListeningPort | None:
-        """The bound TCP port, once started (L{None} with C{tcp=False})."""
-        return self.portOf(1)
+        """The bound TCP port, once started (C{None} with C{tcp=False})."""
+        return cast("IListeningPort | None", self.portOf(1))
 
 
 class Options(ServiceOptions):
@@ -117,7 +117,7 @@ class Options(ServiceOptions):
         )
 
 
-def makeService(options: Options, reactor: Any = None) -> EchoService:
+def makeService(options: Options, reactor: IReactorNetwork | None = None) -> EchoService:
     """Build the echo service from parsed L{Options}."""
     return EchoService(
         port=options["port"],

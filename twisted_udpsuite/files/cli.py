@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import os
 import posixpath
-from typing import Any
 
 from twisted.internet.defer import CancelledError
 from twisted.python import usage
@@ -30,6 +29,7 @@ from twisted_udpsuite.command import (
 )
 from twisted_udpsuite.files import client, plain
 from twisted_udpsuite.progress import ProgressBar, formatBytes
+from twisted_udpsuite.reactors import IReactorNetwork
 from twisted_udpsuite.terminal import printable
 
 __all__ = ["FETCH", "LS"]
@@ -71,7 +71,7 @@ class FetchOptions(CommandOptions):
 
 
 async def _fetchToStandardOutput(
-    reactor: Any, address: tuple[str, int], options: FetchOptions, console: Console
+    reactor: IReactorNetwork, address: tuple[str, int], options: FetchOptions, console: Console
 ) -> int:
     """C{fetch HOST REMOTE -}: the bytes go to standard output as they come."""
     shown = f"fetch {printable(options['remote'].encode())} ({showAddress(*address)})"
@@ -88,7 +88,9 @@ async def _fetchToStandardOutput(
 class _Progress:
     """The progress bar of a download to a file (on a terminal, unless --quiet)."""
 
-    def __init__(self, reactor: Any, console: Console, local: FilePath, quiet: bool) -> None:
+    def __init__(
+        self, reactor: IReactorNetwork, console: Console, local: FilePath[str], quiet: bool
+    ) -> None:
         self.shown = console.isTerminal and not quiet
         self.bar: ProgressBar | None = None
         if self.shown:
@@ -110,7 +112,7 @@ class _Progress:
             self.bar.finish()
 
 
-def _localFile(options: FetchOptions) -> FilePath:
+def _localFile(options: FetchOptions) -> FilePath[str]:
     """LOCAL as an absolute path, refused if it exists without --force."""
     local = FilePath(os.path.abspath(options["local"]))
     if local.exists() and not options["force"]:
@@ -118,7 +120,7 @@ def _localFile(options: FetchOptions) -> FilePath:
     return local
 
 
-async def runFetch(reactor: Any, options: FetchOptions, console: Console) -> int:
+async def runFetch(reactor: IReactorNetwork, options: FetchOptions, console: Console) -> int:
     """Download one file; 0 on success, failures are L{CommandError}s."""
     host, port = options["target"]
     address = await resolveHost(reactor, host)
@@ -163,7 +165,7 @@ def _received(size: int, duration: float) -> str:
 
 
 async def _fetchPlain(
-    reactor: Any, address: tuple[str, int], options: FetchOptions, console: Console
+    reactor: IReactorNetwork, address: tuple[str, int], options: FetchOptions, console: Console
 ) -> int:
     """C{fetch --plain HOST NAME LOCAL}: read to EOF into LOCAL, published whole or not at all."""
     shown = f"fetch {printable(options['remote'].encode())} ({showAddress(*address)})"
@@ -203,7 +205,7 @@ class LsOptions(CommandOptions):
         self["directory"] = directory
 
 
-async def runLs(reactor: Any, options: LsOptions, console: Console) -> int:
+async def runLs(reactor: IReactorNetwork, options: LsOptions, console: Console) -> int:
     """Print one line per entry: kind, size, mtime (UTC), name (escaped)."""
     host, port = options["target"]
     address = await resolveHost(reactor, host)

@@ -13,7 +13,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
@@ -26,8 +26,15 @@ _FileJob = tuple[int, int, int, bool]
 _READ_SIZE = 1 << 20
 
 
+class _Digest(Protocol):
+    """A C{hashlib} hash object, as far as L{_hashFd} uses it."""
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        """Hash C{data} next."""
+
+
 def _hashFd(
-    digest: Any, fd: int, length: int, offset: int = 0, buffer: memoryview | None = None
+    digest: _Digest, fd: int, length: int, offset: int = 0, buffer: memoryview | None = None
 ) -> None:
     """
     Feed C{length} bytes of C{fd} from C{offset} to C{digest}, then close C{fd}.
@@ -70,7 +77,7 @@ class StreamHasher:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: object,
         backlog: Callable[[bool], None],
         high: int = 4 * 1024 * 1024,
         low: int = 1024 * 1024,

@@ -9,14 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.web import http, pages, server, static
+from twisted.web.resource import IResource
 from zope.interface import implementer
 
+from twisted_udpsuite.connections import IConnectionTransport
 from twisted_udpsuite.drain import Drain, IDrainable
-from twisted_udpsuite.files.server import RequestCounts
+from twisted_udpsuite.files.counts import RequestCounts
 from twisted_udpsuite.paths import isTemporaryName, isWithin
 from twisted_udpsuite.reactors import reactorOr
 
@@ -28,16 +32,16 @@ _log = Logger(namespace="twisted_udpsuite.files")
 class ConfinedFile(static.File):
     """C{static.File} that will not follow a symlink out of C{root} nor show uploads."""
 
-    confinedRoot: FilePath
+    confinedRoot: FilePath[str]
 
     def getChild(self, path: bytes, request: Any) -> Any:
         try:
             path.decode("utf-8")
         except UnicodeDecodeError:
             # No such name can exist here; Twisted answers the same 404 but logs each
-            # one with a traceback (found by the fuzzer, #16 §5).
+            # one with a traceback.
             return pages.notFound()
-        child = super().getChild(path, request)
+        child = super().getChild(path, request)  # type: ignore[no-untyped-call]
         if isinstance(child, static.File):
             name = child.basename()
             if not isWithin(self.confinedRoot, child) or isTemporaryName(name):
@@ -49,17 +53,17 @@ class ConfinedFile(static.File):
         if byteRange is not None and not byteRange.isascii():
             # A Range header is ASCII or malformed, and a malformed one is ignored (RFC 9110
             # §14.2); Twisted's own notice of it decodes it as UTF-8, and any other byte
-            # made that a traceback and a 500 (found by the fuzzer, #16 §5).
+            # makes that a traceback and a 500.
             request.requestHeaders.removeHeader(b"range")
-        return super().makeProducer(request, fileForReading)
+        return super().makeProducer(request, fileForReading)  # type: ignore[no-untyped-call]
 
     def createSimilarFile(self, path: str) -> ConfinedFile:
-        f: ConfinedFile = super().createSimilarFile(path)
+        f: ConfinedFile = super().createSimilarFile(path)  # type: ignore[no-untyped-call]
         f.confinedRoot = self.confinedRoot
         return f
 
 
-def confinedFile(root: FilePath) -> ConfinedFile:
+def confinedFile(root: FilePath[str]) -> ConfinedFile:
     """The HTTP resource for C{root}."""
     f = ConfinedFile(root.path)
     f.confinedRoot = root
@@ -70,13 +74,14 @@ class _Channel(http.HTTPChannel):
     """An HTTP connection its L{FileSite} knows of, so that it can be drained."""
 
     factory: FileSite
+    transport: IConnectionTransport
 
     def connectionMade(self) -> None:
-        super().connectionMade()
+        super().connectionMade()  # type: ignore[no-untyped-call]
         self.factory.channels.add(self)
 
-    def connectionLost(self, reason: Failure) -> None:
-        super().connectionLost(reason)
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
         self.factory.channelClosed(self)
 
 
@@ -84,20 +89,20 @@ class _Request(server.Request):
     """A request that knows when it arrived (for its log line's duration)."""
 
     def __init__(self, channel: Any, *args: Any, **kw: Any) -> None:
-        super().__init__(channel, *args, **kw)
+        super().__init__(channel, *args, **kw)  # type: ignore[no-untyped-call]
         self.arrived = channel.factory._clock.seconds()
 
     def process(self) -> None:
         if not self.uri.isascii() or not self.path.startswith(b"/"):
             # A request target is ASCII in origin form (RFC 9112 §3.2); Twisted drops the
-            # first byte as if it were the slash and renders the rest, so C{\x92sub/} was a
-            # traceback and a 500 from its listing (found by the fuzzer, #16 §5).
+            # first byte as if it were the slash and renders the rest, so C{\x92sub/} would be a
+            # traceback and a 500 from its listing.
             self.setResponseCode(http.BAD_REQUEST)
-            self.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            self.write(b"bad request target\n")
-            self.finish()
+            self.setHeader(b"content-type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
+            self.write(b"bad request target\n")  # type: ignore[no-untyped-call]
+            self.finish()  # type: ignore[no-untyped-call]
             return
-        super().process()
+        super().process()  # type: ignore[no-untyped-call]
 
 
 @implementer(IDrainable)
@@ -108,18 +113,20 @@ class FileSite(server.Site):
     @ivar channels: the open HTTP connections.
     """
 
-    protocol = _Channel
+    # Twisted types a Site's protocol as its generic (HTTP/2-capable) channel; this
+    # site's is an HTTPChannel, as its buildProtocol returns.
+    protocol = _Channel  # type: ignore[assignment]
     requestFactory = _Request
 
-    def __init__(self, resource: Any, reactor: Any = None) -> None:
-        super().__init__(resource)
+    def __init__(self, resource: IResource, reactor: IReactorTime | None = None) -> None:
+        super().__init__(resource)  # type: ignore[no-untyped-call]
         self.noisy = False
         self._clock = reactorOr(reactor)
         self.channels: set[_Channel] = set()
         self.counts = RequestCounts(lambda: len(self.channels))
         self._drain = Drain(self._clock, self._cutRemaining)
 
-    def log(self, request: Any) -> None:  # type: ignore[override]
+    def log(self, request: Any) -> None:
         """Log and count each finished request (C{twisted.web}'s access-log hook)."""
         code = int(request.code)
         outcome = "ok" if code < 400 else "error"
@@ -141,11 +148,12 @@ class FileSite(server.Site):
             filesRequest=True,
         )
 
-    def buildProtocol(self, addr: Any) -> Any:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
         if self._drain.stopping:
             self.counts.refused["stopping"] += 1
             return None  # the connection is closed at once
-        return super().buildProtocol(addr)
+        channel: Protocol | None = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
+        return channel
 
     def channelClosed(self, channel: _Channel) -> None:
         self.channels.discard(channel)
@@ -162,7 +170,7 @@ class FileSite(server.Site):
             if channel.requests:
                 channel.persistent = False  # close once this response is sent
             else:
-                channel.loseConnection()
+                channel.loseConnection()  # type: ignore[no-untyped-call]
         return d
 
     def _cutRemaining(self) -> None:
@@ -173,6 +181,6 @@ class FileSite(server.Site):
             channel.transport.abortConnection()
 
 
-def httpSite(root: FilePath, reactor: Any = None) -> FileSite:
+def httpSite(root: FilePath[str], reactor: IReactorTime | None = None) -> FileSite:
     """A quiet C{Site} serving C{root} (Range requests, listings, no escapes)."""
     return FileSite(confinedFile(root), reactor)

@@ -31,27 +31,27 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol
+from twisted.internet.interfaces import (
+    IAddress,
+    IConnector,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IReactorTime,
+)
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
-from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from twisted_udpsuite.files.client import FetchError
-from twisted_udpsuite.files.server import (
-    FileServerFactory,
-    _tuneTransport,
-    errorStatus,
-    openRegularFile,
-    peerText,
-    resolveFile,
-    startBody,
-)
+from twisted_udpsuite.connections import IConnectionTransport, IdleTimeout
+from twisted_udpsuite.files.errors import FetchError
+from twisted_udpsuite.files.senders import startBody
+from twisted_udpsuite.files.served import errorStatus, openRegularFile, resolveFile
+from twisted_udpsuite.files.server import FileServerConnection, FileServerFactory
+from twisted_udpsuite.files.sinks import Writer
 from twisted_udpsuite.files.wire import Status
 from twisted_udpsuite.paths import AtomicFileWriter, UnsafePath
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorTCPTime, reactorOr
 
 __all__ = [
     "MAX_NAME",
@@ -105,7 +105,7 @@ class NameReader:
         return bool(self._buffer)
 
     def feed(self, data: bytes) -> bytes | None:
-        """Take C{data}; the name if it is now complete, else L{None}."""
+        """Take C{data}; the name if it is now complete, else C{None}."""
         newline = data.find(b"\n")
         if newline < 0:
             self._buffer += data
@@ -134,7 +134,7 @@ class NameReader:
 
 
 @implementer(IHalfCloseableProtocol)
-class PlainFileProtocol(Protocol):
+class PlainFileProtocol(FileServerConnection):
     """
     One plain request: read the name, send the file (or nothing), close.
 
@@ -144,36 +144,21 @@ class PlainFileProtocol(Protocol):
     """
 
     factory: PlainFileFactory
-    log = Logger(namespace="twisted_udpsuite.files")
 
     def connectionMade(self) -> None:
+        super().connectionMade()
         self._reader = NameReader(self.factory.maxName)
         self._name: bytes | None = None
         self._started = self.factory.reactor.seconds()
-        self._sender: Any = None
         self._done = False
-        self._cut = False
         self._stalled = False
         self._gapCall: IDelayedCall | None = None
         self._headerCall: IDelayedCall | None = None
-        self._idleCall: IDelayedCall | None = None
-        _tuneTransport(self.transport)
-        _, self.peer = peerText(self.transport)
-        self.resetTimeout()
 
     # Timers
 
-    def resetTimeout(self) -> None:
-        """Traffic happened: restart the idle timer (the body senders call this too)."""
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.reset(self.factory.idleTimeout)
-        elif not self._done:
-            self._idleCall = self.factory.reactor.callLater(
-                self.factory.idleTimeout, self._idleTimedOut
-            )
-
-    def _idleTimedOut(self) -> None:
-        self._idleCall = None
+    def timeoutConnection(self) -> None:
+        """No traffic for the idle timeout: abort a stalled body or close, or refuse."""
         if self._sender is not None:
             self.log.info("aborting stalled transfer to {peer}", peer=self.peer)
             self._stalled = True
@@ -194,13 +179,12 @@ class PlainFileProtocol(Protocol):
         self._refuse(Status.TIMEOUT, "name timeout", "the name did not end in time")
 
     def _cancelTimers(self, idle: bool = True) -> None:
-        calls = [self._gapCall, self._headerCall] + ([self._idleCall] if idle else [])
-        for call in calls:
+        for call in (self._gapCall, self._headerCall):
             if call is not None and call.active():
                 call.cancel()
         self._gapCall = self._headerCall = None
         if idle:
-            self._idleCall = None
+            self.setTimeout(None)
 
     # Input
 
@@ -261,11 +245,6 @@ class PlainFileProtocol(Protocol):
             return
         self._sender = startBody(self, fd, 0, st, None, trailer=False)
 
-    def replaceSender(self, sender: Any) -> None:
-        """Continue the body with C{sender} (the sendfile path gave up on this file)."""
-        self._sender = sender
-        sender.start()
-
     def bodyDone(self, sent: int, outcome: str, abort: bool = False, aborted: bool = False) -> None:
         """The body sender finished (or failed, or the client went away)."""
         self._sender = None
@@ -312,11 +291,6 @@ class PlainFileProtocol(Protocol):
         if self._sender is None and not self._done:
             self._refuse(Status.BUSY, "server stopping", "the server is stopping")
 
-    def cut(self) -> None:
-        """The drain time is over: drop the connection, logging its body as C{cut}."""
-        self._cut = True
-        self.transport.abortConnection()
-
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._sender is not None:
             self._sender.stopProducing()
@@ -325,7 +299,7 @@ class PlainFileProtocol(Protocol):
                 Status.BAD_REQUEST, "client disconnected", 0, "gone before its name ended"
             )
         self._cancelTimers()
-        self.factory.connectionClosed(self)  # type: ignore[arg-type]
+        self.factory.connectionClosed(self)
 
 
 class PlainFileFactory(FileServerFactory):
@@ -339,12 +313,12 @@ class PlainFileFactory(FileServerFactory):
     @param maxName: the longest name taken, in bytes (L{MAX_NAME}).
     """
 
-    protocol = PlainFileProtocol  # type: ignore[assignment]
+    protocol = PlainFileProtocol
 
     def __init__(
         self,
-        root: FilePath,
-        reactor: Any = None,
+        root: FilePath[str],
+        reactor: IReactorTCPTime | None = None,
         *,
         nameGap: float = NAME_GAP,
         maxName: int = MAX_NAME,
@@ -371,35 +345,37 @@ class PlainResult:
     """
     A finished plain download.
 
-    @ivar path: where it was saved (L{None} for L{fetchPlainTo}).
+    @ivar path: where it was saved (C{None} for L{fetchPlainTo}).
     @ivar size: the bytes received.
     """
 
-    path: FilePath | None
+    path: FilePath[str] | None
     size: int
     duration: float
 
 
-class _PlainReceiver(Protocol, TimeoutMixin):
+class _PlainReceiver(Protocol, IdleTimeout):
     """
     Sends the name and hands every byte to C{write} until the server closes; gives up
-    after C{idleTimeout} seconds without a byte (L{TimeoutMixin}, on C{reactor}).
+    after C{idleTimeout} seconds without a byte (L{IdleTimeout}, on C{reactor}).
     """
+
+    transport: IConnectionTransport
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         name: bytes,
-        write: Callable[[bytes], None],
+        write: Callable[[bytes], object],
         progress: Callable[[int, int | None], None] | None,
         idleTimeout: float,
     ) -> None:
-        self.callLater = reactor.callLater
+        self.clock = reactor
         self._name = name
+        self._failure: Failure | None = None
         self._write = write
         self._progress = progress
         self._idleTimeout = idleTimeout
-        self._failure: Failure | None = None
         self.received = 0
         self.done: Deferred[int] = Deferred()
 
@@ -410,7 +386,9 @@ class _PlainReceiver(Protocol, TimeoutMixin):
         self.setTimeout(self._idleTimeout)
 
     def timeoutConnection(self) -> None:
-        self._failure = Failure(FetchError(f"no data from the server for {self._idleTimeout}s"))
+        self._failure = Failure(  # type: ignore[no-untyped-call]
+            FetchError(f"no data from the server for {self._idleTimeout}s")
+        )
         self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
@@ -420,7 +398,7 @@ class _PlainReceiver(Protocol, TimeoutMixin):
         try:
             self._write(data)
         except Exception:
-            self._failure = Failure()
+            self._failure = Failure()  # type: ignore[no-untyped-call]
             self.transport.abortConnection()
             return
         self.received += len(data)
@@ -431,7 +409,7 @@ class _PlainReceiver(Protocol, TimeoutMixin):
         self.setTimeout(None)
         if self._failure is not None:
             self.done.errback(self._failure)
-        elif reason.check(ConnectionDone):
+        elif reason.check(ConnectionDone):  # type: ignore[no-untyped-call]
             self.done.callback(self.received)
         else:
             self.done.errback(
@@ -448,18 +426,18 @@ class _ReceiverFactory(ClientFactory):
     def __init__(self, receiver: _PlainReceiver) -> None:
         self._receiver = receiver
 
-    def buildProtocol(self, addr: IAddress) -> _PlainReceiver:
+    def buildProtocol(self, addr: IAddress | None) -> _PlainReceiver:
         return self._receiver
 
-    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
         self._receiver.done.errback(reason)
 
 
 def _receive(
-    reactor: Any,
+    reactor: IReactorTCPTime,
     address: tuple[str, int],
     name: str,
-    write: Callable[[bytes], None],
+    write: Callable[[bytes], object],
     progress: Callable[[int, int | None], None] | None,
     timeout: float,
     idleTimeout: float,
@@ -500,10 +478,10 @@ def _nothing(name: str) -> NothingReceived:
 
 
 def fetchPlain(
-    reactor: Any,
+    reactor: IReactorTCPTime | None,
     address: tuple[str, int],
     name: str,
-    destination: FilePath,
+    destination: FilePath[str],
     *,
     overwrite: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
@@ -520,7 +498,7 @@ def fetchPlain(
     exists and not C{overwrite}; cancelling aborts the connection.  Nothing is left
     behind by a failure.
 
-    @param progress: called with (bytes received, L{None}): no size is known.
+    @param progress: called with (bytes received, C{None}): no size is known.
     """
     reactor = reactorOr(reactor)
     started = reactor.seconds()
@@ -542,10 +520,10 @@ def fetchPlain(
 
 
 def fetchPlainTo(
-    reactor: Any,
+    reactor: IReactorTCPTime | None,
     address: tuple[str, int],
     name: str,
-    output: Any,
+    output: Writer,
     *,
     progress: Callable[[int, int | None], None] | None = None,
     timeout: float = 30.0,

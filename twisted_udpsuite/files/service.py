@@ -13,26 +13,28 @@ port to open on purpose; L{ports.FILES_PLAIN} (8001) is its conventional number.
 
 from __future__ import annotations
 
-import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.interfaces import IListeningPort
-from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from twisted_udpsuite import ports
-from twisted_udpsuite.files.plain import PlainFileFactory
+from twisted_udpsuite.files.counts import RequestCounts
+from twisted_udpsuite.files.plain import NAME_GAP, PlainFileFactory
 from twisted_udpsuite.files.server import FileServerFactory
-from twisted_udpsuite.reactors import reactorOr
+from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
 from twisted_udpsuite.service import (
     Listener,
     ListeningService,
     Offer,
-    ServiceOptions,
+    ServedRootOptions,
     ServiceSpec,
     checkPort,
     numberOption,
 )
+
+if TYPE_CHECKING:
+    from twisted_udpsuite.files.http import FileSite
 
 __all__ = ["FileService", "Options", "SPEC", "makeService"]
 
@@ -42,7 +44,7 @@ class FileService(ListeningService):
     Listens with a L{FileServerFactory}, with an HTTP site if C{httpPort} is set, and
     with a L{PlainFileFactory} (the same limits) if C{plainPort} is set.
 
-    Starting raises L{twisted.internet.error.CannotListenError} if a port cannot
+    Starting raises C{twisted.internet.error.CannotListenError} if a port cannot
     be bound (and leaves none bound).
 
     @param nameGap: the plain port's quiet gap that ends a name
@@ -51,11 +53,11 @@ class FileService(ListeningService):
 
     def __init__(
         self,
-        root: FilePath,
+        root: FilePath[str],
         port: int = ports.FILES,
         interface: str = "",
         httpPort: int | None = None,
-        reactor: Any = None,
+        reactor: IReactorNetwork | None = None,
         plainPort: int | None = None,
         nameGap: float | None = None,
         **limits: Any,
@@ -67,7 +69,7 @@ class FileService(ListeningService):
         self.httpPort = httpPort
         self.plainPort = plainPort
         self.factory = FileServerFactory(root, reactor, **limits)
-        self.httpSite: Any = None  # the HTTP FileSite, with httpPort
+        self.httpSite: FileSite | None = None  # with httpPort
         self.plainFactory: PlainFileFactory | None = None  # with plainPort
         serving = f", serving {root.path}"
         listeners = [Listener("files", "tcp", port, self.factory, interface, detail=serving)]
@@ -77,8 +79,8 @@ class FileService(ListeningService):
             site = self.httpSite = httpSite(root, reactor)
             listeners.append(Listener("files-http", "tcp", httpPort, site, interface))
         if plainPort is not None:
-            gap = {} if nameGap is None else {"nameGap": nameGap}
-            plain = self.plainFactory = PlainFileFactory(root, reactor, **gap, **limits)
+            gap = NAME_GAP if nameGap is None else nameGap
+            plain = self.plainFactory = PlainFileFactory(root, reactor, nameGap=gap, **limits)
             listeners.append(Listener("files-plain", "tcp", plainPort, plain, interface))
         super().__init__(listeners, reactor)
 
@@ -91,30 +93,30 @@ class FileService(ListeningService):
     @property
     def listening(self) -> IListeningPort | None:
         """The file protocol's port, once started."""
-        return self.portOf(0)
+        return cast("IListeningPort | None", self.portOf(0))
 
     @property
     def httpListening(self) -> IListeningPort | None:
-        """The HTTP port, once started (L{None} without C{httpPort})."""
+        """The HTTP port, once started (C{None} without C{httpPort})."""
         return self._portNamed("files-http")
 
     @property
     def plainListening(self) -> IListeningPort | None:
-        """The plain port, once started (L{None} without C{plainPort})."""
+        """The plain port, once started (C{None} without C{plainPort})."""
         return self._portNamed("files-plain")
 
     @property
-    def httpCounts(self) -> Any:
-        """The HTTP side's L{RequestCounts} (L{None} without HTTP), for metrics."""
+    def httpCounts(self) -> RequestCounts | None:
+        """The HTTP side's L{RequestCounts} (C{None} without HTTP), for metrics."""
         return None if self.httpSite is None else self.httpSite.counts
 
     @property
-    def plainCounts(self) -> Any:
-        """The plain side's L{RequestCounts} (L{None} without it), for metrics."""
+    def plainCounts(self) -> RequestCounts | None:
+        """The plain side's L{RequestCounts} (C{None} without it), for metrics."""
         return None if self.plainFactory is None else self.plainFactory.counts
 
 
-class Options(ServiceOptions):
+class Options(ServedRootOptions):
     """C{twistd -n udpsuite files}: the TCP file server."""
 
     defaultPort = ports.FILES
@@ -131,16 +133,8 @@ class Options(ServiceOptions):
 
     def __init__(self) -> None:
         super().__init__()
-        self["root"] = FilePath(os.getcwd())
         self["http-port"] = None
         self["plain-port"] = None
-
-    def opt_root(self, value: str) -> None:
-        """Directory to serve (default: the current directory)."""
-        path = FilePath(os.path.abspath(value))
-        if not path.isdir():
-            raise usage.UsageError(f"--root: {value!r} is not a directory")
-        self["root"] = path
 
     def opt_http_port(self, value: str) -> None:
         """Also serve the root over HTTP on this port (same --interface)."""
@@ -151,7 +145,7 @@ class Options(ServiceOptions):
         self["plain-port"] = checkPort(value, "--plain-port")
 
 
-def makeService(options: Options, reactor: Any = None) -> FileService:
+def makeService(options: Options, reactor: IReactorNetwork | None = None) -> FileService:
     """Build the file service from parsed L{Options}."""
     return FileService(
         options["root"],

@@ -83,7 +83,7 @@ class Fetch:
     C{FETCH offset version path}: the file's bytes from C{offset}.
 
     @ivar version: the version the client already holds the first C{offset} bytes of
-        (L{None}: unknown).  If the file's version differs, the server restarts at 0.
+        (C{None}: unknown).  If the file's version differs, the server restarts at 0.
     """
 
     path: str

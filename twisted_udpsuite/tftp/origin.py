@@ -59,7 +59,7 @@ from twisted_udpsuite.paths import (
 from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
 from twisted_udpsuite.tftp.backend import FileReader, IBackend, IReader, IWriter, Peer
 from twisted_udpsuite.tftp.errors import AccessViolation, FileNotFound, TFTPError
-from twisted_udpsuite.twistedprivate import ResponseDone
+from twisted_udpsuite.twistedprivate import isResponseDone
 
 if TYPE_CHECKING:
     from treq.client import HTTPClient
@@ -385,7 +385,7 @@ class OriginReader(Protocol):
         self._ended = True
         self._disarmIdle()
         error = reason.value if reason is not None else None
-        whole = isinstance(error, ResponseDone)
+        whole = isResponseDone(error)
         if isinstance(error, PotentialDataLoss) and self.size is None:
             whole = True  # no length announced: the end of the connection is the end
         if whole and self.size is not None and self._received != self.size:

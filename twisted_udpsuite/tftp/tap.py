@@ -22,7 +22,7 @@ from twisted_udpsuite import ports
 from twisted_udpsuite.activation import inetdSocket
 from twisted_udpsuite.drain import DEFAULT_DRAIN
 from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
-from twisted_udpsuite.service import Offer, ServiceOptions, ServiceSpec, numberOption
+from twisted_udpsuite.service import Offer, ServedRootOptions, ServiceSpec, numberOption
 from twisted_udpsuite.tftp.backend import (
     CLIENT_ROOTS,
     FilesystemBackend,
@@ -118,7 +118,7 @@ def _clientRoots(value: str) -> str:
     return value
 
 
-class Options(ServiceOptions):
+class Options(ServedRootOptions):
     """C{twistd -n udpsuite tftp}: a TFTP server (RFC 1350, 2347-2349, 7440)."""
 
     defaultPort = ports.TFTP
@@ -288,18 +288,10 @@ class Options(ServiceOptions):
 
     def __init__(self) -> None:
         super().__init__()
-        self["root"] = FilePath(os.getcwd())
         self["refuse-option"] = []
         self.remapRules: RemapRules | None = None
 
-    def opt_root(self, value: str) -> None:
-        """Directory to serve (default: the current directory)."""
-        path = FilePath(os.path.abspath(value))
-        if not path.isdir():
-            raise usage.UsageError(f"--root: {value!r} is not a directory")
-        self["root"] = path
-
-    opt_r = opt_root
+    opt_r = ServedRootOptions.opt_root
 
     def postOptions(self) -> None:
         if self["no-create"] and not self["allow-overwrite"]:
