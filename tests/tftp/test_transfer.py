@@ -322,6 +322,56 @@ def test_commitFailureIsDiskFull() -> None:
     assert clock.getDelayedCalls() == []
 
 
+class _FailingReader:
+    """Gives one block, then fails the next read later (as an origin that dies mid-body)."""
+
+    def __init__(self, clock: Any, error: Exception) -> None:
+        self._clock = clock
+        self._error = error
+        self._reads = 0
+
+    def read(self, n: int) -> bytes | Deferred[bytes]:
+        self._reads += 1
+        if self._reads == 1:
+            return b"x" * n
+        d: Deferred[bytes] = Deferred()
+        self._clock.callLater(0.001, d.errback, self._error)
+        return d
+
+
+@pytest.mark.parametrize(
+    ("error", "traceback"),
+    [
+        (errors.TFTPError("Origin failed after 512 of 2048 bytes"), False),
+        (OSError(5, "Input/output error"), False),
+        (RuntimeError("a bug in the reader"), True),
+    ],
+)
+def test_readFailureLogsATracebackOnlyForABug(error: Exception, traceback: bool) -> None:
+    """
+    A reader failing with a TFTP or OS error (an origin dying mid-body, a disk error) ends the
+    transfer with an ERROR to the client and no traceback in the log (the end line says
+    why); any other exception is a bug in the reader and is logged with its traceback.
+    """
+    from twisted.internet.task import Clock
+    from twisted.logger import capturedLogs
+
+    clock = Clock()
+    out: list[bytes] = []
+    sender = Sender(out.append, clock, TransferOptions(), _FailingReader(clock, error))
+    failures: list[Any] = []
+    sender.done.addErrback(failures.append)
+    with capturedLogs() as events:
+        sender.start()
+        sender.datagramReceived(encodeAck(1))
+        clock.advance(0.001)
+    assert failures and failures[0].check(errors.TFTPError)
+    assert out[-1][:2] == b"\x00\x05"
+    assert any("log_failure" in e for e in events) is traceback
+    clock.advance(60)
+    assert clock.getDelayedCalls() == []
+
+
 def test_garbageIgnored() -> None:
     from twisted.internet.task import Clock
 

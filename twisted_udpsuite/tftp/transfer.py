@@ -423,6 +423,14 @@ class _Engine:
             return
         self._fail(error, sendError=sendError)
 
+    def _ioFailed(self, failure: Failure, doing: str) -> None:
+        """The reader or writer failed: end with the matching ERROR. Its own errors (a file
+        gone unreadable, a full disk, an origin that failed) are said by the transfer's end
+        line; anything else is a bug in it, logged with its traceback."""
+        if not isinstance(failure.value, (errors.TFTPError, OSError)):
+            self.log.failure("{doing} the file failed", failure, doing=doing)
+        self._fail(_ioError(failure), sendError=True)
+
     def _fail(self, error: errors.TFTPError, *, sendError: bool) -> None:
         if self._over:
             return
@@ -641,8 +649,7 @@ class Sender(_Engine):
         self._reading = False
         if self._over:
             return
-        self.log.failure("reading the file failed", failure)
-        self._fail(_ioError(failure), sendError=True)
+        self._ioFailed(failure, "reading")
 
     def _addBlock(self, chunk: bytes) -> None:
         if len(chunk) > self._blksize:
@@ -1110,8 +1117,7 @@ class Receiver(_Engine):
         self._busy = False
         if self._over:
             return
-        self.log.failure("writing the file failed", failure)
-        self._fail(_ioError(failure), sendError=True)
+        self._ioFailed(failure, "writing")
 
     def _afterWrite(self, block: int, final: bool) -> None:
         if final:
