@@ -81,6 +81,34 @@ async def test_closedPortIsReportedAndThePortGoesOn(reactor: Any, host: str) -> 
         await port.stopListening()
 
 
+@pytest_twisted.ensureDeferred
+async def test_errorQueueReadOnlyWhenAWakeUpReadNothing(reactor: Any) -> None:
+    """
+    A read that drained datagrams does not also ask the error queue (one system call a
+    lock-step block would pay); a wake-up that finds nothing to read does, since a send may
+    have taken the error the wake-up was for while its report waits in the queue.
+    """
+    recorder = _Recorder()
+    port = listenUDP(reactor, 0, recorder, "127.0.0.1")
+    asked: list[int | None] = []
+    readErrors = port.readErrors
+    port.readErrors = lambda: asked.append(readErrors()) or asked[-1]  # type: ignore[method-assign]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as live:
+        try:
+            for data in (b"one", b"two"):
+                live.sendto(data, ("127.0.0.1", port.getHost().port))
+            port.doRead()  # loopback delivers within sendto: both are queued already
+            assert recorder.received == [b"one", b"two"] and asked == []
+            port.doRead()
+            assert asked == [0]
+            dead = _closedPort("127.0.0.1")
+            port.write(b"hello", dead)
+            port.doRead()  # the refusal is the socket's pending error: read from the queue
+            assert recorder.unreachable == [dead]
+        finally:
+            await port.stopListening()
+
+
 def test_memoryNetworkModelsTheOption() -> None:
     """On the in-memory network the port reports too, unconnected, like IP_RECVERR."""
     net = MemoryNetwork()

@@ -86,7 +86,7 @@ class UnreachableReportingPort(SocketBoundPort):
             try:
                 data, addr = recvfrom(self.maxPacketSize)
             except OSError as e:
-                self._readFailed(e)
+                self._readFailed(e, read > 0)
                 return
             read += len(data)
             if self.addressFamily == socket.AF_INET6:
@@ -96,10 +96,20 @@ class UnreachableReportingPort(SocketBoundPort):
             except BaseException:
                 self._log.failure("unhandled error in {protocol}", protocol=self.protocol)
 
-    def _readFailed(self, error: OSError) -> None:
-        """A read failed: an error is queued, or nothing (more) is there; else raise."""
-        if error.errno in _QUEUED_ERRORS or error.errno in _NOTHING_TO_READ:
+    def _readFailed(self, error: OSError, readSome: bool) -> None:
+        """
+        A read failed: an error is queued, or nothing (more) is there; else raise.
+
+        Nothing there on the first read of a wake-up means the wake-up was for an error that
+        a send took (the queue holds it still): read the queue. After datagrams were read
+        it only means they are all read; a queued error keeps the socket ready, so the next
+        wake-up reads it (not asking here saves a system call on every lock-step block).
+        """
+        if error.errno in _QUEUED_ERRORS:
             self.readErrors()
+        elif error.errno in _NOTHING_TO_READ:
+            if not readSome:
+                self.readErrors()
         elif error.errno not in _IGNORED_READ_ERRORS:
             raise error
 

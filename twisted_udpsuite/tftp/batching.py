@@ -479,7 +479,7 @@ class TransferPort(UnreachableReportingPort):
                     data, addr = sock.recvfrom(size)
                     ancillary = None
             except OSError as e:
-                self._readFailed(e)
+                self._readFailed(e, read > 0)
                 return
             read += len(data)
             if six:
