@@ -183,13 +183,18 @@ class DatagramSender:
         for start in range(0, count, perBatch):
             batch = packets[start : start + perBatch]
             buffers: list[bytes | bytearray | memoryview] = []
+            add = buffers.append
             last = len(batch) - 1
             for index, packet in enumerate(batch):
-                if isinstance(packet, tuple):
-                    buffers += packet
+                if type(packet) is tuple:
+                    header, payload = packet
+                    add(header)
+                    add(payload)
+                    length = len(header) + len(payload)
                 else:
-                    buffers.append(packet)
-                if index < last and _length(packet) != size:
+                    add(packet)  # type: ignore[arg-type]  # (bytes or bytearray)
+                    length = len(packet)
+                if length != size and index < last:
                     raise ValueError("only the last datagram of a window may be shorter")
             if last == 0:
                 self.send(batch[0])

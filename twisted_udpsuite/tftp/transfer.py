@@ -545,16 +545,24 @@ class Sender(_Engine):
         window = self._window
         readinto = self._readinto
         mapping = self._mapping
-        while not self._eof and len(window) < self._windowsize and not self._reading:
-            if mapping is not None:
-                absolute = self._base + len(window)
-                start = (absolute - 1) * blksize
+        if mapping is not None:
+            # The hot path of a download: each block a header and a slice of the mapping.
+            absolute = self._base + len(window)
+            start = (absolute - 1) * blksize
+            rollover = self._rollover
+            for _ in range(0 if self._eof else self._windowsize - len(window)):
                 payload = mapping[start : start + blksize]
+                number = absolute & 0xFFFF if rollover == 0 else wrapBlock(absolute, rollover)
+                window.append((_pack(_DATA, number), payload))
                 if len(payload) < blksize:
                     self._eof = True
                     self._lastLength = len(payload)
-                window.append((_pack(_DATA, wrapBlock(absolute, self._rollover)), payload))
-                continue
+                    break
+                absolute += 1
+                start += blksize
+            self._flush()
+            return
+        while not self._eof and len(window) < self._windowsize and not self._reading:
             if readinto is not None:
                 packet = self._readPacket(readinto)
                 if packet is None:
