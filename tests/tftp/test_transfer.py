@@ -7,6 +7,8 @@ import os
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
 
@@ -540,9 +542,7 @@ def test_wholeWindowAckedBeforeItIsWritten() -> None:
     assert events == [
         ("write", b"a" * 8),
         ("send", encodeAck(4)),
-        ("write", b"b" * 8),
-        ("write", b"c" * 8),
-        ("write", b"d" * 8),
+        ("write", b"b" * 8 + b"c" * 8 + b"d" * 8),
     ]
     assert receiver.stats.blocks == 4 and receiver.stats.bytes == 32
     receiver.windowReceived([encodeData(5, b"e" * 8), encodeData(6, b"end")])
@@ -554,15 +554,14 @@ def test_wholeWindowAckedBeforeItIsWritten() -> None:
 @pytest.mark.parametrize(
     "window",
     [
-        [encodeData(1, b"x" * 8), encodeData(2, b"x" * 8), encodeData(3, b"x" * 8)],  # short
         [encodeData(2, b"x" * 8)] * 4,  # not the next block
         [encodeData(n, b"x" * 8) for n in (1, 2, 4, 3)],  # out of order
         [encodeData(n, b"x" * 8) for n in (1, 2, 3)] + [encodeData(4, b"end")],  # the last
     ],
 )
 def test_otherReadsGoOneByOne(window: list[bytes]) -> None:
-    """Anything but the rest of a window of full blocks in order is fed one at a time:
-    the same ACKs as from separate reads."""
+    """Anything but full blocks in order within the window is fed one at a time: the
+    same ACKs and writes as from separate reads."""
     clock, receiver, events = _windowReceiver()
     receiver.windowReceived(window)
     clock2, single, events2 = _windowReceiver()
@@ -574,6 +573,53 @@ def test_otherReadsGoOneByOne(window: list[bytes]) -> None:
         engine.done.addErrback(lambda _: None)
         c.advance(10)
         assert c.getDelayedCalls() == []
+
+
+def test_partOfAWindowWrittenAsOne() -> None:
+    """A read holding the first blocks of a window (a GSO batch is smaller than a window
+    of large blocks) is one write and no ACK; the read that ends the window is ACKed."""
+    clock, receiver, events = _windowReceiver()
+    receiver.windowReceived([encodeData(n, bytes([96 + n]) * 8) for n in (1, 2, 3)])
+    assert events == [("write", b"a" * 8 + b"b" * 8 + b"c" * 8)]
+    assert clock.getDelayedCalls()  # the re-ACK timer runs: the window is not over
+    receiver.windowReceived([encodeData(4, b"d" * 8)])
+    assert events[1:] == [("send", encodeAck(4)), ("write", b"d" * 8)]
+    assert receiver.stats.blocks == 4 and receiver.stats.bytes == 32
+    receiver.abort(errors.TFTPError("done"), sendError=False)
+    receiver.done.addErrback(lambda _: None)
+    assert clock.getDelayedCalls() == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    windowsize=st.integers(1, 6),
+    blocks=st.integers(0, 30),
+    lastLength=st.integers(0, 7),
+    cuts=st.lists(st.integers(1, 8), max_size=40),
+)
+def test_anyCoalescingSameAsOneByOne(
+    windowsize: int, blocks: int, lastLength: int, cuts: list[int]
+) -> None:
+    """However a clean transfer's datagrams are grouped into reads, the same ACKs go out in
+    the same order and the same bytes are written."""
+    data = os.urandom(8 * blocks + lastLength)
+    datagrams = [encodeData(n + 1, data[8 * n : 8 * n + 8]) for n in range(blocks + 1)]
+    _, grouped, groupedEvents = _windowReceiver(windowsize)
+    _, single, singleEvents = _windowReceiver(windowsize)
+    start = 0
+    for cut in [*cuts, len(datagrams)]:
+        if start < len(datagrams):
+            grouped.windowReceived(datagrams[start : start + cut])
+            start += cut
+    for datagram in datagrams:
+        single.datagramReceived(datagram)
+    for events in (groupedEvents, singleEvents):
+        assert b"".join(data for kind, data in events if kind == "write") == data
+    assert [e for e in groupedEvents if e[0] == "send"] == [
+        e for e in singleEvents if e[0] == "send"
+    ]
+    assert grouped.done.called and single.done.called
+    assert grouped.stats.bytes == single.stats.bytes == len(data)
 
 
 def test_windowTailLostAcksWhatArrived() -> None:

@@ -1004,57 +1004,61 @@ class Receiver(_Engine):
 
     def windowReceived(self, datagrams: list[bytes]) -> None:
         """
-        Several datagrams from the peer read at once (a coalesced window, GRO). When they
-        are the rest of the current window, full blocks in order (not the last one), and
-        the writer writes at once, the window's ACK goes out I{before} they are written:
-        the sender then sends the next window while we write this one, and the two sides
-        overlap instead of taking turns. Anything else is fed one datagram at a time.
+        Several datagrams from the peer read at once (a coalesced read, GRO). When they are
+        the next full blocks in order, within the current window, and the writer writes at
+        once, they are taken as one: one write of their payloads, and when they end the
+        window its ACK goes out I{before} the write, so the sender sends the next window
+        while we write this one and the two sides overlap instead of taking turns.
+        Anything else (a short final block, a gap, a duplicate, the first wrap) is fed one
+        datagram at a time.
         """
         count = len(datagrams)
-        size = 4 + self._blksize
-        if (
-            not self._writesAtOnce
-            or self._over
-            or self._busy
-            or count != self._windowsize - self._inWindow
-        ):
-            for datagram in datagrams:
-                self.datagramReceived(datagram)
+        remaining = self._windowsize - self._inWindow
+        if not self._writesAtOnce or self._over or self._busy or count > remaining:
+            self._eachReceived(datagrams)
             return
         first = self._next
         scheme = self._scheme
         if scheme is None and first + count > 65536:
-            for datagram in datagrams:  # the first wrap: let _classify learn the scheme
-                self.datagramReceived(datagram)
+            self._eachReceived(datagrams)  # the first wrap: let _classify learn the scheme
             return
-        wireFor = wrapBlock
-        for index, datagram in enumerate(datagrams):
+        size = 4 + self._blksize
+        rollover = scheme or 0
+        number = first
+        for datagram in datagrams:
             if len(datagram) != size or _unpack(datagram) != (
                 _DATA,
-                wireFor(first + index, scheme or 0),
+                wrapBlock(number, rollover),
             ):
-                for datagram in datagrams:
-                    self.datagramReceived(datagram)
+                self._eachReceived(datagrams)
                 return
+            number += 1
         if self._fresh:
             self._rto.sample(self._clock.seconds() - self._ackedAt)
+            self._fresh = False
         self._gapAcked = False
         self._tries = 0
         self._heard = True
-        self._next = first + count
+        self._next = number
         stats = self.stats
         stats.blocks += count
         stats.bytes += count * self._blksize
-        self._sendAck(_pack(_ACK, wireFor(first + count - 1, scheme or 0)))
-        write = self._writer.write
+        if count == remaining:
+            self._sendAck(_pack(_ACK, wrapBlock(number - 1, rollover)))
+        else:
+            self._inWindow += count
+            self._arm(2 * self._rto.backoff(0))
+        try:
+            written = self._writer.write(b"".join([datagram[4:] for datagram in datagrams]))
+        except Exception:
+            self._writeFailed(_caught())
+            return
+        if written is not None and isinstance(written, Deferred):
+            written.addErrback(self._writeFailed)  # (not expected of such a writer)
+
+    def _eachReceived(self, datagrams: list[bytes]) -> None:
         for datagram in datagrams:
-            try:
-                written = write(datagram[4:])
-            except Exception:
-                self._writeFailed(_caught())
-                return
-            if written is not None and isinstance(written, Deferred):
-                written.addErrback(self._writeFailed)  # (not expected of such a writer)
+            self.datagramReceived(datagram)
 
     def dataReceived(self, block: int, payload: bytes) -> None:
         """A DATA block: write it if it is the next one; ACK per window, gap or duplicate."""
