@@ -23,6 +23,11 @@ one where ``--workers auto`` (the production setting, one process per CPU; shown
 there) matters. ``--only pairs`` runs each client with its own server (ours, atftp +
 atftpd, pytftp's) at windowsize 16.
 
+In the pairs, each line also shows the transfer on the wire: from the client's request
+to its last ACK, read from a packet capture of loopback (tcpdump, where installed). The
+whole command's time includes starting the client (for a Python client, the interpreter
+and its imports); the wire time is the same work for every pair without it.
+
 Every line also shows the server's CPU (user + system, its reaped children and live
 workers included) per MiB sent, and the slowest and fastest round, since the machine
 may be shared: other work slows some rounds, so compare medians over several rounds.
@@ -33,8 +38,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import shutil
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -363,8 +370,88 @@ def _procCpu(pid: int) -> float:
     return total / tick
 
 
+class WireClock:
+    """
+    Times a download on the wire: a capture of loopback (tcpdump, filtered in the kernel to
+    TFTP requests to the server's port and to ACKs, so it costs little) from which the
+    first request to the port and the last ACK from the client's port are read.
+    """
+
+    _FILTER = "udp and ((dst port {port} and udp[8:2] = 1) or udp[8:2] = 4)"
+
+    def __init__(self, port: int, work: Path) -> None:
+        self.port = port
+        self.path = work / "wire.pcap"
+        self.proc = subprocess.Popen(
+            [
+                "tcpdump",
+                "-i",
+                "lo",
+                "-n",
+                "-s",
+                "64",
+                "-B",
+                "16384",
+                "-w",
+                str(self.path),
+                self._FILTER.format(port=port),
+            ],  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        assert self.proc.stderr is not None
+        self.proc.stderr.readline()  # "listening on lo, ...": the capture has started
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("tcpdump") is not None and os.geteuid() == 0
+
+    def seconds(self) -> float:
+        """Stop the capture; the seconds from the request to the client's last ACK."""
+        # The kernel hands tcpdump its packets a block at a time, or after a second; a
+        # terminated tcpdump writes only what it was handed.
+        time.sleep(1.2)
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        request: tuple[float, int] | None = None
+        lastAck = 0.0
+        for stamp, source, destination, opcode in _udpPackets(self.path.read_bytes()):
+            if opcode == 1 and destination == self.port and request is None:
+                request = (stamp, source)
+            elif opcode == 4 and request is not None and source == request[1]:
+                lastAck = stamp
+        if request is None or not lastAck:
+            raise RuntimeError("the capture holds no request or no ACK")
+        return lastAck - request[0]
+
+
+def _udpPackets(pcap: bytes) -> list[tuple[float, int, int, int]]:
+    """(time, source port, destination port, TFTP opcode) of each IPv4 UDP packet in a
+    capture of loopback (Ethernet framing)."""
+    packets = []
+    offset = 24  # the file header
+    while offset + 16 <= len(pcap):
+        seconds, micros, captured, _ = struct.unpack_from("<IIII", pcap, offset)
+        frame = pcap[offset + 16 : offset + 16 + captured]
+        offset += 16 + captured
+        if len(frame) < 14 + 20 or frame[12:14] != b"\x08\x00" or frame[14 + 9] != 17:
+            continue
+        udp = 14 + (frame[14] & 0x0F) * 4
+        if len(frame) >= udp + 10:
+            source, destination = struct.unpack_from("!HH", frame, udp)
+            opcode = struct.unpack_from("!H", frame, udp + 8)[0]
+            packets.append((seconds + micros / 1e6, source, destination, opcode))
+    return packets
+
+
 def timeDownload(
-    client: Client, port: int, name: str, size: int, work: Path, durable: bool = False
+    client: Client,
+    port: int,
+    name: str,
+    size: int,
+    work: Path,
+    durable: bool = False,
+    wire: list[float] | None = None,
 ) -> float:
     """
     MB/s of one download, checked for size. C{durable}: the time includes an fsync of the
@@ -373,6 +460,7 @@ def timeDownload(
     """
     out = work / "download.bin"
     out.unlink(missing_ok=True)
+    clock = WireClock(port, work) if wire is not None else None
     start = time.perf_counter()
     result = subprocess.run(
         client.command(port, name, out), capture_output=True, timeout=30, cwd=work
@@ -384,8 +472,11 @@ def timeDownload(
         finally:
             os.close(fd)
     elapsed = time.perf_counter() - start
+    onWire = clock.seconds() if clock is not None else 0.0
     if result.returncode != 0 or not out.exists() or out.stat().st_size != size:
         raise RuntimeError(f"{client.name} failed: {result.stderr.decode(errors='replace')}")
+    if wire is not None:
+        wire.append(size / onWire / 1e6)
     return size / elapsed / 1e6
 
 
@@ -425,6 +516,7 @@ class Cell:
     concurrency: int = 1
     reference: bool = False
     durable: bool = False  # the download's time includes an fsync of the file
+    wire: bool = False  # also time the transfer on the wire (WireClock), in another download
 
 
 def runMatrix(title: str, cells: list[Cell], rounds: int, root: Path, work: Path) -> None:
@@ -450,6 +542,7 @@ def runMatrix(title: str, cells: list[Cell], rounds: int, root: Path, work: Path
         cells = [c for c in cells if c.server.name in running]
         results: dict[int, list[float]] = {i: [] for i in range(len(cells))}
         cpu: dict[int, list[float]] = {i: [] for i in range(len(cells))}
+        wire: dict[int, list[float]] = {i: [] for i in range(len(cells))}
         for _ in range(rounds):
             for i, cell in enumerate(cells):
                 port = procs[cell.server.name][1]
@@ -471,6 +564,11 @@ def runMatrix(title: str, cells: list[Cell], rounds: int, root: Path, work: Path
                 mib = cell.concurrency * cell.size / (1 << 20)
                 cpu[i].append((meter.seconds() - before) * 1000 / mib)
                 results[i].append(rate)
+                if cell.wire:  # a download of its own: the capture stays out of the above
+                    try:
+                        timeDownload(cell.client, port, cell.name, cell.size, work, wire=wire[i])
+                    except Exception as e:
+                        print(f"  {cell.group} / {cell.label} (wire): {e}", file=sys.stderr)
     finally:
         for proc, _ in procs.values():
             proc.terminate()
@@ -494,6 +592,9 @@ def runMatrix(title: str, cells: list[Cell], rounds: int, root: Path, work: Path
         baseCpu = next(
             (statistics.median(cpu[i]) for i, c in members if c.reference and cpu[i]), 0.0
         )
+        baseWire = next(
+            (statistics.median(wire[i]) for i, c in members if c.reference and wire[i]), 0.0
+        )
         for i, cell in members:
             if not results[i]:
                 print(f"    {cell.label:<44} failed")
@@ -503,9 +604,14 @@ def runMatrix(title: str, cells: list[Cell], rounds: int, root: Path, work: Path
             spread = f"{min(results[i]):7.1f}..{max(results[i]):<7.1f}"
             perMib = statistics.median(cpu[i])
             cpuRatio = f"{perMib / baseCpu:5.2f}x" if baseCpu else "    -"
+            onWire = ""
+            if wire[i]:
+                wireMedian = statistics.median(wire[i])
+                wireRatio = f"{wireMedian / baseWire:5.2f}x" if baseWire else "    -"
+                onWire = f"  on the wire {wireMedian:7.1f} MB/s {wireRatio}"
             print(
                 f"    {cell.label:<44} {median:9.1f} MB/s {ratio}  ({spread})"
-                f"  server CPU {perMib:6.2f} ms/MiB {cpuRatio}"
+                f"  server CPU {perMib:6.2f} ms/MiB {cpuRatio}{onWire}"
             )
 
 
@@ -641,6 +747,7 @@ def main() -> None:
                                 size,
                                 reference=serverName == "atftpd",
                                 durable=True,
+                                wire=WireClock.available(),
                             )
                         )
             runMatrix("Pairs: each client with its own server", cells, args.rounds, root, work)
