@@ -99,8 +99,9 @@ def segmentationAvailable(sock: Any) -> bool:
 
 
 def _length(packet: OutgoingPacket) -> int:
-    if isinstance(packet, tuple):
-        return sum(len(part) for part in packet)
+    if type(packet) is tuple:
+        header, payload = packet
+        return len(header) + len(payload)
     return len(packet)
 
 
