@@ -166,7 +166,7 @@ async def test_uploadPlain(reactor: Any, peer: Peer, size: int) -> None:
     d = put(reactor, ("127.0.0.1", peer.port), data, "up.bin", tsize=False)
     result = await d.addTimeout(30, reactor)
     assert result.bytes == size
-    await _settled(reactor, peer.root / "up.bin", size)
+    await _settled(reactor, peer.root / "up.bin", data)
     assert (peer.root / "up.bin").read_bytes() == data
 
 
@@ -179,7 +179,7 @@ async def test_uploadWithOptions(reactor: Any, peer: Peer, options: dict[str, in
     d = put(reactor, ("127.0.0.1", peer.port), data, "up.bin", **options)  # type: ignore[arg-type]
     result = await d.addTimeout(30, reactor)
     assert result.options.blksize == options["blksize"]
-    await _settled(reactor, peer.root / "up.bin", len(data))
+    await _settled(reactor, peer.root / "up.bin", data)
     assert (peer.root / "up.bin").read_bytes() == data
 
 
@@ -190,6 +190,8 @@ async def test_netasciiRoundTrip(reactor: Any, peer: Peer, tmp_path: Path) -> No
     await put(reactor, ("127.0.0.1", peer.port), text, "t.txt", mode="netascii").addTimeout(
         30, reactor
     )
+    await _settled(reactor, peer.root / "t.txt", text)  # stored in the local form: the same
+    assert (peer.root / "t.txt").read_bytes() == text
     target = tmp_path / "t.txt"
     await get(reactor, ("127.0.0.1", peer.port), "t.txt", str(target), mode="netascii").addTimeout(
         30, reactor
@@ -206,12 +208,17 @@ async def test_missingFile(reactor: Any, peer: Peer, tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
-async def _settled(reactor: Any, path: Path, size: int) -> None:
-    """The server may still be closing the file when our last ACK arrives."""
+async def _settled(reactor: Any, path: Path, data: bytes) -> None:
+    """
+    The server may still be writing the file when our last ACK arrives: atftpd ACKs the
+    final block before it closes the file, and in netascii it writes a CR at once and
+    overwrites it when an LF follows. Wait (bounded) until the file holds C{data}; the
+    caller asserts it.
+    """
     from twisted.internet.task import deferLater
 
     for _ in range(100):
-        if path.exists() and path.stat().st_size == size:
+        if path.exists() and path.stat().st_size == len(data) and path.read_bytes() == data:
             return
         await deferLater(reactor, 0.02)
 
@@ -230,7 +237,7 @@ async def test_commandLine(reactor: Any, peer: Peer, tmp_path: Path) -> None:
         reactor, [udpsuite, "tftp", "put", target, str(source), "up.bin", "-b", "1428"]
     )
     assert code == 0, err
-    await _settled(reactor, peer.root / "up.bin", len(data))
+    await _settled(reactor, peer.root / "up.bin", data)
     _, err, code = await runProcess(
         reactor, [udpsuite, "tftp", "get", target, "up.bin", str(tmp_path / "back.bin")]
     )
@@ -274,7 +281,7 @@ async def test_ipv6WithInTftpd(reactor: Any, tmp_path: Path) -> None:
         assert target.read_bytes() == data and result.options.blksize == 1428
         d = put(reactor, ("::1", port), data, "up.bin", blksize=1428)
         await d.addTimeout(30, reactor)
-        await _settled(reactor, root / "up.bin", len(data))
+        await _settled(reactor, root / "up.bin", data)
         assert (root / "up.bin").read_bytes() == data
     finally:
         await process.stop()
