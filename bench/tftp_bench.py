@@ -28,6 +28,9 @@ to its last ACK, read from a packet capture of loopback (tcpdump, where installe
 whole command's time includes starting the client (for a Python client, the interpreter
 and its imports); the wire time is the same work for every pair without it.
 
+Servers and clients run in two CPU cgroups of equal weight (L{CpuShares}), as a systemd
+service and a user's session would: the clients on loopback stand in for other machines.
+
 Every line also shows the server's CPU (user + system, its reaped children and live
 workers included) per MiB sent, and the slowest and fastest round, since the machine
 may be shared: other work slows some rounds, so compare medians over several rounds.
@@ -300,7 +303,57 @@ def pytftpClient(peers: Path, blksize: int, windowsize: int) -> Client:
 
 
 CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+CPU = Path("/sys/fs/cgroup/cpu")
 _meterNumbers = itertools.count()
+
+
+class CpuShares:
+    """
+    Servers and clients in two CPU cgroups of equal weight (cgroup v1 C{cpu}, as root), as
+    systemd runs a service and a user's session (system.slice, user.slice). On loopback the
+    clients stand in for other machines; left in one group, a one-process server would get
+    one share in nine against 8 curl processes, and a server that forks per transfer
+    (in.tftpd) eight in sixteen. Where there is no such cgroup, nothing changes.
+    """
+
+    def __init__(self) -> None:
+        self.groups: list[Path] = []
+        self.clients: Path | None = None
+
+    def open(self) -> None:
+        self.clients = self._make("clients")
+
+    def _make(self, name: str) -> Path | None:
+        group = CPU / f"udpsuite-bench-{os.getpid()}-{name}"
+        try:
+            group.mkdir()
+        except OSError:
+            return None
+        self.groups.append(group)
+        return group
+
+    def server(self, pid: int, name: str) -> None:
+        """Put server C{pid} (and what it forks from now on) in a group of its own."""
+        group = self._make(f"server-{next(_meterNumbers)}")
+        if group is not None:
+            (group / "cgroup.procs").write_text(str(pid))
+
+    def joinClients(self) -> None:
+        """In a client's child process before exec: join the clients' group."""
+        if self.clients is not None:
+            (self.clients / "cgroup.procs").write_text(str(os.getpid()))
+
+    def close(self) -> None:
+        for group in self.groups:
+            for _ in range(50):
+                try:
+                    group.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
+SHARES = CpuShares()
 
 
 class ServerCpu:
@@ -463,7 +516,11 @@ def timeDownload(
     clock = WireClock(port, work) if wire is not None else None
     start = time.perf_counter()
     result = subprocess.run(
-        client.command(port, name, out), capture_output=True, timeout=30, cwd=work
+        client.command(port, name, out),
+        capture_output=True,
+        timeout=30,
+        cwd=work,
+        preexec_fn=SHARES.joinClients,
     )
     if durable and out.exists():
         fd = os.open(out, os.O_RDONLY)
@@ -490,6 +547,7 @@ def concurrent(client: Client, port: int, name: str, size: int, work: Path, n: i
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             cwd=work,
+            preexec_fn=SHARES.joinClients,
         )
         for o in outs
     ]
@@ -534,6 +592,7 @@ def runMatrix(title: str, cells: list[Cell], rounds: int, root: Path, work: Path
                 )
                 procs[cell.server.name] = (proc, port)
                 meters[cell.server.name] = ServerCpu(proc.pid, cell.server.name)
+                SHARES.server(proc.pid, cell.server.name)
                 try:
                     waitUdp(port, proc)
                 except RuntimeError as e:
@@ -628,6 +687,14 @@ def main() -> None:
     args = parser.parse_args()
 
     peers = peersVenv(args.peers_venv)
+    SHARES.open()
+    try:
+        run(args, peers)
+    finally:
+        SHARES.close()
+
+
+def run(args: argparse.Namespace, peers: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "root"
         work = Path(tmp) / "work"
