@@ -101,4 +101,4 @@ async def runChat(reactor: IReactorNetwork, options: Options, console: Console) 
     return 0
 
 
-COMMAND = CommandSpec("chat", "Full-duplex terminal chat (peer or room)", Options, runChat)
+COMMAND = CommandSpec("chat", Options, runChat)

@@ -91,4 +91,4 @@ async def runDiscover(reactor: IReactorNetwork, options: Options, console: Conso
     return 0 if result else 1
 
 
-COMMAND = CommandSpec("discover", "Find udpsuite responders on the LAN", Options, runDiscover)
+COMMAND = CommandSpec("discover", Options, runDiscover)

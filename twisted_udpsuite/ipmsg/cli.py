@@ -101,6 +101,4 @@ async def runIPMsg(reactor: IReactorNetwork, options: Options, console: Console)
     return 0
 
 
-COMMAND = CommandSpec(
-    "ipmsg", "Terminal member of an IP Messenger/FeiQ/iptux LAN", Options, runIPMsg
-)
+COMMAND = CommandSpec("ipmsg", Options, runIPMsg)

@@ -281,4 +281,4 @@ async def runTFTP(reactor: IReactorNetwork, options: Options, console: Console) 
     return 0
 
 
-COMMAND = CommandSpec("tftp", "TFTP client: get and put files", Options, runTFTP)
+COMMAND = CommandSpec("tftp", Options, runTFTP)
