@@ -21,7 +21,7 @@ from twisted_udpsuite import cli
 pytestmark = pytest.mark.integration
 
 #: Runs C{udpsuite ARGS} (L{cli.run}, as the console script does), then writes the names
-#: of the modules it loaded to the file named by its first argument.
+#: of the modules it loaded (not those marked missing) to the file named by its first argument.
 _REPORTING_UDPSUITE = """
 import json, sys
 report = sys.argv.pop(1)
@@ -30,7 +30,7 @@ try:
     run()
 finally:
     with open(report, "w") as f:
-        json.dump(sorted(sys.modules), f)
+        json.dump(sorted(m for m, module in sys.modules.items() if module is not None), f)
 """
 
 
@@ -47,6 +47,11 @@ async def runReporting(
     )
     assert b"Traceback" not in err, err
     return out, code, set(json.loads(report.read_text()))
+
+
+def tlsModules(modules: set[str]) -> set[str]:
+    """pyOpenSSL's and cryptography's modules: no command speaks TLS, none loads them."""
+    return {m for m in modules if m.partition(".")[0] in ("OpenSSL", "cryptography")}
 
 
 def othersCode(chosen: str | None, modules: set[str]) -> set[str]:
@@ -91,7 +96,10 @@ def test_othersCode() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_tftpGetLoadsNoOtherCommand(reactor: Any, tmp_path: Path) -> None:
-    """A real C{udpsuite tftp get} downloads its file, and loads no other command's code."""
+    """
+    A real C{udpsuite tftp get} downloads its file, and loads no other command's code and
+    no TLS stack.
+    """
     data = b"x" * 3000
     server = FakeServer(reactor, {b"f.bin": data})
     port = reactor.listenUDP(0, server, interface="127.0.0.1")
@@ -106,6 +114,7 @@ async def test_tftpGetLoadsNoOtherCommand(reactor: Any, tmp_path: Path) -> None:
     assert (tmp_path / "got.bin").read_bytes() == data
     assert "twisted_udpsuite.tftp.cli" in modules
     assert othersCode("tftp", modules) == set()
+    assert tlsModules(modules) == set()
 
 
 @pytest_twisted.ensureDeferred
@@ -113,7 +122,8 @@ async def test_tftpGetLoadsNoOtherCommand(reactor: Any, tmp_path: Path) -> None:
 async def test_eachCommandLoadsOnlyItsOwn(reactor: Any, tmp_path: Path, command: str) -> None:
     """
     C{udpsuite COMMAND --help} loads that command's module and no other command's (a
-    protocol's own code may use another's: chat's C{/discover}, IPMsg's broadcast addresses).
+    protocol's own code may use another's: chat's C{/discover}, IPMsg's broadcast addresses),
+    and no TLS stack (L{twisted_udpsuite.twistedprivate.withoutTLS}).
     """
     [entry] = [c for c in cli.COMMANDS if c.name == command]
     out, code, modules = await runReporting(reactor, tmp_path, [command, "--help"])
@@ -121,6 +131,7 @@ async def test_eachCommandLoadsOnlyItsOwn(reactor: Any, tmp_path: Path, command:
     assert out.startswith(f"Usage: udpsuite {command} ".encode()), out
     assert entry.module in modules
     assert {c.module for c in cli.COMMANDS if c.module != entry.module} & modules == set()
+    assert tlsModules(modules) == set()
 
 
 @pytest_twisted.ensureDeferred

@@ -31,6 +31,7 @@ from twisted_udpsuite.command import (
     commandWords,
 )
 from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
+from twisted_udpsuite.twistedprivate import withoutTLS
 
 __all__ = ["COMMANDS", "CommandEntry", "Interrupts", "Options", "main", "run"]
 
@@ -201,7 +202,8 @@ def _react(reactor: IReactorNetwork, argv: list[str]) -> Deferred[None]:
 
 
 def run() -> None:
-    """The C{udpsuite} console script."""
+    """The C{udpsuite} console script (and C{python -m twisted_udpsuite})."""
+    withoutTLS()  # before the reactor is imported: no command speaks TLS
     try:
         task.react(_react, (sys.argv[1:],))
     except SystemExit as e:
