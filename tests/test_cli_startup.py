@@ -97,8 +97,8 @@ def test_othersCode() -> None:
 @pytest_twisted.ensureDeferred
 async def test_tftpGetLoadsNoOtherCommand(reactor: Any, tmp_path: Path) -> None:
     """
-    A real C{udpsuite tftp get} downloads its file, and loads no other command's code and
-    no TLS stack.
+    A real C{udpsuite tftp get} downloads its file, and loads no other command's code, no
+    TLS stack, and no server code (twistd's application framework, the TFTP server's HTTP).
     """
     data = b"x" * 3000
     server = FakeServer(reactor, {b"f.bin": data})
@@ -115,6 +115,8 @@ async def test_tftpGetLoadsNoOtherCommand(reactor: Any, tmp_path: Path) -> None:
     assert "twisted_udpsuite.tftp.cli" in modules
     assert othersCode("tftp", modules) == set()
     assert tlsModules(modules) == set()
+    server = {"twisted_udpsuite.service", "twisted.application.service", "twisted.web.http"}
+    assert modules & server == set()
 
 
 @pytest_twisted.ensureDeferred

@@ -8,8 +8,8 @@ from twisted_udpsuite import ports
 from twisted_udpsuite.command import CommandOptions, CommandSpec, Console, resolveHost
 from twisted_udpsuite.discovery.protocol import DiscoveredResponder, discover
 from twisted_udpsuite.discovery.wire import MAX_DELAY
+from twisted_udpsuite.optionvalues import checkPort, numberOption
 from twisted_udpsuite.reactors import IReactorNetwork
-from twisted_udpsuite.service import checkPort, numberOption
 from twisted_udpsuite.terminal import printable
 
 __all__ = ["COMMAND", "Options", "formatResponder"]

@@ -20,8 +20,8 @@ from twisted_udpsuite.echo.client import (
     PingResult,
     ping,
 )
+from twisted_udpsuite.optionvalues import numberOption
 from twisted_udpsuite.reactors import IReactorNetwork
-from twisted_udpsuite.service import numberOption
 
 
 class Options(CommandOptions):

@@ -28,9 +28,9 @@ from twisted_udpsuite.command import (
     showAddress,
     targetOption,
 )
+from twisted_udpsuite.optionvalues import numberOption
 from twisted_udpsuite.progress import ProgressBar, formatBytes
 from twisted_udpsuite.reactors import IReactorNetwork
-from twisted_udpsuite.service import numberOption
 from twisted_udpsuite.tftp import client, errors
 from twisted_udpsuite.tftp.options import (
     MAX_BLKSIZE,
