@@ -153,11 +153,11 @@ def withoutTLS() -> None:
     never speaks TLS, and must call this before the reactor is imported.
 
     Importing the reactor imports C{twisted.internet.tcp}, which imports pyOpenSSL (and
-    through it C{cryptography}, C{urllib.request} and C{http.cookiejar}) only to see whether
-    C{startTLS} can be offered: about a third of a command's start-up (issue #13).  pyOpenSSL
-    is always installed with the suite (treq needs it).  Marking it missing (C{None} in
-    C{sys.modules}, which makes its import raise C{ImportError}) makes Twisted take TLS as
-    unavailable, as on a system without pyOpenSSL: TCP works as before, without C{startTLS}.
+    through it C{cryptography}) only to see whether C{startTLS} can be offered: some 50 ms,
+    a quarter of a command's start-up (issue #13).  pyOpenSSL is always installed with the
+    suite (treq needs it).  Marking it missing (C{None} in C{sys.modules}, which makes its
+    import raise C{ImportError}) makes Twisted take TLS as unavailable, as on a system
+    without pyOpenSSL: TCP works as before, without C{startTLS}.
 
     Nothing is done if pyOpenSSL is already imported.  Never call this in library code or
     under twistd: the TFTP server's HTTP origin reaches https through treq, which needs
