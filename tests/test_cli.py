@@ -150,6 +150,17 @@ def test_closedOutputEndsTheCommandQuietly() -> None:
     assert net.clock.getDelayedCalls() == []
 
 
+def test_eachEntryFindsItsCommand() -> None:
+    """Every entry of COMMANDS loads the spec of the command it names, and no name repeats."""
+    names = [entry.name for entry in cli.COMMANDS]
+    assert len(set(names)) == len(names)
+    for entry in cli.COMMANDS:
+        spec = entry.load()
+        assert spec.name == entry.name
+        assert isinstance(entry.options(), spec.options)
+        assert entry.description and "\n" not in entry.description
+
+
 def test_usageLinesNameTheCommand() -> None:
     """Each usage line reads as a command line: program, command words, options, arguments."""
     options = cli.Options()

@@ -6,7 +6,12 @@ installed Twisted: each failure names what changed (real sockets on loopback onl
 from __future__ import annotations
 
 import inspect
+import json
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +24,7 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+import twisted_udpsuite
 from twisted_udpsuite.twistedprivate import (
     SocketBoundPort,
     earliestCall,
@@ -207,3 +213,80 @@ def test_responseDone() -> None:
 
     assert isResponseDone(ResponseDone()), _changed("twisted.web._newclient.ResponseDone")
     assert not isResponseDone(ConnectionDone()) and not isResponseDone(None)
+
+
+#: In a fresh process: optionally import pyOpenSSL, optionally call withoutTLS, then import
+#: the reactor, make one TCP connection on 127.0.0.1 and echo a line over it, and report
+#: what the connection offers and which TLS modules were loaded.
+_TCP_AFTER_BLOCK = """
+import json, sys
+mode = sys.argv[1]
+if mode == "preloaded":
+    import OpenSSL.SSL
+from twisted_udpsuite.twistedprivate import withoutTLS
+if mode != "unblocked":
+    withoutTLS()
+from twisted.internet import reactor, tcp
+from twisted.internet.interfaces import ITLSTransport
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+
+report = {}
+
+class Echo(Protocol):
+    def dataReceived(self, data):
+        self.transport.write(data)
+
+class Client(Protocol):
+    def connectionMade(self):
+        report["offersTLS"] = ITLSTransport.providedBy(self.transport)
+        report["startTLS"] = hasattr(self.transport, "startTLS")
+        self.transport.write(b"hello")
+    def dataReceived(self, data):
+        report["echoed"] = report.get("echoed", "") + data.decode()
+        if report["echoed"] == "hello":
+            self.transport.loseConnection()
+            reactor.stop()
+
+server = reactor.listenTCP(0, Factory.forProtocol(Echo), interface="127.0.0.1")
+reactor.connectTCP("127.0.0.1", server.getHost().port, ClientFactory.forProtocol(Client))
+reactor.callLater(20, reactor.stop)
+reactor.run()
+report["tcpOffersTLS"] = ITLSTransport.implementedBy(tcp.Client)
+report["loaded"] = sorted(
+    m for m, module in sys.modules.items()
+    if module is not None and m.partition(".")[0] in ("OpenSSL", "cryptography")
+)
+print(json.dumps(report))
+"""
+
+
+def _tcpAfterBlock(mode: str) -> dict[str, Any]:
+    suite = str(Path(twisted_udpsuite.__file__).parents[1])  # the suite these tests import
+    env = {**os.environ, "PYTHONPATH": suite}
+    done = subprocess.run(
+        [sys.executable, "-c", _TCP_AFTER_BLOCK, mode],
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def test_withoutTLS() -> None:
+    """
+    After L{withoutTLS}, the reactor imports without pyOpenSSL, Twisted's TCP offers no TLS,
+    and a TCP connection on 127.0.0.1 works; without it, the same Twisted offers TLS (so the
+    check can tell); and it leaves an already imported pyOpenSSL alone.
+    """
+    blocked = _tcpAfterBlock("blocked")
+    assert blocked["echoed"] == "hello", _changed("TCP without pyOpenSSL")
+    assert blocked["loaded"] == [], _changed("how twisted.internet.tcp imports pyOpenSSL")
+    assert not blocked["offersTLS"] and not blocked["startTLS"] and not blocked["tcpOffersTLS"]
+    unblocked = _tcpAfterBlock("unblocked")
+    assert unblocked["echoed"] == "hello"
+    assert unblocked["offersTLS"] and unblocked["startTLS"] and unblocked["tcpOffersTLS"]
+    assert "OpenSSL.SSL" in unblocked["loaded"]
+    preloaded = _tcpAfterBlock("preloaded")
+    assert preloaded["echoed"] == "hello" and preloaded["offersTLS"] and preloaded["tcpOffersTLS"]

@@ -1,14 +1,18 @@
 """
 C{udpsuite COMMAND ...}: the suite's client side (also C{python -m
-twisted_udpsuite}).  A protocol joins by adding its L{CommandSpec} to
-L{COMMANDS}.
+twisted_udpsuite}).  A protocol joins with an entry in L{COMMANDS}, which names the
+command and says where its L{CommandSpec} lives: only the chosen command's module is
+imported, so that a command starts as fast as it can (C{udpsuite tftp get} does not load
+the chat, files or IPMsg code).
 """
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -16,8 +20,6 @@ from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.python import usage
 
-from twisted_udpsuite import sendcli
-from twisted_udpsuite.chat import cli as chat
 from twisted_udpsuite.command import (
     INTERRUPTED,
     OUTPUT_CLOSED,
@@ -28,24 +30,55 @@ from twisted_udpsuite.command import (
     SuiteOptions,
     commandWords,
 )
-from twisted_udpsuite.discovery import cli as discovery
-from twisted_udpsuite.echo import cli as echo
-from twisted_udpsuite.files import cli as files
-from twisted_udpsuite.ipmsg import cli as ipmsg
 from twisted_udpsuite.reactors import IReactorNetwork, reactorOr
-from twisted_udpsuite.tftp import cli as tftp
+from twisted_udpsuite.twistedprivate import withoutTLS
 
-__all__ = ["COMMANDS", "Interrupts", "Options", "main", "run"]
+__all__ = ["COMMANDS", "CommandEntry", "Interrupts", "Options", "main", "run"]
 
-COMMANDS: list[CommandSpec] = [
-    echo.COMMAND,
-    sendcli.COMMAND,
-    tftp.COMMAND,
-    files.FETCH,
-    files.LS,
-    chat.COMMAND,
-    discovery.COMMAND,
-    ipmsg.COMMAND,
+
+@dataclass(frozen=True)
+class CommandEntry:
+    """
+    One C{udpsuite} command in L{COMMANDS}: its name and the line C{udpsuite --help}
+    shows for it, and where its L{CommandSpec} is (C{attribute} of C{module}), imported
+    only when the command is chosen.
+    """
+
+    name: str
+    description: str
+    module: str
+    attribute: str = "COMMAND"
+
+    def load(self) -> CommandSpec:
+        """The command's L{CommandSpec}, importing its module (once)."""
+        spec: CommandSpec = getattr(importlib.import_module(self.module), self.attribute)
+        return spec
+
+    def options(self) -> usage.Options:
+        """A new parser of the command's options (the parser factory of a subcommand)."""
+        return self.load().options()
+
+
+COMMANDS: list[CommandEntry] = [
+    CommandEntry("echo", "Ping a UDP echo server: loss and latency", "twisted_udpsuite.echo.cli"),
+    CommandEntry("send", "Send one datagram; --wait S prints replies", "twisted_udpsuite.sendcli"),
+    CommandEntry("tftp", "TFTP client: get and put files", "twisted_udpsuite.tftp.cli"),
+    CommandEntry(
+        "fetch",
+        "Download a file from a udpsuite file server",
+        "twisted_udpsuite.files.cli",
+        "FETCH",
+    ),
+    CommandEntry(
+        "ls", "List a directory of a udpsuite file server", "twisted_udpsuite.files.cli", "LS"
+    ),
+    CommandEntry("chat", "Full-duplex terminal chat (peer or room)", "twisted_udpsuite.chat.cli"),
+    CommandEntry(
+        "discover", "Find udpsuite responders on the LAN", "twisted_udpsuite.discovery.cli"
+    ),
+    CommandEntry(
+        "ipmsg", "Terminal member of an IP Messenger/FeiQ/iptux LAN", "twisted_udpsuite.ipmsg.cli"
+    ),
 ]
 
 
@@ -55,7 +88,7 @@ class Options(SuiteOptions):
         "Exit status: 0 success, 1 failure, 2 usage error, 130 interrupted (Ctrl-C), "
         "141 standard output closed early (e.g. by `| head`)."
     )
-    subCommands = [(spec.name, None, spec.options, spec.description) for spec in COMMANDS]
+    subCommands = [(c.name, None, c.options, c.description) for c in COMMANDS]
 
     def getSynopsis(self) -> str:
         return f"Usage: {PROGRAM} [--version] {self.synopsis}"
@@ -110,7 +143,7 @@ async def main(
     except BrokenPipeError:  # --help or --version into a closed pipe
         console.outputWasClosed()
         return OUTPUT_CLOSED
-    spec = next(c for c in COMMANDS if c.name == options.subCommand)
+    spec = next(c for c in COMMANDS if c.name == options.subCommand).load()
     running: Deferred[int] = ensureDeferred(spec.run(reactor, options.subOptions, console))
     stopped: list[int] = []
     pending: list[Any] = []
@@ -169,7 +202,8 @@ def _react(reactor: IReactorNetwork, argv: list[str]) -> Deferred[None]:
 
 
 def run() -> None:
-    """The C{udpsuite} console script."""
+    """The C{udpsuite} console script (and C{python -m twisted_udpsuite})."""
+    withoutTLS()  # before the reactor is imported: no command speaks TLS
     try:
         task.react(_react, (sys.argv[1:],))
     except SystemExit as e:

@@ -162,14 +162,15 @@ class _BinaryOutput:
 @dataclass(frozen=True)
 class CommandSpec:
     """
-    One C{udpsuite} command.
+    One C{udpsuite} command, as its protocol's C{cli} module declares it.  Its name and
+    one-line description are also in L{twisted_udpsuite.cli.COMMANDS}, which says where
+    the spec lives, so that C{udpsuite --help} lists every command without importing it.
 
     @ivar run: C{run(reactor, options, console)} → coroutine or Deferred
         of the exit status.
     """
 
     name: str
-    description: str
     options: type[usage.Options]
     run: Callable[[Any, Any, Console], Coroutine[Any, Any, int] | Deferred[int]]
 

@@ -133,4 +133,4 @@ async def runSend(reactor: IReactorNetwork, options: Options, console: Console) 
     return 0
 
 
-COMMAND = CommandSpec("send", "Send one datagram; --wait S prints replies", Options, runSend)
+COMMAND = CommandSpec("send", Options, runSend)

@@ -3,12 +3,14 @@ What every suite service shares: the C{--port}/C{--interface} options, the
 L{ServiceSpec} through which a protocol adds itself to C{twistd -n udpsuite}
 (see L{twisted_udpsuite.tap}), and L{ListeningService}, which binds its ports
 while twistd still has the privileges to (port 69 with C{--uid}).
+
+The checks of option values (L{checkPort}, L{checkInterface}, L{numberOption}) live in
+L{twisted_udpsuite.optionvalues} and are re-exported here for the services' options: the
+C{udpsuite} commands use them too, without importing this module.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -26,67 +28,10 @@ from twisted.python.filepath import FilePath
 from twisted_udpsuite.activation import describe
 from twisted_udpsuite.drain import DEFAULT_DRAIN, IDrainable
 from twisted_udpsuite.localaddress import adoptDatagramPort, listenUDP
+from twisted_udpsuite.optionvalues import checkInterface as checkInterface
+from twisted_udpsuite.optionvalues import checkPort as checkPort
+from twisted_udpsuite.optionvalues import numberOption as numberOption
 from twisted_udpsuite.reactors import IReactorNetwork
-
-
-def checkInterface(value: str) -> str:
-    """C{--interface}: empty (all IPv4), C{::} (all, IPv6 too) or one IP address."""
-    if value in ("", "::"):
-        return value
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise usage.UsageError(
-            f"--interface: {value!r} is not an IP address (use '' for all IPv4, '::' for all)"
-        ) from None
-
-
-def numberOption(
-    name: str,
-    kind: type[int] | type[float] = float,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    above: float | None = None,
-    zeroMeansNone: bool = False,
-) -> Callable[[str], Any]:
-    """
-    A C{usage.Options} coercer for C{--NAME}: a finite number of C{kind}
-    that is at least C{low}, at most C{high} and greater than C{above} (each
-    where given).  With C{zeroMeansNone}, 0 (for "unlimited") becomes C{None}.
-    """
-    if low is not None and high is not None:
-        bound = f"from {low} to {high}"
-    elif low is not None:
-        bound = f"at least {low}"
-    elif high is not None:
-        bound = f"at most {high}"
-    else:
-        bound = f"greater than {above}"
-
-    def coerce(value: str) -> Any:
-        try:
-            number = kind(value)
-        except ValueError:
-            what = "whole number" if kind is int else "number"
-            raise usage.UsageError(f"--{name}: {value!r} is not a {what}") from None
-        if (
-            not math.isfinite(number)
-            or (low is not None and number < low)
-            or (high is not None and number > high)
-            or (above is not None and number <= above)
-        ):
-            raise usage.UsageError(f"--{name}: must be {bound}")
-        return None if zeroMeansNone and number == 0 else number
-
-    return coerce
-
-
-def checkPort(value: str, option: str = "--port") -> int:
-    """A port number option: 0 (any free port) to 65535."""
-    if not value.isdigit() or int(value) > 65535:
-        raise usage.UsageError(f"{option}: {value!r} is not a port number (0-65535)")
-    return int(value)
 
 
 class ServiceOptions(usage.Options):

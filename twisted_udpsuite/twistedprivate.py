@@ -23,10 +23,13 @@ What is relied on:
     early imports Twisted's endpoints, whose systemd parser reads C{LISTEN_FDS}; and it is
     imported only when asked, so that the suite's UDP and file services never load
     C{twisted.web}.
+  - C{twisted.internet.tcp} (and C{endpoints}) treating TLS as unavailable when importing
+    pyOpenSSL raises C{ImportError}, and otherwise working as before: L{withoutTLS}.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -43,6 +46,7 @@ __all__ = [
     "overrideDoRead",
     "popDueCall",
     "restoreDoRead",
+    "withoutTLS",
 ]
 
 _P = TypeVar("_P", bound="SocketBoundPort")
@@ -141,3 +145,22 @@ def isResponseDone(reason: BaseException | None) -> bool:
     from twisted.web._newclient import ResponseDone
 
     return isinstance(reason, ResponseDone)
+
+
+def withoutTLS() -> None:
+    """
+    Keep this process from loading pyOpenSSL: for the C{udpsuite} command line only, which
+    never speaks TLS, and must call this before the reactor is imported.
+
+    Importing the reactor imports C{twisted.internet.tcp}, which imports pyOpenSSL (and
+    through it C{cryptography}) only to see whether C{startTLS} can be offered: some 50 ms,
+    a quarter of a command's start-up (issue #13).  pyOpenSSL is always installed with the
+    suite (treq needs it).  Marking it missing (C{None} in C{sys.modules}, which makes its
+    import raise C{ImportError}) makes Twisted take TLS as unavailable, as on a system
+    without pyOpenSSL: TCP works as before, without C{startTLS}.
+
+    Nothing is done if pyOpenSSL is already imported.  Never call this in library code or
+    under twistd: the TFTP server's HTTP origin reaches https through treq, which needs
+    pyOpenSSL, and so may any code that shares the process.
+    """
+    sys.modules.setdefault("OpenSSL", None)  # type: ignore[arg-type]

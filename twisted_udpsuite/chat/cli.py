@@ -25,8 +25,8 @@ from twisted_udpsuite.command import (
     stopPort,
     targetOption,
 )
+from twisted_udpsuite.optionvalues import checkInterface, checkPort
 from twisted_udpsuite.reactors import IReactorNetwork
-from twisted_udpsuite.service import checkInterface, checkPort
 from twisted_udpsuite.terminal import cbreakMode, connectStdio
 
 
@@ -101,4 +101,4 @@ async def runChat(reactor: IReactorNetwork, options: Options, console: Console) 
     return 0
 
 
-COMMAND = CommandSpec("chat", "Full-duplex terminal chat (peer or room)", Options, runChat)
+COMMAND = CommandSpec("chat", Options, runChat)

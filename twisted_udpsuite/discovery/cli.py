@@ -8,8 +8,8 @@ from twisted_udpsuite import ports
 from twisted_udpsuite.command import CommandOptions, CommandSpec, Console, resolveHost
 from twisted_udpsuite.discovery.protocol import DiscoveredResponder, discover
 from twisted_udpsuite.discovery.wire import MAX_DELAY
+from twisted_udpsuite.optionvalues import checkPort, numberOption
 from twisted_udpsuite.reactors import IReactorNetwork
-from twisted_udpsuite.service import checkPort, numberOption
 from twisted_udpsuite.terminal import printable
 
 __all__ = ["COMMAND", "Options", "formatResponder"]
@@ -91,4 +91,4 @@ async def runDiscover(reactor: IReactorNetwork, options: Options, console: Conso
     return 0 if result else 1
 
 
-COMMAND = CommandSpec("discover", "Find udpsuite responders on the LAN", Options, runDiscover)
+COMMAND = CommandSpec("discover", Options, runDiscover)

@@ -20,8 +20,8 @@ from twisted_udpsuite.echo.client import (
     PingResult,
     ping,
 )
+from twisted_udpsuite.optionvalues import numberOption
 from twisted_udpsuite.reactors import IReactorNetwork
-from twisted_udpsuite.service import numberOption
 
 
 class Options(CommandOptions):
@@ -100,4 +100,4 @@ def _summary(console: Console, shown: str, result: PingResult) -> None:
         console.say("rtt min/avg/max/mdev = " + "/".join(f"{t * 1000:.3f}" for t in rtts) + " ms")
 
 
-COMMAND = CommandSpec("echo", "Ping a UDP echo server: loss and latency", Options, runEcho)
+COMMAND = CommandSpec("echo", Options, runEcho)

@@ -226,5 +226,5 @@ async def runLs(reactor: IReactorNetwork, options: LsOptions, console: Console) 
     return 0
 
 
-FETCH = CommandSpec("fetch", "Download a file from a udpsuite file server", FetchOptions, runFetch)
-LS = CommandSpec("ls", "List a directory of a udpsuite file server", LsOptions, runLs)
+FETCH = CommandSpec("fetch", FetchOptions, runFetch)
+LS = CommandSpec("ls", LsOptions, runLs)

@@ -20,8 +20,8 @@ from twisted_udpsuite.ipmsg.files import FileOffers, FileServerFactory
 from twisted_udpsuite.ipmsg.peer import IPMSG_PORT, MAX_INBOUND, IPMsgPeer
 from twisted_udpsuite.ipmsg.service import MemberOptions
 from twisted_udpsuite.ipmsg.terminal import IPMsgTerminal
+from twisted_udpsuite.optionvalues import checkInterface, checkPort
 from twisted_udpsuite.reactors import IReactorNetwork
-from twisted_udpsuite.service import checkInterface, checkPort
 from twisted_udpsuite.terminal import cbreakMode, connectStdio
 
 
@@ -101,6 +101,4 @@ async def runIPMsg(reactor: IReactorNetwork, options: Options, console: Console)
     return 0
 
 
-COMMAND = CommandSpec(
-    "ipmsg", "Terminal member of an IP Messenger/FeiQ/iptux LAN", Options, runIPMsg
-)
+COMMAND = CommandSpec("ipmsg", Options, runIPMsg)

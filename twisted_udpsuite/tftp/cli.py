@@ -28,9 +28,9 @@ from twisted_udpsuite.command import (
     showAddress,
     targetOption,
 )
+from twisted_udpsuite.optionvalues import numberOption
 from twisted_udpsuite.progress import ProgressBar, formatBytes
 from twisted_udpsuite.reactors import IReactorNetwork
-from twisted_udpsuite.service import numberOption
 from twisted_udpsuite.tftp import client, errors
 from twisted_udpsuite.tftp.options import (
     MAX_BLKSIZE,
@@ -281,4 +281,4 @@ async def runTFTP(reactor: IReactorNetwork, options: Options, console: Console) 
     return 0
 
 
-COMMAND = CommandSpec("tftp", "TFTP client: get and put files", Options, runTFTP)
+COMMAND = CommandSpec("tftp", Options, runTFTP)
