@@ -14,7 +14,9 @@ Client peers: curl, tftp-hpa's ``tftp``, atftp.
 
 "python floor" is bench/python_floor_tftpd.py: the leanest Python download server we
 know how to write (one epoll loop, mmap + sendmsg, nothing else), to tell what any
-Python server costs on this machine from what ours costs.
+Python server costs on this machine from what ours costs. "twisted floor"
+(bench/twisted_floor_tftpd.py) is the same server on Twisted's reactor: the difference
+between the two floors is what the reactor costs, the rest is ours.
 
     .venv/bin/python bench/tftp_bench.py [--rounds 5] [--only servers|clients|concurrent]
 
@@ -140,6 +142,12 @@ def servers(peers: Path) -> list[Server]:
         Server(
             "python floor",
             lambda p, root: [PY, str(REPO / "bench/python_floor_tftpd.py"), str(p), str(root)],
+            lambda: True,
+            windowsize=False,
+        ),
+        Server(
+            "twisted floor",
+            lambda p, root: [PY, str(REPO / "bench/twisted_floor_tftpd.py"), str(p), str(root)],
             lambda: True,
             windowsize=False,
         ),
