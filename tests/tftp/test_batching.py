@@ -508,6 +508,65 @@ async def test_portClosedByItsOwnDatagram(reactor: Any) -> None:
     assert port not in batching._pollerFor(reactor)
 
 
+class _FailingPort:
+    """A transfer port whose read raises (a socket error no read loop handles)."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.lost: list[Any] = []
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def doRead(self) -> None:
+        raise OSError(9, "Bad file descriptor")
+
+    def connectionLost(self, reason: Any) -> None:
+        self.lost.append(reason)
+        self.socket.close()
+
+
+class _FDSet:
+    def __init__(self) -> None:
+        self.readers: list[Any] = []
+
+    def addReader(self, reader: Any) -> None:
+        self.readers.append(reader)
+
+    def removeReader(self, reader: Any) -> None:
+        self.readers.remove(reader)
+
+
+@pytest.mark.parametrize("others", [0, 1])
+def test_pollerClosesAPortWhoseReadRaises(others: int) -> None:
+    """A port whose read raises is logged, taken out of the poller and told its connection
+    is lost, as the reactor does with a reader; the other ports read on."""
+    from twisted.logger import globalLogPublisher
+
+    reactor = _FDSet()
+    poller = batching.TransferPoller(reactor)  # type: ignore[arg-type]
+    failing = _FailingPort()
+    healthy = [_FailingPort() for _ in range(others)]
+    for port in [failing, *healthy]:
+        poller.add(port)  # type: ignore[arg-type]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        tx.sendto(b"x", failing.socket.getsockname())  # only the failing port is ready
+    failures: list[Any] = []
+    observer = failures.append
+    globalLogPublisher.addObserver(observer)
+    try:
+        poller.doRead()
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert [e for e in failures if e.get("log_failure") is not None]
+    assert failing not in poller and len(failing.lost) == 1
+    assert all(port in poller and not port.lost for port in healthy)
+    assert (poller in reactor.readers) == bool(others)
+    for port in healthy:
+        port.socket.close()
+
+
 def test_notLinuxNoSegmentation(monkeypatch: pytest.MonkeyPatch) -> None:
     """Elsewhere than Linux option 103 is not UDP_SEGMENT: never tried on a real socket
     (nor on a non-IP one)."""

@@ -391,7 +391,11 @@ class TransferPoller:
         if len(ports) == 1:
             # One transfer: it is the one ready, no need to ask (its doRead reads the error
             # queue when the wake-up was for an ICMP error and no datagram).
-            self._ready(next(iter(ports.values())), select.EPOLLIN)
+            (only,) = ports.values()  # (taken before the read, which may remove it)
+            try:
+                only.doRead()
+            except BaseException:
+                self._readFailed(only)
             return
         poll = self._epoll.poll
         for _ in range(self.ROUNDS):
@@ -412,10 +416,14 @@ class TransferPoller:
                 self.remove(port)
                 port.readConnectionLost(Failure(ConnectionDone()))  # type: ignore[no-untyped-call]
         except BaseException:
-            self.log.failure("reading {port}", port=port)
-            self.remove(port)
-            # Failure() and udp.Port.connectionLost are unannotated in Twisted.
-            port.connectionLost(Failure())  # type: ignore[no-untyped-call]
+            self._readFailed(port)
+
+    def _readFailed(self, port: TransferPort) -> None:
+        """A port's read raised: log it and close the port, as the reactor would."""
+        self.log.failure("reading {port}", port=port)
+        self.remove(port)
+        # Failure() and udp.Port.connectionLost are unannotated in Twisted.
+        port.connectionLost(Failure())  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure) -> None:
         """The reactor is done with us (it is shutting down): so with every port, as it
