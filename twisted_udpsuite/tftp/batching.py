@@ -263,16 +263,18 @@ def senderFor(transport: Any, peer: tuple[str, int], **kwargs: Any) -> DatagramS
     return DatagramSender(sock, peer, family=family, **kwargs)
 
 
-def splitCoalesced(data: bytes, ancillary: list[tuple[int, int, bytes]]) -> list[bytes] | None:
+def splitCoalesced(data: bytes, ancillary: list[tuple[int, int, bytes]]) -> list[memoryview] | None:
     """
     The datagrams in one GRO read: C{data} cut by the segment size in its C{UDP_GRO}
-    control message (the last may be shorter); None if it holds one datagram.
+    control message (the last may be shorter), as views of C{data} (nothing is copied);
+    None if it holds one datagram.
     """
     for level, kind, value in ancillary:
         if level == _UDP and kind == UDP_GRO and len(value) >= 2:
             size = struct.unpack("@i" if len(value) >= 4 else "@H", value[:4])[0]
             if 0 < size < len(data):
-                return [data[start : start + size] for start in range(0, len(data), size)]
+                view = memoryview(data)
+                return [view[start : start + size] for start in range(0, len(data), size)]
     return None
 
 
@@ -451,7 +453,8 @@ class TransferPort(UnreachableReportingPort):
     A transfer's port: reports unreachable peers (L{UnreachableReportingPort}) and, once
     L{receiveCoalesced} is on, reads coalesced windows with C{recvmsg} and hands the
     datagrams in them to the protocol, in order: all at once to its
-    C{datagramsReceived(datagrams, addr)} if it has one, else one by one.
+    C{datagramsReceived(datagrams, addr)} if it has one (as views of the read, uncopied),
+    else one by one (as bytes).
     """
 
     _coalescing = False
@@ -510,7 +513,7 @@ class TransferPort(UnreachableReportingPort):
                         many(parts, addr)
                     else:
                         for part in parts:
-                            protocol.datagramReceived(part, addr)
+                            protocol.datagramReceived(bytes(part), addr)
             except BaseException:
                 self._log.failure("unhandled error in {protocol}", protocol=protocol)
 

@@ -76,6 +76,8 @@ DEFAULT_TIMEOUT = 1.0
 """Seconds to wait for the server's first answer before resending the request."""
 
 _WRITE_BUFFER = 256 * 1024
+_WRITE_AT_ONCE = 16 * 1024
+"""A write at least this long goes to the file at once, not through the buffer."""
 
 ProgressCallback = Callable[[int, "int | None"], None]
 """C{progress(bytesSoFar, totalOrNone)}: called as blocks move."""
@@ -151,6 +153,11 @@ class _Destination:
             self.written += len(data)
             if self._writer is None:
                 self._sink.write(data)
+                return
+            if len(data) >= _WRITE_AT_ONCE:  # (a coalesced window): no copy into the buffer
+                if self._buffer:
+                    self._writeBuffer(self._writer)
+                self._writer.write(data)
                 return
             # One write(2) per block would cost more than the block's own sendto.
             self._buffer.append(data)
@@ -338,14 +345,14 @@ class _ClientTransfer(DatagramProtocol):
             return
         self._answerReceived(packet, addr)
 
-    def datagramsReceived(self, datagrams: list[bytes], addr: tuple[str, int]) -> None:
-        """Several datagrams from one source read at once (a coalesced window)."""
+    def datagramsReceived(self, datagrams: list[memoryview], addr: tuple[str, int]) -> None:
+        """Several datagrams from one source read at once (a coalesced window), as views."""
         engine = self._engine
         if isinstance(engine, Receiver) and not self._closed and addr == self._peer:
             engine.windowReceived(datagrams)
             return
         for datagram in datagrams:
-            self.datagramReceived(datagram, addr)
+            self.datagramReceived(bytes(datagram), addr)
 
     def _answerStray(self, addr: tuple[str, int]) -> None:
         """RFC 1350: a packet from another TID gets ERROR 5, and the transfer goes on."""

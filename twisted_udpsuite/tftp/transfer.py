@@ -1002,7 +1002,7 @@ class Receiver(_Engine):
             delta = (block - want) % cycle
         return delta if delta < cycle // 2 else -1
 
-    def windowReceived(self, datagrams: list[bytes]) -> None:
+    def windowReceived(self, datagrams: Sequence[bytes | memoryview]) -> None:
         """
         Several datagrams from the peer read at once (a coalesced read, GRO). When they are
         the next full blocks in order, within the current window, and the writer writes at
@@ -1056,9 +1056,9 @@ class Receiver(_Engine):
         if written is not None and isinstance(written, Deferred):
             written.addErrback(self._writeFailed)  # (not expected of such a writer)
 
-    def _eachReceived(self, datagrams: list[bytes]) -> None:
+    def _eachReceived(self, datagrams: Sequence[bytes | memoryview]) -> None:
         for datagram in datagrams:
-            self.datagramReceived(datagram)
+            self.datagramReceived(bytes(datagram))
 
     def dataReceived(self, block: int, payload: bytes) -> None:
         """A DATA block: write it if it is the next one; ACK per window, gap or duplicate."""
