@@ -21,6 +21,7 @@ import socket
 import struct
 import sys
 import time
+from typing import Any, NamedTuple
 
 HEADER = struct.Struct("!HH")
 RESEND_AFTER = 1.0
@@ -61,6 +62,45 @@ class Transfer:
         return False
 
 
+class Request(NamedTuple):
+    """A download to start: the file's mapping, the block size, and the OACK to send first
+    (None: the client asked for no option, so DATA 1 goes first)."""
+
+    data: memoryview
+    blksize: int
+    oack: bytes | None
+
+
+def readRequest(request: bytes, root: str) -> Request | bytes:
+    """A download to start, or the ERROR packet that answers C{request}."""
+    fields = request[2:].split(b"\0")
+    name = fields[0].decode(errors="replace")
+    if request[:2] != b"\0\1" or "/" in name or name.startswith("."):
+        return b"\0\5\0\2refused\0"
+    try:
+        with open(os.path.join(root, name), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            mapping = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) if size else b""
+    except OSError:
+        return b"\0\5\0\1not found\0"
+    options = {k.lower(): v for k, v in zip(fields[2::2], fields[3::2], strict=False)}
+    blksize = min(int(options.get(b"blksize", 512)), 65464)
+    granted = b""
+    if b"blksize" in options:
+        granted += b"blksize\0%d\0" % blksize
+    if b"tsize" in options:
+        granted += b"tsize\0%d\0" % size
+    return Request(memoryview(mapping), blksize, b"\0\6" + granted if granted else None)
+
+
+def start(transfer: Transfer | Any, oack: bytes | None) -> None:
+    """Send a new transfer's first packet: the OACK, or DATA 1."""
+    if oack is not None:
+        transfer.send([oack])
+    else:
+        transfer.sendBlock(1)
+
+
 def main() -> None:
     port, root = int(sys.argv[1]), sys.argv[2]
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -78,32 +118,14 @@ def main() -> None:
         for fd, _ in poller.poll(RESEND_AFTER / 4):
             if fd == listener.fileno():
                 request, peer = listener.recvfrom(65536)
-                fields = request[2:].split(b"\0")
-                name = fields[0].decode(errors="replace")
-                if request[:2] != b"\0\1" or "/" in name or name.startswith("."):
-                    listener.sendto(b"\0\5\0\2refused\0", peer)
+                wanted = readRequest(request, root)
+                if isinstance(wanted, bytes):
+                    listener.sendto(wanted, peer)
                     continue
-                try:
-                    with open(os.path.join(root, name), "rb") as f:
-                        size = os.fstat(f.fileno()).st_size
-                        mapping = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) if size else b""
-                except OSError:
-                    listener.sendto(b"\0\5\0\1not found\0", peer)
-                    continue
-                options = {k.lower(): v for k, v in zip(fields[2::2], fields[3::2], strict=False)}
-                blksize = min(int(options.get(b"blksize", 512)), 65464)
-                transfer = Transfer(peer, memoryview(mapping), blksize)
+                transfer = Transfer(peer, wanted.data, wanted.blksize)
                 transfers[transfer.sock.fileno()] = transfer
                 poller.register(transfer.sock.fileno(), select.EPOLLIN)
-                granted = b""
-                if b"blksize" in options:
-                    granted += b"blksize\0%d\0" % blksize
-                if b"tsize" in options:
-                    granted += b"tsize\0%d\0" % size
-                if granted:
-                    transfer.send([b"\0\6" + granted])
-                else:
-                    transfer.sendBlock(1)
+                start(transfer, wanted.oack)
                 continue
             transfer = transfers[fd]
             try:

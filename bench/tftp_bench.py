@@ -353,12 +353,7 @@ class CpuShares:
 
     def close(self) -> None:
         for group in self.groups:
-            for _ in range(50):
-                try:
-                    group.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            removeCgroup(group)
 
 
 SHARES = CpuShares()
@@ -393,12 +388,17 @@ class ServerCpu:
     def close(self) -> None:
         """Remove the cgroup (once its processes have ended)."""
         if self.group is not None:
-            for _ in range(50):
-                try:
-                    self.group.rmdir()
-                    return
-                except OSError:
-                    time.sleep(0.1)
+            removeCgroup(self.group)
+
+
+def removeCgroup(group: Path) -> None:
+    """Remove a cgroup, waiting (up to 5 s) for its last processes to end."""
+    for _ in range(50):
+        try:
+            group.rmdir()
+            return
+        except OSError:
+            time.sleep(0.1)
 
 
 def _procCpu(pid: int) -> float:

@@ -154,7 +154,7 @@ def withoutTLS() -> None:
 
     Importing the reactor imports C{twisted.internet.tcp}, which imports pyOpenSSL (and
     through it C{cryptography}) only to see whether C{startTLS} can be offered: some 50 ms,
-    a quarter of a command's start-up (issue #13).  pyOpenSSL is always installed with the
+    a quarter of a command's start-up.  pyOpenSSL is always installed with the
     suite (treq needs it).  Marking it missing (C{None} in C{sys.modules}, which makes its
     import raise C{ImportError}) makes Twisted take TLS as unavailable, as on a system
     without pyOpenSSL: TCP works as before, without C{startTLS}.
