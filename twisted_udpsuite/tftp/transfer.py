@@ -247,7 +247,9 @@ class _Rto:
         else:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
-        self.rto = min(self.maximum, max(MIN_RTO, self.srtt + 4 * self.rttvar))
+        # min(maximum, max(MIN_RTO, ...)) without the two calls: this runs on every ACK.
+        rto = self.srtt + 4 * self.rttvar
+        self.rto = MIN_RTO if rto < MIN_RTO else self.maximum if rto > self.maximum else rto
 
     def backoff(self, tries: int) -> float:
         return min(self.ceiling, self.rto * 2.0**tries)
@@ -299,8 +301,8 @@ class _Engine:
 
     # Timer: one DelayedCall, moved lazily (a deadline), so the hot path never reschedules.
 
-    def _arm(self, delay: float) -> None:
-        deadline = self._deadline = self._clock.seconds() + delay
+    def _arm(self, delay: float, now: float | None = None) -> None:
+        deadline = self._deadline = (self._clock.seconds() if now is None else now) + delay
         timer = self._timer
         if timer is None:
             self._timer = self._clock.callLater(delay, self._timerFired)
@@ -664,7 +666,8 @@ class Sender(_Engine):
             self._fail(errors.TFTPError("reader returned too much"), sendError=True)
             return
         absolute = self._base + len(self._window)
-        self._window.append(_pack(_DATA, wrapBlock(absolute, self._rollover)) + chunk)
+        number = absolute & 0xFFFF if self._rollover == 0 else wrapBlock(absolute, self._rollover)
+        self._window.append(_pack(_DATA, number) + chunk)
         if len(chunk) < self._blksize:
             self._eof = True
             self._lastLength = len(chunk)
@@ -677,8 +680,9 @@ class Sender(_Engine):
         sent = self._sent
         count = len(window)
         if sent < count:
+            now = self._clock.seconds()
             if sent == 0:
-                self._sentAt = self._clock.seconds()
+                self._sentAt = now
                 self._clean = True
             if count - sent == 1:
                 self._send(window[sent])
@@ -689,18 +693,19 @@ class Sender(_Engine):
                 for index in range(sent, count):
                     send(window[index])
             self._sent = count
-            self._arm(self._rto.backoff(self._tries) if self._tries else self._rto.rto)
+            self._arm(self._rto.backoff(self._tries) if self._tries else self._rto.rto, now)
 
     # ACKs
 
-    def _hot(self, number: int, datagram: bytes) -> None:
-        self.ackReceived(number)
-
     def _packetAck(self, block: int) -> None:
-        self.ackReceived(block)
+        self._hot(block, b"")
 
     def ackReceived(self, block: int) -> None:
         """An ACK: advance the window, or resend from inside it; ignore anything else."""
+        self._hot(block, b"")
+
+    def _hot(self, block: int, datagram: bytes) -> None:
+        """L{ackReceived}'s work, called straight by L{datagramReceived} for a raw ACK."""
         if self._over:
             return
         if self._initial is not None:
