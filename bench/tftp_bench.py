@@ -16,14 +16,17 @@ Client peers: curl, tftp-hpa's ``tftp``, atftp.
 know how to write (one epoll loop, mmap + sendmsg, nothing else), to tell what any
 Python server costs on this machine from what ours costs. "twisted floor"
 (bench/twisted_floor_tftpd.py) is the same server on Twisted's reactor: the difference
-between the two floors is what the reactor costs, the rest is ours.
+between the two floors is what the reactor costs, the rest is ours. The python floor also
+sends windows (RFC 7440) in GSO batches, and with bench/python_floor_tftp.py, the leanest
+windowed client we know how to write in Python (GRO reads, one write a read, an fsync at
+the end), it is the floor pair: what any Python client and server can do together.
 
     .venv/bin/python bench/tftp_bench.py [--rounds 5] [--only servers|clients|concurrent]
 
 ``--only concurrent`` runs just the servers' "curl blksize 1428, 8 at once" scenario, the
 one where ``--workers auto`` (the production setting, one process per CPU; shown only
 there) matters. ``--only pairs`` runs each client with its own server (ours, atftp +
-atftpd, pytftp's) at windowsize 16.
+atftpd, pytftp's, the floor pair) at windowsize 16.
 
 In the pairs, each line also shows the transfer on the wire: from the client's request
 to its last ACK, read from a packet capture of loopback (tcpdump, where installed). The
@@ -143,7 +146,6 @@ def servers(peers: Path) -> list[Server]:
             "python floor",
             lambda p, root: [PY, str(REPO / "bench/python_floor_tftpd.py"), str(p), str(root)],
             lambda: True,
-            windowsize=False,
         ),
         Server(
             "twisted floor",
@@ -282,6 +284,23 @@ def ourClient(blksize: int, windowsize: int = 1) -> Client:
             str(out),
             "--quiet",
             *options,
+        ],
+        blksize,
+        windowsize,
+    )
+
+
+def floorClient(blksize: int, windowsize: int) -> Client:
+    return Client(
+        f"python floor blksize {blksize} windowsize {windowsize}",
+        lambda p, name, out: [
+            PY,
+            str(REPO / "bench/python_floor_tftp.py"),
+            str(p),
+            name,
+            str(out),
+            str(blksize),
+            str(windowsize),
         ],
         blksize,
         windowsize,
@@ -809,6 +828,7 @@ def run(args: argparse.Namespace, peers: Path) -> None:
                     ("atftp -> atftpd", "atftpd", atftp(blksize, 16)),
                     ("udpsuite -> twisted_udpsuite", "twisted_udpsuite", ourClient(blksize, 16)),
                     ("pytftp -> tftp (pytftp)", "tftp (pytftp)", pytftpClient(peers, blksize, 16)),
+                    ("python floor -> python floor", "python floor", floorClient(blksize, 16)),
                 ]
                 for label, serverName, client in pairs:
                     if serverName in byName:
