@@ -50,7 +50,7 @@ class Transfer:
         self.sentAt = 0.0
         self.lastPacket: list[bytes | memoryview] = []
         self.segmented = [(socket.IPPROTO_UDP, UDP_SEGMENT, struct.pack("@H", 4 + blksize))]
-        self.perCall = min(64, 65507 // (4 + blksize))
+        self.perCall = max(1, min(64, 65507 // (4 + blksize)))  # (1: too big to batch)
 
     def send(self, buffers: list[bytes | memoryview]) -> None:
         self.lastPacket = buffers
