@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from typing import Any
 
 import pytest
+import pytest_twisted
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol, ServerFactory
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
+from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from tests.helpers import successResultOf
 from twisted_udpsuite.drain import IDrainable
 from twisted_udpsuite.service import (
+    TCP_BACKLOG,
     Listener,
     ListeningService,
     checkInterface,
@@ -107,7 +111,7 @@ class _Reactor:
     def listenUDP(self, port: int, protocol: Any, interface: str = "", **kw: Any) -> _Port:
         return self._port("udp", port, protocol)
 
-    def listenTCP(self, port: int, factory: Any, interface: str = "") -> _Port:
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> _Port:
         return self._port("tcp", port, factory)
 
     def adoptDatagramPort(self, fd: int, family: int, protocol: Any, **kw: Any) -> _Port:
@@ -137,11 +141,35 @@ def test_bindsWhilePrivileged() -> None:
     assert service.bound and not service.running
     assert ("", 1069) in host.udpPorts
     assert [t[0] for t in host.tcpServers] == [1069, 1070]
+    # A burst of clients must not overflow the accept queue (Twisted's default is 50).
+    assert [t[2] for t in host.tcpServers] == [TCP_BACKLOG] * 2 and TCP_BACKLOG >= 1024
     service.startService()
     assert service.running
     assert len(host.udpPorts) == 1 and len(host.tcpServers) == 2
     successResultOf(service.stopService())
     assert host.udpPorts == {} and not service.bound
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcpListenersTakeABurstOfClients() -> None:
+    """
+    A real TCP listener's accept queue holds L{TCP_BACKLOG} connections (as far as
+    C{net.core.somaxconn} allows), as C{ss} shows: 200 clients connecting at once to
+    Twisted's default of 50 waited a second for their SYN to be sent again.
+    """
+    from twisted.internet import reactor
+
+    service = ListeningService([Listener("t", "tcp", 0, ServerFactory(), "127.0.0.1")], reactor)
+    service.privilegedStartService()
+    try:
+        port = service.listeners[0].listening.getHost().port
+        shown = subprocess.run(
+            ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        somaxconn = int(FilePath("/proc/sys/net/core/somaxconn").getContent())
+        assert int(shown[2]) == min(TCP_BACKLOG, somaxconn), shown  # (Send-Q: the backlog)
+    finally:
+        await service.stopService()
 
 
 def test_startServiceBindsWhenNothingDid() -> None:

@@ -33,6 +33,15 @@ from twisted_udpsuite.optionvalues import checkPort as checkPort
 from twisted_udpsuite.optionvalues import numberOption as numberOption
 from twisted_udpsuite.reactors import IReactorNetwork
 
+TCP_BACKLOG = 1024
+"""
+Connections a TCP listener's kernel queue holds before they are accepted. Twisted's
+default is 50: a burst of more clients at once (a lab's machines fetching one image, a
+script's parallel downloads) overflows it, and each dropped handshake waits out a SYN
+retransmission (a second) before it connects. Linux caps it at C{net.core.somaxconn}.
+A socket handed over by systemd or inetd keeps the backlog they gave it.
+"""
+
 
 class ServiceOptions(usage.Options):
     """
@@ -246,7 +255,9 @@ class ListeningService(Service):
             # Twisted's hint says AddressFamily; it takes any int (and refuses a bad one).
             family = describe(fd).family
             return reactor.adoptStreamPort(fd, family, listener.protocol)  # type: ignore[arg-type]
-        return reactor.listenTCP(port, listener.protocol, interface=listener.interface)
+        return reactor.listenTCP(
+            port, listener.protocol, backlog=TCP_BACKLOG, interface=listener.interface
+        )
 
     def startedListening(self) -> None:
         """Called once every port is bound; subclasses may log more or start work."""
